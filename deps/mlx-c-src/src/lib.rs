@@ -1,0 +1,1 @@
+// Placeholder crate: only its dependency on mlx-sys matters.

@@ -4,6 +4,5 @@
 //! `cache` → `models` → `mlx`. See docs/architecture.md.
 
 pub mod error;
-pub mod mlx;
 
 pub use error::{Error, Result};

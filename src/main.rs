@@ -1,0 +1,3 @@
+fn main() {
+    println!("gomlx {}", env!("CARGO_PKG_VERSION"));
+}

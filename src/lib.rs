@@ -4,5 +4,7 @@
 //! `cache` → `models` → `mlx`. See docs/architecture.md.
 
 pub mod error;
+pub mod ffi;
+pub mod mlx;
 
 pub use error::{Error, Result};

@@ -1,0 +1,42 @@
+//! Turns mlx-c's error reporting into `gomlx::Error`.
+//!
+//! mlx-c reports failures by calling one process-global handler and returning a
+//! non-zero code. The handler copies MLX's message into per-thread storage (the
+//! pointer is only valid during the callback) and the wrapper that saw the code
+//! takes it from there. MLX's default handler, which exits the process, is
+//! replaced before any other mlx-c call.
+
+use super::sys;
+use crate::{Error, Result};
+use std::cell::RefCell;
+use std::ffi::{c_char, c_void, CStr};
+use std::sync::Once;
+
+thread_local! {
+    static LAST: RefCell<Option<String>> = const { RefCell::new(None) };
+}
+
+unsafe extern "C" fn handler(msg: *const c_char, _data: *mut c_void) {
+    let text = if msg.is_null() {
+        "unknown MLX error".to_string()
+    } else {
+        CStr::from_ptr(msg).to_string_lossy().into_owned()
+    };
+    // Never unwind into C++: with_borrow_mut cannot panic here as nothing else borrows.
+    let _ = LAST.try_with(|l| *l.borrow_mut() = Some(text));
+}
+
+/// Installs the handler once per process. Called by every entry into `mlx`.
+pub(crate) fn init() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| unsafe { sys::mlx_set_error_handler(Some(handler), std::ptr::null_mut(), None) });
+}
+
+/// Converts an mlx-c return code into a `Result`, taking MLX's message.
+pub(crate) fn check(rc: i32) -> Result<()> {
+    if rc == 0 {
+        return Ok(());
+    }
+    let msg = LAST.with(|l| l.borrow_mut().take());
+    Err(Error::Mlx(msg.unwrap_or_else(|| format!("mlx-c call failed with code {rc}"))))
+}

@@ -1,0 +1,158 @@
+//! Devices and streams. Every op runs on the calling thread's current stream;
+//! an engine thread sets its own (the design's one-stream-per-model rule).
+
+use super::{status, sys};
+use crate::Result;
+use std::cell::RefCell;
+use std::ffi::CStr;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeviceKind {
+    Cpu,
+    Gpu,
+}
+
+impl DeviceKind {
+    fn raw(self) -> sys::mlx_device_type {
+        match self {
+            DeviceKind::Cpu => sys::MLX_CPU,
+            DeviceKind::Gpu => sys::MLX_GPU,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            DeviceKind::Cpu => "cpu",
+            DeviceKind::Gpu => "gpu",
+        }
+    }
+}
+
+struct Device(sys::mlx_device);
+
+impl Device {
+    fn new(kind: DeviceKind) -> Device {
+        status::init();
+        Device(unsafe { sys::mlx_device_new_type(kind.raw(), 0) })
+    }
+}
+
+impl Drop for Device {
+    fn drop(&mut self) {
+        unsafe { sys::mlx_device_free(self.0) };
+    }
+}
+
+/// Whether MLX has a GPU backend (Metal or CUDA) with a device present.
+pub fn gpu_available() -> bool {
+    let dev = Device::new(DeviceKind::Gpu);
+    let mut avail = false;
+    let rc = unsafe { sys::mlx_device_is_available(&mut avail, dev.0) };
+    rc == 0 && avail
+}
+
+/// The GPU where MLX has one, else the CPU.
+pub fn default_device() -> DeviceKind {
+    if gpu_available() {
+        DeviceKind::Gpu
+    } else {
+        DeviceKind::Cpu
+    }
+}
+
+/// An MLX stream (a queue of work on one device).
+pub struct Stream {
+    raw: sys::mlx_stream,
+    kind: DeviceKind,
+}
+
+// An mlx_stream is a small handle (device + index); moving it to the engine
+// thread that will use it is sound.
+unsafe impl Send for Stream {}
+
+impl Stream {
+    /// A new stream of its own on `kind`, e.g. for a model's engine thread.
+    pub fn new(kind: DeviceKind) -> Result<Stream> {
+        if kind == DeviceKind::Gpu && !gpu_available() {
+            return Err(crate::Error::InvalidArgument(
+                "device gpu requested but this MLX build has no GPU available".into(),
+            ));
+        }
+        let dev = Device::new(kind);
+        let raw = unsafe { sys::mlx_stream_new_device(dev.0) };
+        Ok(Stream { raw, kind })
+    }
+
+    /// This thread's default stream on `kind`.
+    pub fn default_for(kind: DeviceKind) -> Result<Stream> {
+        let dev = Device::new(kind);
+        let mut raw = unsafe { sys::mlx_stream_new() };
+        status::check(unsafe { sys::mlx_get_default_stream(&mut raw, dev.0) })?;
+        Ok(Stream { raw, kind })
+    }
+
+    pub(crate) fn raw(&self) -> sys::mlx_stream {
+        self.raw
+    }
+
+    pub fn device(&self) -> DeviceKind {
+        self.kind
+    }
+
+    /// Waits until all work queued on this stream has finished.
+    pub fn synchronize(&self) -> Result<()> {
+        status::check(unsafe { sys::mlx_synchronize(self.raw) })
+    }
+
+    pub fn describe(&self) -> String {
+        let mut s = unsafe { sys::mlx_string_new() };
+        unsafe { sys::mlx_stream_tostring(&mut s, self.raw) };
+        let text = unsafe { CStr::from_ptr(sys::mlx_string_data(s)) }.to_string_lossy().into_owned();
+        unsafe { sys::mlx_string_free(s) };
+        text
+    }
+}
+
+impl Drop for Stream {
+    fn drop(&mut self) {
+        unsafe { sys::mlx_stream_free(self.raw) };
+    }
+}
+
+thread_local! {
+    static CURRENT: RefCell<Option<Stream>> = const { RefCell::new(None) };
+}
+
+/// Makes `stream` the one this thread's ops run on; returns the previous one.
+pub fn set_thread_stream(stream: Stream) -> Option<Stream> {
+    CURRENT.with(|c| c.borrow_mut().replace(stream))
+}
+
+/// The device this thread's ops run on.
+pub fn thread_device() -> DeviceKind {
+    with_stream(|_, kind| kind)
+}
+
+/// Runs `f` with this thread's current stream, creating the default one on
+/// first use (GPU where available).
+pub(crate) fn with_stream<R>(f: impl FnOnce(sys::mlx_stream, DeviceKind) -> R) -> R {
+    CURRENT.with(|c| {
+        let mut cur = c.borrow_mut();
+        if cur.is_none() {
+            let kind = default_device();
+            *cur = Some(Stream::default_for(kind).expect("the default stream of an available device"));
+        }
+        let s = cur.as_ref().unwrap();
+        f(s.raw, s.kind)
+    })
+}
+
+/// The raw current stream for one mlx-c call.
+pub(crate) fn current() -> sys::mlx_stream {
+    with_stream(|s, _| s)
+}
+
+/// Waits for all work queued on this thread's current stream.
+pub fn synchronize() -> Result<()> {
+    status::check(unsafe { sys::mlx_synchronize(current()) })
+}

@@ -3,8 +3,10 @@
 //! Layers (each calls only the one below): `ffi` → `engine` → `text`, `sample`,
 //! `cache` → `models` → `mlx`. See docs/architecture.md.
 
+pub mod cache;
 pub mod error;
 pub mod ffi;
 pub mod mlx;
+pub mod models;
 
 pub use error::{Error, Result};

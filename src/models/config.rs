@@ -1,0 +1,345 @@
+//! `config.json` → `ModelConfig`: one struct for every supported architecture.
+//!
+//! Two dialects load: hub style (`rope_theta`, `rope_scaling`,
+//! `sliding_window_pattern`, `torch_dtype`) and the style transformers 5 writes
+//! (`rope_parameters`, `layer_types`, `dtype`). Multimodal Gemma 3 checkpoints
+//! nest the text model under `text_config`.
+
+use crate::mlx::Dtype;
+use crate::{Error, Result};
+use serde_json::{Map, Value};
+use std::collections::BTreeMap;
+
+/// The architecture families gomlx implements, by `model_type`.
+pub const SUPPORTED: &[&str] = &["llama", "mistral", "qwen2", "qwen3", "gemma3_text", "gemma3"];
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Family {
+    /// Llama 3, Mistral, Qwen 2, Qwen 3: one decoder, differences in config.
+    Llama,
+    Gemma3,
+}
+
+/// How positions are encoded on one kind of layer.
+#[derive(Clone, Debug, PartialEq)]
+pub enum RopeScaling {
+    None,
+    /// Positions divided by `factor` (scale 1/factor).
+    Linear { factor: f32 },
+    /// Llama 3.1's frequency-dependent scaling.
+    Llama3 { factor: f32, low_freq_factor: f32, high_freq_factor: f32, original_max_position: f32 },
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Rope {
+    pub theta: f32,
+    pub scaling: RopeScaling,
+}
+
+/// Quantisation of one linear or embedding module (MLX affine format).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Quant {
+    pub group_size: i32,
+    pub bits: i32,
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Quantization {
+    pub default: Option<Quant>,
+    /// Per-module overrides by module path (e.g. `model.layers.0.mlp.down_proj`);
+    /// `None` means that module is not quantised.
+    pub overrides: BTreeMap<String, Option<Quant>>,
+}
+
+impl Quantization {
+    /// The quantisation of the module at `path` (no `.weight` suffix).
+    pub fn for_module(&self, path: &str) -> Option<Quant> {
+        match self.overrides.get(path) {
+            Some(q) => *q,
+            None => self.default,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct ModelConfig {
+    pub model_type: String,
+    pub family: Family,
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub num_layers: usize,
+    pub num_heads: usize,
+    pub num_kv_heads: usize,
+    pub head_dim: usize,
+    pub intermediate_size: usize,
+    pub rms_norm_eps: f32,
+    pub max_position_embeddings: usize,
+    pub tie_word_embeddings: bool,
+    /// Bias on q/k/v projections (Qwen 2, or `attention_bias`).
+    pub qkv_bias: bool,
+    /// Bias on the output projection (`attention_bias` of Llama).
+    pub o_bias: bool,
+    pub mlp_bias: bool,
+    /// RMSNorm on queries and keys per head (Qwen 3, Gemma 3).
+    pub qk_norm: bool,
+    /// RoPE of global (full-attention) layers.
+    pub rope: Rope,
+    /// RoPE of sliding-window layers (Gemma 3's local base), if any.
+    pub rope_local: Option<Rope>,
+    /// Sliding window size, for layers where `sliding[i]` is true.
+    pub sliding_window: Option<usize>,
+    pub sliding: Vec<bool>,
+    /// Attention score scale (1/sqrt(head_dim), or Gemma's query_pre_attn_scalar).
+    pub attn_scale: f32,
+    pub final_logit_softcapping: Option<f32>,
+    /// Checkpoint dtype of the weights.
+    pub dtype: Dtype,
+    pub quantization: Quantization,
+}
+
+fn get<'a>(obj: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
+    obj.get(key).filter(|v| !v.is_null())
+}
+
+fn usize_field(obj: &Map<String, Value>, key: &str) -> Result<Option<usize>> {
+    match get(obj, key) {
+        None => Ok(None),
+        Some(v) => v
+            .as_u64()
+            .map(|n| Some(n as usize))
+            .ok_or_else(|| Error::Model(format!("config.json: '{key}' must be a non-negative integer, found {v}"))),
+    }
+}
+
+fn require(obj: &Map<String, Value>, key: &str) -> Result<usize> {
+    usize_field(obj, key)?.ok_or_else(|| Error::Model(format!("config.json: missing required key '{key}'")))
+}
+
+fn f32_field(obj: &Map<String, Value>, key: &str) -> Result<Option<f32>> {
+    match get(obj, key) {
+        None => Ok(None),
+        Some(v) => v
+            .as_f64()
+            .map(|n| Some(n as f32))
+            .ok_or_else(|| Error::Model(format!("config.json: '{key}' must be a number, found {v}"))),
+    }
+}
+
+fn bool_field(obj: &Map<String, Value>, key: &str) -> Option<bool> {
+    get(obj, key).and_then(Value::as_bool)
+}
+
+impl ModelConfig {
+    /// Parses the text of a config.json.
+    pub fn from_json_str(text: &str) -> Result<ModelConfig> {
+        let value: Value = serde_json::from_str(text).map_err(|e| Error::Model(format!("config.json is not valid JSON: {e}")))?;
+        ModelConfig::from_value(&value)
+    }
+
+    pub fn from_value(value: &Value) -> Result<ModelConfig> {
+        let top = value.as_object().ok_or_else(|| Error::Model("config.json must hold a JSON object".into()))?;
+        // Multimodal Gemma 3 keeps the text model's settings under text_config.
+        let (obj, outer_type) = match get(top, "text_config").and_then(Value::as_object) {
+            Some(text) => (text, get(top, "model_type").and_then(Value::as_str)),
+            None => (top, None),
+        };
+        let model_type = get(obj, "model_type")
+            .and_then(Value::as_str)
+            .or(outer_type)
+            .ok_or_else(|| Error::Model("config.json: missing 'model_type'".into()))?
+            .to_string();
+        let family = match model_type.as_str() {
+            "llama" | "mistral" | "qwen2" | "qwen3" => Family::Llama,
+            "gemma3_text" | "gemma3" => Family::Gemma3,
+            other => {
+                return Err(Error::Model(format!(
+                    "unsupported model_type '{other}' (supported: {})",
+                    SUPPORTED.join(", ")
+                )))
+            }
+        };
+        let gemma = family == Family::Gemma3;
+
+        let hidden_size = require(obj, "hidden_size")?;
+        let num_layers = require(obj, "num_hidden_layers")?;
+        let num_heads = require(obj, "num_attention_heads")?;
+        let num_kv_heads = usize_field(obj, "num_key_value_heads")?.unwrap_or(num_heads);
+        if num_heads == 0 || num_kv_heads == 0 || num_heads % num_kv_heads != 0 {
+            return Err(Error::Model(format!(
+                "config.json: num_attention_heads ({num_heads}) must be a positive multiple of num_key_value_heads ({num_kv_heads})"
+            )));
+        }
+        let head_dim = usize_field(obj, "head_dim")?.unwrap_or(hidden_size / num_heads);
+        let vocab_size = require(obj, "vocab_size")?;
+        let intermediate_size = require(obj, "intermediate_size")?;
+        let rms_norm_eps = f32_field(obj, "rms_norm_eps")?.unwrap_or(1e-6);
+        let max_position_embeddings = usize_field(obj, "max_position_embeddings")?.unwrap_or(if gemma { 131072 } else { 4096 });
+        let tie_word_embeddings = bool_field(obj, "tie_word_embeddings")
+            .or_else(|| bool_field(top, "tie_word_embeddings"))
+            .unwrap_or(gemma);
+
+        let attention_bias = bool_field(obj, "attention_bias").unwrap_or(false);
+        let qkv_bias = model_type == "qwen2" || attention_bias;
+        let o_bias = attention_bias && model_type != "qwen2";
+        let mlp_bias = bool_field(obj, "mlp_bias").unwrap_or(false);
+        let qk_norm = model_type == "qwen3" || gemma;
+
+        let (rope, rope_local) = parse_rope(obj, gemma)?;
+
+        let sliding_window = if gemma || model_type == "mistral" { usize_field(obj, "sliding_window")? } else { None };
+        let sliding = sliding_layers(obj, num_layers, gemma, sliding_window)?;
+
+        let attn_scale = if gemma {
+            let q = f32_field(obj, "query_pre_attn_scalar")?.unwrap_or(head_dim as f32);
+            1.0 / q.sqrt()
+        } else {
+            1.0 / (head_dim as f32).sqrt()
+        };
+        let final_logit_softcapping = f32_field(obj, "final_logit_softcapping")?;
+
+        let dtype_name = get(obj, "torch_dtype")
+            .or_else(|| get(obj, "dtype"))
+            .or_else(|| get(top, "torch_dtype"))
+            .or_else(|| get(top, "dtype"))
+            .and_then(Value::as_str)
+            .unwrap_or("float32");
+        let dtype = Dtype::parse(dtype_name).map_err(|_| Error::Model(format!("config.json: unsupported dtype '{dtype_name}'")))?;
+
+        let quantization = parse_quantization(get(top, "quantization").or_else(|| get(top, "quantization_config")))?;
+
+        Ok(ModelConfig {
+            model_type,
+            family,
+            vocab_size,
+            hidden_size,
+            num_layers,
+            num_heads,
+            num_kv_heads,
+            head_dim,
+            intermediate_size,
+            rms_norm_eps,
+            max_position_embeddings,
+            tie_word_embeddings,
+            qkv_bias,
+            o_bias,
+            mlp_bias,
+            qk_norm,
+            rope,
+            rope_local,
+            sliding_window,
+            sliding,
+            attn_scale,
+            final_logit_softcapping,
+            dtype,
+            quantization,
+        })
+    }
+}
+
+/// Global and local RoPE settings from either dialect.
+fn parse_rope(obj: &Map<String, Value>, gemma: bool) -> Result<(Rope, Option<Rope>)> {
+    let default_theta = if gemma { 1_000_000.0 } else { 10_000.0 };
+    let params = get(obj, "rope_parameters").and_then(Value::as_object);
+    // transformers 5 Gemma 3: {"full_attention": {...}, "sliding_attention": {...}}.
+    if let Some(p) = params {
+        if let Some(full) = get(p, "full_attention").and_then(Value::as_object) {
+            let global = rope_from(full, default_theta)?;
+            let local = match get(p, "sliding_attention").and_then(Value::as_object) {
+                Some(s) => Some(rope_from(s, 10_000.0)?),
+                None => None,
+            };
+            return Ok((global, local.or(if gemma { Some(Rope { theta: 10_000.0, scaling: RopeScaling::None }) } else { None })));
+        }
+    }
+    let theta = match f32_field(obj, "rope_theta")? {
+        Some(t) => t,
+        None => match params {
+            Some(p) => f32_field(p, "rope_theta")?.unwrap_or(default_theta),
+            None => default_theta,
+        },
+    };
+    let scaling_obj = get(obj, "rope_scaling").and_then(Value::as_object).or(params);
+    let scaling = match scaling_obj {
+        Some(s) => scaling_from(s)?,
+        None => RopeScaling::None,
+    };
+    let local = if gemma {
+        Some(Rope { theta: f32_field(obj, "rope_local_base_freq")?.unwrap_or(10_000.0), scaling: RopeScaling::None })
+    } else {
+        None
+    };
+    Ok((Rope { theta, scaling }, local))
+}
+
+fn rope_from(p: &Map<String, Value>, default_theta: f32) -> Result<Rope> {
+    Ok(Rope { theta: f32_field(p, "rope_theta")?.unwrap_or(default_theta), scaling: scaling_from(p)? })
+}
+
+fn scaling_from(s: &Map<String, Value>) -> Result<RopeScaling> {
+    let kind = get(s, "rope_type").or_else(|| get(s, "type")).and_then(Value::as_str).unwrap_or("default");
+    let factor = f32_field(s, "factor")?;
+    Ok(match kind {
+        "default" => RopeScaling::None,
+        "linear" => RopeScaling::Linear { factor: factor.unwrap_or(1.0) },
+        "llama3" => RopeScaling::Llama3 {
+            factor: factor.ok_or_else(|| Error::Model("config.json: llama3 rope scaling without 'factor'".into()))?,
+            low_freq_factor: f32_field(s, "low_freq_factor")?.unwrap_or(1.0),
+            high_freq_factor: f32_field(s, "high_freq_factor")?.unwrap_or(4.0),
+            original_max_position: f32_field(s, "original_max_position_embeddings")?.unwrap_or(8192.0),
+        },
+        other => return Err(Error::Model(format!("config.json: unsupported rope_type '{other}' (supported: default, linear, llama3)"))),
+    })
+}
+
+/// Which layers use sliding-window attention.
+fn sliding_layers(obj: &Map<String, Value>, n: usize, gemma: bool, window: Option<usize>) -> Result<Vec<bool>> {
+    if let Some(types) = get(obj, "layer_types").and_then(Value::as_array) {
+        if types.len() != n {
+            return Err(Error::Model(format!("config.json: layer_types has {} entries for {n} layers", types.len())));
+        }
+        return types
+            .iter()
+            .map(|t| match t.as_str() {
+                Some("sliding_attention") => Ok(window.is_some()),
+                Some("full_attention") => Ok(false),
+                _ => Err(Error::Model(format!("config.json: unknown layer type {t}"))),
+            })
+            .collect();
+    }
+    if gemma && window.is_some() {
+        let pattern = usize_field(obj, "sliding_window_pattern")?.unwrap_or(6).max(1);
+        return Ok((0..n).map(|i| (i + 1) % pattern != 0).collect());
+    }
+    // Mistral-style: a window on every layer when configured.
+    Ok(vec![window.is_some(); n])
+}
+
+fn parse_quant(v: &Map<String, Value>) -> Result<Quant> {
+    let group_size = usize_field(v, "group_size")?.unwrap_or(64) as i32;
+    let bits = usize_field(v, "bits")?.ok_or_else(|| Error::Model("config.json: quantization without 'bits'".into()))? as i32;
+    if !matches!(bits, 2 | 3 | 4 | 5 | 6 | 8) || !matches!(group_size, 32 | 64 | 128) {
+        return Err(Error::Model(format!("config.json: unsupported quantization bits={bits} group_size={group_size}")));
+    }
+    Ok(Quant { group_size, bits })
+}
+
+fn parse_quantization(v: Option<&Value>) -> Result<Quantization> {
+    let Some(obj) = v.and_then(Value::as_object) else { return Ok(Quantization::default()) };
+    if let Some(method) = get(obj, "quant_method").and_then(Value::as_str) {
+        return Err(Error::Model(format!("config.json: quantization method '{method}' is not supported (MLX affine quantisation only)")));
+    }
+    let default = if get(obj, "bits").is_some() { Some(parse_quant(obj)?) } else { None };
+    let mut overrides = BTreeMap::new();
+    for (k, val) in obj {
+        match val {
+            Value::Object(o) => {
+                overrides.insert(k.clone(), Some(parse_quant(o)?));
+            }
+            Value::Bool(false) => {
+                overrides.insert(k.clone(), None);
+            }
+            _ => {}
+        }
+    }
+    Ok(Quantization { default, overrides })
+}

@@ -1,0 +1,358 @@
+//! Building blocks shared by every architecture: linear and embedding layers
+//! (dense or MLX-quantised), RMSNorm, RoPE, attention with its KV cache and
+//! masks, and the two MLP kinds.
+
+use super::config::{ModelConfig, Quant, Rope as RopeConfig, RopeScaling};
+use super::weights::Weights;
+use crate::cache::{Attend, KvCache};
+use crate::mlx::fast::{self, AttentionMask, Rope};
+use crate::mlx::{self, Array};
+use crate::{Error, Result};
+
+/// `y = x Wᵀ (+ b)`, with W dense or MLX-affine-quantised.
+pub enum Linear {
+    Dense { wt: Array, bias: Option<Array> },
+    Quantized { w: Array, scales: Array, biases: Array, q: Quant, bias: Option<Array> },
+}
+
+/// Takes `path.weight` (and `path.scales`/`path.biases` when quantised).
+fn load_matrix(w: &mut Weights, path: &str, rows: usize, cols: usize, quant: Option<Quant>) -> Result<(Array, Option<(Array, Array, Quant)>)> {
+    let name = format!("{path}.weight");
+    if w.contains(&format!("{path}.scales")) {
+        let q = quant.ok_or_else(|| {
+            Error::Model(format!("{}: '{path}' is quantised but config.json has no 'quantization' for it", w.source().display()))
+        })?;
+        if cols % q.group_size as usize != 0 {
+            return Err(Error::Model(format!("'{path}': {cols} columns are not a multiple of group size {}", q.group_size)));
+        }
+        let packed = w.take_shaped(&name, &[rows, cols * q.bits as usize / 32])?;
+        let scales = w.take_shaped(&format!("{path}.scales"), &[rows, cols / q.group_size as usize])?;
+        let biases = w.take_shaped(&format!("{path}.biases"), &[rows, cols / q.group_size as usize])?;
+        return Ok((packed, Some((scales, biases, q))));
+    }
+    Ok((w.take_shaped(&name, &[rows, cols])?, None))
+}
+
+impl Linear {
+    pub fn load(w: &mut Weights, cfg: &ModelConfig, path: &str, in_dim: usize, out_dim: usize, bias: bool) -> Result<Linear> {
+        let (weight, quant) = load_matrix(w, path, out_dim, in_dim, cfg.quantization.for_module(path))?;
+        let bias = if bias { Some(w.take_shaped(&format!("{path}.bias"), &[out_dim])?) } else { None };
+        Ok(match quant {
+            Some((scales, biases, q)) => Linear::Quantized { w: weight, scales, biases, q, bias },
+            None => Linear::Dense { wt: weight.transpose(&[])?, bias },
+        })
+    }
+
+    pub fn forward(&self, x: &Array) -> Result<Array> {
+        let (y, bias) = match self {
+            Linear::Dense { wt, bias } => (x.matmul(wt)?, bias),
+            Linear::Quantized { w, scales, biases, q, bias } => {
+                (mlx::quantized_matmul(x, w, scales, biases, true, q.group_size, q.bits)?, bias)
+            }
+        };
+        match bias {
+            Some(b) => y.add(b),
+            None => Ok(y),
+        }
+    }
+
+    pub fn arrays(&self) -> Vec<&Array> {
+        match self {
+            Linear::Dense { wt, bias } => std::iter::once(wt).chain(bias.iter()).collect(),
+            Linear::Quantized { w, scales, biases, bias, .. } => [w, scales, biases].into_iter().chain(bias.iter()).collect(),
+        }
+    }
+}
+
+/// Token embedding table; also the output projection when embeddings are tied.
+pub enum Embedding {
+    Dense { table: Array },
+    Quantized { w: Array, scales: Array, biases: Array, q: Quant },
+}
+
+impl Embedding {
+    pub fn load(w: &mut Weights, cfg: &ModelConfig, path: &str) -> Result<Embedding> {
+        let (weight, quant) = load_matrix(w, path, cfg.vocab_size, cfg.hidden_size, cfg.quantization.for_module(path))?;
+        Ok(match quant {
+            Some((scales, biases, q)) => Embedding::Quantized { w: weight, scales, biases, q },
+            None => Embedding::Dense { table: weight },
+        })
+    }
+
+    /// Rows of `tokens` (`[B, L]`) → `[B, L, H]`; quantised rows are dequantised.
+    pub fn forward(&self, tokens: &Array) -> Result<Array> {
+        match self {
+            Embedding::Dense { table } => table.take(tokens, 0),
+            Embedding::Quantized { w, scales, biases, q } => {
+                let (rw, rs, rb) = (w.take(tokens, 0)?, scales.take(tokens, 0)?, biases.take(tokens, 0)?);
+                mlx::dequantize(&rw, &rs, &rb, q.group_size, q.bits, None)
+            }
+        }
+    }
+
+    /// `x Eᵀ`: logits through the tied table.
+    pub fn as_linear(&self, x: &Array) -> Result<Array> {
+        match self {
+            Embedding::Dense { table } => x.matmul(&table.transpose(&[])?),
+            Embedding::Quantized { w, scales, biases, q } => mlx::quantized_matmul(x, w, scales, biases, true, q.group_size, q.bits),
+        }
+    }
+
+    pub fn arrays(&self) -> Vec<&Array> {
+        match self {
+            Embedding::Dense { table } => vec![table],
+            Embedding::Quantized { w, scales, biases, .. } => vec![w, scales, biases],
+        }
+    }
+}
+
+/// RMSNorm; Gemma's `(1 + w)` scaling is folded into the weight at load.
+pub struct RmsNorm {
+    weight: Array,
+    eps: f32,
+}
+
+impl RmsNorm {
+    pub fn load(w: &mut Weights, path: &str, dim: usize, eps: f32, plus_one: bool) -> Result<RmsNorm> {
+        let weight = w.take_shaped(&format!("{path}.weight"), &[dim])?;
+        let weight = if plus_one { weight.add_scalar(1.0)? } else { weight };
+        Ok(RmsNorm { weight, eps })
+    }
+
+    pub fn forward(&self, x: &Array) -> Result<Array> {
+        fast::rms_norm(x, Some(&self.weight), self.eps)
+    }
+
+    pub fn weight(&self) -> &Array {
+        &self.weight
+    }
+}
+
+/// RoPE of one layer kind: a base, or precomputed frequencies (Llama 3).
+pub struct RotaryEmbedding {
+    dims: i32,
+    base: Option<f32>,
+    scale: f32,
+    freqs: Option<Array>,
+}
+
+impl RotaryEmbedding {
+    pub fn new(cfg: &RopeConfig, dims: usize) -> Result<RotaryEmbedding> {
+        let d = dims as i32;
+        Ok(match cfg.scaling {
+            RopeScaling::None => RotaryEmbedding { dims: d, base: Some(cfg.theta), scale: 1.0, freqs: None },
+            RopeScaling::Linear { factor } => RotaryEmbedding { dims: d, base: Some(cfg.theta), scale: 1.0 / factor, freqs: None },
+            RopeScaling::Llama3 { factor, low_freq_factor, high_freq_factor, original_max_position } => {
+                // Periods (1/inv_freq) per rotated pair, stretched by wavelength band.
+                let low_wavelen = original_max_position / low_freq_factor;
+                let high_wavelen = original_max_position / high_freq_factor;
+                let periods: Vec<f32> = (0..dims / 2)
+                    .map(|i| {
+                        let p = cfg.theta.powf(2.0 * i as f32 / dims as f32);
+                        let wavelen = 2.0 * std::f32::consts::PI * p;
+                        if wavelen > low_wavelen {
+                            p * factor
+                        } else if wavelen < high_wavelen {
+                            p
+                        } else {
+                            let smooth = (original_max_position / wavelen - low_freq_factor) / (high_freq_factor - low_freq_factor);
+                            p / ((1.0 - smooth) / factor + smooth)
+                        }
+                    })
+                    .collect();
+                let freqs = Array::from_slice(&periods, &[periods.len() as i32])?;
+                RotaryEmbedding { dims: d, base: None, scale: 1.0, freqs: Some(freqs) }
+            }
+        })
+    }
+
+    pub fn forward(&self, x: &Array, offset: usize) -> Result<Array> {
+        Rope { dims: self.dims, traditional: false, base: self.base, scale: self.scale, freqs: self.freqs.as_ref() }.apply(x, offset as i32)
+    }
+}
+
+/// Per-forward inputs shared by all layers.
+pub struct Context<'a> {
+    /// Which absolute positions hold real tokens, `[B, offset + L]` bool (left
+    /// padding of batches); None when every position is real.
+    pub valid: Option<&'a Array>,
+}
+
+/// Multi-head attention with grouped KV heads, optional q/k norms, RoPE, and
+/// a full or sliding-window KV cache.
+pub struct Attention {
+    q_proj: Linear,
+    k_proj: Linear,
+    v_proj: Linear,
+    o_proj: Linear,
+    q_norm: Option<RmsNorm>,
+    k_norm: Option<RmsNorm>,
+    rope: RotaryEmbedding,
+    heads: i32,
+    kv_heads: i32,
+    head_dim: i32,
+    scale: f32,
+    window: Option<usize>,
+}
+
+impl Attention {
+    pub fn load(w: &mut Weights, cfg: &ModelConfig, layer: usize, norm_plus_one: bool) -> Result<Attention> {
+        let p = format!("model.layers.{layer}.self_attn");
+        let (h, hd, nh, nkv) = (cfg.hidden_size, cfg.head_dim, cfg.num_heads, cfg.num_kv_heads);
+        let sliding = cfg.sliding[layer];
+        let rope_cfg = if sliding { cfg.rope_local.as_ref().unwrap_or(&cfg.rope) } else { &cfg.rope };
+        let norm = |w: &mut Weights, name: &str| RmsNorm::load(w, &format!("{p}.{name}"), hd, cfg.rms_norm_eps, norm_plus_one);
+        Ok(Attention {
+            q_proj: Linear::load(w, cfg, &format!("{p}.q_proj"), h, nh * hd, cfg.qkv_bias)?,
+            k_proj: Linear::load(w, cfg, &format!("{p}.k_proj"), h, nkv * hd, cfg.qkv_bias)?,
+            v_proj: Linear::load(w, cfg, &format!("{p}.v_proj"), h, nkv * hd, cfg.qkv_bias)?,
+            o_proj: Linear::load(w, cfg, &format!("{p}.o_proj"), nh * hd, h, cfg.o_bias)?,
+            q_norm: if cfg.qk_norm { Some(norm(w, "q_norm")?) } else { None },
+            k_norm: if cfg.qk_norm { Some(norm(w, "k_norm")?) } else { None },
+            rope: RotaryEmbedding::new(rope_cfg, hd)?,
+            heads: nh as i32,
+            kv_heads: nkv as i32,
+            head_dim: hd as i32,
+            scale: cfg.attn_scale,
+            window: if sliding { cfg.sliding_window } else { None },
+        })
+    }
+
+    /// A fresh cache suited to this layer.
+    pub fn new_cache(&self) -> KvCache {
+        match self.window {
+            Some(w) => KvCache::rotating(w),
+            None => KvCache::growing(),
+        }
+    }
+
+    pub fn forward(&self, x: &Array, cache: &mut KvCache, ctx: &Context) -> Result<Array> {
+        let (b, l) = (x.dim(0), x.dim(1));
+        let heads = |proj: &Linear, n: i32, norm: &Option<RmsNorm>| -> Result<Array> {
+            let y = proj.forward(x)?.reshape(&[b, l, n, self.head_dim])?;
+            let y = match norm {
+                Some(nm) => nm.forward(&y)?,
+                None => y,
+            };
+            y.transpose(&[0, 2, 1, 3])
+        };
+        let offset = cache.offset();
+        let q = self.rope.forward(&heads(&self.q_proj, self.heads, &self.q_norm)?, offset)?;
+        let k = self.rope.forward(&heads(&self.k_proj, self.kv_heads, &self.k_norm)?, offset)?;
+        let v = heads(&self.v_proj, self.kv_heads, &None)?;
+        let att = cache.update(k, v)?;
+        let positions = KeyPositions::of(&att, offset);
+        let mask = build_mask(l as usize, att.preceding, att.keys.dim(2) as usize, self.window, ctx.valid, &positions)?;
+        let mask_ref = match &mask {
+            Mask::None => AttentionMask::None,
+            Mask::Causal => AttentionMask::Causal,
+            Mask::Array(a) => AttentionMask::Array(a),
+        };
+        let o = fast::scaled_dot_product_attention(&q, &att.keys, &att.values, self.scale, mask_ref)?;
+        self.o_proj.forward(&o.transpose(&[0, 2, 1, 3])?.reshape(&[b, l, self.heads * self.head_dim])?)
+    }
+
+    pub fn arrays(&self) -> Vec<&Array> {
+        let mut v = Vec::new();
+        for p in [&self.q_proj, &self.k_proj, &self.v_proj, &self.o_proj] {
+            v.extend(p.arrays());
+        }
+        for n in [&self.q_norm, &self.k_norm].into_iter().flatten() {
+            v.push(n.weight());
+        }
+        v
+    }
+}
+
+/// Absolute positions of the keys an update returned: temporal order from
+/// `offset - preceding`, or a ring whose newest key (at `offset`) is in `slot`.
+enum KeyPositions {
+    Temporal { first: usize },
+    Ring { newest: usize, slot: usize },
+}
+
+impl KeyPositions {
+    fn of(att: &Attend, offset: usize) -> KeyPositions {
+        match att.ring_slot {
+            Some(slot) => KeyPositions::Ring { newest: offset, slot },
+            None => KeyPositions::Temporal { first: offset - att.preceding },
+        }
+    }
+
+    fn gather_index(&self, n: usize) -> Vec<i32> {
+        match *self {
+            KeyPositions::Temporal { first } => (0..n).map(|j| (first + j) as i32).collect(),
+            KeyPositions::Ring { newest, slot } => (0..n).map(|s| (newest - (slot + n - s) % n) as i32).collect(),
+        }
+    }
+}
+
+enum Mask {
+    None,
+    Causal,
+    Array(Array),
+}
+
+/// The attention mask for `l` queries over `n` keys of which `d` precede the
+/// new tokens: key j is visible to query i when j <= i + d and, on sliding
+/// layers, i + d - j < window; padded positions (`valid` false) are hidden.
+fn build_mask(l: usize, d: usize, n: usize, window: Option<usize>, valid: Option<&Array>, pos: &KeyPositions) -> Result<Mask> {
+    let needs_window = window.is_some_and(|w| l - 1 + d >= w);
+    if valid.is_none() && !needs_window {
+        return Ok(if l == 1 { Mask::None } else { Mask::Causal });
+    }
+    let mut keep = Vec::with_capacity(l * n);
+    let ring = matches!(pos, KeyPositions::Ring { .. });
+    for i in 0..l {
+        for j in 0..n {
+            let visible = ring || (j <= i + d && window.is_none_or(|w| i + d - j < w));
+            keep.push(visible);
+        }
+    }
+    let mut mask = Array::from_slice(&keep, &[1, 1, l as i32, n as i32])?;
+    if let Some(valid) = valid {
+        let idx = pos.gather_index(n);
+        let idx = Array::from_slice(&idx, &[n as i32])?;
+        // [B, T] → [B, 1, 1, n]
+        let v = valid.take(&idx, 1)?.expand_dims(&[1, 2])?;
+        mask = mask.logical_and(&v)?;
+    }
+    Ok(Mask::Array(mask))
+}
+
+/// The MLP kinds: SwiGLU (Llama/Qwen) and GELU-tanh gated (Gemma).
+pub struct Mlp {
+    gate: Linear,
+    up: Linear,
+    down: Linear,
+    gelu: bool,
+}
+
+impl Mlp {
+    pub fn load(w: &mut Weights, cfg: &ModelConfig, layer: usize, gelu: bool) -> Result<Mlp> {
+        let p = format!("model.layers.{layer}.mlp");
+        let (h, i) = (cfg.hidden_size, cfg.intermediate_size);
+        Ok(Mlp {
+            gate: Linear::load(w, cfg, &format!("{p}.gate_proj"), h, i, cfg.mlp_bias)?,
+            up: Linear::load(w, cfg, &format!("{p}.up_proj"), h, i, cfg.mlp_bias)?,
+            down: Linear::load(w, cfg, &format!("{p}.down_proj"), i, h, cfg.mlp_bias)?,
+            gelu,
+        })
+    }
+
+    pub fn forward(&self, x: &Array) -> Result<Array> {
+        let g = self.gate.forward(x)?;
+        let act = if self.gelu { gelu_tanh(&g)? } else { g.multiply(&g.sigmoid()?)? };
+        self.down.forward(&act.multiply(&self.up.forward(x)?)?)
+    }
+
+    pub fn arrays(&self) -> Vec<&Array> {
+        [&self.gate, &self.up, &self.down].into_iter().flat_map(|l| l.arrays()).collect()
+    }
+}
+
+/// 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))), in x's dtype.
+pub fn gelu_tanh(x: &Array) -> Result<Array> {
+    let inner = x.add(&x.multiply(&x.square()?)?.mul_scalar(0.044715)?)?.mul_scalar((2.0 / std::f32::consts::PI).sqrt())?;
+    x.mul_scalar(0.5)?.multiply(&inner.tanh()?.add_scalar(1.0)?)
+}

@@ -1,0 +1,83 @@
+//! The Llama family: Llama 3, Mistral, Qwen 2 (q/k/v bias) and Qwen 3 (q/k
+//! norm). Pre-norm decoder blocks with GQA attention and a SwiGLU MLP; the
+//! differences are config flags read by the shared layers.
+
+use super::config::ModelConfig;
+use super::layers::{Attention, Context, Embedding, Linear, Mlp, RmsNorm};
+use super::weights::Weights;
+use crate::cache::KvCache;
+use crate::mlx::Array;
+use crate::Result;
+
+struct Block {
+    input_norm: RmsNorm,
+    attn: Attention,
+    post_norm: RmsNorm,
+    mlp: Mlp,
+}
+
+pub struct Llama {
+    embed: Embedding,
+    layers: Vec<Block>,
+    norm: RmsNorm,
+    lm_head: Option<Linear>,
+}
+
+impl Llama {
+    pub fn load(w: &mut Weights, cfg: &ModelConfig) -> Result<Llama> {
+        let (h, eps) = (cfg.hidden_size, cfg.rms_norm_eps);
+        let layers = (0..cfg.num_layers)
+            .map(|i| {
+                let p = format!("model.layers.{i}");
+                Ok(Block {
+                    input_norm: RmsNorm::load(w, &format!("{p}.input_layernorm"), h, eps, false)?,
+                    attn: Attention::load(w, cfg, i, false)?,
+                    post_norm: RmsNorm::load(w, &format!("{p}.post_attention_layernorm"), h, eps, false)?,
+                    mlp: Mlp::load(w, cfg, i, false)?,
+                })
+            })
+            .collect::<Result<_>>()?;
+        let lm_head = if cfg.tie_word_embeddings { None } else { Some(Linear::load(w, cfg, "lm_head", h, cfg.vocab_size, false)?) };
+        Ok(Llama {
+            embed: Embedding::load(w, cfg, "model.embed_tokens")?,
+            layers,
+            norm: RmsNorm::load(w, "model.norm", h, eps, false)?,
+            lm_head,
+        })
+    }
+
+    pub fn hidden(&self, tokens: &Array, caches: &mut [KvCache], ctx: &Context) -> Result<Array> {
+        let mut h = self.embed.forward(tokens)?;
+        for (layer, cache) in self.layers.iter().zip(caches.iter_mut()) {
+            h = h.add(&layer.attn.forward(&layer.input_norm.forward(&h)?, cache, ctx)?)?;
+            h = h.add(&layer.mlp.forward(&layer.post_norm.forward(&h)?)?)?;
+        }
+        self.norm.forward(&h)
+    }
+
+    pub fn logits(&self, h: &Array) -> Result<Array> {
+        match &self.lm_head {
+            Some(head) => head.forward(h),
+            None => self.embed.as_linear(h),
+        }
+    }
+
+    pub fn new_caches(&self) -> Vec<KvCache> {
+        self.layers.iter().map(|l| l.attn.new_cache()).collect()
+    }
+
+    pub fn arrays(&self) -> Vec<&Array> {
+        let mut v = self.embed.arrays();
+        for l in &self.layers {
+            v.push(l.input_norm.weight());
+            v.extend(l.attn.arrays());
+            v.push(l.post_norm.weight());
+            v.extend(l.mlp.arrays());
+        }
+        v.push(self.norm.weight());
+        if let Some(head) = &self.lm_head {
+            v.extend(head.arrays());
+        }
+        v
+    }
+}

@@ -1,0 +1,190 @@
+//! Models: config parsing, weight loading, and one file per architecture
+//! family over shared layers. A model holds weights only; per-request state
+//! (KV caches) is passed in by the caller.
+
+pub mod config;
+mod discover;
+mod gemma3;
+pub mod layers;
+mod llama;
+pub mod weights;
+
+pub use config::{Family, ModelConfig, Quant};
+pub use discover::{discover, DiscoveredModel};
+pub use layers::Context;
+
+use crate::cache::KvCache;
+use crate::mlx::{self, Array, Dtype};
+use crate::{Error, Result};
+use std::path::{Path, PathBuf};
+use weights::Weights;
+
+/// Options for loading a model.
+#[derive(Clone, Debug, Default)]
+pub struct LoadOptions {
+    /// Compute dtype for floating weights; None keeps the checkpoint's.
+    pub dtype: Option<Dtype>,
+}
+
+/// What a loaded model is.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct ModelInfo {
+    pub architecture: String,
+    pub vocab_size: usize,
+    pub num_layers: usize,
+    pub hidden_size: usize,
+    pub num_heads: usize,
+    pub num_kv_heads: usize,
+    pub head_dim: usize,
+    pub context_length: usize,
+    pub sliding_window: Option<usize>,
+    pub dtype: String,
+    pub quant_bits: Option<i32>,
+    pub quant_group_size: Option<i32>,
+    pub parameters: u64,
+    pub weight_bytes: u64,
+}
+
+enum Arch {
+    Llama(llama::Llama),
+    Gemma3(gemma3::Gemma3),
+}
+
+pub struct Model {
+    config: ModelConfig,
+    arch: Arch,
+    info: ModelInfo,
+    path: PathBuf,
+}
+
+/// Which positions of the output to project to logits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Logits {
+    All,
+    Last,
+}
+
+impl Model {
+    /// Loads a Hugging Face style directory (config.json + safetensors).
+    pub fn load(dir: &Path, opts: &LoadOptions) -> Result<Model> {
+        if !dir.is_dir() {
+            return Err(Error::Model(format!("{}: not a directory", dir.display())));
+        }
+        let cfg_path = dir.join("config.json");
+        let text = std::fs::read_to_string(&cfg_path).map_err(|e| Error::io(&cfg_path, e))?;
+        let config = ModelConfig::from_json_str(&text).map_err(|e| Error::Model(format!("{}: {e}", dir.display())))?;
+        let weights = Weights::load(dir)?;
+        Model::from_weights(config, weights, opts)
+    }
+
+    /// Builds a model from a parsed config and its tensors (HF names).
+    pub fn from_weights(mut config: ModelConfig, mut weights: Weights, opts: &LoadOptions) -> Result<Model> {
+        let dtype = opts.dtype.unwrap_or(config.dtype);
+        if !dtype.is_float() {
+            return Err(Error::InvalidArgument(format!("compute dtype must be a float type, not {dtype}")));
+        }
+        weights.cast_floats(dtype)?;
+        config.dtype = dtype;
+        let arch = match config.family {
+            Family::Llama => Arch::Llama(llama::Llama::load(&mut weights, &config)?),
+            Family::Gemma3 => Arch::Gemma3(gemma3::Gemma3::load(&mut weights, &config)?),
+        };
+        let path = weights.source().to_path_buf();
+        let mut model = Model { info: info_of(&config, 0), config, arch, path };
+        // Read every weight now, once, so requests never pay for loading.
+        let arrays = model.arrays();
+        mlx::eval(&arrays)?;
+        let bytes: usize = arrays.iter().map(|a| a.nbytes()).sum();
+        model.info.weight_bytes = bytes as u64;
+        Ok(model)
+    }
+
+    pub fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+
+    pub fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// One fresh KV cache per layer (rotating on sliding-window layers).
+    pub fn new_caches(&self) -> Vec<KvCache> {
+        match &self.arch {
+            Arch::Llama(m) => m.new_caches(),
+            Arch::Gemma3(m) => m.new_caches(),
+        }
+    }
+
+    /// Final-norm hidden states `[B, L, H]` for `tokens` `[B, L]`, appending to `caches`.
+    pub fn hidden(&self, tokens: &Array, caches: &mut [KvCache], ctx: &Context) -> Result<Array> {
+        if caches.len() != self.config.num_layers {
+            return Err(Error::InvalidArgument(format!("{} caches for {} layers", caches.len(), self.config.num_layers)));
+        }
+        if tokens.ndim() != 2 {
+            return Err(Error::InvalidArgument(format!("tokens must be [batch, length], got shape {:?}", tokens.shape())));
+        }
+        match &self.arch {
+            Arch::Llama(m) => m.hidden(tokens, caches, ctx),
+            Arch::Gemma3(m) => m.hidden(tokens, caches, ctx),
+        }
+    }
+
+    /// Projects hidden states to logits `[.., V]`.
+    pub fn logits(&self, h: &Array) -> Result<Array> {
+        match &self.arch {
+            Arch::Llama(m) => m.logits(h),
+            Arch::Gemma3(m) => m.logits(h),
+        }
+    }
+
+    /// Logits for `tokens` `[B, L]`: `[B, L, V]`, or `[B, 1, V]` with `Logits::Last`.
+    pub fn forward(&self, tokens: &Array, caches: &mut [KvCache], valid: Option<&Array>, which: Logits) -> Result<Array> {
+        let h = self.hidden(tokens, caches, &Context { valid })?;
+        let h = match which {
+            Logits::All => h,
+            Logits::Last => {
+                let l = h.dim(1);
+                h.slice_axis(1, l - 1, l)?
+            }
+        };
+        self.logits(&h)
+    }
+
+    fn arrays(&self) -> Vec<&Array> {
+        match &self.arch {
+            Arch::Llama(m) => m.arrays(),
+            Arch::Gemma3(m) => m.arrays(),
+        }
+    }
+}
+
+/// ModelInfo from the config; parameters counted from the architecture's shapes.
+fn info_of(c: &ModelConfig, weight_bytes: u64) -> ModelInfo {
+    let (h, hd, nh, nkv, i) = (c.hidden_size as u64, c.head_dim as u64, c.num_heads as u64, c.num_kv_heads as u64, c.intermediate_size as u64);
+    let attn = h * nh * hd * 2 + h * nkv * hd * 2 + if c.qkv_bias { (nh + 2 * nkv) * hd } else { 0 } + if c.qk_norm { 2 * hd } else { 0 };
+    let norms = if c.family == Family::Gemma3 { 4 * h } else { 2 * h };
+    let layer = attn + 3 * h * i + norms;
+    let embed = c.vocab_size as u64 * h;
+    let head = if c.tie_word_embeddings { 0 } else { embed };
+    let q = c.quantization.default;
+    ModelInfo {
+        architecture: c.model_type.clone(),
+        vocab_size: c.vocab_size,
+        num_layers: c.num_layers,
+        hidden_size: c.hidden_size,
+        num_heads: c.num_heads,
+        num_kv_heads: c.num_kv_heads,
+        head_dim: c.head_dim,
+        context_length: c.max_position_embeddings,
+        sliding_window: if c.sliding.iter().any(|&s| s) { c.sliding_window } else { None },
+        dtype: c.dtype.name().to_string(),
+        quant_bits: q.map(|q| q.bits),
+        quant_group_size: q.map(|q| q.group_size),
+        parameters: embed + head + layer * c.num_layers as u64 + h,
+        weight_bytes,
+    }
+}

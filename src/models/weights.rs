@@ -1,0 +1,135 @@
+//! The tensors of a model directory, by Hugging Face name.
+//!
+//! Reads one `*.safetensors` or the shards listed in `model.safetensors.index.json`
+//! through mlx-c (no copy through Rust memory), normalises name prefixes of
+//! multimodal checkpoints, and hands tensors out with their shapes checked.
+
+use crate::mlx::{io, Array};
+use crate::{Error, Result};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+pub struct Weights {
+    tensors: BTreeMap<String, Array>,
+    source: PathBuf,
+}
+
+/// Maps checkpoint names onto the `model.` / `lm_head.` layout; `None` drops
+/// tensors that no text model uses (vision tower, projector, rotary caches).
+fn normalise(name: &str) -> Option<String> {
+    const DROP: &[&str] = &["vision_tower.", "multi_modal_projector.", "model.vision_tower.", "model.multi_modal_projector."];
+    if DROP.iter().any(|p| name.starts_with(p)) || name.ends_with("rotary_emb.inv_freq") {
+        return None;
+    }
+    for (from, to) in [
+        ("language_model.model.", "model."),
+        ("language_model.lm_head.", "lm_head."),
+        ("model.language_model.", "model."),
+        ("language_model.", "model."),
+    ] {
+        if let Some(rest) = name.strip_prefix(from) {
+            return Some(format!("{to}{rest}"));
+        }
+    }
+    Some(name.to_string())
+}
+
+/// The safetensors files of a model directory, in load order.
+pub fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let index = dir.join("model.safetensors.index.json");
+    if index.is_file() {
+        let text = std::fs::read_to_string(&index).map_err(|e| Error::io(&index, e))?;
+        let v: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| Error::Model(format!("{}: invalid JSON: {e}", index.display())))?;
+        let map = v
+            .get("weight_map")
+            .and_then(|m| m.as_object())
+            .ok_or_else(|| Error::Model(format!("{}: no 'weight_map' object", index.display())))?;
+        let mut files: Vec<String> = map.values().filter_map(|f| f.as_str().map(str::to_string)).collect();
+        files.sort();
+        files.dedup();
+        return Ok(files.into_iter().map(|f| dir.join(f)).collect());
+    }
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| Error::io(dir, e))?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "safetensors"))
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        return Err(Error::Model(format!("{}: no *.safetensors weight files", dir.display())));
+    }
+    Ok(files)
+}
+
+impl Weights {
+    pub fn load(dir: &Path) -> Result<Weights> {
+        let mut tensors = BTreeMap::new();
+        for file in weight_files(dir)? {
+            for (name, array) in io::load_safetensors(&file)?.tensors {
+                if let Some(name) = normalise(&name) {
+                    tensors.insert(name, array);
+                }
+            }
+        }
+        Ok(Weights { tensors, source: dir.to_path_buf() })
+    }
+
+    /// Weights from already loaded arrays (e.g. converted from GGUF).
+    pub fn from_map(tensors: BTreeMap<String, Array>, source: PathBuf) -> Weights {
+        Weights { tensors, source }
+    }
+
+    /// Casts every floating tensor to `dtype` (quantised weights keep their packing).
+    pub fn cast_floats(&mut self, dtype: crate::mlx::Dtype) -> Result<()> {
+        for a in self.tensors.values_mut() {
+            if a.dtype().is_float() && a.dtype() != dtype {
+                *a = a.astype(dtype)?;
+            }
+        }
+        Ok(())
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.tensors.contains_key(name)
+    }
+
+    /// Removes and returns a tensor that must exist.
+    pub fn take(&mut self, name: &str) -> Result<Array> {
+        self.tensors
+            .remove(name)
+            .ok_or_else(|| Error::Model(format!("{}: missing tensor '{name}'", self.source.display())))
+    }
+
+    /// Like `take`, also checking the shape.
+    pub fn take_shaped(&mut self, name: &str, shape: &[usize]) -> Result<Array> {
+        let a = self.take(name)?;
+        check_shape(&self.source, name, &a, shape)?;
+        Ok(a)
+    }
+
+    pub fn take_optional(&mut self, name: &str) -> Option<Array> {
+        self.tensors.remove(name)
+    }
+
+    /// Names of tensors nobody took (reported, since they hint at a wrong mapping).
+    pub fn remaining(&self) -> Vec<&str> {
+        self.tensors.keys().map(String::as_str).collect()
+    }
+
+    pub fn source(&self) -> &Path {
+        &self.source
+    }
+}
+
+pub fn check_shape(source: &Path, name: &str, a: &Array, shape: &[usize]) -> Result<()> {
+    let found: Vec<usize> = a.shape().iter().map(|&d| d as usize).collect();
+    if found != shape {
+        return Err(Error::Model(format!(
+            "{}: tensor '{name}' has shape {found:?}, expected {shape:?}",
+            source.display()
+        )));
+    }
+    Ok(())
+}

@@ -6,5 +6,6 @@
 pub mod error;
 pub mod ffi;
 pub mod mlx;
+pub mod sample;
 
 pub use error::{Error, Result};

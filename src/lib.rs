@@ -8,5 +8,6 @@ pub mod error;
 pub mod ffi;
 pub mod mlx;
 pub mod models;
+pub mod sample;
 
 pub use error::{Error, Result};

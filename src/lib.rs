@@ -11,3 +11,4 @@ pub mod models;
 pub mod sample;
 
 pub use error::{Error, Result};
+pub mod text;

@@ -1,0 +1,16 @@
+//! Text layer: tokenizer loading, streaming detokenization, chat templates and stop
+//! conditions. Needs no MLX; see docs/text.md for the rules each part follows.
+
+mod chat_template;
+mod config;
+mod detokenizer;
+mod pyfmt;
+mod stop;
+mod stream;
+mod tokenizer;
+
+pub use chat_template::{ChatFormat, ChatMessage, ChatOptions, ChatTemplate, TemplateTokens};
+pub use detokenizer::StreamDecoder;
+pub use stop::{StopMatch, StopStrings};
+pub use stream::{FinishReason, StreamStep, TextStream};
+pub use tokenizer::{SpecialTokens, Tokenizer};

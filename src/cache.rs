@@ -67,6 +67,30 @@ impl KvCache {
         }
     }
 
+    /// Whether `trim(n)` keeps the cache exact: a rotating cache that has
+    /// already discarded positions cannot give back the ones a trim exposes.
+    pub fn can_trim(&self, n: usize) -> bool {
+        match self {
+            KvCache::Growing(_) => true,
+            KvCache::Rotating(c) => n == 0 || c.offset == c.filled(),
+        }
+    }
+
+    /// Keeps only the batch rows `rows` (`[B']` indices), e.g. when finished
+    /// sequences leave a batch.
+    pub fn select_rows(&mut self, rows: &Array) -> Result<()> {
+        let (k, v) = match self {
+            KvCache::Growing(c) => (&mut c.keys, &mut c.values),
+            KvCache::Rotating(c) => (&mut c.keys, &mut c.values),
+        };
+        for buf in [k, v] {
+            if let Some(a) = buf.take() {
+                *buf = Some(a.take(rows, 0)?);
+            }
+        }
+        Ok(())
+    }
+
     /// The cached keys and values in temporal order (`[B, H, T, D]`), or None if empty.
     pub fn state(&self) -> Result<Option<(Array, Array)>> {
         match self {

@@ -4,11 +4,12 @@
 //! `cache` → `models` → `mlx`. See docs/architecture.md.
 
 pub mod cache;
+pub mod engine;
 pub mod error;
 pub mod ffi;
 pub mod mlx;
 pub mod models;
 pub mod sample;
+pub mod text;
 
 pub use error::{Error, Result};
-pub mod text;

@@ -1,0 +1,50 @@
+//! Per-request and per-batch measurements.
+
+use serde::Serialize;
+use std::time::Instant;
+
+/// How one generation went.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Metrics {
+    pub prompt_tokens: usize,
+    /// Prompt tokens actually evaluated (fewer when a session's cache was reused).
+    pub prompt_tokens_evaluated: usize,
+    pub generated_tokens: usize,
+    /// From the request reaching the engine to the first token handed out.
+    pub time_to_first_token_s: f64,
+    pub prefill_s: f64,
+    pub prefill_tokens_per_s: f64,
+    pub decode_s: f64,
+    pub decode_tokens_per_s: f64,
+    pub peak_memory_bytes: usize,
+    pub active_memory_bytes: usize,
+}
+
+/// How one classify or batch-generate call went.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct BatchMetrics {
+    pub prompts: usize,
+    pub prompt_tokens: usize,
+    /// Tokens shared by every prompt and evaluated once.
+    pub shared_prefix_tokens: usize,
+    pub generated_tokens: usize,
+    pub batches: usize,
+    pub total_s: f64,
+    pub prompts_per_s: f64,
+    pub prefill_tokens_per_s: f64,
+    pub decode_tokens_per_s: f64,
+    pub peak_memory_bytes: usize,
+    pub active_memory_bytes: usize,
+}
+
+pub(crate) fn rate(n: usize, seconds: f64) -> f64 {
+    if seconds > 0.0 {
+        n as f64 / seconds
+    } else {
+        0.0
+    }
+}
+
+pub(crate) fn since(t: Instant) -> f64 {
+    t.elapsed().as_secs_f64()
+}

@@ -1,0 +1,389 @@
+//! The engine: a loaded model behind its own thread.
+//!
+//! Each `Engine` owns one engine thread that holds the model, its MLX stream
+//! and every per-request state (KV caches, samplers). Calls from any thread
+//! send a request over a channel and receive tokens or results back, which
+//! gives thread safety, cancellation (a flag checked every step) and fair
+//! interleaving of concurrent generations. See docs/engine.md.
+
+mod batch;
+mod classify;
+mod generation;
+mod metrics;
+mod worker;
+
+pub use classify::{ClassifyOptions, ClassifyResult};
+pub use metrics::{BatchMetrics, Metrics};
+
+use crate::mlx::{DeviceKind, Dtype};
+use crate::models::{LoadOptions, ModelInfo};
+use crate::sample::SamplerConfig;
+use crate::text::{ChatFormat, ChatMessage, ChatOptions, Tokenizer};
+use crate::{Error, Result};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use worker::Command;
+
+/// How to load a model into an engine.
+#[derive(Clone, Debug, Default)]
+pub struct EngineOptions {
+    /// Device to run on; None = GPU where MLX has one, else CPU.
+    pub device: Option<DeviceKind>,
+    /// Compute dtype; None keeps the checkpoint's.
+    pub dtype: Option<Dtype>,
+    /// Longest sequence a request may reach (prompt + output); None = the model's.
+    pub context_length: Option<usize>,
+}
+
+/// Options of one generation.
+#[derive(Clone, Debug)]
+pub struct GenerateOptions {
+    pub max_tokens: usize,
+    pub sampler: SamplerConfig,
+    /// Strings that end generation; they are not part of the output.
+    pub stop: Vec<String>,
+    /// Keep generating past end-of-sequence tokens.
+    pub ignore_eos: bool,
+    /// Prompt tokens evaluated per step of prefill (bounds memory on long prompts).
+    pub prefill_chunk: usize,
+}
+
+impl Default for GenerateOptions {
+    fn default() -> Self {
+        GenerateOptions { max_tokens: 256, sampler: SamplerConfig::default(), stop: Vec::new(), ignore_eos: false, prefill_chunk: 512 }
+    }
+}
+
+/// One generated token and the text it adds.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Token {
+    pub id: u32,
+    /// Text this token adds to the output (may be empty while bytes of a
+    /// character or a possible stop string are held back).
+    pub text: String,
+    pub logprob: Option<f32>,
+    /// The most likely alternatives (id, logprob), when asked for.
+    pub top_logprobs: Vec<(u32, f32)>,
+}
+
+/// Why a generation ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FinishReason {
+    Eos,
+    Length,
+    Stop,
+    Cancelled,
+}
+
+impl FinishReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FinishReason::Eos => "eos",
+            FinishReason::Length => "length",
+            FinishReason::Stop => "stop",
+            FinishReason::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// What the engine thread sends to a generation's consumer.
+pub(crate) enum Event {
+    Token(Token),
+    /// Text released at the end (held-back bytes) — delivered as a last token-less piece.
+    Tail(String),
+    Done(FinishReason, Metrics),
+    Error(Error),
+}
+
+/// A streaming generation. Iterate for tokens; the stream ends with `None`,
+/// after which `finish_reason()` and `metrics()` tell how it ended. An error
+/// is yielded once as `Some(Err(..))`. Dropping it cancels the request.
+pub struct Generation {
+    rx: Receiver<Event>,
+    cancel: Arc<AtomicBool>,
+    reason: Option<FinishReason>,
+    metrics: Option<Metrics>,
+    tail: String,
+    done: bool,
+}
+
+impl Generation {
+    /// Asks the engine to stop this generation; takes effect within one step.
+    /// The handle can be shared with another thread through `canceller()`.
+    pub fn cancel(&self) {
+        self.cancel.store(true, Ordering::Relaxed);
+    }
+
+    /// A flag that cancels this generation when set, usable from any thread.
+    pub fn canceller(&self) -> Arc<AtomicBool> {
+        self.cancel.clone()
+    }
+
+    pub fn finish_reason(&self) -> Option<FinishReason> {
+        self.reason
+    }
+
+    pub fn metrics(&self) -> Option<&Metrics> {
+        self.metrics.as_ref()
+    }
+
+    /// Text released when the stream ended (bytes held back for a possible stop
+    /// string that did not complete). Empty in most cases.
+    pub fn tail(&self) -> &str {
+        &self.tail
+    }
+
+    /// Drains the stream: the concatenated text and the token ids.
+    pub fn collect_text(&mut self) -> Result<(String, Vec<u32>)> {
+        let mut text = String::new();
+        let mut ids = Vec::new();
+        for t in self.by_ref() {
+            let t = t?;
+            text.push_str(&t.text);
+            ids.push(t.id);
+        }
+        text.push_str(&self.tail);
+        Ok((text, ids))
+    }
+}
+
+impl Iterator for Generation {
+    type Item = Result<Token>;
+
+    fn next(&mut self) -> Option<Result<Token>> {
+        while !self.done {
+            match self.rx.recv() {
+                Ok(Event::Token(t)) => return Some(Ok(t)),
+                Ok(Event::Tail(s)) => self.tail.push_str(&s),
+                Ok(Event::Done(reason, m)) => {
+                    self.done = true;
+                    self.reason = Some(reason);
+                    self.metrics = Some(m);
+                }
+                Ok(Event::Error(e)) => {
+                    self.done = true;
+                    return Some(Err(e));
+                }
+                Err(_) => {
+                    self.done = true;
+                    return Some(Err(Error::Engine("the engine stopped before the generation ended".into())));
+                }
+            }
+        }
+        None
+    }
+}
+
+impl Drop for Generation {
+    fn drop(&mut self) {
+        if !self.done {
+            self.cancel();
+        }
+    }
+}
+
+/// A conversation whose KV cache the engine keeps between turns, so each turn
+/// encodes only the tokens after the longest prefix it shares with the cache.
+pub struct ChatSession {
+    id: u64,
+    // Weak: an open session must not keep a closed engine's thread alive.
+    engine: std::sync::Weak<Shared>,
+}
+
+impl Drop for ChatSession {
+    fn drop(&mut self) {
+        if let Some(shared) = self.engine.upgrade() {
+            if let Some(tx) = shared.tx.lock().unwrap().as_ref() {
+                let _ = tx.send(Command::DropSession(self.id));
+            }
+        }
+    }
+}
+
+struct Shared {
+    tx: Mutex<Option<Sender<Command>>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// A loaded model and its engine thread. Cheap to clone; every clone talks to
+/// the same thread. `close()` (or dropping the last clone) stops the thread
+/// and frees the weights once running requests have ended.
+#[derive(Clone)]
+pub struct Engine {
+    shared: Arc<Shared>,
+    info: Arc<ModelInfo>,
+    tokenizer: Option<Arc<Tokenizer>>,
+    device: DeviceKind,
+    path: PathBuf,
+}
+
+static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
+
+impl Engine {
+    /// Loads a model directory (config.json + safetensors, tokenizer files
+    /// optional) or a `.gguf` file on a new engine thread.
+    pub fn load(path: &Path, opts: &EngineOptions) -> Result<Engine> {
+        let device = opts.device.unwrap_or_else(crate::mlx::default_device);
+        let (tx, rx) = mpsc::channel();
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let load = worker::LoadRequest { path: path.to_path_buf(), device, load: LoadOptions { dtype: opts.dtype }, context_length: opts.context_length };
+        let thread = std::thread::Builder::new()
+            .name("gomlx-engine".into())
+            .spawn(move || worker::run(load, rx, ready_tx))
+            .map_err(|e| Error::Engine(format!("cannot start the engine thread: {e}")))?;
+        let (info, tokenizer) = match ready_rx.recv() {
+            Ok(Ok(v)) => v,
+            Ok(Err(e)) => {
+                let _ = thread.join();
+                return Err(e);
+            }
+            Err(_) => {
+                let _ = thread.join();
+                return Err(Error::Engine("the engine thread stopped while loading".into()));
+            }
+        };
+        Ok(Engine {
+            shared: Arc::new(Shared { tx: Mutex::new(Some(tx)), thread: Mutex::new(Some(thread)) }),
+            info: Arc::new(info),
+            tokenizer,
+            device,
+            path: path.to_path_buf(),
+        })
+    }
+
+    pub fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    pub fn device(&self) -> DeviceKind {
+        self.device
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The model's tokenizer, if it has one.
+    pub fn tokenizer(&self) -> Option<&Arc<Tokenizer>> {
+        self.tokenizer.as_ref()
+    }
+
+    fn require_tokenizer(&self) -> Result<&Arc<Tokenizer>> {
+        self.tokenizer.as_ref().ok_or_else(|| Error::Tokenizer(format!("{}: the model has no tokenizer", self.path.display())))
+    }
+
+    fn sender(&self) -> Result<Sender<Command>> {
+        self.shared.tx.lock().unwrap().clone().ok_or_else(|| Error::Engine("the model is closed".into()))
+    }
+
+    fn send(&self, cmd: Command) -> Result<()> {
+        self.sender()?.send(cmd).map_err(|_| Error::Engine("the engine thread has stopped".into()))
+    }
+
+    /// Streams a generation from prompt token ids.
+    pub fn generate_tokens(&self, prompt: Vec<u32>, opts: &GenerateOptions) -> Result<Generation> {
+        self.start(prompt, opts, None)
+    }
+
+    /// Streams a generation from a text prompt (special tokens such as BOS added
+    /// as the tokenizer declares).
+    pub fn generate(&self, prompt: &str, opts: &GenerateOptions) -> Result<Generation> {
+        let ids = self.require_tokenizer()?.encode(prompt, true)?;
+        self.start(ids, opts, None)
+    }
+
+    /// Renders `messages` with the model's chat template and generates the
+    /// assistant's reply. With a session, the KV cache of earlier turns is reused.
+    pub fn chat(&self, messages: &[ChatMessage], opts: &GenerateOptions, chat: &ChatOptions, session: Option<&ChatSession>) -> Result<Generation> {
+        let tok = self.require_tokenizer()?;
+        let mut chat = chat.clone();
+        chat.add_generation_prompt = true;
+        let ids = tok.encode_chat(messages, &chat, &ChatFormat::Model)?;
+        self.start(ids, opts, session.map(|s| s.id))
+    }
+
+    /// Generation from prompt ids through a session's prompt cache.
+    pub fn generate_in_session(&self, prompt: Vec<u32>, opts: &GenerateOptions, session: &ChatSession) -> Result<Generation> {
+        self.start(prompt, opts, Some(session.id))
+    }
+
+    /// A new conversation whose KV cache lives on the engine thread.
+    pub fn new_session(&self) -> Result<ChatSession> {
+        self.sender()?;
+        Ok(ChatSession { id: NEXT_SESSION.fetch_add(1, Ordering::Relaxed), engine: Arc::downgrade(&self.shared) })
+    }
+
+    fn start(&self, prompt: Vec<u32>, opts: &GenerateOptions, session: Option<u64>) -> Result<Generation> {
+        opts.sampler.validate()?;
+        if prompt.is_empty() {
+            return Err(Error::InvalidArgument("the prompt is empty".into()));
+        }
+        if let Some(&bad) = prompt.iter().find(|&&t| t as usize >= self.info.vocab_size) {
+            return Err(Error::InvalidArgument(format!("token id {bad} is outside the vocabulary (size {})", self.info.vocab_size)));
+        }
+        let (tx, rx) = mpsc::channel();
+        let cancel = Arc::new(AtomicBool::new(false));
+        self.send(Command::Generate(Box::new(worker::GenerateRequest { prompt, opts: opts.clone(), session, events: tx, cancel: cancel.clone() })))?;
+        Ok(Generation { rx, cancel, reason: None, metrics: None, tail: String::new(), done: false })
+    }
+
+    /// Classifies `prompts` by their next token in batched prefills (no decode).
+    pub fn classify(&self, prompts: &[&str], opts: &ClassifyOptions) -> Result<(Vec<ClassifyResult>, BatchMetrics)> {
+        let tok = self.require_tokenizer()?;
+        let ids = tok.encode_batch(prompts, true)?;
+        let labels = match &opts.labels {
+            Some(labels) => Some(classify::label_tokens(tok, labels)?),
+            None => None,
+        };
+        self.classify_tokens(ids, labels, opts)
+    }
+
+    /// `classify` on token ids; `labels` are (label, first token id) pairs.
+    pub fn classify_tokens(&self, prompts: Vec<Vec<u32>>, labels: Option<Vec<(String, u32)>>, opts: &ClassifyOptions) -> Result<(Vec<ClassifyResult>, BatchMetrics)> {
+        if prompts.iter().any(|p| p.is_empty()) {
+            return Err(Error::InvalidArgument("a prompt is empty".into()));
+        }
+        let (tx, rx) = mpsc::channel();
+        self.send(Command::Classify(Box::new(classify::Request { prompts, labels, opts: opts.clone(), reply: tx })))?;
+        rx.recv().map_err(|_| Error::Engine("the engine thread stopped during classify".into()))?
+    }
+
+    /// Generates for several prompts together; returns each one's text, ids and finish reason.
+    pub fn batch_generate(&self, prompts: &[&str], opts: &GenerateOptions) -> Result<(Vec<batch::Output>, BatchMetrics)> {
+        let ids = self.require_tokenizer()?.encode_batch(prompts, true)?;
+        self.batch_generate_tokens(ids, opts)
+    }
+
+    pub fn batch_generate_tokens(&self, prompts: Vec<Vec<u32>>, opts: &GenerateOptions) -> Result<(Vec<batch::Output>, BatchMetrics)> {
+        opts.sampler.validate()?;
+        if prompts.is_empty() || prompts.iter().any(|p| p.is_empty()) {
+            return Err(Error::InvalidArgument("batch generate needs at least one non-empty prompt".into()));
+        }
+        let (tx, rx) = mpsc::channel();
+        self.send(Command::Batch(Box::new(batch::Request { prompts, opts: opts.clone(), reply: tx })))?;
+        rx.recv().map_err(|_| Error::Engine("the engine thread stopped during batch generate".into()))?
+    }
+
+    /// Stops the engine thread after running requests end and frees the model.
+    /// Later calls on any clone fail with "the model is closed".
+    pub fn close(&self) {
+        self.shared.tx.lock().unwrap().take();
+        if let Some(t) = self.shared.thread.lock().unwrap().take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        self.tx.lock().unwrap().take();
+        if let Some(t) = self.thread.lock().unwrap().take() {
+            let _ = t.join();
+        }
+    }
+}
+
+pub use batch::Output as BatchOutput;

@@ -1,0 +1,132 @@
+//! The correctness contract: tiny random-weight models of every architecture
+//! against references made by scripts/oracle (transformers float32 logits at
+//! every position; mlx-lm greedy tokens and, for MLX-quantised and bf16
+//! checkpoints, mlx-lm logits).
+
+use gomlx::engine::{Engine, EngineOptions, GenerateOptions};
+use gomlx::mlx::{io, Array, DeviceKind, Dtype};
+use gomlx::models::{LoadOptions, Logits, Model};
+use std::path::{Path, PathBuf};
+
+fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/models")
+}
+
+struct Reference {
+    inputs: Vec<u32>,
+    logits: Vec<f32>,
+    logits_f32: Option<Vec<f32>>,
+    greedy: Vec<u32>,
+}
+
+fn reference(dir: &Path) -> Reference {
+    let st = io::load_safetensors(&dir.join("reference.safetensors")).unwrap();
+    let t = &st.tensors;
+    let ids = |n: &str| t[n].to_vec::<i32>().unwrap().into_iter().map(|v| v as u32).collect::<Vec<_>>();
+    Reference {
+        inputs: ids("inputs"),
+        logits: t["logits"].to_vec::<f32>().unwrap(),
+        logits_f32: t.get("logits_f32").map(|a| a.to_vec::<f32>().unwrap()),
+        greedy: ids("greedy"),
+    }
+}
+
+/// max |a - b| / max |b|: the error relative to the logits' scale.
+fn rel_error(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    let scale = b.iter().fold(0f32, |m, v| m.max(v.abs()));
+    a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs())) / scale
+}
+
+fn logits_of(dir: &Path, dtype: Option<Dtype>, inputs: &[u32]) -> Vec<f32> {
+    let model = Model::load(dir, &LoadOptions { dtype }).unwrap();
+    let mut caches = model.new_caches();
+    let x = Array::from_slice(inputs, &[1, inputs.len() as i32]).unwrap();
+    model.forward(&x, &mut caches, None, Logits::All).unwrap().to_vec::<f32>().unwrap()
+}
+
+fn greedy_of(dir: &Path, inputs: &[u32], n: usize) -> Vec<u32> {
+    let engine = Engine::load(dir, &EngineOptions { device: Some(DeviceKind::Cpu), ..Default::default() }).unwrap();
+    let opts = GenerateOptions { max_tokens: n, ignore_eos: true, ..Default::default() };
+    let mut g = engine.generate_tokens(inputs.to_vec(), &opts).unwrap();
+    let (_, ids) = g.collect_text().unwrap();
+    ids
+}
+
+fn check_case(case: &str, tol: f32) {
+    let dir = fixtures().join(case);
+    assert!(dir.join("config.json").is_file(), "missing fixture {}: run scripts/oracle/run", dir.display());
+    let r = reference(&dir);
+    let got = logits_of(&dir, None, &r.inputs);
+    let err = rel_error(&got, &r.logits);
+    assert!(err < tol, "{case}: logits relative error {err:e} >= {tol:e}");
+    let greedy = greedy_of(&dir, &r.inputs, r.greedy.len());
+    assert_eq!(greedy, r.greedy, "{case}: greedy tokens differ from mlx-lm");
+}
+
+macro_rules! oracle_cases {
+    ($($name:ident => $case:literal, $tol:expr;)*) => { $(
+        #[test]
+        fn $name() { check_case($case, $tol); }
+    )* };
+}
+
+oracle_cases! {
+    llama_llama3_rope => "llama_rope_llama3", 1e-4;
+    llama_llama3_rope_tf5_dialect => "llama_rope_llama3_tf5", 1e-4;
+    llama_tied => "llama_tied", 1e-4;
+    mistral => "mistral", 1e-4;
+    qwen2_bias => "qwen2_bias", 1e-4;
+    qwen3_qknorm => "qwen3_qknorm", 1e-4;
+    gemma3_sliding_window => "gemma3_text", 1e-4;
+    gemma3_tf5_dialect => "gemma3_text_tf5", 1e-4;
+    gemma3_softcap => "gemma3_text_softcap", 1e-4;
+    // MLX-quantised checkpoints against mlx-lm's own float32 logits.
+    llama_q4 => "llama_tied_q4", 1e-4;
+    llama_q8 => "llama_tied_q8", 1e-4;
+    qwen3_q4 => "qwen3_qknorm_q4", 1e-4;
+    gemma3_q4 => "gemma3_text_q4", 1e-4;
+    gemma3_q8 => "gemma3_text_q8", 1e-4;
+    // bf16 compute against mlx-lm's bf16 logits: bf16 rounding bounds the error.
+    qwen3_bf16 => "qwen3_qknorm_bf16", 2e-2;
+}
+
+#[test]
+fn bf16_checkpoint_in_float32_matches_transformers() {
+    let dir = fixtures().join("qwen3_qknorm_bf16");
+    let r = reference(&dir);
+    let got = logits_of(&dir, Some(Dtype::F32), &r.inputs);
+    let err = rel_error(&got, r.logits_f32.as_ref().unwrap());
+    // mlx-lm in float32 on these weights shows the same 6.8e-4 against this
+    // reference (transformers keeps part of a bf16 checkpoint's math in bf16),
+    // so the bound here is 1e-3, not the 1e-4 of the float32 checkpoints.
+    assert!(err < 1e-3, "relative error {err:e}");
+}
+
+#[test]
+fn prefill_in_chunks_and_token_by_token_agree() {
+    // Gemma's window is 8 and the prompt 24: chunks and single steps cross the
+    // window, exercising the rotating cache and its masks.
+    for case in ["gemma3_text", "llama_rope_llama3"] {
+        let dir = fixtures().join(case);
+        let r = reference(&dir);
+        let model = Model::load(&dir, &LoadOptions::default()).unwrap();
+        let full = {
+            let mut c = model.new_caches();
+            let x = Array::from_slice(&r.inputs, &[1, r.inputs.len() as i32]).unwrap();
+            model.forward(&x, &mut c, None, Logits::All).unwrap().to_vec::<f32>().unwrap()
+        };
+        let v = model.config().vocab_size;
+        for chunk in [1usize, 5, 11] {
+            let mut c = model.new_caches();
+            let mut got = Vec::new();
+            for part in r.inputs.chunks(chunk) {
+                let x = Array::from_slice(part, &[1, part.len() as i32]).unwrap();
+                got.extend(model.forward(&x, &mut c, None, Logits::All).unwrap().to_vec::<f32>().unwrap());
+            }
+            assert_eq!(got.len(), r.inputs.len() * v);
+            let err = rel_error(&got, &full);
+            assert!(err < 1e-5, "{case} chunk {chunk}: {err:e}");
+        }
+    }
+}

@@ -4,5 +4,6 @@
 //! `cache` → `models` → `mlx`. See docs/architecture.md.
 
 pub mod error;
+pub mod gguf;
 
 pub use error::{Error, Result};

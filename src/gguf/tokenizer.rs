@@ -211,7 +211,9 @@ impl GgufTokenizer {
             let spelled = spm || t.chars().all(|c| byte_alphabet.contains(&c));
             if (ty == token_type::CONTROL && spelled) || named.contains(&(i as u32)) {
                 added_tokens.push(added(i, t, true));
-            } else if ty == token_type::USER_DEFINED {
+            } else if ty == token_type::USER_DEFINED && j["model"]["vocab"].get(t.as_str()).is_some() {
+                // Only as spelled in the vocabulary: Gemma's all-blank user-defined tokens are
+                // respelled with ▁ in the model and must not come back as new ids.
                 added_tokens.push(added(i, t, false));
             }
         }

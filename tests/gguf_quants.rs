@@ -1,4 +1,5 @@
 //! ggml block decoders on hand-built blocks, MLX affine repacking, and MLX's bit packing.
+#![allow(clippy::needless_range_loop, clippy::excessive_precision)]
 
 use gomlx::gguf::quants::{decode, dequantize, pack_bits, unpack_bits, TensorData};
 use gomlx::gguf::GgmlType;

@@ -154,10 +154,8 @@ pub fn hf_config(file: &GgufFile) -> Result<Json> {
             c.insert(name.into(), json!(v));
         }
     }
-    if arch == Arch::Qwen2 {
-        // Qwen 2 has q/k/v biases; HF's Qwen2 always builds them.
-        c.insert("attention_bias".into(), json!(file.tensor("blk.0.attn_q.bias").is_some()));
-    } else if arch == Arch::Llama || arch == Arch::Qwen3 {
+    if arch != Arch::Gemma3 {
+        // q/k/v biases (Qwen 2 has them; Llama and Qwen 3 usually not).
         c.insert("attention_bias".into(), json!(file.tensor("blk.0.attn_q.bias").is_some()));
     }
 

@@ -1,0 +1,18 @@
+//! GGUF models (llama.cpp / Ollama files): reader, block decoders with MLX affine repacking,
+//! config and tensor-name mapping, and the tokenizer from metadata. Pure Rust; the MLX side
+//! (arrays, `mlx_load_gguf`) builds on these. See docs/gguf.md.
+
+pub mod config;
+pub mod names;
+pub mod quants;
+pub mod reader;
+pub mod tokenizer;
+pub mod types;
+pub mod weights;
+
+pub use config::{hf_config, Arch};
+pub use quants::{decode, dequantize, TensorData};
+pub use reader::{GgufFile, TensorInfo, Value};
+pub use tokenizer::GgufTokenizer;
+pub use types::GgmlType;
+pub use weights::{GgufModel, HfTensor};

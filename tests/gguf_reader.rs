@@ -1,0 +1,268 @@
+//! The GGUF reader on small files built here: values, alignment, offsets, and every error.
+
+use std::path::PathBuf;
+
+use gomlx::gguf::{hf_config, GgmlType, GgufFile, GgufModel, TensorData, Value};
+
+/// A minimal GGUF writer for tests.
+struct W {
+    version: u32,
+    kv: Vec<(String, u32, Vec<u8>)>,
+    tensors: Vec<(String, Vec<u64>, u32, Vec<u8>)>,
+    alignment: u64,
+}
+
+fn s(x: &str) -> Vec<u8> {
+    let mut v = (x.len() as u64).to_le_bytes().to_vec();
+    v.extend(x.as_bytes());
+    v
+}
+
+impl W {
+    fn new() -> Self {
+        W { version: 3, kv: vec![], tensors: vec![], alignment: 32 }
+    }
+    fn kv(mut self, k: &str, ty: u32, v: Vec<u8>) -> Self {
+        self.kv.push((k.into(), ty, v));
+        self
+    }
+    fn str(self, k: &str, v: &str) -> Self {
+        self.kv(k, 8, s(v))
+    }
+    fn u32(self, k: &str, v: u32) -> Self {
+        self.kv(k, 4, v.to_le_bytes().to_vec())
+    }
+    fn f32(self, k: &str, v: f32) -> Self {
+        self.kv(k, 6, v.to_le_bytes().to_vec())
+    }
+    fn tensor(mut self, name: &str, dims: &[u64], ty: u32, data: Vec<u8>) -> Self {
+        self.tensors.push((name.into(), dims.to_vec(), ty, data));
+        self
+    }
+    fn bytes(&self) -> Vec<u8> {
+        let mut b = b"GGUF".to_vec();
+        b.extend(self.version.to_le_bytes());
+        b.extend((self.tensors.len() as u64).to_le_bytes());
+        b.extend((self.kv.len() as u64).to_le_bytes());
+        for (k, ty, v) in &self.kv {
+            b.extend(s(k));
+            b.extend(ty.to_le_bytes());
+            b.extend(v);
+        }
+        let a = self.alignment as usize;
+        let mut offset = 0usize;
+        let mut offsets = vec![];
+        for (_, _, _, data) in &self.tensors {
+            offsets.push(offset);
+            offset = (offset + data.len()).div_ceil(a) * a;
+        }
+        for ((name, dims, ty, _), off) in self.tensors.iter().zip(&offsets) {
+            b.extend(s(name));
+            b.extend((dims.len() as u32).to_le_bytes());
+            for d in dims {
+                b.extend(d.to_le_bytes());
+            }
+            b.extend(ty.to_le_bytes());
+            b.extend((*off as u64).to_le_bytes());
+        }
+        let start = b.len().div_ceil(a) * a;
+        b.resize(start, 0);
+        for ((_, _, _, data), off) in self.tensors.iter().zip(&offsets) {
+            b.resize(start + off, 0);
+            b.extend(data);
+        }
+        b
+    }
+}
+
+fn write(name: &str, bytes: &[u8]) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("gomlx-gguf-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = dir.join(name);
+    std::fs::write(&p, bytes).unwrap();
+    p
+}
+
+fn open_err(name: &str, bytes: &[u8]) -> String {
+    GgufFile::open(write(name, bytes)).unwrap_err().to_string()
+}
+
+fn f32s(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+/// A tiny llama model: 2 heads of dim 4, 1 KV head, hidden 8, vocab 4.
+fn tiny_llama() -> W {
+    let q: Vec<f32> = (0..64).map(|i| i as f32).collect();
+    let k: Vec<f32> = (0..32).map(|i| 100.0 + i as f32).collect();
+    W::new()
+        .str("general.architecture", "llama")
+        .u32("llama.block_count", 1)
+        .u32("llama.context_length", 128)
+        .u32("llama.embedding_length", 8)
+        .u32("llama.feed_forward_length", 16)
+        .u32("llama.attention.head_count", 2)
+        .u32("llama.attention.head_count_kv", 1)
+        .f32("llama.rope.freq_base", 10000.0)
+        .f32("llama.attention.layer_norm_rms_epsilon", 1e-5)
+        .tensor("token_embd.weight", &[8, 4], 0, f32s(&[0.5; 32]))
+        .tensor("blk.0.attn_q.weight", &[8, 8], 0, f32s(&q))
+        .tensor("blk.0.attn_k.weight", &[8, 4], 0, f32s(&k))
+}
+
+#[test]
+fn reads_metadata_tensors_and_alignment() {
+    let mut strings = 8u32.to_le_bytes().to_vec(); // array of strings
+    strings.extend(3u64.to_le_bytes());
+    for t in ["a", "βγ", ""] {
+        strings.extend(s(t));
+    }
+    let mut nested = 9u32.to_le_bytes().to_vec(); // array of arrays of i16
+    nested.extend(1u64.to_le_bytes());
+    nested.extend(3u32.to_le_bytes());
+    nested.extend(2u64.to_le_bytes());
+    nested.extend((-5i16).to_le_bytes());
+    nested.extend(7i16.to_le_bytes());
+    let mut w = W::new()
+        .u32("general.alignment", 64)
+        .kv("u8", 0, vec![200])
+        .kv("i8", 1, vec![0xFF])
+        .kv("u64", 10, u64::MAX.to_le_bytes().to_vec())
+        .kv("i64", 11, (-3i64).to_le_bytes().to_vec())
+        .kv("f64", 12, 0.1f64.to_le_bytes().to_vec())
+        .kv("bool", 7, vec![1])
+        .str("name", "tiny")
+        .kv("strings", 9, strings)
+        .kv("nested", 9, nested)
+        .tensor("a", &[32, 2], 8, vec![0u8; 2 * 34])
+        .tensor("b", &[3], 0, f32s(&[1.0, 2.0, 3.0]));
+    w.alignment = 64;
+    let f = GgufFile::open(write("ok.gguf", &w.bytes())).unwrap();
+    assert_eq!(f.version, 3);
+    assert_eq!(f.alignment, 64);
+    assert_eq!(f.data_offset % 64, 0);
+    assert_eq!(f.get("u8"), Some(&Value::U8(200)));
+    assert_eq!(f.get("i8"), Some(&Value::I8(-1)));
+    assert_eq!(f.get("u64"), Some(&Value::U64(u64::MAX)));
+    assert_eq!(f.get("i64"), Some(&Value::I64(-3)));
+    assert_eq!(f.get("f64"), Some(&Value::F64(0.1)));
+    assert_eq!(f.get_bool("bool").unwrap(), Some(true));
+    assert_eq!(f.get_str("name").unwrap(), Some("tiny"));
+    assert_eq!(f.require_str_array("strings").unwrap(), vec!["a", "βγ", ""]);
+    assert_eq!(f.get("nested"), Some(&Value::Array(vec![Value::Array(vec![Value::I16(-5), Value::I16(7)])])));
+    let a = f.tensor("a").unwrap();
+    assert_eq!((a.ty, a.dims.clone(), a.shape(), a.offset, a.size), (GgmlType::Q8_0, vec![32, 2], vec![2, 32], 0, 68));
+    let b = f.tensor("b").unwrap();
+    assert_eq!(b.offset, 128); // 68 bytes rounded up to the 64-byte alignment
+    assert_eq!(f.tensor_bytes(b), &f32s(&[1.0, 2.0, 3.0])[..]);
+    let e = f.require_u64("name").unwrap_err().to_string();
+    assert!(e.contains("'name'") && e.contains("string"), "{e}");
+    let e = f.require("absent.key").unwrap_err().to_string();
+    assert!(e.contains("missing required metadata key 'absent.key'"), "{e}");
+}
+
+#[test]
+fn bad_magic() {
+    let mut b = tiny_llama().bytes();
+    b[..4].copy_from_slice(b"GGML");
+    let e = open_err("magic.gguf", &b);
+    assert!(e.contains("not a GGUF file") && e.contains("bad magic"), "{e}");
+    let e = open_err("empty.gguf", b"");
+    assert!(e.contains("bad magic"), "{e}");
+}
+
+#[test]
+fn unsupported_versions() {
+    for (v, what) in [(1u32, "version 1"), (4, "version 4"), (3u32.swap_bytes(), "big-endian")] {
+        let mut w = tiny_llama();
+        w.version = v;
+        let e = open_err("version.gguf", &w.bytes());
+        assert!(e.contains("unsupported") && e.contains(what), "{v}: {e}");
+    }
+    let mut w = tiny_llama();
+    w.version = 2;
+    assert_eq!(GgufFile::open(write("v2.gguf", &w.bytes())).unwrap().version, 2);
+}
+
+#[test]
+fn truncated_metadata_and_data() {
+    let b = tiny_llama().bytes();
+    // Cut inside the metadata (in the value of llama.block_count's neighbourhood).
+    let key = b.windows(17).position(|w| w == b"llama.block_count").unwrap();
+    let e = open_err("trunc-meta.gguf", &b[..key + 10]);
+    assert!(e.contains("truncated file") && e.contains("metadata key"), "{e}");
+    // Cut inside the tensor infos.
+    let info = b.windows(17).rposition(|w| w == b"blk.0.attn_k.weig").unwrap();
+    let e = open_err("trunc-info.gguf", &b[..info + 20]);
+    assert!(e.contains("truncated file") && e.contains("blk.0.attn_k.weight"), "{e}");
+    // Cut inside the last tensor's data.
+    let e = open_err("trunc-data.gguf", &b[..b.len() - 5]);
+    assert!(e.contains("truncated file") && e.contains("'blk.0.attn_k.weight'") && e.contains("past the end"), "{e}");
+    // A string whose length runs past the end.
+    let w = W::new().kv("huge", 8, u64::MAX.to_le_bytes().to_vec());
+    let e = open_err("trunc-str.gguf", &w.bytes());
+    assert!(e.contains("truncated file") && e.contains("'huge'"), "{e}");
+    // An array count larger than the file.
+    let mut arr = 4u32.to_le_bytes().to_vec();
+    arr.extend((1u64 << 40).to_le_bytes());
+    let e = open_err("trunc-arr.gguf", &W::new().kv("arr", 9, arr).bytes());
+    assert!(e.contains("truncated file") && e.contains("'arr'"), "{e}");
+}
+
+#[test]
+fn unknown_tensor_type_is_named() {
+    let w = W::new().tensor("blk.0.odd.weight", &[32], 31, vec![0; 32]);
+    let e = open_err("type.gguf", &w.bytes());
+    assert!(e.contains("'blk.0.odd.weight'") && e.contains("unknown ggml tensor type id 31"), "{e}");
+}
+
+#[test]
+fn unsupported_tensor_type_is_named_when_decoded() {
+    // IQ4_NL (id 20) is a known type gomlx does not decode.
+    let w = tiny_llama().tensor("blk.0.attn_v.weight", &[32, 4], 20, vec![0; 4 * 18]);
+    let m = GgufModel::open(write("iq4.gguf", &w.bytes())).unwrap();
+    let e = m.tensor("model.layers.0.self_attn.v_proj.weight").unwrap_err().to_string();
+    assert!(e.contains("blk.0.attn_v.weight") && e.contains("IQ4_NL") && e.contains("not supported"), "{e}");
+}
+
+#[test]
+fn missing_key_and_unknown_architecture() {
+    let mut w = tiny_llama();
+    w.kv.retain(|(k, _, _)| k != "llama.block_count");
+    let f = GgufFile::open(write("nokey.gguf", &w.bytes())).unwrap();
+    let e = hf_config(&f).unwrap_err().to_string();
+    assert!(e.contains("missing required metadata key 'llama.block_count'"), "{e}");
+
+    let mut w = tiny_llama();
+    w.kv.retain(|(k, _, _)| k != "general.architecture");
+    let f = GgufFile::open(write("noarch.gguf", &w.bytes())).unwrap();
+    let e = hf_config(&f).unwrap_err().to_string();
+    assert!(e.contains("'general.architecture'"), "{e}");
+
+    let w = tiny_llama().str("general.architecture", "mamba");
+    let f = GgufFile::open(write("mamba.gguf", &w.bytes())).unwrap();
+    let e = hf_config(&f).unwrap_err().to_string();
+    assert!(e.contains("unsupported architecture 'mamba'") && e.contains("llama, qwen2, qwen3, gemma3"), "{e}");
+}
+
+#[test]
+fn tiny_llama_config_and_unpermuted_rows() {
+    let m = GgufModel::open(write("tiny.gguf", &tiny_llama().bytes())).unwrap();
+    let c = &m.config;
+    assert_eq!(c["model_type"], "llama");
+    assert_eq!(c["head_dim"], 4);
+    assert_eq!(c["num_key_value_heads"], 1);
+    assert_eq!(c["tie_word_embeddings"], true);
+    assert_eq!(c["vocab_size"], 4);
+    // q: 8 rows of 8 (row r holds 8r..8r+8); per head of 4 rows GGUF order [0, 2, 1, 3] is HF
+    // order [0, 1, 2, 3] -> HF rows come from GGUF rows [0, 2, 1, 3, 4, 6, 5, 7].
+    let q = m.tensor("model.layers.0.self_attn.q_proj.weight").unwrap();
+    let TensorData::Float { shape, values } = q.data else { panic!() };
+    assert_eq!(shape, vec![8, 8]);
+    let rows: Vec<f32> = values.chunks(8).map(|r| r[0] / 8.0).collect();
+    assert_eq!(rows, vec![0.0, 2.0, 1.0, 3.0, 4.0, 6.0, 5.0, 7.0]);
+    // k: one KV head of 4 rows.
+    let k = m.tensor("model.layers.0.self_attn.k_proj.weight").unwrap().data.dequantize();
+    let rows: Vec<f32> = k.chunks(8).map(|r| (r[0] - 100.0) / 8.0).collect();
+    assert_eq!(rows, vec![0.0, 2.0, 1.0, 3.0]);
+}

@@ -68,7 +68,8 @@ pub(crate) fn guarded<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
 fn load(req: &LoadRequest) -> Result<(Model, Option<Arc<Tokenizer>>)> {
     let path = &req.path;
     if path.extension().is_some_and(|e| e == "gguf") {
-        return Err(Error::Gguf(format!("{}: GGUF files are not supported by this build", path.display())));
+        let (model, tokenizer) = crate::gguf::load_model(path, &req.load)?;
+        return Ok((model, Some(Arc::new(tokenizer))));
     }
     let model = Model::load(path, &req.load)?;
     let tokenizer = if path.join("tokenizer.json").is_file() { Some(Arc::new(Tokenizer::from_dir(path)?)) } else { None };

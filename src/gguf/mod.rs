@@ -1,8 +1,9 @@
 //! GGUF models (llama.cpp / Ollama files): reader, block decoders with MLX affine repacking,
-//! config and tensor-name mapping, and the tokenizer from metadata. Pure Rust; the MLX side
-//! (arrays, `mlx_load_gguf`) builds on these. See docs/gguf.md.
+//! config and tensor-name mapping, and the tokenizer from metadata. `load` turns a file into
+//! MLX arrays and a `Model`. See docs/gguf.md.
 
 pub mod config;
+mod load;
 pub mod names;
 pub mod quants;
 pub mod reader;
@@ -11,6 +12,7 @@ pub mod types;
 pub mod weights;
 
 pub use config::{hf_config, Arch};
+pub use load::{config_and_weights, load_model, tokenizer};
 pub use quants::{decode, dequantize, TensorData};
 pub use reader::{GgufFile, TensorInfo, Value};
 pub use tokenizer::GgufTokenizer;

@@ -25,7 +25,8 @@ pub(crate) struct GenState {
     caches: Vec<KvCache>,
     /// Tokens whose keys and values are in `caches`, in order.
     cached: Vec<u32>,
-    sampler: Sampler,
+    /// None once the request has finished (its arrays released).
+    sampler: Option<Sampler>,
     text: Option<TextStream>,
     phase: Phase,
     /// The next token to hand out, still being computed.
@@ -91,7 +92,7 @@ impl GenState {
             req,
             caches,
             cached,
-            sampler,
+            sampler: Some(sampler),
             text,
             phase: Phase::Prefill { pos: start_pos },
             pending: None,
@@ -118,7 +119,7 @@ impl GenState {
         }
         let logits = model.forward(&x, &mut self.caches, None, Logits::Last)?;
         let v = logits.dim(-1);
-        let s = self.sampler.sample(&logits.reshape(&[1, v])?)?;
+        let s = self.sampler()?.sample(&logits.reshape(&[1, v])?)?;
         let mut outs = vec![&s.tokens];
         outs.extend(s.logprobs.iter());
         outs.extend(s.top_ids.iter());
@@ -159,7 +160,7 @@ impl GenState {
             let y = current.tokens.reshape(&[1, 1])?;
             let logits = model.forward(&y, &mut self.caches, None, Logits::Last)?;
             let v = logits.dim(-1);
-            let s = self.sampler.sample(&logits.reshape(&[1, v])?)?;
+            let s = self.sampler()?.sample(&logits.reshape(&[1, v])?)?;
             let mut outs = vec![&s.tokens];
             outs.extend(s.logprobs.iter());
             outs.extend(s.top_ids.iter());
@@ -215,6 +216,10 @@ impl GenState {
         }
     }
 
+    fn sampler(&mut self) -> Result<&mut Sampler> {
+        self.sampler.as_mut().ok_or_else(|| Error::Engine("the generation has finished".into()))
+    }
+
     fn send(&self, e: Event) -> bool {
         self.req.events.send(e).is_ok()
     }
@@ -228,6 +233,16 @@ impl GenState {
                 self.send(Event::Tail(tail));
             }
         }
+        // Release this request's arrays before reporting the end, so memory
+        // is back at its baseline when the caller sees Done.
+        let session = match self.req.session {
+            Some(id) => Some((id, Session { caches: std::mem::take(&mut self.caches), tokens: std::mem::take(&mut self.cached) })),
+            None => {
+                self.caches.clear();
+                None
+            }
+        };
+        self.sampler = None;
         let m = &mut self.metrics;
         m.generated_tokens = self.generated;
         if let Some(d) = self.decode_start {
@@ -238,9 +253,6 @@ impl GenState {
         m.peak_memory_bytes = memory::peak()?;
         m.active_memory_bytes = memory::active()?;
         self.send(Event::Done(reason, self.metrics.clone()));
-        let session = self.req.session.map(|id| {
-            (id, Session { caches: std::mem::take(&mut self.caches), tokens: std::mem::take(&mut self.cached) })
-        });
         Ok(Step::Done(session))
     }
 

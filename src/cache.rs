@@ -272,3 +272,54 @@ impl Rotating {
         Ok(n)
     }
 }
+
+/// Writes the caches of a sequence (one per layer) and its token ids to a
+/// safetensors file: tensors `layers.N.keys` / `layers.N.values`, metadata
+/// with each layer's kind and offset and the tokens.
+pub fn save(path: &std::path::Path, caches: &[KvCache], tokens: &[u32]) -> Result<()> {
+    use std::collections::BTreeMap;
+    let mut tensors = BTreeMap::new();
+    let mut layers = Vec::new();
+    for (i, c) in caches.iter().enumerate() {
+        let (kind, window) = match c {
+            KvCache::Growing(_) => ("growing", 0),
+            KvCache::Rotating(r) => ("rotating", r.window),
+        };
+        layers.push(serde_json::json!({"kind": kind, "window": window, "offset": c.offset()}));
+        if let Some((k, v)) = c.state()? {
+            tensors.insert(format!("layers.{i}.keys"), k);
+            tensors.insert(format!("layers.{i}.values"), v);
+        }
+    }
+    let mut meta = BTreeMap::new();
+    meta.insert("format".to_string(), "gomlx-kv-cache-1".to_string());
+    meta.insert("layers".to_string(), serde_json::Value::Array(layers).to_string());
+    meta.insert("tokens".to_string(), serde_json::to_string(tokens).expect("ids serialise"));
+    crate::mlx::io::save_safetensors(path, &tensors, &meta)
+}
+
+/// Reads what `save` wrote: the caches and the token ids they hold.
+pub fn load(path: &std::path::Path) -> Result<(Vec<KvCache>, Vec<u32>)> {
+    let st = crate::mlx::io::load_safetensors(path)?;
+    let bad = |what: &str| Error::InvalidArgument(format!("{}: not a gomlx KV cache file ({what})", path.display()));
+    if st.metadata.get("format").map(String::as_str) != Some("gomlx-kv-cache-1") {
+        return Err(bad("format"));
+    }
+    let layers: Vec<serde_json::Value> = serde_json::from_str(st.metadata.get("layers").ok_or_else(|| bad("layers"))?).map_err(|_| bad("layers"))?;
+    let tokens: Vec<u32> = serde_json::from_str(st.metadata.get("tokens").ok_or_else(|| bad("tokens"))?).map_err(|_| bad("tokens"))?;
+    let mut tensors = st.tensors;
+    let mut caches = Vec::with_capacity(layers.len());
+    for (i, l) in layers.iter().enumerate() {
+        let offset = l["offset"].as_u64().ok_or_else(|| bad("offset"))? as usize;
+        let mut c = match l["kind"].as_str() {
+            Some("growing") => KvCache::growing(),
+            Some("rotating") => KvCache::rotating(l["window"].as_u64().filter(|&w| w > 0).ok_or_else(|| bad("window"))? as usize),
+            _ => return Err(bad("kind")),
+        };
+        if let (Some(k), Some(v)) = (tensors.remove(&format!("layers.{i}.keys")), tensors.remove(&format!("layers.{i}.values"))) {
+            c.set_state(k, v, offset)?;
+        }
+        caches.push(c);
+    }
+    Ok((caches, tokens))
+}

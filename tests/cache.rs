@@ -91,3 +91,26 @@ fn state_round_trip() {
     assert_eq!(positions(&rk), vec![4., 5., 6.]);
     assert!(KvCache::growing().set_state(kv(0, 3).0, kv(0, 3).1, 2).is_err());
 }
+
+#[test]
+fn save_and_load_round_trip_continues_identically() {
+    use gomlx::models::{LoadOptions, Logits, Model};
+    let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/models/gemma3_text");
+    let model = Model::load(&dir, &LoadOptions::default()).unwrap();
+    let prompt: Vec<u32> = (3..23).collect();
+    let mut caches = model.new_caches();
+    let x = Array::from_slice(&prompt, &[1, 20]).unwrap();
+    model.forward(&x, &mut caches, None, Logits::Last).unwrap();
+    let path = std::env::temp_dir().join(format!("gomlx-cache-{}.safetensors", std::process::id()));
+    gomlx::cache::save(&path, &caches, &prompt).unwrap();
+    let (mut loaded, tokens) = gomlx::cache::load(&path).unwrap();
+    assert_eq!(tokens, prompt);
+    assert_eq!(loaded.len(), caches.len());
+    let next = Array::from_slice(&[40u32, 41], &[1, 2]).unwrap();
+    let a = model.forward(&next, &mut caches, None, Logits::All).unwrap().to_vec::<f32>().unwrap();
+    let b = model.forward(&next, &mut loaded, None, Logits::All).unwrap().to_vec::<f32>().unwrap();
+    assert_eq!(a, b);
+    std::fs::write(&path, b"not a cache").unwrap();
+    assert!(gomlx::cache::load(&path).is_err());
+    std::fs::remove_file(&path).ok();
+}

@@ -27,6 +27,8 @@ pub struct SpecialTokens {
 pub struct Tokenizer {
     inner: tokenizers::Tokenizer,
     specials: SpecialTokens,
+    /// Cached: `tokenizers` recounts the added vocabulary on every call.
+    vocab_size: usize,
     /// Named chat templates; "default" (or the only one) is the model's template.
     templates: Vec<(String, ChatTemplate)>,
 }
@@ -150,7 +152,7 @@ impl Tokenizer {
                 Ok((name, t))
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(Tokenizer { inner, specials, templates })
+        Ok(Tokenizer { inner, specials, vocab_size: vocab, templates })
     }
 
     /// The wrapped `tokenizers` tokenizer.
@@ -164,7 +166,7 @@ impl Tokenizer {
 
     /// Number of ids, added tokens included.
     pub fn vocab_size(&self) -> usize {
-        self.inner.get_vocab_size(true)
+        self.vocab_size
     }
 
     pub fn bos_id(&self) -> Option<u32> {
@@ -233,8 +235,9 @@ impl Tokenizer {
     /// Decodes ids to text. Invalid UTF-8 becomes U+FFFD; an id outside the
     /// vocabulary is an error.
     pub fn decode(&self, ids: &[u32], skip_special_tokens: bool) -> Result<String> {
-        let vocab = self.vocab_size();
-        if let Some(bad) = ids.iter().find(|&&id| id as usize >= vocab) {
+        // `tokenizers` silently drops unknown ids; a caller passing one has a bug worth reporting.
+        if let Some(bad) = ids.iter().find(|&&id| self.inner.id_to_token(id).is_none()) {
+            let vocab = self.vocab_size;
             return Err(Error::Tokenizer(format!("decode: id {bad} is outside the vocabulary ({vocab} tokens)")));
         }
         self.inner.decode(ids, skip_special_tokens).map_err(|e| tk_err("decode", e))

@@ -72,3 +72,33 @@ fn gemma3_270m_continues_like_transformers() {
     assert!(same >= 16, "only {same} tokens agree: {text:?}");
     assert!(text.starts_with(" the capital of the country of France."), "{text:?}");
 }
+
+#[test]
+fn mlx_reader_and_gomlx_decoders_give_the_same_weights() {
+    use gomlx::gguf::{config_and_weights, is_native, GgufModel, Reader};
+    use gomlx::mlx::dequantize;
+    let g = GgufModel::open(model("SmolLM2-135M-Instruct.Q4_1.gguf")).unwrap();
+    assert!(is_native(&g).unwrap(), "SmolLM2 is Q4_1 + Q8_0: MLX's reader loads it");
+    let (ca, _) = config_and_weights(&g, Reader::Mlx).unwrap();
+    let (cb, _) = config_and_weights(&g, Reader::Gomlx).unwrap();
+    assert_eq!(ca.quantization, cb.quantization);
+    // Compare a few modules tensor by tensor, dequantised (q/k carry the un-permutation).
+    let mut wa = config_and_weights(&g, Reader::Mlx).unwrap().1;
+    let mut wb = config_and_weights(&g, Reader::Gomlx).unwrap().1;
+    for m in ["model.layers.0.self_attn.q_proj", "model.layers.3.self_attn.k_proj", "model.layers.7.mlp.down_proj", "model.embed_tokens"] {
+        let q = ca.quantization.for_module(m).expect("quantised module");
+        let deq = |w: &mut gomlx::models::weights::Weights| {
+            let (wt, s, b) = (w.take(&format!("{m}.weight")).unwrap(), w.take(&format!("{m}.scales")).unwrap(), w.take(&format!("{m}.biases")).unwrap());
+            let f = gomlx::mlx::Dtype::F32;
+            dequantize(&wt, &s.astype(f).unwrap(), &b.astype(f).unwrap(), q.group_size, q.bits, Some(f)).unwrap().to_vec::<f32>().unwrap()
+        };
+        assert_eq!(deq(&mut wa), deq(&mut wb), "{m}");
+    }
+    let na = wa.take("model.norm.weight").unwrap().to_vec::<f32>().unwrap();
+    assert_eq!(na, wb.take("model.norm.weight").unwrap().to_vec::<f32>().unwrap());
+    // A file with other types is refused by the MLX path, by name.
+    let gemma = GgufModel::open(model("gemma-3-270m-q4_k_m.gguf")).unwrap();
+    assert!(!is_native(&gemma).unwrap());
+    let err = config_and_weights(&gemma, Reader::Mlx).err().unwrap().to_string();
+    assert!(err.contains("Q4_0, Q4_1 and Q8_0"), "{err}");
+}

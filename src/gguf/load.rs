@@ -3,9 +3,11 @@
 //! metadata mapped onto the same `ModelConfig` the safetensors path uses, and
 //! the tokenizer built from the metadata.
 
+use super::names::{fixup, unpermute_source_rows, Fixup};
 use super::quants::TensorData;
+use super::types::GgmlType;
 use super::weights::GgufModel;
-use crate::mlx::{Array, Dtype};
+use crate::mlx::{self, Array, Dtype};
 use crate::models::config::{ModelConfig, Quant};
 use crate::models::weights::Weights;
 use crate::models::{LoadOptions, Model};
@@ -48,9 +50,60 @@ pub fn tokenizer(g: &GgufModel) -> Result<Tokenizer> {
     Tokenizer::from_parts(t.tokenizer, specials, t.chat_template)
 }
 
-/// The model config and weights of a GGUF file, ready for `Model::from_weights`.
-pub fn config_and_weights(g: &GgufModel) -> Result<(ModelConfig, Weights)> {
-    let mut config = ModelConfig::from_value(&g.config)?;
+/// Bits of the types MLX's own GGUF reader turns into MLX quantisation (None: float).
+fn native_bits(ty: GgmlType) -> Option<Option<i32>> {
+    match ty {
+        GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 => Some(None),
+        GgmlType::Q4_0 | GgmlType::Q4_1 => Some(Some(4)),
+        GgmlType::Q8_0 => Some(Some(8)),
+        _ => None,
+    }
+}
+
+/// Whether every tensor of the file is one MLX's reader loads natively.
+pub fn is_native(g: &GgufModel) -> Result<bool> {
+    Ok(g.names()?.iter().all(|(_, info)| native_bits(info.ty).is_some()))
+}
+
+/// Tensors through MLX's reader (`mlx_load_gguf`): Q4_0/Q4_1/Q8_0 arrive as
+/// MLX quantised triples; llama.cpp's conventions are then undone on the arrays.
+fn native_weights(g: &GgufModel, config: &mut ModelConfig) -> Result<BTreeMap<String, Array>> {
+    let mut raw = mlx::io::load_gguf(g.file.path())?;
+    let heads = (config.num_heads, config.num_kv_heads);
+    let mut out = BTreeMap::new();
+    for (name, info) in g.names()? {
+        let gguf_base = info.name.strip_suffix(".weight").unwrap_or(&info.name).to_string();
+        let base = name.strip_suffix(".weight").unwrap_or(&name).to_string();
+        let take = |raw: &mut BTreeMap<String, Array>, n: &str| raw.remove(n).ok_or_else(|| Error::Gguf(format!("MLX's reader gave no '{n}'")));
+        let mut parts = vec![(name.clone(), take(&mut raw, &info.name)?)];
+        let bits = native_bits(info.ty).flatten();
+        if bits.is_some() {
+            parts.push((format!("{base}.scales"), take(&mut raw, &format!("{gguf_base}.scales"))?));
+            parts.push((format!("{base}.biases"), take(&mut raw, &format!("{gguf_base}.biases"))?));
+        }
+        let fix = fixup(g.arch, &info.name, heads.0, heads.1);
+        for (n, mut a) in parts {
+            match fix {
+                Fixup::None => {}
+                Fixup::SubtractOne => a = a.add_scalar(-1.0)?,
+                Fixup::UnpermuteRows { heads } => {
+                    let rows = a.dim(0) as usize;
+                    let src: Vec<i32> = unpermute_source_rows(rows, heads)?.into_iter().map(|r| r as i32).collect();
+                    a = a.take(&Array::from_slice(&src, &[rows as i32])?, 0)?;
+                }
+            }
+            out.insert(n, a);
+        }
+        if name.ends_with(".weight") {
+            config.quantization.overrides.insert(base, bits.map(|bits| Quant { group_size: 32, bits }));
+        }
+    }
+    Ok(out)
+}
+
+/// Tensors through gomlx's own decoders, one at a time: every type the
+/// reader knows, repacked losslessly into MLX quantisation where possible.
+fn decoded_weights(g: &GgufModel, config: &mut ModelConfig) -> Result<BTreeMap<String, Array>> {
     let mut tensors = BTreeMap::new();
     for (name, info) in g.names()? {
         let data = g.load(info)?;
@@ -60,6 +113,32 @@ pub fn config_and_weights(g: &GgufModel) -> Result<(ModelConfig, Weights)> {
             config.quantization.overrides.insert(module.to_string(), quant);
         }
     }
+    Ok(tensors)
+}
+
+/// How the tensors of a GGUF file are read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reader {
+    /// MLX's reader when every tensor type allows it, else gomlx's decoders.
+    Auto,
+    Mlx,
+    Gomlx,
+}
+
+/// The model config and weights of a GGUF file, ready for `Model::from_weights`.
+pub fn config_and_weights(g: &GgufModel, reader: Reader) -> Result<(ModelConfig, Weights)> {
+    let mut config = ModelConfig::from_value(&g.config)?;
+    let native = match reader {
+        Reader::Auto => is_native(g)?,
+        Reader::Mlx => {
+            if !is_native(g)? {
+                return Err(g.file.error("MLX's GGUF reader handles only F32, F16, BF16, Q4_0, Q4_1 and Q8_0 tensors"));
+            }
+            true
+        }
+        Reader::Gomlx => false,
+    };
+    let tensors = if native { native_weights(g, &mut config)? } else { decoded_weights(g, &mut config)? };
     Ok((config, Weights::from_map(tensors, g.file.path().to_path_buf())))
 }
 
@@ -68,7 +147,7 @@ pub fn config_and_weights(g: &GgufModel) -> Result<(ModelConfig, Weights)> {
 pub fn load_model(path: &Path, opts: &LoadOptions) -> Result<(Model, Tokenizer)> {
     let g = GgufModel::open(path)?;
     let tokenizer = tokenizer(&g)?;
-    let (config, weights) = config_and_weights(&g)?;
+    let (config, weights) = config_and_weights(&g, Reader::Auto)?;
     let opts = LoadOptions { dtype: Some(opts.dtype.unwrap_or(Dtype::F32)) };
     let model = Model::from_weights(config, weights, &opts)?;
     Ok((model, tokenizer))

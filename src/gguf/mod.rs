@@ -12,7 +12,7 @@ pub mod types;
 pub mod weights;
 
 pub use config::{hf_config, Arch};
-pub use load::{config_and_weights, load_model, tokenizer};
+pub use load::{config_and_weights, is_native, load_model, tokenizer, Reader};
 pub use quants::{decode, dequantize, TensorData};
 pub use reader::{GgufFile, TensorInfo, Value};
 pub use tokenizer::GgufTokenizer;

@@ -8,7 +8,7 @@ use super::{FinishReason, GenerateOptions};
 use crate::mlx::{self, memory, Array};
 use crate::models::{Context, Logits};
 use crate::sample::Sampler;
-use crate::text::{self, TextStream};
+use crate::text::TextStream;
 use crate::{Error, Result};
 use std::sync::mpsc::Sender;
 use std::time::Instant;
@@ -106,10 +106,7 @@ pub(crate) fn run(w: &mut Worker, req: Request) -> Result<(Vec<Output>, BatchMet
                 Some(t) => {
                     let s = t.push(id)?;
                     row.out.push_str(&s.text);
-                    ended = s.finished.map(|f| match f {
-                        text::FinishReason::Eos(_) => FinishReason::Eos,
-                        text::FinishReason::Stop(_) => FinishReason::Stop,
-                    });
+                    ended = s.finished.map(FinishReason::from);
                     if ended != Some(FinishReason::Eos) {
                         row.tokens.push(id);
                     }

@@ -9,7 +9,7 @@ use crate::cache::KvCache;
 use crate::mlx::{self, memory, Array};
 use crate::models::{Logits, Model};
 use crate::sample::{Sample, Sampler};
-use crate::text::{self, TextStream, Tokenizer};
+use crate::text::{TextStream, Tokenizer};
 use crate::{Error, Result};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -117,7 +117,13 @@ impl GenState {
             mlx::eval(&arrays)?;
             return Ok(None);
         }
-        let logits = model.forward(&x, &mut self.caches, None, Logits::Last)?;
+        self.queue_next(model, &x).map(Some)
+    }
+
+    /// Builds the forward pass over `x` (`[1, L]`) and the sampling of the
+    /// next token, and queues it on the device without waiting.
+    fn queue_next(&mut self, model: &Model, x: &Array) -> Result<Sample> {
+        let logits = model.forward(x, &mut self.caches, None, Logits::Last)?;
         let v = logits.dim(-1);
         let s = self.sampler()?.sample(&logits.reshape(&[1, v])?)?;
         let mut outs = vec![&s.tokens];
@@ -125,7 +131,7 @@ impl GenState {
         outs.extend(s.top_ids.iter());
         outs.extend(s.top_logprobs.iter());
         mlx::async_eval(&outs)?;
-        Ok(Some(s))
+        Ok(s)
     }
 
     /// One unit of work: a prefill chunk, or handing out one token.
@@ -157,16 +163,7 @@ impl GenState {
         let current = self.pending.take().expect("a pending token in decode");
         // Queue the next step before reading this token back.
         let next = if self.generated + 1 < self.limit {
-            let y = current.tokens.reshape(&[1, 1])?;
-            let logits = model.forward(&y, &mut self.caches, None, Logits::Last)?;
-            let v = logits.dim(-1);
-            let s = self.sampler()?.sample(&logits.reshape(&[1, v])?)?;
-            let mut outs = vec![&s.tokens];
-            outs.extend(s.logprobs.iter());
-            outs.extend(s.top_ids.iter());
-            outs.extend(s.top_logprobs.iter());
-            mlx::async_eval(&outs)?;
-            Some(s)
+            Some(self.queue_next(model, &current.tokens.reshape(&[1, 1])?)?)
         } else {
             None
         };
@@ -193,10 +190,7 @@ impl GenState {
         let (piece, ended) = match &mut self.text {
             Some(t) => {
                 let step = t.push(id)?;
-                let reason = step.finished.map(|f| match f {
-                    text::FinishReason::Eos(_) => FinishReason::Eos,
-                    text::FinishReason::Stop(_) => FinishReason::Stop,
-                });
+                let reason = step.finished.map(FinishReason::from);
                 (step.text, reason)
             }
             None => (String::new(), None),

@@ -89,6 +89,15 @@ impl FinishReason {
     }
 }
 
+impl From<crate::text::FinishReason> for FinishReason {
+    fn from(f: crate::text::FinishReason) -> Self {
+        match f {
+            crate::text::FinishReason::Eos(_) => FinishReason::Eos,
+            crate::text::FinishReason::Stop(_) => FinishReason::Stop,
+        }
+    }
+}
+
 /// What the engine thread sends to a generation's consumer.
 pub(crate) enum Event {
     Token(Token),

@@ -130,3 +130,25 @@ fn prefill_in_chunks_and_token_by_token_agree() {
         }
     }
 }
+
+#[test]
+fn multimodal_gemma3_checkpoint_loads_its_text_model() {
+    // The gemma3_text fixture repackaged as a multimodal `gemma3` checkpoint:
+    // config under text_config, weights under language_model.model., plus a
+    // vision tensor that must be skipped.
+    let src = fixtures().join("gemma3_text");
+    let dir = std::env::temp_dir().join(format!("gomlx-mm-gemma3-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let text_cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(src.join("config.json")).unwrap()).unwrap();
+    let cfg = serde_json::json!({"model_type": "gemma3", "architectures": ["Gemma3ForConditionalGeneration"], "text_config": text_cfg});
+    std::fs::write(dir.join("config.json"), cfg.to_string()).unwrap();
+    let st = io::load_safetensors(&src.join("model.safetensors")).unwrap();
+    let mut renamed: std::collections::BTreeMap<String, Array> =
+        st.tensors.into_iter().map(|(k, v)| (k.replacen("model.", "language_model.model.", 1), v)).collect();
+    renamed.insert("vision_tower.vision_model.embeddings.patch_embedding.weight".into(), Array::from_slice(&[0.0f32; 4], &[2, 2]).unwrap());
+    io::save_safetensors(&dir.join("model.safetensors"), &renamed, &Default::default()).unwrap();
+    let r = reference(&src);
+    let err = rel_error(&logits_of(&dir, None, &r.inputs), &r.logits);
+    assert!(err < 1e-4, "relative error {err:e}");
+    std::fs::remove_dir_all(&dir).ok();
+}

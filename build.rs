@@ -14,7 +14,7 @@ use std::process::Command;
 const MLX_SYS_VERSION: &str = "0.7.0";
 
 fn main() {
-    for var in ["MLX_DIR", "MLX_C_DIR", "GOMLX_VENV", "GOMLX_MLX_C_SRC"] {
+    for var in ["MLX_DIR", "MLX_C_DIR", "GOMLX_VENV", "GOMLX_MLX_C_SRC", "GOMLX_BLAS"] {
         println!("cargo:rerun-if-env-changed={var}");
     }
     println!("cargo:rerun-if-changed=build.rs");
@@ -38,6 +38,9 @@ fn main() {
         }
     };
 
+    // A fast BLAS ahead of the wheel's reference one (Linux; see link_fast_blas).
+    link_fast_blas();
+
     // Absolute rpaths: the library, the binary, tests and the C harness find
     // libmlxc and libmlx without LD_LIBRARY_PATH.
     println!("cargo:rustc-link-search=native={}", mlxc_lib_dir.display());
@@ -52,6 +55,76 @@ fn main() {
     println!("cargo:rustc-env=GOMLX_MLX_LIB_DIR={}", mlx_lib_dir.display());
 
     generate_bindings(&mlxc_include);
+}
+
+/// Makes a fast BLAS/LAPACK the one libmlx binds to, on Linux.
+///
+/// The `mlx-cpu` wheel's libmlx names the reference (netlib) BLAS and LAPACK it
+/// bundles in `mlx_cpu.libs/` (~7 GFLOP/s for a float32 matmul). The dynamic
+/// linker binds libmlx's undefined `cblas_*` / LAPACK symbols by searching the
+/// loaded objects breadth-first from the program: an object that is a direct
+/// dependency of the program or of libgomlx.so is searched before libmlx's own
+/// dependencies (two and three levels further down). So libgomlx.so, the
+/// `gomlx` binary and every test binary name `libopenblas.so.0` in their NEEDED
+/// list, kept even though no gomlx code calls it (`-as-needed`):
+/// whatever links libgomlx.so (the C harness, Go through cgo) inherits it, with
+/// no LD_PRELOAD and no change to the wheel's files. `crate::mlx::blas` reports
+/// at run time which library the symbols resolved to.
+///
+/// `GOMLX_BLAS` picks the library: unset or `openblas` = Debian's
+/// `libopenblas.so.0` (package libopenblas0-pthread, installed by
+/// scripts/setup); `none` = leave the wheel's BLAS; a path to a shared library
+/// (e.g. MKL's libmkl_rt.so) = that library, found through an rpath.
+fn link_fast_blas() {
+    if env::var("CARGO_CFG_TARGET_OS").as_deref() != Ok("linux") {
+        return; // macOS: MLX uses Accelerate.
+    }
+    let choice = env::var("GOMLX_BLAS").unwrap_or_default();
+    let file = match choice.as_str() {
+        "none" | "reference" => return,
+        "" | "openblas" => {
+            let name = "libopenblas.so.0";
+            if !system_library_exists(name) {
+                fail(&format!(
+                    "{name} not found: install Debian's libopenblas0-pthread (scripts/setup does), \
+                     or build with GOMLX_BLAS=none for MLX's slow reference BLAS"
+                ));
+            }
+            name.to_string()
+        }
+        path => {
+            let path = Path::new(path);
+            let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+                fail(&format!("GOMLX_BLAS={choice}: expected openblas, none or a library path"));
+            };
+            if !path.exists() {
+                fail(&format!("GOMLX_BLAS={choice}: no such file"));
+            }
+            println!("cargo:rustc-link-search=native={}", dir.display());
+            println!("cargo:rustc-link-arg=-Wl,-rpath,{}", dir.display());
+            name.to_string_lossy().into_owned()
+        }
+    };
+    // `-l:NAME`: link the file by its exact name, so the unversioned dev symlink
+    // (libopenblas-dev) is not needed; `--no-as-needed`: keep the NEEDED entry
+    // although no gomlx code references its symbols (rustc links --as-needed).
+    // A link argument (not rustc-link-lib, whose `-as-needed` modifier is
+    // unstable) reaches the cdylib, the binary, tests and examples alike. Its place
+    // in the NEEDED list does not matter: any direct dependency is searched
+    // before libmlx's own, which sit a level or two further down.
+    println!("cargo:rustc-link-arg=-Wl,--push-state,--no-as-needed,-l:{file},--pop-state");
+    println!("cargo:rustc-env=GOMLX_BLAS_LINKED={file}");
+}
+
+/// Whether the dynamic linker's cache or the usual directories hold `name`.
+fn system_library_exists(name: &str) -> bool {
+    if let Ok(out) = Command::new("/sbin/ldconfig").arg("-p").output() {
+        if String::from_utf8_lossy(&out.stdout).contains(name) {
+            return true;
+        }
+    }
+    let multiarch = format!("/usr/lib/{}-linux-gnu", env::var("CARGO_CFG_TARGET_ARCH").unwrap_or_default());
+    [multiarch.as_str(), "/usr/lib", "/lib", "/usr/local/lib"].iter().any(|d| Path::new(d).join(name).exists())
 }
 
 fn fail(msg: &str) -> ! {

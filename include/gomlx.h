@@ -20,6 +20,12 @@
 extern "C" {
 #endif // __cplusplus
 
+// The path of the shared library that MLX's BLAS (`cblas_sgemm`) resolves to
+// in this process, e.g. "/usr/lib/x86_64-linux-gnu/openblas-pthread/libopenblasp-r0.3.21.so",
+// or "not found". A static NUL-terminated string (never freed). On Linux a
+// path under `mlx_cpu.libs/` (`libblas-*.so`) means the slow reference BLAS.
+const char *gm_blas_library(void);
+
 // The message of the calling thread's most recent failed gomlx call, or NULL
 // if the most recent call succeeded.
 //

@@ -39,14 +39,20 @@ fn rel_error(a: &[f32], b: &[f32]) -> f32 {
 }
 
 fn logits_of(dir: &Path, dtype: Option<Dtype>, inputs: &[u32]) -> Vec<f32> {
-    let model = Model::load(dir, &LoadOptions { dtype }).unwrap();
-    let mut caches = model.new_caches();
-    let x = Array::from_slice(inputs, &[1, inputs.len() as i32]).unwrap();
-    model.forward(&x, &mut caches, None, Logits::All).unwrap().to_vec::<f32>().unwrap()
+    logits_with(dir, &LoadOptions { dtype, ..Default::default() }, inputs).0
 }
 
-fn greedy_of(dir: &Path, inputs: &[u32], n: usize) -> Vec<u32> {
-    let engine = Engine::load(dir, &EngineOptions { device: Some(DeviceKind::Cpu), ..Default::default() }).unwrap();
+/// Logits at every position, and the compute dtype and quantisation the model ran with.
+fn logits_with(dir: &Path, opts: &LoadOptions, inputs: &[u32]) -> (Vec<f32>, String, Option<i32>) {
+    let model = Model::load(dir, opts).unwrap();
+    let (dtype, bits) = (model.info().dtype.clone(), model.info().quant_bits);
+    let mut caches = model.new_caches();
+    let x = Array::from_slice(inputs, &[1, inputs.len() as i32]).unwrap();
+    (model.forward(&x, &mut caches, None, Logits::All).unwrap().to_vec::<f32>().unwrap(), dtype, bits)
+}
+
+fn greedy_of(dir: &Path, dtype: Option<Dtype>, inputs: &[u32], n: usize) -> Vec<u32> {
+    let engine = Engine::load(dir, &EngineOptions { device: Some(DeviceKind::Cpu), dtype, ..Default::default() }).unwrap();
     let opts = GenerateOptions { max_tokens: n, ignore_eos: true, ..Default::default() };
     let mut g = engine.generate_tokens(inputs.to_vec(), &opts).unwrap();
     let (_, ids) = g.collect_text().unwrap();
@@ -54,14 +60,27 @@ fn greedy_of(dir: &Path, inputs: &[u32], n: usize) -> Vec<u32> {
 }
 
 fn check_case(case: &str, tol: f32) {
+    check_case_in(case, None, tol)
+}
+
+fn check_case_in(case: &str, dtype: Option<Dtype>, tol: f32) {
     let dir = fixtures().join(case);
     assert!(dir.join("config.json").is_file(), "missing fixture {}: run scripts/oracle/run", dir.display());
     let r = reference(&dir);
-    let got = logits_of(&dir, None, &r.inputs);
+    let got = logits_of(&dir, dtype, &r.inputs);
     let err = rel_error(&got, &r.logits);
     assert!(err < tol, "{case}: logits relative error {err:e} >= {tol:e}");
-    let greedy = greedy_of(&dir, &r.inputs, r.greedy.len());
+    let greedy = greedy_of(&dir, dtype, &r.inputs, r.greedy.len());
     assert_eq!(greedy, r.greedy, "{case}: greedy tokens differ from mlx-lm");
+    if case.ends_with("_q4") || case.ends_with("_q8") {
+        // Quantised: the CPU default above dequantises at load (the fixtures are
+        // tiny); MLX's quantized_matmul path must match the same reference.
+        let opts = LoadOptions { dtype, dequantize: Some(false), ..Default::default() };
+        let (kept, _, bits) = logits_with(&dir, &opts, &r.inputs);
+        assert!(bits.is_some(), "{case}: dequantize=false must keep the model quantised");
+        let err = rel_error(&kept, &r.logits);
+        assert!(err < tol, "{case} via quantized_matmul: logits relative error {err:e} >= {tol:e}");
+    }
 }
 
 macro_rules! oracle_cases {
@@ -87,8 +106,30 @@ oracle_cases! {
     qwen3_q4 => "qwen3_qknorm_q4", 1e-4;
     gemma3_q4 => "gemma3_text_q4", 1e-4;
     gemma3_q8 => "gemma3_text_q8", 1e-4;
-    // bf16 compute against mlx-lm's bf16 logits: bf16 rounding bounds the error.
-    qwen3_bf16 => "qwen3_qknorm_bf16", 2e-2;
+}
+
+/// bf16 compute (asked for: the CPU default is float32) against mlx-lm's bf16
+/// logits and greedy tokens: bf16 rounding bounds the error.
+#[test]
+fn qwen3_bf16() {
+    check_case_in("qwen3_qknorm_bf16", Some(Dtype::BF16), 2e-2);
+    let dir = fixtures().join("qwen3_qknorm_bf16");
+    let (_, dtype, _) = logits_with(&dir, &LoadOptions { dtype: Some(Dtype::BF16), ..Default::default() }, &reference(&dir).inputs);
+    assert_eq!(dtype, "bfloat16");
+}
+
+/// The CPU default for a bf16 checkpoint is float32 (it fits any budget here),
+/// matching the float32 reference; a budget too small for float32 keeps bf16.
+#[test]
+fn bf16_checkpoint_runs_in_float32_on_the_cpu_by_default() {
+    let dir = fixtures().join("qwen3_qknorm_bf16");
+    let r = reference(&dir);
+    let (got, dtype, _) = logits_with(&dir, &LoadOptions::default(), &r.inputs);
+    assert_eq!(dtype, "float32", "CPU default compute dtype");
+    let err = rel_error(&got, r.logits_f32.as_ref().unwrap());
+    assert!(err < 1e-3, "relative error {err:e}");
+    let (_, dtype, _) = logits_with(&dir, &LoadOptions { memory_budget: Some(1), ..Default::default() }, &r.inputs);
+    assert_eq!(dtype, "bfloat16", "over the memory budget the checkpoint dtype stays");
 }
 
 #[test]

@@ -32,7 +32,8 @@ use worker::Command;
 pub struct EngineOptions {
     /// Device to run on; None = GPU where MLX has one, else CPU.
     pub device: Option<DeviceKind>,
-    /// Compute dtype; None keeps the checkpoint's.
+    /// Compute dtype; None: the checkpoint's on the GPU, float32 on the CPU when
+    /// it fits the memory budget (`models::policy`, docs/cpu.md).
     pub dtype: Option<Dtype>,
     /// Longest sequence a request may reach (prompt + output); None = the model's.
     pub context_length: Option<usize>,
@@ -238,7 +239,7 @@ impl Engine {
         let device = opts.device.unwrap_or_else(crate::mlx::default_device);
         let (tx, rx) = mpsc::channel();
         let (ready_tx, ready_rx) = mpsc::channel();
-        let load = worker::LoadRequest { path: path.to_path_buf(), device, load: LoadOptions { dtype: opts.dtype }, context_length: opts.context_length };
+        let load = worker::LoadRequest { path: path.to_path_buf(), device, load: LoadOptions { dtype: opts.dtype, ..Default::default() }, context_length: opts.context_length };
         let thread = std::thread::Builder::new()
             .name("gomlx-engine".into())
             .spawn(move || worker::run(load, rx, ready_tx))

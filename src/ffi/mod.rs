@@ -4,10 +4,12 @@
 //! the body runs inside `catch_unwind` so no panic crosses into C; failures
 //! return an error code (or NULL) and set the thread's last error.
 
+mod blas;
 mod error;
 mod memory;
 mod version;
 
+pub use blas::*;
 pub use error::*;
 pub use memory::*;
 pub use version::*;

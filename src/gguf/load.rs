@@ -148,7 +148,7 @@ pub fn load_model(path: &Path, opts: &LoadOptions) -> Result<(Model, Tokenizer)>
     let g = GgufModel::open(path)?;
     let tokenizer = tokenizer(&g)?;
     let (config, weights) = config_and_weights(&g, Reader::Auto)?;
-    let opts = LoadOptions { dtype: Some(opts.dtype.unwrap_or(Dtype::F32)) };
+    let opts = LoadOptions { dtype: Some(opts.dtype.unwrap_or(Dtype::F32)), ..opts.clone() };
     let model = Model::from_weights(config, weights, &opts)?;
     Ok((model, tokenizer))
 }

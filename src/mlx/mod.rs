@@ -2,6 +2,7 @@
 //! handle on drop. Ops run on the calling thread's current stream (`stream`).
 
 mod array;
+pub mod blas;
 pub mod fast;
 pub mod io;
 pub mod memory;

@@ -29,7 +29,10 @@ unsafe extern "C" fn handler(msg: *const c_char, _data: *mut c_void) {
 /// Installs the handler once per process. Called by every entry into `mlx`.
 pub(crate) fn init() {
     static ONCE: Once = Once::new();
-    ONCE.call_once(|| unsafe { sys::mlx_set_error_handler(Some(handler), std::ptr::null_mut(), None) });
+    ONCE.call_once(|| {
+        unsafe { sys::mlx_set_error_handler(Some(handler), std::ptr::null_mut(), None) };
+        super::blas::configure_threads();
+    });
 }
 
 /// Converts an mlx-c return code into a `Result`, taking MLX's message.

@@ -7,6 +7,7 @@ mod discover;
 mod gemma3;
 pub mod layers;
 mod llama;
+pub mod policy;
 pub mod weights;
 
 pub use config::{Family, ModelConfig, Quant};
@@ -22,8 +23,16 @@ use weights::Weights;
 /// Options for loading a model.
 #[derive(Clone, Debug, Default)]
 pub struct LoadOptions {
-    /// Compute dtype for floating weights; None keeps the checkpoint's.
+    /// Compute dtype for floating weights. None: the checkpoint's on the GPU;
+    /// on the CPU float32 when the widened weights fit `memory_budget`
+    /// (see `policy`), else the checkpoint's.
     pub dtype: Option<Dtype>,
+    /// Expand MLX-quantised matrices to dense `dtype` at load. None: on the CPU
+    /// when the float32 result fits `memory_budget`; never on the GPU.
+    pub dequantize: Option<bool>,
+    /// Bytes the weights may take once widened (CPU policy). None:
+    /// `policy::default_memory_budget()` (`GOMLX_CPU_MEMORY_BUDGET`, else half the RAM).
+    pub memory_budget: Option<u64>,
 }
 
 /// What a loaded model is.
@@ -79,12 +88,18 @@ impl Model {
 
     /// Builds a model from a parsed config and its tensors (HF names).
     pub fn from_weights(mut config: ModelConfig, mut weights: Weights, opts: &LoadOptions) -> Result<Model> {
-        let dtype = opts.dtype.unwrap_or(config.dtype);
-        if !dtype.is_float() {
-            return Err(Error::InvalidArgument(format!("compute dtype must be a float type, not {dtype}")));
+        if let Some(d) = opts.dtype.filter(|d| !d.is_float()) {
+            return Err(Error::InvalidArgument(format!("compute dtype must be a float type, not {d}")));
         }
-        weights.cast_floats(dtype)?;
-        config.dtype = dtype;
+        let quantised = weights.iter().any(|(name, _)| name.ends_with(".scales"));
+        let quant = config.quantization.clone();
+        let plan = policy::plan(&weights, &|m| quant.for_module(m).map(|q| q.bits), quantised, config.dtype, mlx::stream::thread_device(), opts);
+        if plan.dequantize {
+            weights.dequantize_all(&|m| quant.for_module(m), plan.dtype)?;
+            config.quantization = Default::default();
+        }
+        weights.cast_floats(plan.dtype)?;
+        config.dtype = plan.dtype;
         let arch = match config.family {
             Family::Llama => Arch::Llama(llama::Llama::load(&mut weights, &config)?),
             Family::Gemma3 => Arch::Gemma3(gemma3::Gemma3::load(&mut weights, &config)?),

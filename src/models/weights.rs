@@ -91,6 +91,31 @@ impl Weights {
         Ok(())
     }
 
+    /// Every tensor by name.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &Array)> {
+        self.tensors.iter().map(|(k, v)| (k.as_str(), v))
+    }
+
+    /// Replaces every MLX-quantised matrix (`X.weight` + `X.scales` + `X.biases`)
+    /// with the dense `dtype` matrix it stands for; `quant` gives each module's
+    /// group size and bits. Returns how many were expanded.
+    pub fn dequantize_all(&mut self, quant: &dyn Fn(&str) -> Option<crate::models::config::Quant>, dtype: crate::mlx::Dtype) -> Result<usize> {
+        let bases: Vec<String> = self.tensors.keys().filter_map(|k| k.strip_suffix(".scales").map(str::to_string)).collect();
+        for base in &bases {
+            let q = quant(base).ok_or_else(|| {
+                Error::Model(format!("{}: '{base}' is quantised but config.json has no 'quantization' for it", self.source.display()))
+            })?;
+            let w = self.take(&format!("{base}.weight"))?;
+            let scales = self.take(&format!("{base}.scales"))?;
+            let biases = self.take(&format!("{base}.biases"))?;
+            let dense = crate::mlx::dequantize(&w, &scales, &biases, q.group_size, q.bits, Some(dtype))?;
+            // Materialise now, so the packed arrays are freed one matrix at a time.
+            dense.eval()?;
+            self.tensors.insert(format!("{base}.weight"), dense);
+        }
+        Ok(bases.len())
+    }
+
     pub fn contains(&self, name: &str) -> bool {
         self.tensors.contains_key(name)
     }

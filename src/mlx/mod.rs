@@ -2,6 +2,7 @@
 //! handle on drop. Ops run on the calling thread's current stream (`stream`).
 
 mod array;
+pub mod closure;
 pub mod fast;
 pub mod io;
 pub mod memory;
@@ -14,6 +15,7 @@ mod transforms;
 mod vector;
 
 pub use array::{Array, Dtype, Element};
+pub use closure::{value_and_grad, Closure, ValueAndGrad};
 pub use ops::{arange, concatenate, dequantize, full, ones, quantize, quantized_matmul, stack, where_, zeros};
 pub use stream::{default_device, gpu_available, DeviceKind, Stream};
 pub use transforms::{async_eval, eval};

@@ -112,7 +112,30 @@ pub fn load_adapters(model: &mut Model, dir: &Path, dtype: Option<Dtype>) -> Res
     let targets = cfg.normalised_targets()?;
     let first = lora::first_layer(model, cfg.num_layers)?;
     lora::remove_lora(model);
-    let mut seen = 0;
+    let result = attach_loaded(model, &cfg, &targets, first, &mut tensors, &file, dtype);
+    if result.is_err() {
+        lora::remove_lora(model);
+    }
+    result?;
+    if seen_none(model) {
+        return Err(Error::Model(format!("{}: no adapted modules", dir.display())));
+    }
+    Ok(cfg)
+}
+
+fn seen_none(model: &Model) -> bool {
+    lora::adapters(model).is_empty()
+}
+
+fn attach_loaded(
+    model: &mut Model,
+    cfg: &LoraConfig,
+    targets: &[String],
+    first: usize,
+    tensors: &mut BTreeMap<String, Array>,
+    file: &Path,
+    dtype: Option<Dtype>,
+) -> Result<()> {
     for i in first..model.config().num_layers {
         for (name, lin) in model.block_linears_mut(i) {
             if !targets.contains(&name) {
@@ -135,17 +158,12 @@ pub fn load_adapters(model: &mut Model, dir: &Path, dtype: Option<Dtype>) -> Res
             let b = take("lora_b", [cfg.rank, output])?;
             mlx::eval(&[&a, &b])?;
             lin.lora = Some(Lora::new(a, b, cfg.scale, cfg.dropout)?);
-            seen += 1;
         }
     }
     if let Some(extra) = tensors.keys().next() {
-        lora::remove_lora(model);
         return Err(Error::Model(format!("{}: '{extra}' is not an adapter parameter of this model", file.display())));
     }
-    if seen == 0 {
-        return Err(Error::Model(format!("{}: no adapted modules", dir.display())));
-    }
-    Ok(cfg)
+    Ok(())
 }
 
 /// How `fuse` writes merged projections of a quantised model.

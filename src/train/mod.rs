@@ -7,9 +7,11 @@
 //! See docs/training.md.
 
 pub mod adapters;
+pub mod cli;
 pub mod data;
 pub mod lora;
 pub mod optim;
+pub mod run;
 pub mod step;
 
 pub use adapters::{fuse, load_adapters, save_adapters, FuseMode};

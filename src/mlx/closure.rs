@@ -166,30 +166,53 @@ impl Closure {
     }
 }
 
-/// Lends `f` to MLX as a closure for the duration of `body`. After `body`
-/// returns, the closure (and any copy C++ kept) fails when called.
-pub fn scoped<'a, R>(f: &'a DynFn<'a>, body: impl FnOnce(&Closure) -> R) -> Result<R> {
-    // SAFETY: the 'static box only lives in `slot` until the guard below
-    // removes it, which happens before `f`'s borrow ends (also on unwind).
-    let boxed: Box<DynFn<'a>> = Box::new(move |args: &[Array]| f(args));
-    let boxed: Box<DynFn<'static>> = unsafe { std::mem::transmute::<Box<DynFn<'a>>, Box<DynFn<'static>>>(boxed) };
-    let slot = Arc::new(Slot { func: Mutex::new(Some(boxed)) });
-    struct Unhook(Arc<Slot>);
-    impl Drop for Unhook {
-        fn drop(&mut self) {
-            let mut g = match self.0.func.lock() {
-                Ok(g) => g,
-                Err(p) => p.into_inner(),
-            };
-            *g = None;
+/// Lends borrowed functions to MLX as closures for the duration of `scope`'s body.
+pub struct Scope<'env> {
+    slots: Mutex<Vec<Arc<Slot>>>,
+    _env: std::marker::PhantomData<&'env mut &'env ()>,
+}
+
+impl<'env> Scope<'env> {
+    /// A closure over `f`, which may borrow from the environment of the scope.
+    /// When the scope ends, the closure (and any copy C++ kept, e.g. inside a
+    /// checkpoint) fails with an error when called.
+    pub fn lend(&self, f: impl Fn(&[Array]) -> Result<Vec<Array>> + 'env) -> Result<Closure> {
+        let boxed: Box<DynFn<'env>> = Box::new(f);
+        // SAFETY: the box lives in the slot only until this scope is dropped
+        // (see Drop below), which `scope` guarantees happens before 'env ends,
+        // also on unwind; a scope cannot be leaked since `scope` owns it.
+        let boxed: Box<DynFn<'static>> = unsafe { std::mem::transmute::<Box<DynFn<'env>>, Box<DynFn<'static>>>(boxed) };
+        let slot = Arc::new(Slot { func: Mutex::new(Some(boxed)) });
+        lock(&self.slots).push(slot.clone());
+        Closure::from_slot(&slot)
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Drop for Scope<'_> {
+    fn drop(&mut self) {
+        for slot in lock(&self.slots).drain(..) {
+            *lock(&slot.func) = None;
         }
     }
-    let unhook = Unhook(slot);
-    let closure = Closure::from_slot(&unhook.0)?;
-    let r = body(&closure);
-    drop(closure);
-    drop(unhook);
-    Ok(r)
+}
+
+/// Runs `body` with a `Scope` that lends borrowed functions to MLX; every
+/// closure lent is unhooked when `body` returns.
+pub fn scope<'env, R>(body: impl FnOnce(&Scope<'env>) -> R) -> R {
+    let s = Scope { slots: Mutex::new(Vec::new()), _env: std::marker::PhantomData };
+    body(&s)
+}
+
+/// Lends `f` to MLX as a closure for the duration of `body`.
+pub fn scoped<'a, R>(f: &'a DynFn<'a>, body: impl FnOnce(&Closure) -> R) -> Result<R> {
+    scope(|s| {
+        let c = s.lend(f)?;
+        Ok(body(&c))
+    })
 }
 
 /// An owned `mlx_closure_value_and_grad`.

@@ -82,5 +82,9 @@ fn lora_command_trains_saves_and_fuses() {
     // Bad arguments are errors, not panics.
     assert!(cli::parse_args(&["--model".to_string()]).is_err());
     assert!(cli::parse_args(&["--rank".to_string(), "x".to_string()]).is_err());
-    let _ = std::fs::remove_dir_all(&root);
+    if std::env::var_os("GOMLX_LORA_KEEP").is_none() {
+        let _ = std::fs::remove_dir_all(&root);
+    } else {
+        eprintln!("kept {}", root.display());
+    }
 }

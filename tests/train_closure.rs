@@ -120,7 +120,7 @@ fn panics_in_the_callback_do_not_unwind_into_cpp() {
 
 #[test]
 fn a_scoped_closure_fails_cleanly_after_its_scope() {
-    let data = vec![2.0f32];
+    let data = [2.0f32];
     let f = |a: &[Array]| -> gomlx::Result<Vec<Array>> { Ok(vec![a[0].mul_scalar(data[0])?]) };
     // Keep a checkpointed copy (which holds the inner closure) beyond the scope.
     let kept = scoped(&f, |c| c.checkpoint().unwrap()).unwrap();

@@ -128,7 +128,7 @@ fn batches_group_by_length_shuffle_with_a_seed_and_report_truncation() {
     // Truncation: the 30-token example in a batch of one, cut to 16.
     let ex = examples(&[30, 4]);
     let mut b = Batches::new(&ex, 1, 16, 0, false).unwrap();
-    let mut got = vec![b.next_batch().unwrap(), b.next_batch().unwrap()];
+    let mut got = [b.next_batch().unwrap(), b.next_batch().unwrap()];
     got.sort_by_key(|x| x.width);
     assert_eq!(got[1].width, 16);
     assert_eq!(b.truncated, 1);
@@ -169,7 +169,7 @@ fn adamw_matches_hand_computation() {
         let gv = [0.5f32, 0.1];
         let mut params = vec![p.clone()];
         for t in 1..=3 {
-            params = opt.update(&params, &[g.clone()], lr).unwrap();
+            params = opt.update(&params, std::slice::from_ref(&g), lr).unwrap();
             for i in 0..2 {
                 let q = pv[i] * (1.0 - lr * 0.1);
                 m[i] = 0.9 * m[i] + 0.1 * gv[i];

@@ -127,6 +127,8 @@ impl Closure {
 
     /// A closure over an owned function.
     pub fn new(f: impl Fn(&[Array]) -> Result<Vec<Array>> + 'static) -> Result<Closure> {
+        // Not Send/Sync: MLX runs a closure on the thread that applies the transform.
+        #[allow(clippy::arc_with_non_send_sync)]
         let slot = Arc::new(Slot { func: Mutex::new(Some(Box::new(f))) });
         Closure::from_slot(&slot)
     }
@@ -182,6 +184,7 @@ impl<'env> Scope<'env> {
         // (see Drop below), which `scope` guarantees happens before 'env ends,
         // also on unwind; a scope cannot be leaked since `scope` owns it.
         let boxed: Box<DynFn<'static>> = unsafe { std::mem::transmute::<Box<DynFn<'env>>, Box<DynFn<'static>>>(boxed) };
+        #[allow(clippy::arc_with_non_send_sync)]
         let slot = Arc::new(Slot { func: Mutex::new(Some(boxed)) });
         lock(&self.slots).push(slot.clone());
         Closure::from_slot(&slot)

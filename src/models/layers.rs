@@ -94,7 +94,9 @@ impl Lora {
 }
 
 /// Takes `path.weight` (and `path.scales`/`path.biases` when quantised).
-fn load_matrix(w: &mut Weights, path: &str, rows: usize, cols: usize, quant: Option<Quant>) -> Result<(Array, Option<(Array, Array, Quant)>)> {
+type LoadedMatrix = (Array, Option<(Array, Array, Quant)>);
+
+fn load_matrix(w: &mut Weights, path: &str, rows: usize, cols: usize, quant: Option<Quant>) -> Result<LoadedMatrix> {
     let name = format!("{path}.weight");
     if w.contains(&format!("{path}.scales")) {
         let q = quant.ok_or_else(|| {

@@ -284,9 +284,9 @@ typedef struct gm_load_options {
 } gm_load_options;
 
 // What `gm_model_info` reports. The caller owns the struct and sets
-// `struct_size = sizeof(gm_model_info)`; the strings in it are owned by the
+// `struct_size = sizeof(gm_info)`; the strings in it are owned by the
 // model and stay valid until `gm_model_close`.
-typedef struct gm_model_info {
+typedef struct gm_info {
   size_t struct_size;
   // "llama", "qwen2", "qwen3", "gemma3_text", "mistral", ...
   const char *architecture;
@@ -311,7 +311,7 @@ typedef struct gm_model_info {
   const char *device;
   // Whether the model has a tokenizer (text prompts, chat and classify need one).
   bool has_tokenizer;
-} gm_model_info;
+} gm_info;
 
 // Models found by `gm_discover`, as parallel arrays of `n` entries. The
 // caller owns the struct (set `struct_size = sizeof(gm_discover_result)`);
@@ -550,7 +550,7 @@ void gm_model_close(struct gm_model *model);
 // Describes a model. Returns 0 and fills `*out`; -1 (see `gm_last_error`)
 // when `model` is not a live model or `out` is NULL or its `struct_size` is
 // too small. Any thread.
-int32_t gm_model_info(const struct gm_model *model, struct gm_model_info *out);
+int32_t gm_model_info(const struct gm_model *model, struct gm_info *out);
 
 // Finds model directories (config.json of a supported architecture plus
 // safetensors weights) at or below `dir`, sorted by path. Returns 0 and fills

@@ -151,11 +151,11 @@ pub(crate) fn close_state(state: &ModelState) {
 }
 
 /// What `gm_model_info` reports. The caller owns the struct and sets
-/// `struct_size = sizeof(gm_model_info)`; the strings in it are owned by the
+/// `struct_size = sizeof(gm_info)`; the strings in it are owned by the
 /// model and stay valid until `gm_model_close`.
 #[repr(C)]
 #[derive(Clone, Copy)]
-pub struct gm_model_info {
+pub struct gm_info {
     pub struct_size: usize,
     /// "llama", "qwen2", "qwen3", "gemma3_text", "mistral", ...
     pub architecture: *const c_char,
@@ -182,22 +182,22 @@ pub struct gm_model_info {
     pub has_tokenizer: bool,
 }
 
-impl SizedStruct for gm_model_info {
-    const NAME: &'static str = "gm_model_info";
+impl SizedStruct for gm_info {
+    const NAME: &'static str = "gm_info";
 }
 
 /// Describes a model. Returns 0 and fills `*out`; -1 (see `gm_last_error`)
 /// when `model` is not a live model or `out` is NULL or its `struct_size` is
 /// too small. Any thread.
 #[no_mangle]
-pub extern "C" fn gm_model_info(model: *const gm_model, out: *mut gm_model_info) -> i32 {
+pub extern "C" fn gm_model_info(model: *const gm_model, out: *mut gm_info) -> i32 {
     guard_status(|| {
         let s = handles::get(model)?;
         let i = s.engine.info();
         write_sized(
             out,
             "out",
-            gm_model_info {
+            gm_info {
                 struct_size: 0,
                 architecture: s.architecture.as_ptr(),
                 vocab_size: i.vocab_size,

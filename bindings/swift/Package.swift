@@ -2,7 +2,12 @@
 // The GoMLX Swift package: a thin wrapper over the gomlx C ABI (include/gomlx.h).
 // Build the library first (cargo build --release --lib in the repository root);
 // see README.md for how the linker finds it.
+import Foundation
 import PackageDescription
+
+// The repository's library directory (absolute, so the rpath works for tests and apps alike).
+let libDir = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+    .appendingPathComponent("../../target/release").standardized.path
 
 let package = Package(
     name: "GoMLX",
@@ -18,7 +23,7 @@ let package = Package(
             name: "GoMLX",
             dependencies: ["CGoMLX"],
             linkerSettings: [
-                .unsafeFlags(["-L../../target/release", "-Xlinker", "-rpath", "-Xlinker", "@loader_path/../../../../target/release"]),
+                .unsafeFlags(["-L\(libDir)", "-Xlinker", "-rpath", "-Xlinker", libDir]),
             ]
         ),
         .testTarget(name: "GoMLXTests", dependencies: ["GoMLX"]),

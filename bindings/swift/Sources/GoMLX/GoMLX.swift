@@ -226,7 +226,7 @@ func withOptions<R>(_ o: GenerateOptions, _ body: (UnsafePointer<gm_generate_opt
         return try stopsCopy.withUnsafeMutableBufferPointer { sb in
             c.stop = o.stop.isEmpty ? nil : UnsafePointer(sb.baseAddress)
             c.n_stop = o.stop.count
-            return try body(&c)
+            return try withUnsafePointer(to: &c) { try body($0) }
         }
     }
 }

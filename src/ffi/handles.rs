@@ -84,3 +84,11 @@ pub(crate) fn take_owner<T>(ptr: *mut std::ffi::c_void, kind: &'static str) -> O
         _ => None,
     }
 }
+
+// Handle states are shared between threads through the table.
+const _: () = {
+    const fn shared<T: Send + Sync>() {}
+    shared::<super::model::ModelState>();
+    shared::<super::generation::GenState>();
+    shared::<super::generation::SessionState>();
+};

@@ -13,12 +13,255 @@
 // Return code of a failed call; `gm_last_error()` says why.
 #define GM_ERROR -1
 
+// `gm_token.id` of a text-only piece: text released when the stream ended
+// (held back for a possible stop string or an incomplete character).
+#define GM_NO_TOKEN UINT32_MAX
+
+// The generation has not finished yet.
+#define GM_FINISH_NONE 0
+
+// An end-of-sequence token was generated (it is not handed out).
+#define GM_FINISH_EOS 1
+
+// `max_tokens` (or the context length) was reached.
+#define GM_FINISH_LENGTH 2
+
+// A stop string was generated (it is not part of the text).
+#define GM_FINISH_STOP 3
+
+// `gm_generation_cancel` was called (or the handle freed).
+#define GM_FINISH_CANCELLED 4
+
+// The generation ended with an error (`gm_generate_next` returned -1).
+#define GM_FINISH_ERROR 5
+
+// `gm_load_options.device`: GPU where MLX has one, else CPU.
+#define GM_DEVICE_DEFAULT 0
+
+// `gm_load_options.device`: the CPU.
+#define GM_DEVICE_CPU 1
+
+// `gm_load_options.device`: the GPU (Metal or CUDA); an error where MLX has none.
+#define GM_DEVICE_GPU 2
+
 // The ABI version of this header; bumped on any incompatible change.
 #define GM_ABI_VERSION 1
 
+// A running generation (opaque). Created by `gm_generate_start`,
+// `gm_generate_tokens_start`, `gm_chat_start` or `gm_session_chat_start`;
+// freed by `gm_generation_free`.
+typedef struct gm_generation gm_generation;
+
+// A loaded model (opaque). Created by `gm_model_load`, freed by `gm_model_close`.
+typedef struct gm_model gm_model;
+
+// A chat session (opaque): the engine keeps its KV cache between turns, so
+// each turn evaluates only the tokens after the prefix it shares with the
+// previous turns. Created by `gm_session_new`, freed by `gm_session_free`.
+typedef struct gm_session gm_session;
+
+// An additive bias on one token's logit (`-INFINITY` bans the token).
+typedef struct gm_logit_bias {
+  uint32_t token;
+  float bias;
+} gm_logit_bias;
+
+// How to generate (`gm_generate_start`, `gm_chat_start`, `gm_batch_generate`).
+// Zero-initialise, set `struct_size = sizeof(gm_generate_options)`, then set
+// what you need: every 0 / NULL field means its default. Pointers are read
+// during the call only.
+typedef struct gm_generate_options {
+  // `sizeof(gm_generate_options)` as the caller was compiled with.
+  size_t struct_size;
+  // Most tokens to generate; 0 = 256.
+  size_t max_tokens;
+  // Softmax temperature; 0 = greedy (arg-max).
+  float temperature;
+  // Keep only the k most likely tokens; 0 = off.
+  size_t top_k;
+  // Nucleus sampling mass in (0, 1]; 0 = off (1.0).
+  float top_p;
+  // Min-p filter in [0, 1]; 0 = off.
+  float min_p;
+  // Repetition penalty (> 0); 0 = off (1.0).
+  float repetition_penalty;
+  // Tokens the repetition penalty looks back over; 0 = 20.
+  size_t repetition_context_size;
+  // OpenAI-style presence penalty; 0 = off.
+  float presence_penalty;
+  // OpenAI-style frequency penalty; 0 = off.
+  float frequency_penalty;
+  // PRNG seed, used when `has_seed` is true (else seeded from the clock).
+  uint64_t seed;
+  bool has_seed;
+  // Report each token's log-probability in `gm_token.logprob`.
+  bool logprobs;
+  // Also report this many most likely alternatives (needs `logprobs`).
+  size_t top_logprobs;
+  // Strings that end generation (not part of the output); `n_stop` of them.
+  const char *const *stop;
+  size_t n_stop;
+  // Keep generating past end-of-sequence tokens.
+  bool ignore_eos;
+  // Prompt tokens evaluated per prefill step; 0 = 512.
+  size_t prefill_chunk;
+  // Logit biases; `n_logit_bias` of them.
+  const struct gm_logit_bias *logit_bias;
+  size_t n_logit_bias;
+  // Chat only: a JSON object of extra chat-template variables, e.g.
+  // `{"enable_thinking": false}`; NULL = none.
+  const char *chat_template_args;
+} gm_generate_options;
+
+// The outputs of `gm_batch_generate`, as parallel arrays of `n` entries
+// (one per prompt, in the order given). The caller owns the struct (set
+// `struct_size = sizeof(gm_batch_result)` before the call); the arrays and
+// strings are owned by the library until `gm_batch_result_free`.
+typedef struct gm_batch_result {
+  size_t struct_size;
+  size_t n;
+  // Each output's text (NUL-terminated UTF-8; empty without a tokenizer).
+  const char *const *texts;
+  // Output `i`'s token ids are `tokens[token_offsets[i] .. token_offsets[i+1]]`
+  // (`token_offsets` has n + 1 entries).
+  const uint32_t *tokens;
+  const size_t *token_offsets;
+  // Each output's `GM_FINISH_*`.
+  const int32_t *finish_reasons;
+  // Internal; NULL after `gm_batch_result_free`.
+  void *owner;
+} gm_batch_result;
+
+// How one classify or batch-generate call went. The caller owns it and sets
+// `struct_size = sizeof(gm_batch_metrics)` before the call.
+typedef struct gm_batch_metrics {
+  size_t struct_size;
+  size_t prompts;
+  size_t prompt_tokens;
+  // Tokens shared by every prompt and evaluated once (classify).
+  size_t shared_prefix_tokens;
+  size_t generated_tokens;
+  size_t batches;
+  double total_s;
+  double prompts_per_s;
+  double prefill_tokens_per_s;
+  double decode_tokens_per_s;
+  size_t peak_memory_bytes;
+  size_t active_memory_bytes;
+} gm_batch_metrics;
+
+// How to classify (`gm_classify`). Zero-initialise, set
+// `struct_size = sizeof(gm_classify_options)`; every 0 / NULL field means
+// its default. Pointers are read during the call only.
+typedef struct gm_classify_options {
+  // `sizeof(gm_classify_options)` as the caller was compiled with.
+  size_t struct_size;
+  // Restrict the answer to these labels (each by its first token; labels
+  // must start with different tokens); their probabilities are
+  // renormalised over the set. NULL / 0 = the whole vocabulary.
+  const char *const *labels;
+  size_t n_labels;
+  // Report the log-probability of each answer (over the whole vocabulary).
+  bool logprobs;
+  // Return each prompt's full last-position logits (float32, vocab-sized).
+  bool logits;
+  // At most this many prompts per batch; 0 = sized from `memory_budget`.
+  size_t batch_size;
+  // Bytes a batch may use for activations and KV; 0 = 1 GiB.
+  size_t memory_budget;
+  // Evaluate every prompt in full even when they share a prefix.
+  bool no_shared_prefix;
+} gm_classify_options;
+
+// The answers of `gm_classify`, as parallel arrays of `n` entries (one per
+// prompt, in the order given). The caller owns the struct (set
+// `struct_size = sizeof(gm_classify_result)` before the call); the arrays
+// and strings are owned by the library until `gm_classify_result_free`.
+typedef struct gm_classify_result {
+  size_t struct_size;
+  size_t n;
+  // The arg-max next token (over the labels' first tokens when labels are given).
+  const uint32_t *tokens;
+  // Each answer token's text (NUL-terminated UTF-8; empty without a tokenizer).
+  const char *const *texts;
+  // Each answer's log-probability over the vocabulary; NULL unless
+  // `gm_classify_options.logprobs`.
+  const float *logprobs;
+  // With labels: the index of the most probable label for each prompt;
+  // NULL without labels.
+  const int32_t *labels;
+  // The number of labels (0 without).
+  size_t n_labels;
+  // With labels: `n * n_labels` probabilities, row by row, each row summing to 1.
+  const float *label_probs;
+  // With `gm_classify_options.logits`: the vocabulary size, and `n * n_logits`
+  // float32 logits row by row; else 0 and NULL.
+  size_t n_logits;
+  const float *logits;
+  // Internal; NULL after `gm_classify_result_free`.
+  void *owner;
+} gm_classify_result;
+
+// One chat message. Both strings are read during the call only.
+typedef struct gm_message {
+  // "system", "user", "assistant" (or any role the model's template knows).
+  const char *role;
+  const char *content;
+} gm_message;
+
+// One alternative token and its log-probability.
+typedef struct gm_top_logprob {
+  uint32_t id;
+  float logprob;
+} gm_top_logprob;
+
+// A token handed out by `gm_generate_next`. The caller owns the struct and
+// sets `struct_size = sizeof(gm_token)`; `text` and `top_logprobs` point
+// into the generation and stay valid until the next `gm_generate_next` or
+// `gm_generation_free` on it.
+typedef struct gm_token {
+  size_t struct_size;
+  // The token id, or `GM_NO_TOKEN` for a final text-only piece.
+  uint32_t id;
+  // NUL-terminated UTF-8 text this token adds to the output; may be empty
+  // while bytes of a character or a possible stop string are held back.
+  const char *text;
+  // `strlen(text)`.
+  size_t text_len;
+  // The token's log-probability when `gm_generate_options.logprobs` was
+  // set, else NaN.
+  float logprob;
+  // The most likely alternatives (`gm_generate_options.top_logprobs` of
+  // them), NULL when not asked for.
+  const struct gm_top_logprob *top_logprobs;
+  size_t n_top_logprobs;
+} gm_token;
+
+// How one generation went (`gm_generation_metrics`). The caller owns it and
+// sets `struct_size = sizeof(gm_metrics)` before the call.
+typedef struct gm_metrics {
+  size_t struct_size;
+  // One of `GM_FINISH_*`.
+  int32_t finish_reason;
+  size_t prompt_tokens;
+  // Prompt tokens actually evaluated (fewer when a session's cache was reused).
+  size_t prompt_tokens_evaluated;
+  // Tokens generated, counting an end-of-sequence token that ended the
+  // generation (which `gm_generate_next` does not hand out).
+  size_t generated_tokens;
+  double time_to_first_token_s;
+  double prefill_s;
+  double prefill_tokens_per_s;
+  double decode_s;
+  double decode_tokens_per_s;
+  // MLX peak and active memory (process-wide) when the generation ended.
+  size_t peak_memory_bytes;
+  size_t active_memory_bytes;
+} gm_metrics;
+
 // Options of `gm_lora_train`. Zero-initialise, set `size = sizeof(gm_lora_options)`,
 // then set what you need: a zero field takes the default given beside it.
-struct gm_lora_options {
+typedef struct gm_lora_options {
   // `sizeof(gm_lora_options)`, so the struct can grow.
   size_t size;
   // Directory for adapters.safetensors + adapter_config.json (required unless `fuse_path`).
@@ -69,10 +312,10 @@ struct gm_lora_options {
   // Save adapters every N steps (0: 100).
   uint32_t save_every;
   uint64_t seed;
-};
+} gm_lora_options;
 
 // What the progress callback receives after each step.
-struct gm_lora_progress {
+typedef struct gm_lora_progress {
   uint32_t step;
   uint32_t iters;
   float loss;
@@ -84,14 +327,14 @@ struct gm_lora_progress {
   uint64_t trained_tokens;
   uint64_t peak_memory;
   uint64_t active_memory;
-};
+} gm_lora_progress;
 
 // Called after every step with `user_data`; return non-zero to stop training
 // (adapters are still saved). Runs on the thread that called `gm_lora_train`.
 typedef int32_t (*gm_lora_progress_fn)(const struct gm_lora_progress *progress, void *user_data);
 
 // The outcome of `gm_lora_train`.
-struct gm_lora_result {
+typedef struct gm_lora_result {
   uint32_t steps;
   // Non-zero when the callback stopped training early.
   int32_t stopped_early;
@@ -102,11 +345,111 @@ struct gm_lora_result {
   uint64_t trained_tokens;
   double seconds;
   uint64_t peak_memory;
-};
+} gm_lora_result;
+
+// How to load a model (`gm_model_load`). Zero-initialise, set
+// `struct_size = sizeof(gm_load_options)`, then set what you need.
+typedef struct gm_load_options {
+  // `sizeof(gm_load_options)` as the caller was compiled with.
+  size_t struct_size;
+  // `GM_DEVICE_DEFAULT` (0), `GM_DEVICE_CPU` or `GM_DEVICE_GPU`.
+  int32_t device;
+  // Compute dtype: "float32", "float16" or "bfloat16" (also "f32", "f16",
+  // "bf16"); NULL keeps the checkpoint's. Read during the call only.
+  const char *dtype;
+  // Longest sequence a request may reach (prompt + output); 0 = the model's.
+  size_t context_length;
+  // If not 0, sets MLX's process-wide memory limit in bytes (as
+  // `gm_set_memory_limit`) before loading.
+  size_t memory_limit;
+  // If not 0, sets MLX's process-wide buffer-cache limit in bytes (as
+  // `gm_set_cache_limit`) before loading. Use `gm_set_cache_limit(0)` to
+  // disable the cache.
+  size_t cache_limit;
+  // Reserved for LoRA adapters: must be NULL (loading adapters through the
+  // C ABI is not supported yet and fails with an error saying so).
+  const char *adapter_path;
+} gm_load_options;
+
+// What `gm_model_info` reports. The caller owns the struct and sets
+// `struct_size = sizeof(gm_info)`; the strings in it are owned by the
+// model and stay valid until `gm_model_close`.
+typedef struct gm_info {
+  size_t struct_size;
+  // "llama", "qwen2", "qwen3", "gemma3_text", "mistral", ...
+  const char *architecture;
+  size_t vocab_size;
+  size_t num_layers;
+  size_t hidden_size;
+  size_t num_heads;
+  size_t num_kv_heads;
+  size_t head_dim;
+  // Longest sequence a request may reach (the load option, else the model's).
+  size_t context_length;
+  // Sliding-window size of local-attention layers; 0 = none.
+  size_t sliding_window;
+  // Compute dtype name ("float32", "bfloat16", ...).
+  const char *dtype;
+  // Quantisation bits and group size; 0 = not quantised.
+  int32_t quant_bits;
+  int32_t quant_group_size;
+  uint64_t parameters;
+  uint64_t weight_bytes;
+  // "cpu" or "gpu".
+  const char *device;
+  // Whether the model has a tokenizer (text prompts, chat and classify need one).
+  bool has_tokenizer;
+} gm_info;
+
+// Models found by `gm_discover`, as parallel arrays of `n` entries. The
+// caller owns the struct (set `struct_size = sizeof(gm_discover_result)`);
+// the arrays and strings are owned by the library until
+// `gm_discover_result_free`.
+typedef struct gm_discover_result {
+  size_t struct_size;
+  size_t n;
+  // Model directories.
+  const char *const *paths;
+  const char *const *architectures;
+  // 0 when not quantised.
+  const int32_t *quant_bits;
+  const int32_t *quant_group_sizes;
+  // Internal; NULL after `gm_discover_result_free`.
+  void *owner;
+} gm_discover_result;
 
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
+
+// Generates for `n` text prompts together (left-padded batch; rows leave as
+// they finish). Same options as `gm_generate_start` (NULL = defaults; a
+// sampler seed gives one PRNG for the whole batch).
+//
+// `prompts` and `opts` are read during the call only. On success returns
+// 0, fills `*out` (release with `gm_batch_result_free`) and `*metrics` when
+// not NULL. On error returns -1 (see `gm_last_error`), `*out` left empty.
+// Blocks until every row has finished; any thread; not cancellable.
+int32_t gm_batch_generate(struct gm_model *model,
+                          const char *const *prompts,
+                          size_t n,
+                          const struct gm_generate_options *opts,
+                          struct gm_batch_result *out,
+                          struct gm_batch_metrics *metrics);
+
+// Like `gm_batch_generate` with prompts given as token ids: prompt `i` is
+// `prompts[i][0 .. lens[i]]`. Works for models without a tokenizer.
+int32_t gm_batch_generate_tokens(struct gm_model *model,
+                                 const uint32_t *const *prompts,
+                                 const size_t *lens,
+                                 size_t n,
+                                 const struct gm_generate_options *opts,
+                                 struct gm_batch_result *out,
+                                 struct gm_batch_metrics *metrics);
+
+// Frees the arrays of a `gm_batch_generate` result and empties `*result`,
+// so a second call is a no-op. NULL and an empty result are no-ops.
+void gm_batch_result_free(struct gm_batch_result *result);
 
 // The path of the shared library that MLX's BLAS (`cblas_sgemm`) resolves to
 // in this process, e.g. "/usr/lib/x86_64-linux-gnu/openblas-pthread/libopenblasp-r0.3.21.so",
@@ -114,12 +457,139 @@ extern "C" {
 // path under `mlx_cpu.libs/` (`libblas-*.so`) means the slow reference BLAS.
 const char *gm_blas_library(void);
 
+// Classifies `n` text prompts by their next token, in batched prefills (no
+// decode): the go-i18n workload. Prompts are encoded with the model's
+// tokenizer (special tokens added as it declares).
+//
+// `prompts` (n NUL-terminated UTF-8 strings) and `opts` (NULL = defaults)
+// are read during the call only. On success returns 0, fills `*out` (which
+// must then be released with `gm_classify_result_free`) and, when `metrics`
+// is not NULL, `*metrics` (caller-owned, `struct_size` set). On error
+// returns -1 (see `gm_last_error`) and leaves `*out` empty (safe to free)
+// when its `struct_size` was valid. Blocks until done; any thread (calls on
+// one model are served one after another by its engine thread). Not
+// cancellable.
+int32_t gm_classify(struct gm_model *model,
+                    const char *const *prompts,
+                    size_t n,
+                    const struct gm_classify_options *opts,
+                    struct gm_classify_result *out,
+                    struct gm_batch_metrics *metrics);
+
+// Like `gm_classify` with prompts given as token ids: prompt `i` is
+// `prompts[i][0 .. lens[i]]`. Works for models without a tokenizer (then
+// `texts` are empty). Labels (`gm_classify_options.labels`) need a tokenizer.
+int32_t gm_classify_tokens(struct gm_model *model,
+                           const uint32_t *const *prompts,
+                           const size_t *lens,
+                           size_t n,
+                           const struct gm_classify_options *opts,
+                           struct gm_classify_result *out,
+                           struct gm_batch_metrics *metrics);
+
+// Frees the arrays of a `gm_classify` result and empties `*result`, so a
+// second call is a no-op. NULL and an empty result are no-ops; freeing a
+// copy of an already freed result is detected where possible (reported by
+// `gm_last_error`).
+void gm_classify_result_free(struct gm_classify_result *result);
+
 // The message of the calling thread's most recent failed gomlx call, or NULL
 // if the most recent call succeeded.
 //
 // The string is owned by gomlx and stays valid until the next gomlx call on
 // the same thread; copy it to keep it. Each thread has its own last error.
 const char *gm_last_error(void);
+
+// Starts generating a continuation of a text prompt (encoded with the
+// model's tokenizer, special tokens such as BOS added as it declares).
+//
+// `prompt` (NUL-terminated UTF-8) and `opts` (NULL = defaults) are read
+// during the call only. Returns a new generation owned by the caller (free
+// it with `gm_generation_free`); NULL on error (see `gm_last_error`: model
+// not live or closed, no tokenizer, bad options, empty prompt, ...).
+// The work runs on the model's engine thread; read tokens with
+// `gm_generate_next`.
+struct gm_generation *gm_generate_start(struct gm_model *model,
+                                        const char *prompt,
+                                        const struct gm_generate_options *opts);
+
+// Like `gm_generate_start` with the prompt given as `n` token ids (read
+// during the call only); works for models without a tokenizer (then the
+// tokens' text is empty and end-of-sequence is not detected).
+struct gm_generation *gm_generate_tokens_start(struct gm_model *model,
+                                               const uint32_t *ids,
+                                               size_t n,
+                                               const struct gm_generate_options *opts);
+
+// Starts the assistant's reply to `n` chat messages, rendered with the
+// model's own chat template (and `opts->chat_template_args`).
+//
+// `messages` and their strings and `opts` are read during the call only.
+// Returns a new generation owned by the caller, or NULL on error (see
+// `gm_last_error`), as `gm_generate_start`.
+struct gm_generation *gm_chat_start(struct gm_model *model,
+                                    const struct gm_message *messages,
+                                    size_t n,
+                                    const struct gm_generate_options *opts);
+
+// Hands out the next token.
+//
+// Returns 1 and fills `*out` with a token; 0 when the generation has ended
+// (see `gm_generation_metrics` / `gm_generation_finish_reason`), again on
+// every later call; -1 on error (see `gm_last_error`), after which the
+// generation has ended with `GM_FINISH_ERROR` and later calls return 0.
+// Blocks until the engine has the token. `out->text` stays valid until the
+// next call on this generation or its free. After the last token a final
+// text-only piece (`id == GM_NO_TOKEN`) may come with text that was held back.
+//
+// Threads: calls on one generation are serialised (a call waits for another
+// thread's call to return); use one consumer thread per generation.
+// If the model is closed meanwhile, the tokens already made are handed out,
+// then -1 with "the model was closed".
+int32_t gm_generate_next(struct gm_generation *gen, struct gm_token *out);
+
+// Asks the generation to stop; the engine stops within one step, and
+// `gm_generate_next` then hands out what was already made and returns 0 with
+// `GM_FINISH_CANCELLED`. Any thread, any time, also while another thread is
+// blocked in `gm_generate_next`; never blocks. NULL, an ended or a freed
+// generation: no-op (a non-live pointer is reported by `gm_last_error`).
+void gm_generation_cancel(struct gm_generation *gen);
+
+// How the generation went: returns 0 and fills `*out` (caller-owned,
+// `struct_size = sizeof(gm_metrics)`) once `gm_generate_next` has returned
+// 0; -1 (see `gm_last_error`) before that, after an error, or on bad
+// arguments. Waits for a `gm_generate_next` running on another thread.
+int32_t gm_generation_metrics(const struct gm_generation *gen, struct gm_metrics *out);
+
+// Why the generation ended: one of `GM_FINISH_*` (`GM_FINISH_NONE` while it
+// runs, i.e. until `gm_generate_next` returned 0 or -1). -1 when `gen` is
+// not a live generation (see `gm_last_error`).
+int32_t gm_generation_finish_reason(const struct gm_generation *gen);
+
+// Frees a generation, cancelling it if it is still running. NULL is a
+// no-op; a pointer that is not a live generation (freed twice) is detected
+// where possible and reported by `gm_last_error` without touching memory.
+// Token text handed out by it is invalid afterwards. Any thread; a
+// `gm_generate_next` blocked on another thread returns soon after.
+void gm_generation_free(struct gm_generation *gen);
+
+// A new chat session on `model`, owned by the caller (free with
+// `gm_session_free`, before or after closing the model). NULL on error.
+struct gm_session *gm_session_new(struct gm_model *model);
+
+// Like `gm_chat_start`, through a session: pass the whole conversation each
+// turn (earlier messages, the assistant's replies, the new message); the
+// cached prefix is reused. One generation per session at a time (a second
+// one fails when it starts). NULL on error (see `gm_last_error`).
+struct gm_generation *gm_session_chat_start(struct gm_session *session,
+                                            const struct gm_message *messages,
+                                            size_t n,
+                                            const struct gm_generate_options *opts);
+
+// Frees a session and its cache. NULL is a no-op; freeing twice is detected
+// where possible (reported by `gm_last_error`). A generation running in it
+// goes on; the cache is dropped when it ends.
+void gm_session_free(struct gm_session *session);
 
 // Fine-tunes LoRA adapters of the model in `model_dir` (config.json,
 // safetensors, tokenizer.json) on `data_path` (a directory with train.jsonl and
@@ -161,6 +631,52 @@ size_t gm_set_cache_limit(size_t limit);
 
 // Returns MLX's cached buffers to the system.
 void gm_clear_cache(void);
+
+// Loads a model: a directory (config.json + *.safetensors, tokenizer files
+// optional) or a `.gguf` file, onto its own engine thread.
+//
+// `path` must be a NUL-terminated UTF-8 string; `opts` may be NULL for the
+// defaults. Both are read during the call only.
+//
+// Returns a new model handle owned by the caller, to be released with
+// `gm_model_close`; NULL on error (see `gm_last_error`: bad options, a
+// missing or malformed model, an unavailable device, ...).
+//
+// Threads: a model may be used from any number of threads at once; requests
+// from all threads are served by its engine thread, generations
+// interleaving step by step.
+struct gm_model *gm_model_load(const char *path, const struct gm_load_options *opts);
+
+// Closes a model: cancels its running generations, waits for a running
+// classify or batch call to end, stops its engine thread, frees the weights
+// and frees the handle.
+//
+// Generations of this model that are still alive stay valid handles: they
+// hand out the tokens already made, then `gm_generate_next` returns -1 with
+// "the model was closed"; free them with `gm_generation_free` as usual.
+// Chat sessions likewise stay valid handles whose use fails.
+//
+// NULL is a no-op. Closing a handle twice (or a pointer that is not a live
+// model) is detected where possible and reported through `gm_last_error`
+// without touching memory. The handle must not be used after this call.
+void gm_model_close(struct gm_model *model);
+
+// Describes a model. Returns 0 and fills `*out`; -1 (see `gm_last_error`)
+// when `model` is not a live model or `out` is NULL or its `struct_size` is
+// too small. Any thread.
+int32_t gm_model_info(const struct gm_model *model, struct gm_info *out);
+
+// Finds model directories (config.json of a supported architecture plus
+// safetensors weights) at or below `dir`, sorted by path. Returns 0 and fills
+// `*out` (possibly with n = 0); -1 (see `gm_last_error`) when `dir` is NULL,
+// not UTF-8 or not a directory, or `out` is bad; `*out` is then left empty
+// (safe to pass to `gm_discover_result_free`) when its struct_size was valid.
+int32_t gm_discover(const char *dir, struct gm_discover_result *out);
+
+// Frees the arrays of a `gm_discover` result and empties `*result` (so a
+// second call is a no-op). NULL, an empty result and an owner that is not
+// live (a copy freed twice) are no-ops (the last reported by `gm_last_error`).
+void gm_discover_result_free(struct gm_discover_result *result);
 
 // The ABI version the library was built with. Compare with `GM_ABI_VERSION`.
 uint32_t gm_abi_version(void);

@@ -3,21 +3,51 @@
 //! Rules every entry point follows: arguments are checked for NULL and UTF-8;
 //! the body runs inside `catch_unwind` so no panic crosses into C; failures
 //! return an error code (or NULL) and set the thread's last error.
+//!
+//! Handles (`gm_model`, `gm_generation`, `gm_session`) and result owners are
+//! registered in a process-wide table while they are alive: a pointer is only
+//! dereferenced after it was found in the table, so a freed, closed or foreign
+//! pointer gives an error instead of a use-after-free. Each handle holds an
+//! `Arc` to its state; a call clones the `Arc` under the table's lock, so a
+//! handle freed by one thread while another thread uses it stays valid for
+//! that call.
+//!
+//! Option and result structs start with `struct_size` (the caller's
+//! `sizeof`): smaller than this header's size is an error naming the struct;
+//! larger is accepted and only the fields known here are read or written.
 
+#![allow(non_camel_case_types)]
+// C entry points take raw pointers by design; each is checked (NULL, the
+// handle table, struct_size) before it is dereferenced.
+#![allow(clippy::not_unsafe_ptr_arg_deref)]
+
+mod batch;
 mod blas;
+mod classify;
 mod error;
+mod generation;
+mod handles;
 mod lora;
 mod memory;
+mod metrics;
+mod model;
+mod options;
 mod version;
 
+pub use batch::*;
 pub use blas::*;
+pub use classify::*;
 pub use error::*;
+pub use generation::*;
 pub use lora::*;
 pub use memory::*;
+pub use metrics::*;
+pub use model::*;
+pub use options::*;
 pub use version::*;
 
 use crate::{Error, Result};
-use std::ffi::{c_char, CStr};
+use std::ffi::{c_char, CStr, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 /// Return code of a successful call.
@@ -53,21 +83,96 @@ pub(crate) fn guard_status(f: impl FnOnce() -> Result<()>) -> i32 {
     guard(GM_ERROR, || f().map(|_| GM_OK))
 }
 
+pub(crate) fn invalid(msg: impl Into<String>) -> Error {
+    Error::InvalidArgument(msg.into())
+}
+
 /// Borrows a C string argument as UTF-8.
 pub(crate) fn c_str<'a>(ptr: *const c_char, what: &str) -> Result<&'a str> {
     if ptr.is_null() {
-        return Err(Error::InvalidArgument(format!("{what} is NULL")));
+        return Err(invalid(format!("{what} is NULL")));
     }
-    unsafe { CStr::from_ptr(ptr) }
-        .to_str()
-        .map_err(|_| Error::InvalidArgument(format!("{what} is not valid UTF-8")))
+    unsafe { CStr::from_ptr(ptr) }.to_str().map_err(|_| invalid(format!("{what} is not valid UTF-8")))
+}
+
+/// Borrows an optional C string (NULL = None).
+pub(crate) fn opt_c_str<'a>(ptr: *const c_char, what: &str) -> Result<Option<&'a str>> {
+    if ptr.is_null() {
+        Ok(None)
+    } else {
+        c_str(ptr, what).map(Some)
+    }
+}
+
+/// Borrows an array argument of `n` elements; NULL is allowed only when `n` is 0.
+pub(crate) fn c_slice<'a, T>(ptr: *const T, n: usize, what: &str) -> Result<&'a [T]> {
+    if n == 0 {
+        return Ok(&[]);
+    }
+    if ptr.is_null() {
+        return Err(invalid(format!("{what} is NULL but its count is {n}")));
+    }
+    if n > isize::MAX as usize / std::mem::size_of::<T>().max(1) {
+        return Err(invalid(format!("{what}: count {n} is too large")));
+    }
+    Ok(unsafe { std::slice::from_raw_parts(ptr, n) })
+}
+
+/// Borrows an array of `n` C strings as UTF-8.
+pub(crate) fn c_strs<'a>(ptr: *const *const c_char, n: usize, what: &str) -> Result<Vec<&'a str>> {
+    c_slice(ptr, n, what)?.iter().enumerate().map(|(i, &p)| c_str(p, &format!("{what}[{i}]"))).collect()
+}
+
+/// An owned C string; interior NULs (never produced by a tokenizer for text)
+/// are replaced so the string is never cut short silently.
+pub(crate) fn cstring(s: &str) -> CString {
+    CString::new(s.replace('\0', "\u{FFFD}")).expect("no NUL after replace")
 }
 
 /// Writes through an out-pointer argument after checking it.
 pub(crate) fn write_out<T>(ptr: *mut T, what: &str, value: T) -> Result<()> {
     if ptr.is_null() {
-        return Err(Error::InvalidArgument(format!("{what} is NULL")));
+        return Err(invalid(format!("{what} is NULL")));
     }
     unsafe { ptr.write(value) };
+    Ok(())
+}
+
+/// A struct that starts with `size_t struct_size`.
+pub(crate) trait SizedStruct {
+    const NAME: &'static str;
+}
+
+/// Checks the `struct_size` of a caller's struct at `ptr` (not NULL).
+fn check_size<T: SizedStruct>(ptr: *const T) -> Result<()> {
+    let size = unsafe { (ptr as *const usize).read_unaligned() };
+    let need = std::mem::size_of::<T>();
+    if size < need {
+        return Err(invalid(format!("{}.struct_size is {size}; this library needs at least {need} (sizeof({}))", T::NAME, T::NAME)));
+    }
+    Ok(())
+}
+
+/// Reads a caller's options struct: NULL gives `None` (defaults).
+pub(crate) fn read_opts<T: SizedStruct + Copy>(ptr: *const T) -> Result<Option<T>> {
+    if ptr.is_null() {
+        return Ok(None);
+    }
+    check_size(ptr)?;
+    Ok(Some(unsafe { ptr.read_unaligned() }))
+}
+
+/// Writes a result struct into the caller's (whose `struct_size` is kept);
+/// only the fields this library knows are written.
+pub(crate) fn write_sized<T: SizedStruct>(ptr: *mut T, what: &str, value: T) -> Result<()> {
+    if ptr.is_null() {
+        return Err(invalid(format!("{what} is NULL")));
+    }
+    check_size(ptr)?;
+    let size = unsafe { (ptr as *const usize).read_unaligned() };
+    unsafe {
+        ptr.write_unaligned(value);
+        (ptr as *mut usize).write_unaligned(size);
+    }
     Ok(())
 }

@@ -1,0 +1,3 @@
+module gomlx.dev/gomlx
+
+go 1.26

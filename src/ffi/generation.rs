@@ -1,0 +1,348 @@
+//! Streaming generation and chat: start, next, cancel, metrics, free; and
+//! chat sessions that keep their KV cache between turns.
+
+use super::handles::{self, Handle};
+use super::metrics::{finish_code, write_metrics, GM_FINISH_CANCELLED, GM_FINISH_ERROR, GM_FINISH_NONE};
+use super::model::{gm_model, LiveGeneration, ModelState};
+use super::options::{self, gm_generate_options, gm_message};
+use super::{c_slice, c_str, cstring, guard, invalid, write_sized, SizedStruct, GM_ERROR};
+use crate::engine::{ChatSession, Engine, Generation, Metrics};
+use crate::text::ChatOptions;
+use crate::{Error, Result};
+use std::ffi::{c_char, CString};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// `gm_token.id` of a text-only piece: text released when the stream ended
+/// (held back for a possible stop string or an incomplete character).
+pub const GM_NO_TOKEN: u32 = u32::MAX;
+
+/// One alternative token and its log-probability.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct gm_top_logprob {
+    pub id: u32,
+    pub logprob: f32,
+}
+
+/// A token handed out by `gm_generate_next`. The caller owns the struct and
+/// sets `struct_size = sizeof(gm_token)`; `text` and `top_logprobs` point
+/// into the generation and stay valid until the next `gm_generate_next` or
+/// `gm_generation_free` on it.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct gm_token {
+    pub struct_size: usize,
+    /// The token id, or `GM_NO_TOKEN` for a final text-only piece.
+    pub id: u32,
+    /// NUL-terminated UTF-8 text this token adds to the output; may be empty
+    /// while bytes of a character or a possible stop string are held back.
+    pub text: *const c_char,
+    /// `strlen(text)`.
+    pub text_len: usize,
+    /// The token's log-probability when `gm_generate_options.logprobs` was
+    /// set, else NaN.
+    pub logprob: f32,
+    /// The most likely alternatives (`gm_generate_options.top_logprobs` of
+    /// them), NULL when not asked for.
+    pub top_logprobs: *const gm_top_logprob,
+    pub n_top_logprobs: usize,
+}
+
+impl SizedStruct for gm_token {
+    const NAME: &'static str = "gm_token";
+}
+
+struct Stream {
+    gen: Option<Generation>,
+    /// Storage for the last token handed out.
+    text: CString,
+    tops: Vec<gm_top_logprob>,
+    tail_sent: bool,
+    /// GM_FINISH_* once ended.
+    reason: i32,
+    metrics: Option<Metrics>,
+}
+
+pub(crate) struct GenState {
+    flag: Arc<LiveGeneration>,
+    user_cancelled: AtomicBool,
+    model: Arc<ModelState>,
+    stream: Mutex<Stream>,
+}
+
+/// A running generation (opaque). Created by `gm_generate_start`,
+/// `gm_generate_tokens_start`, `gm_chat_start` or `gm_session_chat_start`;
+/// freed by `gm_generation_free`.
+pub struct gm_generation {
+    state: Arc<GenState>,
+}
+
+impl Handle for gm_generation {
+    const KIND: &'static str = "gm_generation";
+    type State = GenState;
+    fn new(state: Arc<GenState>) -> Self {
+        gm_generation { state }
+    }
+    fn state(&self) -> &Arc<GenState> {
+        &self.state
+    }
+}
+
+fn start(model: &Arc<ModelState>, f: impl FnOnce(&Engine) -> Result<Generation>) -> Result<*mut gm_generation> {
+    let (gen, flag) = model.start(f)?;
+    let state = GenState {
+        flag,
+        user_cancelled: AtomicBool::new(false),
+        model: model.clone(),
+        stream: Mutex::new(Stream { gen: Some(gen), text: CString::default(), tops: Vec::new(), tail_sent: false, reason: GM_FINISH_NONE, metrics: None }),
+    };
+    Ok(handles::register::<gm_generation>(Arc::new(state)))
+}
+
+/// Starts generating a continuation of a text prompt (encoded with the
+/// model's tokenizer, special tokens such as BOS added as it declares).
+///
+/// `prompt` (NUL-terminated UTF-8) and `opts` (NULL = defaults) are read
+/// during the call only. Returns a new generation owned by the caller (free
+/// it with `gm_generation_free`); NULL on error (see `gm_last_error`: model
+/// not live or closed, no tokenizer, bad options, empty prompt, ...).
+/// The work runs on the model's engine thread; read tokens with
+/// `gm_generate_next`.
+#[no_mangle]
+pub extern "C" fn gm_generate_start(model: *mut gm_model, prompt: *const c_char, opts: *const gm_generate_options) -> *mut gm_generation {
+    guard(std::ptr::null_mut(), || {
+        let m = handles::get(model)?;
+        let prompt = c_str(prompt, "prompt")?;
+        let s = options::generate_settings(opts)?;
+        start(&m, |e| e.generate(prompt, &s.opts))
+    })
+}
+
+/// Like `gm_generate_start` with the prompt given as `n` token ids (read
+/// during the call only); works for models without a tokenizer (then the
+/// tokens' text is empty and end-of-sequence is not detected).
+#[no_mangle]
+pub extern "C" fn gm_generate_tokens_start(model: *mut gm_model, ids: *const u32, n: usize, opts: *const gm_generate_options) -> *mut gm_generation {
+    guard(std::ptr::null_mut(), || {
+        let m = handles::get(model)?;
+        let ids = c_slice(ids, n, "ids")?.to_vec();
+        let s = options::generate_settings(opts)?;
+        start(&m, |e| e.generate_tokens(ids, &s.opts))
+    })
+}
+
+fn chat_options(s: &options::GenerateSettings) -> ChatOptions {
+    ChatOptions { add_generation_prompt: true, extra: s.template_args.clone(), ..Default::default() }
+}
+
+/// Starts the assistant's reply to `n` chat messages, rendered with the
+/// model's own chat template (and `opts->chat_template_args`).
+///
+/// `messages` and their strings and `opts` are read during the call only.
+/// Returns a new generation owned by the caller, or NULL on error (see
+/// `gm_last_error`), as `gm_generate_start`.
+#[no_mangle]
+pub extern "C" fn gm_chat_start(model: *mut gm_model, messages: *const gm_message, n: usize, opts: *const gm_generate_options) -> *mut gm_generation {
+    guard(std::ptr::null_mut(), || {
+        let m = handles::get(model)?;
+        let msgs = options::messages(messages, n)?;
+        let s = options::generate_settings(opts)?;
+        start(&m, |e| e.chat(&msgs, &s.opts, &chat_options(&s), None))
+    })
+}
+
+/// Hands out the next token.
+///
+/// Returns 1 and fills `*out` with a token; 0 when the generation has ended
+/// (see `gm_generation_metrics` / `gm_generation_finish_reason`), again on
+/// every later call; -1 on error (see `gm_last_error`), after which the
+/// generation has ended with `GM_FINISH_ERROR` and later calls return 0.
+/// Blocks until the engine has the token. `out->text` stays valid until the
+/// next call on this generation or its free. After the last token a final
+/// text-only piece (`id == GM_NO_TOKEN`) may come with text that was held back.
+///
+/// Threads: calls on one generation are serialised (a call waits for another
+/// thread's call to return); use one consumer thread per generation.
+/// If the model is closed meanwhile, the tokens already made are handed out,
+/// then -1 with "the model was closed".
+#[no_mangle]
+pub extern "C" fn gm_generate_next(gen: *mut gm_generation, out: *mut gm_token) -> i32 {
+    guard(GM_ERROR, || {
+        let g = handles::get(gen)?;
+        if out.is_null() {
+            return Err(invalid("out is NULL"));
+        }
+        super::read_opts(out as *const gm_token)?;
+        let mut s = g.stream.lock().unwrap_or_else(|p| p.into_inner());
+        let s = &mut *s;
+        let Some(stream) = s.gen.as_mut() else { return Ok(0) };
+        match stream.next() {
+            Some(Ok(t)) => {
+                s.text = cstring(&t.text);
+                s.tops = t.top_logprobs.iter().map(|&(id, logprob)| gm_top_logprob { id, logprob }).collect();
+                let tops = if t.top_logprobs.is_empty() { std::ptr::null() } else { s.tops.as_ptr() };
+                write_token(out, t.id, &s.text, t.logprob.unwrap_or(f32::NAN), tops, s.tops.len())?;
+                Ok(1)
+            }
+            Some(Err(e)) => {
+                s.gen = None;
+                s.reason = GM_FINISH_ERROR;
+                Err(e)
+            }
+            None => {
+                if !s.tail_sent && !stream.tail().is_empty() {
+                    s.tail_sent = true;
+                    s.text = cstring(stream.tail());
+                    s.tops.clear();
+                    write_token(out, GM_NO_TOKEN, &s.text, f32::NAN, std::ptr::null(), 0)?;
+                    return Ok(1);
+                }
+                let reason = stream.finish_reason().map(finish_code).unwrap_or(GM_FINISH_ERROR);
+                s.metrics = stream.metrics().cloned();
+                s.gen = None;
+                if reason == GM_FINISH_CANCELLED && g.model.closed.load(Ordering::SeqCst) && !g.user_cancelled.load(Ordering::SeqCst) {
+                    s.reason = GM_FINISH_ERROR;
+                    return Err(Error::Engine("the model was closed while this generation was running".into()));
+                }
+                s.reason = reason;
+                Ok(0)
+            }
+        }
+    })
+}
+
+fn write_token(out: *mut gm_token, id: u32, text: &CString, logprob: f32, tops: *const gm_top_logprob, n_tops: usize) -> Result<()> {
+    write_sized(out, "out", gm_token { struct_size: 0, id, text: text.as_ptr(), text_len: text.as_bytes().len(), logprob, top_logprobs: tops, n_top_logprobs: n_tops })
+}
+
+/// Asks the generation to stop; the engine stops within one step, and
+/// `gm_generate_next` then hands out what was already made and returns 0 with
+/// `GM_FINISH_CANCELLED`. Any thread, any time, also while another thread is
+/// blocked in `gm_generate_next`; never blocks. NULL, an ended or a freed
+/// generation: no-op (a non-live pointer is reported by `gm_last_error`).
+#[no_mangle]
+pub extern "C" fn gm_generation_cancel(gen: *mut gm_generation) {
+    guard((), || {
+        if gen.is_null() {
+            return Ok(());
+        }
+        let g = handles::get(gen)?;
+        g.user_cancelled.store(true, Ordering::SeqCst);
+        g.flag.cancel.store(true, Ordering::SeqCst);
+        Ok(())
+    })
+}
+
+/// How the generation went: returns 0 and fills `*out` (caller-owned,
+/// `struct_size = sizeof(gm_metrics)`) once `gm_generate_next` has returned
+/// 0; -1 (see `gm_last_error`) before that, after an error, or on bad
+/// arguments. Waits for a `gm_generate_next` running on another thread.
+#[no_mangle]
+pub extern "C" fn gm_generation_metrics(gen: *const gm_generation, out: *mut gm_metrics) -> i32 {
+    super::guard_status(|| {
+        let g = handles::get(gen)?;
+        let s = g.stream.lock().unwrap_or_else(|p| p.into_inner());
+        match &s.metrics {
+            Some(m) if s.gen.is_none() => write_metrics(out, s.reason, m),
+            _ if s.reason == GM_FINISH_ERROR => Err(invalid("the generation ended with an error; it has no metrics")),
+            _ => Err(invalid("the generation has not finished (call gm_generate_next until it returns 0)")),
+        }
+    })
+}
+
+use super::metrics::gm_metrics;
+
+/// Why the generation ended: one of `GM_FINISH_*` (`GM_FINISH_NONE` while it
+/// runs, i.e. until `gm_generate_next` returned 0 or -1). -1 when `gen` is
+/// not a live generation (see `gm_last_error`).
+#[no_mangle]
+pub extern "C" fn gm_generation_finish_reason(gen: *const gm_generation) -> i32 {
+    guard(GM_ERROR, || {
+        let g = handles::get(gen)?;
+        let s = g.stream.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(s.reason)
+    })
+}
+
+/// Frees a generation, cancelling it if it is still running. NULL is a
+/// no-op; a pointer that is not a live generation (freed twice) is detected
+/// where possible and reported by `gm_last_error` without touching memory.
+/// Token text handed out by it is invalid afterwards. Any thread; a
+/// `gm_generate_next` blocked on another thread returns soon after.
+#[no_mangle]
+pub extern "C" fn gm_generation_free(gen: *mut gm_generation) {
+    guard((), || {
+        if gen.is_null() {
+            return Ok(());
+        }
+        let g = handles::take(gen)?;
+        g.flag.cancel.store(true, Ordering::SeqCst);
+        Ok(())
+    })
+}
+
+pub(crate) struct SessionState {
+    model: Arc<ModelState>,
+    session: Mutex<Option<ChatSession>>,
+}
+
+/// A chat session (opaque): the engine keeps its KV cache between turns, so
+/// each turn evaluates only the tokens after the prefix it shares with the
+/// previous turns. Created by `gm_session_new`, freed by `gm_session_free`.
+pub struct gm_session {
+    state: Arc<SessionState>,
+}
+
+impl Handle for gm_session {
+    const KIND: &'static str = "gm_session";
+    type State = SessionState;
+    fn new(state: Arc<SessionState>) -> Self {
+        gm_session { state }
+    }
+    fn state(&self) -> &Arc<SessionState> {
+        &self.state
+    }
+}
+
+/// A new chat session on `model`, owned by the caller (free with
+/// `gm_session_free`, before or after closing the model). NULL on error.
+#[no_mangle]
+pub extern "C" fn gm_session_new(model: *mut gm_model) -> *mut gm_session {
+    guard(std::ptr::null_mut(), || {
+        let m = handles::get(model)?;
+        let session = m.engine()?.new_session()?;
+        Ok(handles::register::<gm_session>(Arc::new(SessionState { model: m, session: Mutex::new(Some(session)) })))
+    })
+}
+
+/// Like `gm_chat_start`, through a session: pass the whole conversation each
+/// turn (earlier messages, the assistant's replies, the new message); the
+/// cached prefix is reused. One generation per session at a time (a second
+/// one fails when it starts). NULL on error (see `gm_last_error`).
+#[no_mangle]
+pub extern "C" fn gm_session_chat_start(session: *mut gm_session, messages: *const gm_message, n: usize, opts: *const gm_generate_options) -> *mut gm_generation {
+    guard(std::ptr::null_mut(), || {
+        let ss = handles::get(session)?;
+        let msgs = options::messages(messages, n)?;
+        let s = options::generate_settings(opts)?;
+        let guard = ss.session.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(session) = guard.as_ref() else { return Err(invalid("the session is freed")) };
+        start(&ss.model, |e| e.chat(&msgs, &s.opts, &chat_options(&s), Some(session)))
+    })
+}
+
+/// Frees a session and its cache. NULL is a no-op; freeing twice is detected
+/// where possible (reported by `gm_last_error`). A generation running in it
+/// goes on; the cache is dropped when it ends.
+#[no_mangle]
+pub extern "C" fn gm_session_free(session: *mut gm_session) {
+    guard((), || {
+        if session.is_null() {
+            return Ok(());
+        }
+        let s = handles::take(session)?;
+        s.session.lock().unwrap_or_else(|p| p.into_inner()).take();
+        Ok(())
+    })
+}

@@ -1,0 +1,252 @@
+//! Caller-owned option structs and their conversion to the engine's options.
+//!
+//! Every options struct starts with `struct_size`; zero-initialising it and
+//! setting `struct_size = sizeof(the struct)` gives the defaults (each field's
+//! 0 means "default"). A NULL options pointer also means all defaults.
+
+use super::{c_slice, c_str, c_strs, invalid, opt_c_str, read_opts, SizedStruct};
+use crate::engine::{ClassifyOptions, EngineOptions, GenerateOptions};
+use crate::mlx::{DeviceKind, Dtype};
+use crate::sample::SamplerConfig;
+use crate::Result;
+use std::ffi::c_char;
+
+/// `gm_load_options.device`: GPU where MLX has one, else CPU.
+pub const GM_DEVICE_DEFAULT: i32 = 0;
+/// `gm_load_options.device`: the CPU.
+pub const GM_DEVICE_CPU: i32 = 1;
+/// `gm_load_options.device`: the GPU (Metal or CUDA); an error where MLX has none.
+pub const GM_DEVICE_GPU: i32 = 2;
+
+/// How to load a model (`gm_model_load`). Zero-initialise, set
+/// `struct_size = sizeof(gm_load_options)`, then set what you need.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct gm_load_options {
+    /// `sizeof(gm_load_options)` as the caller was compiled with.
+    pub struct_size: usize,
+    /// `GM_DEVICE_DEFAULT` (0), `GM_DEVICE_CPU` or `GM_DEVICE_GPU`.
+    pub device: i32,
+    /// Compute dtype: "float32", "float16" or "bfloat16" (also "f32", "f16",
+    /// "bf16"); NULL keeps the checkpoint's. Read during the call only.
+    pub dtype: *const c_char,
+    /// Longest sequence a request may reach (prompt + output); 0 = the model's.
+    pub context_length: usize,
+    /// If not 0, sets MLX's process-wide memory limit in bytes (as
+    /// `gm_set_memory_limit`) before loading.
+    pub memory_limit: usize,
+    /// If not 0, sets MLX's process-wide buffer-cache limit in bytes (as
+    /// `gm_set_cache_limit`) before loading. Use `gm_set_cache_limit(0)` to
+    /// disable the cache.
+    pub cache_limit: usize,
+    /// Reserved for LoRA adapters: must be NULL (loading adapters through the
+    /// C ABI is not supported yet and fails with an error saying so).
+    pub adapter_path: *const c_char,
+}
+
+impl SizedStruct for gm_load_options {
+    const NAME: &'static str = "gm_load_options";
+}
+
+/// The engine's options and the process-wide limits to set first.
+pub(crate) struct LoadSettings {
+    pub engine: EngineOptions,
+    pub memory_limit: usize,
+    pub cache_limit: usize,
+}
+
+pub(crate) fn load_settings(ptr: *const gm_load_options) -> Result<LoadSettings> {
+    let Some(o) = read_opts(ptr)? else {
+        return Ok(LoadSettings { engine: EngineOptions::default(), memory_limit: 0, cache_limit: 0 });
+    };
+    if !o.adapter_path.is_null() {
+        return Err(invalid("gm_load_options.adapter_path: loading adapters is not supported yet (leave it NULL)"));
+    }
+    let device = match o.device {
+        GM_DEVICE_DEFAULT => None,
+        GM_DEVICE_CPU => Some(DeviceKind::Cpu),
+        GM_DEVICE_GPU => {
+            if !crate::mlx::gpu_available() {
+                return Err(invalid("gm_load_options.device is GM_DEVICE_GPU but MLX has no GPU on this machine"));
+            }
+            Some(DeviceKind::Gpu)
+        }
+        other => return Err(invalid(format!("gm_load_options.device is {other} (expected GM_DEVICE_DEFAULT, GM_DEVICE_CPU or GM_DEVICE_GPU)"))),
+    };
+    let dtype = opt_c_str(o.dtype, "gm_load_options.dtype")?.map(Dtype::parse).transpose()?;
+    let context_length = if o.context_length == 0 { None } else { Some(o.context_length) };
+    Ok(LoadSettings { engine: EngineOptions { device, dtype, context_length }, memory_limit: o.memory_limit, cache_limit: o.cache_limit })
+}
+
+/// An additive bias on one token's logit (`-INFINITY` bans the token).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct gm_logit_bias {
+    pub token: u32,
+    pub bias: f32,
+}
+
+/// How to generate (`gm_generate_start`, `gm_chat_start`, `gm_batch_generate`).
+/// Zero-initialise, set `struct_size = sizeof(gm_generate_options)`, then set
+/// what you need: every 0 / NULL field means its default. Pointers are read
+/// during the call only.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct gm_generate_options {
+    /// `sizeof(gm_generate_options)` as the caller was compiled with.
+    pub struct_size: usize,
+    /// Most tokens to generate; 0 = 256.
+    pub max_tokens: usize,
+    /// Softmax temperature; 0 = greedy (arg-max).
+    pub temperature: f32,
+    /// Keep only the k most likely tokens; 0 = off.
+    pub top_k: usize,
+    /// Nucleus sampling mass in (0, 1]; 0 = off (1.0).
+    pub top_p: f32,
+    /// Min-p filter in [0, 1]; 0 = off.
+    pub min_p: f32,
+    /// Repetition penalty (> 0); 0 = off (1.0).
+    pub repetition_penalty: f32,
+    /// Tokens the repetition penalty looks back over; 0 = 20.
+    pub repetition_context_size: usize,
+    /// OpenAI-style presence penalty; 0 = off.
+    pub presence_penalty: f32,
+    /// OpenAI-style frequency penalty; 0 = off.
+    pub frequency_penalty: f32,
+    /// PRNG seed, used when `has_seed` is true (else seeded from the clock).
+    pub seed: u64,
+    pub has_seed: bool,
+    /// Report each token's log-probability in `gm_token.logprob`.
+    pub logprobs: bool,
+    /// Also report this many most likely alternatives (needs `logprobs`).
+    pub top_logprobs: usize,
+    /// Strings that end generation (not part of the output); `n_stop` of them.
+    pub stop: *const *const c_char,
+    pub n_stop: usize,
+    /// Keep generating past end-of-sequence tokens.
+    pub ignore_eos: bool,
+    /// Prompt tokens evaluated per prefill step; 0 = 512.
+    pub prefill_chunk: usize,
+    /// Logit biases; `n_logit_bias` of them.
+    pub logit_bias: *const gm_logit_bias,
+    pub n_logit_bias: usize,
+    /// Chat only: a JSON object of extra chat-template variables, e.g.
+    /// `{"enable_thinking": false}`; NULL = none.
+    pub chat_template_args: *const c_char,
+}
+
+impl SizedStruct for gm_generate_options {
+    const NAME: &'static str = "gm_generate_options";
+}
+
+pub(crate) struct GenerateSettings {
+    pub opts: GenerateOptions,
+    pub template_args: serde_json::Map<String, serde_json::Value>,
+}
+
+pub(crate) fn generate_settings(ptr: *const gm_generate_options) -> Result<GenerateSettings> {
+    let Some(o) = read_opts(ptr)? else {
+        return Ok(GenerateSettings { opts: GenerateOptions::default(), template_args: Default::default() });
+    };
+    let d = GenerateOptions::default();
+    let s = SamplerConfig::default();
+    let or = |v: usize, def: usize| if v == 0 { def } else { v };
+    let orf = |v: f32, def: f32| if v == 0.0 { def } else { v };
+    let stop = c_strs(o.stop, o.n_stop, "gm_generate_options.stop")?.into_iter().map(String::from).collect();
+    let logit_bias = c_slice(o.logit_bias, o.n_logit_bias, "gm_generate_options.logit_bias")?.iter().map(|b| (b.token, b.bias)).collect();
+    let sampler = SamplerConfig {
+        temperature: o.temperature,
+        top_k: o.top_k,
+        top_p: orf(o.top_p, s.top_p),
+        min_p: o.min_p,
+        min_tokens_to_keep: s.min_tokens_to_keep,
+        repetition_penalty: orf(o.repetition_penalty, s.repetition_penalty),
+        repetition_context_size: or(o.repetition_context_size, s.repetition_context_size),
+        presence_penalty: o.presence_penalty,
+        frequency_penalty: o.frequency_penalty,
+        logit_bias,
+        seed: if o.has_seed { Some(o.seed) } else { None },
+        logprobs: o.logprobs,
+        top_logprobs: o.top_logprobs,
+    };
+    sampler.validate()?;
+    let template_args = match opt_c_str(o.chat_template_args, "gm_generate_options.chat_template_args")? {
+        None => Default::default(),
+        Some(text) => match serde_json::from_str(text) {
+            Ok(serde_json::Value::Object(m)) => m,
+            Ok(_) => return Err(invalid("gm_generate_options.chat_template_args must be a JSON object")),
+            Err(e) => return Err(invalid(format!("gm_generate_options.chat_template_args is not JSON: {e}"))),
+        },
+    };
+    let opts = GenerateOptions { max_tokens: or(o.max_tokens, d.max_tokens), sampler, stop, ignore_eos: o.ignore_eos, prefill_chunk: or(o.prefill_chunk, d.prefill_chunk) };
+    Ok(GenerateSettings { opts, template_args })
+}
+
+/// How to classify (`gm_classify`). Zero-initialise, set
+/// `struct_size = sizeof(gm_classify_options)`; every 0 / NULL field means
+/// its default. Pointers are read during the call only.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct gm_classify_options {
+    /// `sizeof(gm_classify_options)` as the caller was compiled with.
+    pub struct_size: usize,
+    /// Restrict the answer to these labels (each by its first token; labels
+    /// must start with different tokens); their probabilities are
+    /// renormalised over the set. NULL / 0 = the whole vocabulary.
+    pub labels: *const *const c_char,
+    pub n_labels: usize,
+    /// Report the log-probability of each answer (over the whole vocabulary).
+    pub logprobs: bool,
+    /// Return each prompt's full last-position logits (float32, vocab-sized).
+    pub logits: bool,
+    /// At most this many prompts per batch; 0 = sized from `memory_budget`.
+    pub batch_size: usize,
+    /// Bytes a batch may use for activations and KV; 0 = 1 GiB.
+    pub memory_budget: usize,
+    /// Evaluate every prompt in full even when they share a prefix.
+    pub no_shared_prefix: bool,
+}
+
+impl SizedStruct for gm_classify_options {
+    const NAME: &'static str = "gm_classify_options";
+}
+
+pub(crate) fn classify_settings(ptr: *const gm_classify_options) -> Result<ClassifyOptions> {
+    let Some(o) = read_opts(ptr)? else { return Ok(ClassifyOptions::default()) };
+    let labels = if o.n_labels == 0 && o.labels.is_null() {
+        None
+    } else {
+        if o.n_labels == 0 {
+            return Err(invalid("gm_classify_options.labels is set but n_labels is 0"));
+        }
+        Some(c_strs(o.labels, o.n_labels, "gm_classify_options.labels")?.into_iter().map(String::from).collect())
+    };
+    Ok(ClassifyOptions {
+        labels,
+        logprobs: o.logprobs,
+        return_logits: o.logits,
+        batch_size: if o.batch_size == 0 { None } else { Some(o.batch_size) },
+        memory_budget: if o.memory_budget == 0 { None } else { Some(o.memory_budget) },
+        no_shared_prefix: o.no_shared_prefix,
+    })
+}
+
+/// One chat message. Both strings are read during the call only.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct gm_message {
+    /// "system", "user", "assistant" (or any role the model's template knows).
+    pub role: *const c_char,
+    pub content: *const c_char,
+}
+
+pub(crate) fn messages(ptr: *const gm_message, n: usize) -> Result<Vec<crate::text::ChatMessage>> {
+    if n == 0 {
+        return Err(invalid("a chat needs at least one message"));
+    }
+    c_slice(ptr, n, "messages")?
+        .iter()
+        .enumerate()
+        .map(|(i, m)| Ok(crate::text::ChatMessage::new(c_str(m.role, &format!("messages[{i}].role"))?, c_str(m.content, &format!("messages[{i}].content"))?)))
+        .collect()
+}

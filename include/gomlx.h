@@ -259,11 +259,11 @@ typedef struct gm_metrics {
   size_t active_memory_bytes;
 } gm_metrics;
 
-// Options of `gm_lora_train`. Zero-initialise, set `size = sizeof(gm_lora_options)`,
+// Options of `gm_lora_train`. Zero-initialise, set `struct_size = sizeof(gm_lora_options)`,
 // then set what you need: a zero field takes the default given beside it.
 typedef struct gm_lora_options {
   // `sizeof(gm_lora_options)`, so the struct can grow.
-  size_t size;
+  size_t struct_size;
   // Directory for adapters.safetensors + adapter_config.json (required unless `fuse_path`).
   const char *adapter_path;
   // When set, the fused model directory written after training.
@@ -603,7 +603,7 @@ void gm_session_free(struct gm_session *session);
 //
 // # Safety
 // Strings must be NUL-terminated; `opts` must point to a `gm_lora_options`
-// whose `size` is set; `out`, when not NULL, must be writable.
+// whose `struct_size` is set; `out`, when not NULL, must be writable.
 int32_t gm_lora_train(const char *model_dir,
                       const char *data_path,
                       const struct gm_lora_options *opts,

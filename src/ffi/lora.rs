@@ -10,12 +10,12 @@ use crate::{Error, Result};
 use std::ffi::{c_char, c_void};
 use std::path::PathBuf;
 
-/// Options of `gm_lora_train`. Zero-initialise, set `size = sizeof(gm_lora_options)`,
+/// Options of `gm_lora_train`. Zero-initialise, set `struct_size = sizeof(gm_lora_options)`,
 /// then set what you need: a zero field takes the default given beside it.
 #[repr(C)]
 pub struct gm_lora_options {
     /// `sizeof(gm_lora_options)`, so the struct can grow.
-    pub size: usize,
+    pub struct_size: usize,
     /// Directory for adapters.safetensors + adapter_config.json (required unless `fuse_path`).
     pub adapter_path: *const c_char,
     /// When set, the fused model directory written after training.
@@ -118,10 +118,10 @@ fn or<T: PartialEq + Default>(v: T, default: T) -> T {
 }
 
 fn options(model: &str, data: &str, o: &gm_lora_options) -> Result<RunOptions> {
-    if o.size < std::mem::size_of::<gm_lora_options>() {
+    if o.struct_size < std::mem::size_of::<gm_lora_options>() {
         return Err(Error::InvalidArgument(format!(
-            "gm_lora_options.size is {} but this library needs {} (set size = sizeof(gm_lora_options))",
-            o.size,
+            "gm_lora_options.struct_size is {} but this library needs {} (set struct_size = sizeof(gm_lora_options))",
+            o.struct_size,
             std::mem::size_of::<gm_lora_options>()
         )));
     }
@@ -167,7 +167,7 @@ fn options(model: &str, data: &str, o: &gm_lora_options) -> Result<RunOptions> {
 ///
 /// # Safety
 /// Strings must be NUL-terminated; `opts` must point to a `gm_lora_options`
-/// whose `size` is set; `out`, when not NULL, must be writable.
+/// whose `struct_size` is set; `out`, when not NULL, must be writable.
 #[no_mangle]
 pub unsafe extern "C" fn gm_lora_train(
     model_dir: *const c_char,
@@ -229,7 +229,7 @@ mod tests {
     #[test]
     fn bad_arguments_are_errors() {
         let opts = gm_lora_options {
-            size: std::mem::size_of::<gm_lora_options>(),
+            struct_size: std::mem::size_of::<gm_lora_options>(),
             adapter_path: c"/nonexistent/adapters".as_ptr(),
             fuse_path: std::ptr::null(),
             resume_path: std::ptr::null(),
@@ -258,7 +258,7 @@ mod tests {
         };
         let rc = unsafe { gm_lora_train(std::ptr::null(), c"x".as_ptr(), &opts, None, std::ptr::null_mut(), std::ptr::null_mut()) };
         assert_eq!(rc, -1);
-        let small = gm_lora_options { size: 8, ..opts };
+        let small = gm_lora_options { struct_size: 8, ..opts };
         let rc = unsafe { gm_lora_train(c"/nonexistent".as_ptr(), c"x".as_ptr(), &small, None, std::ptr::null_mut(), std::ptr::null_mut()) };
         assert_eq!(rc, -1);
         let rc = unsafe { gm_lora_train(c"/nonexistent".as_ptr(), c"x".as_ptr(), &opts, None, std::ptr::null_mut(), std::ptr::null_mut()) };

@@ -13,6 +13,10 @@
 //!   - `--keep-quant`: MLX-representable GGUF blocks (Q4_0/1, Q4_K, Q5_0/1, Q5_K, Q8_0)
 //!     kept bit for bit as MLX affine arrays, scales/biases and the rest in `--dtype`
 //!     (float32 by default: the same numbers gomlx computes with on the .gguf).
+//!
+//! `--dtype` defaults to bf16 when dequantising and to f32 when quantised (`--q-bits`,
+//! `--keep-quant`): on MLX's CPU backend a bf16 quantized matmul is much slower and
+//! loses enough precision to change a small model's answers.
 //! - `tokenizer.json` (`GgufTokenizer::json`) and `tokenizer_config.json`
 //!   (bos/eos/pad/unk tokens, add_bos_token/add_eos_token, chat_template).
 
@@ -33,7 +37,8 @@ pub struct Args {
     /// Output directory (created; files in it are replaced).
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
-    /// Dtype of the float tensors (and of scales/biases).
+    /// Dtype of the float tensors and of scales/biases (default: bf16 when dequantising,
+    /// f32 with --q-bits or --keep-quant).
     #[arg(long, value_enum)]
     pub dtype: Option<DtypeArg>,
     /// Re-quantise every Linear and the embedding to this many bits (MLX affine).
@@ -249,7 +254,10 @@ pub fn plan_of(a: &Args) -> CliResult<Plan> {
         (None, false) => Mode::Dequantize,
         (Some(_), true) => return Err(usage("--keep-quant and --q-bits exclude each other")),
     };
-    let default = if mode == Mode::Keep { DtypeArg::F32 } else { DtypeArg::Bf16 };
+    // Quantised outputs keep float32 scales and activations by default: MLX's CPU
+    // quantized matmul in bfloat16 is ~7x slower and accumulates visibly worse
+    // (a bf16 8-bit SmolLM2 no longer answers "Paris"; in f32 it does).
+    let default = if mode == Mode::Dequantize { DtypeArg::Bf16 } else { DtypeArg::F32 };
     Ok(Plan { mode, dtype: a.dtype.unwrap_or(default).dtype() })
 }
 

@@ -33,9 +33,9 @@ fn blas_threads_follow_the_core_count_or_the_override() {
     assert!(n <= std::thread::available_parallelism().map(|c| c.get()).unwrap_or(1).max(n));
 }
 
-/// A float32 512×512×512 matmul on the CPU: the reference BLAS manages ~7
-/// GFLOP/s on a 2-core machine, OpenBLAS 100+; 25 separates them with room for
-/// a busy shared machine.
+/// A float32 512×512×512 matmul on the CPU: the reference BLAS manages 4–7
+/// GFLOP/s on a 2-core machine, OpenBLAS ~200 (30+ even with the cores shared
+/// by several builds); 15, on the best of 10, separates them with room to spare.
 #[test]
 fn float32_matmul_is_fast_on_the_cpu() {
     mlx::stream::set_thread_stream(Stream::new(DeviceKind::Cpu).unwrap());
@@ -45,14 +45,14 @@ fn float32_matmul_is_fast_on_the_cpu() {
     mlx::eval(&[&a, &b]).unwrap();
     a.matmul(&b).unwrap().eval().unwrap(); // warm-up
     let mut best = f64::MAX;
-    for _ in 0..5 {
+    for _ in 0..10 {
         let t = Instant::now();
         a.matmul(&b).unwrap().eval().unwrap();
         best = best.min(t.elapsed().as_secs_f64());
     }
     let gflops = 2.0 * (n as f64).powi(3) / best / 1e9;
     eprintln!("float32 {n}³ matmul: {gflops:.1} GFLOP/s ({})", blas::library());
-    assert!(gflops > 25.0, "float32 matmul at {gflops:.1} GFLOP/s: the reference BLAS? ({})", blas::library());
+    assert!(gflops > 15.0, "float32 matmul at {gflops:.1} GFLOP/s: the reference BLAS? ({})", blas::library());
 }
 
 /// Naive row-major reference for C = alpha·op(A)·op(B) + beta·C.

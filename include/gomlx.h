@@ -16,6 +16,94 @@
 // The ABI version of this header; bumped on any incompatible change.
 #define GM_ABI_VERSION 1
 
+// Options of `gm_lora_train`. Zero-initialise, set `size = sizeof(gm_lora_options)`,
+// then set what you need: a zero field takes the default given beside it.
+struct gm_lora_options {
+  // `sizeof(gm_lora_options)`, so the struct can grow.
+  size_t size;
+  // Directory for adapters.safetensors + adapter_config.json (required unless `fuse_path`).
+  const char *adapter_path;
+  // When set, the fused model directory written after training.
+  const char *fuse_path;
+  // When set, adapters to continue training from.
+  const char *resume_path;
+  // Comma-separated projections (q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj); NULL: q_proj,v_proj.
+  const char *targets;
+  // Training steps (100).
+  uint32_t iters;
+  // Examples per step (4).
+  uint32_t batch_size;
+  // LoRA rank (8).
+  uint32_t rank;
+  // Adapt the last N blocks (0: all).
+  uint32_t num_layers;
+  // Peak learning rate (1e-5).
+  float learning_rate;
+  // LoRA scale (20); ignored when `alpha` > 0.
+  float scale;
+  // scale = alpha / rank when > 0.
+  float alpha;
+  // LoRA dropout (0).
+  float dropout;
+  // AdamW weight decay (0.01 when 0; use a tiny value for none).
+  float weight_decay;
+  // Clip gradients to this global norm (0: no clipping).
+  float grad_clip;
+  // Linear warm-up steps (0).
+  uint32_t warmup;
+  // Non-zero: cosine decay to `min_lr` after warm-up.
+  int32_t cosine;
+  float min_lr;
+  // Maximum tokens per example (2048).
+  uint32_t max_seq_length;
+  // Non-zero: recompute activations per block in the backward pass.
+  int32_t grad_checkpoint;
+  // Non-zero: train on completions only.
+  int32_t mask_prompt;
+  // Non-zero: LoRA weights in bfloat16 (else float32).
+  int32_t lora_bf16;
+  // Non-zero: fuse quantised projections into dense weights.
+  int32_t fuse_dequantize;
+  // Validate every N steps when a valid.jsonl exists (0: 200).
+  uint32_t val_every;
+  // Save adapters every N steps (0: 100).
+  uint32_t save_every;
+  uint64_t seed;
+};
+
+// What the progress callback receives after each step.
+struct gm_lora_progress {
+  uint32_t step;
+  uint32_t iters;
+  float loss;
+  // NaN when no validation ran this step.
+  float val_loss;
+  float learning_rate;
+  float grad_norm;
+  double tokens_per_second;
+  uint64_t trained_tokens;
+  uint64_t peak_memory;
+  uint64_t active_memory;
+};
+
+// Called after every step with `user_data`; return non-zero to stop training
+// (adapters are still saved). Runs on the thread that called `gm_lora_train`.
+typedef int32_t (*gm_lora_progress_fn)(const struct gm_lora_progress *progress, void *user_data);
+
+// The outcome of `gm_lora_train`.
+struct gm_lora_result {
+  uint32_t steps;
+  // Non-zero when the callback stopped training early.
+  int32_t stopped_early;
+  float first_loss;
+  float last_loss;
+  // NaN without validation data.
+  float last_val_loss;
+  uint64_t trained_tokens;
+  double seconds;
+  uint64_t peak_memory;
+};
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
@@ -32,6 +120,26 @@ const char *gm_blas_library(void);
 // The string is owned by gomlx and stays valid until the next gomlx call on
 // the same thread; copy it to keep it. Each thread has its own last error.
 const char *gm_last_error(void);
+
+// Fine-tunes LoRA adapters of the model in `model_dir` (config.json,
+// safetensors, tokenizer.json) on `data_path` (a directory with train.jsonl and
+// optionally valid.jsonl, or one JSONL file in mlx-lm's text,
+// prompt/completion or messages format), saving them in mlx-lm's adapter
+// format to `opts->adapter_path` and, with `opts->fuse_path`, a fused model.
+//
+// `progress` (may be NULL) is called after each step; returning non-zero
+// stops. `out` (may be NULL) receives the summary. Returns 0, or -1 with
+// `gm_last_error()` set. Blocks the calling thread for the whole run.
+//
+// # Safety
+// Strings must be NUL-terminated; `opts` must point to a `gm_lora_options`
+// whose `size` is set; `out`, when not NULL, must be writable.
+int32_t gm_lora_train(const char *model_dir,
+                      const char *data_path,
+                      const struct gm_lora_options *opts,
+                      gm_lora_progress_fn progress,
+                      void *user_data,
+                      struct gm_lora_result *out);
 
 // Bytes held by live MLX arrays in this process (0 if unavailable).
 size_t gm_memory_active(void);

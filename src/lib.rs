@@ -12,5 +12,6 @@ pub mod mlx;
 pub mod models;
 pub mod sample;
 pub mod text;
+pub mod train;
 
 pub use error::{Error, Result};

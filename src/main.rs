@@ -1,27 +1,13 @@
-//! The `gomlx` command.
+//! The `gomlx` command: `generate`, `chat`, `classify`, `info`, `discover`,
+//! `convert`, `bench`. One module per command under `src/cli/`.
+//!
+//! Exit codes: 0 success, 1 runtime error (model, I/O, MLX), 2 usage error.
+//! Every error is one line on stderr: `gomlx: <message>`.
 
-use gomlx::mlx::{self, Array};
+mod cli;
+
 use std::process::ExitCode;
 
-fn info() -> gomlx::Result<()> {
-    println!("gomlx {}", env!("CARGO_PKG_VERSION"));
-    println!("mlx {}", mlx::version());
-    let device = mlx::stream::thread_device();
-    println!("device {}", device.name());
-    println!("blas {}", mlx::blas::info().summary());
-    // A small computation through the whole stack: softmax([1, 2, 3]) · [1, 2, 3].
-    let x = Array::from_slice(&[1.0f32, 2.0, 3.0], &[3])?;
-    let y = x.softmax(&[0])?.multiply(&x)?.sum(&[], false)?;
-    println!("softmax([1,2,3])·[1,2,3] = {:.6}", y.item::<f32>()?);
-    Ok(())
-}
-
 fn main() -> ExitCode {
-    match info() {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("gomlx: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    cli::main()
 }

@@ -6,11 +6,13 @@
 
 mod blas;
 mod error;
+mod lora;
 mod memory;
 mod version;
 
 pub use blas::*;
 pub use error::*;
+pub use lora::*;
 pub use memory::*;
 pub use version::*;
 

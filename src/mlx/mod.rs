@@ -3,6 +3,7 @@
 
 mod array;
 pub mod blas;
+pub mod closure;
 pub mod fast;
 pub mod io;
 pub mod memory;
@@ -15,6 +16,7 @@ mod transforms;
 mod vector;
 
 pub use array::{Array, Dtype, Element};
+pub use closure::{value_and_grad, Closure, ValueAndGrad};
 pub use ops::{arange, concatenate, dequantize, full, ones, quantize, quantized_matmul, stack, where_, zeros};
 pub use stream::{default_device, gpu_available, DeviceKind, Stream};
 pub use transforms::{async_eval, eval};

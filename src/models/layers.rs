@@ -8,15 +8,95 @@ use crate::cache::{Attend, KvCache};
 use crate::mlx::fast::{self, AttentionMask, Rope};
 use crate::mlx::{self, Array};
 use crate::{Error, Result};
+use std::sync::Mutex;
 
-/// `y = x Wᵀ (+ b)`, with W dense or MLX-affine-quantised.
-pub enum Linear {
+/// `y = x Wᵀ (+ b)`, with W dense or MLX-affine-quantised, plus an optional
+/// LoRA adapter: `y + scale · ((dropout(x) A) B)` (A `[in, r]`, B `[r, out]`,
+/// mlx-lm's `lora_a`/`lora_b` layout). The base stays frozen (and quantised).
+pub struct Linear {
+    pub base: LinearBase,
+    pub lora: Option<Lora>,
+}
+
+pub enum LinearBase {
     Dense { wt: Array, bias: Option<Array> },
     Quantized { w: Array, scales: Array, biases: Array, q: Quant, bias: Option<Array> },
 }
 
+/// A LoRA adapter on one `Linear`. The matrices sit behind mutexes so that a
+/// training step can swap in the traced arguments of `value_and_grad` (and a
+/// checkpointed layer its own) while the model is shared immutably.
+pub struct Lora {
+    a: Mutex<Array>,
+    b: Mutex<Array>,
+    pub scale: f32,
+    pub dropout: f32,
+    /// Set during training steps: the PRNG key of this step's dropout mask.
+    /// Keeping it fixed for a step makes a checkpoint's recomputation see the same mask.
+    dropout_key: Mutex<Option<Array>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Lora {
+    /// `a`: `[in, r]`, `b`: `[r, out]`.
+    pub fn new(a: Array, b: Array, scale: f32, dropout: f32) -> Result<Lora> {
+        if a.ndim() != 2 || b.ndim() != 2 || a.dim(1) != b.dim(0) {
+            return Err(Error::InvalidArgument(format!("LoRA shapes {:?} and {:?} do not chain", a.shape(), b.shape())));
+        }
+        if !(0.0..1.0).contains(&dropout) {
+            return Err(Error::InvalidArgument(format!("LoRA dropout must be in [0, 1), got {dropout}")));
+        }
+        Ok(Lora { a: Mutex::new(a), b: Mutex::new(b), scale, dropout, dropout_key: Mutex::new(None) })
+    }
+
+    pub fn rank(&self) -> i32 {
+        lock(&self.a).dim(1)
+    }
+
+    /// (A, B) as they are now (cheap handle copies).
+    pub fn params(&self) -> (Array, Array) {
+        (lock(&self.a).clone(), lock(&self.b).clone())
+    }
+
+    pub fn set_params(&self, a: Array, b: Array) {
+        *lock(&self.a) = a;
+        *lock(&self.b) = b;
+    }
+
+    pub fn set_dropout_key(&self, key: Option<Array>) {
+        *lock(&self.dropout_key) = key;
+    }
+
+    /// `scale · ((dropout(x) A) B)` in x's dtype.
+    pub fn forward(&self, x: &Array) -> Result<Array> {
+        let (a, b) = self.params();
+        let key = lock(&self.dropout_key).clone();
+        let x_in = match key {
+            Some(k) if self.dropout > 0.0 => {
+                let keep = 1.0 - self.dropout;
+                let mask = crate::mlx::random::bernoulli(keep, &x.shape(), Some(&k))?.astype(x.dtype())?;
+                x.multiply(&mask)?.mul_scalar(1.0 / keep)?
+            }
+            _ => x.clone(),
+        };
+        let z = x_in.matmul(&a)?.matmul(&b)?;
+        z.multiply(&Array::scalar_as(self.scale, z.dtype())?)?.astype(x.dtype())
+    }
+
+    /// `scale · Bᵀ Aᵀ`: the `[out, in]` weight delta, in float32.
+    pub fn delta(&self) -> Result<Array> {
+        let (a, b) = self.params();
+        b.astype(crate::mlx::Dtype::F32)?.transpose(&[])?.mul_scalar(self.scale)?.matmul(&a.astype(crate::mlx::Dtype::F32)?.transpose(&[])?)
+    }
+}
+
 /// Takes `path.weight` (and `path.scales`/`path.biases` when quantised).
-fn load_matrix(w: &mut Weights, path: &str, rows: usize, cols: usize, quant: Option<Quant>) -> Result<(Array, Option<(Array, Array, Quant)>)> {
+type LoadedMatrix = (Array, Option<(Array, Array, Quant)>);
+
+fn load_matrix(w: &mut Weights, path: &str, rows: usize, cols: usize, quant: Option<Quant>) -> Result<LoadedMatrix> {
     let name = format!("{path}.weight");
     if w.contains(&format!("{path}.scales")) {
         let q = quant.ok_or_else(|| {
@@ -37,16 +117,18 @@ impl Linear {
     pub fn load(w: &mut Weights, cfg: &ModelConfig, path: &str, in_dim: usize, out_dim: usize, bias: bool) -> Result<Linear> {
         let (weight, quant) = load_matrix(w, path, out_dim, in_dim, cfg.quantization.for_module(path))?;
         let bias = if bias { Some(w.take_shaped(&format!("{path}.bias"), &[out_dim])?) } else { None };
-        Ok(match quant {
-            Some((scales, biases, q)) => Linear::Quantized { w: weight, scales, biases, q, bias },
-            None => Linear::Dense { wt: weight.transpose(&[])?, bias },
-        })
+        let base = match quant {
+            Some((scales, biases, q)) => LinearBase::Quantized { w: weight, scales, biases, q, bias },
+            None => LinearBase::Dense { wt: weight.transpose(&[])?, bias },
+        };
+        Ok(Linear { base, lora: None })
     }
 
-    pub fn forward(&self, x: &Array) -> Result<Array> {
-        let (y, bias) = match self {
-            Linear::Dense { wt, bias } => (x.matmul(wt)?, bias),
-            Linear::Quantized { w, scales, biases, q, bias } => {
+    /// The frozen base projection alone.
+    pub fn forward_base(&self, x: &Array) -> Result<Array> {
+        let (y, bias) = match &self.base {
+            LinearBase::Dense { wt, bias } => (x.matmul(wt)?, bias),
+            LinearBase::Quantized { w, scales, biases, q, bias } => {
                 (mlx::quantized_matmul(x, w, scales, biases, true, q.group_size, q.bits)?, bias)
             }
         };
@@ -56,10 +138,34 @@ impl Linear {
         }
     }
 
+    pub fn forward(&self, x: &Array) -> Result<Array> {
+        let y = self.forward_base(x)?;
+        match &self.lora {
+            Some(l) => y.add(&l.forward(x)?),
+            None => Ok(y),
+        }
+    }
+
+    /// (input, output) features.
+    pub fn dims(&self) -> (i32, i32) {
+        match &self.base {
+            LinearBase::Dense { wt, .. } => (wt.dim(0), wt.dim(1)),
+            LinearBase::Quantized { w, q, .. } => (w.dim(1) * 32 / q.bits, w.dim(0)),
+        }
+    }
+
+    /// The base weight as a dense `[out, in]` matrix (dequantised when quantised).
+    pub fn dense_weight(&self) -> Result<Array> {
+        match &self.base {
+            LinearBase::Dense { wt, .. } => wt.transpose(&[]),
+            LinearBase::Quantized { w, scales, biases, q, .. } => mlx::dequantize(w, scales, biases, q.group_size, q.bits, None),
+        }
+    }
+
     pub fn arrays(&self) -> Vec<&Array> {
-        match self {
-            Linear::Dense { wt, bias } => std::iter::once(wt).chain(bias.iter()).collect(),
-            Linear::Quantized { w, scales, biases, bias, .. } => [w, scales, biases].into_iter().chain(bias.iter()).collect(),
+        match &self.base {
+            LinearBase::Dense { wt, bias } => std::iter::once(wt).chain(bias.iter()).collect(),
+            LinearBase::Quantized { w, scales, biases, bias, .. } => [w, scales, biases].into_iter().chain(bias.iter()).collect(),
         }
     }
 }
@@ -226,7 +332,8 @@ impl Attention {
         }
     }
 
-    pub fn forward(&self, x: &Array, cache: &mut KvCache, ctx: &Context) -> Result<Array> {
+    /// Attention over `x`; without a cache (training) the keys are `x`'s own.
+    pub fn forward(&self, x: &Array, cache: Option<&mut KvCache>, ctx: &Context) -> Result<Array> {
         let (b, l) = (x.dim(0), x.dim(1));
         let heads = |proj: &Linear, n: i32, norm: &Option<RmsNorm>| -> Result<Array> {
             let y = proj.forward(x)?.reshape(&[b, l, n, self.head_dim])?;
@@ -236,11 +343,14 @@ impl Attention {
             };
             y.transpose(&[0, 2, 1, 3])
         };
-        let offset = cache.offset();
+        let offset = cache.as_ref().map_or(0, |c| c.offset());
         let q = self.rope.forward(&heads(&self.q_proj, self.heads, &self.q_norm)?, offset)?;
         let k = self.rope.forward(&heads(&self.k_proj, self.kv_heads, &self.k_norm)?, offset)?;
         let v = heads(&self.v_proj, self.kv_heads, &None)?;
-        let att = cache.update(k, v)?;
+        let att = match cache {
+            Some(c) => c.update(k, v)?,
+            None => Attend { keys: k, values: v, preceding: 0, ring_slot: None },
+        };
         let positions = KeyPositions::of(&att, offset);
         let mask = build_mask(l as usize, att.preceding, att.keys.dim(2) as usize, self.window, ctx.valid, &positions)?;
         let mask_ref = match &mask {
@@ -250,6 +360,15 @@ impl Attention {
         };
         let o = fast::scaled_dot_product_attention(&q, &att.keys, &att.values, self.scale, mask_ref)?;
         self.o_proj.forward(&o.transpose(&[0, 2, 1, 3])?.reshape(&[b, l, self.heads * self.head_dim])?)
+    }
+
+    /// The projections by name (`q_proj`, `k_proj`, `v_proj`, `o_proj`).
+    pub fn linears(&self) -> [(&'static str, &Linear); 4] {
+        [("q_proj", &self.q_proj), ("k_proj", &self.k_proj), ("v_proj", &self.v_proj), ("o_proj", &self.o_proj)]
+    }
+
+    pub fn linears_mut(&mut self) -> [(&'static str, &mut Linear); 4] {
+        [("q_proj", &mut self.q_proj), ("k_proj", &mut self.k_proj), ("v_proj", &mut self.v_proj), ("o_proj", &mut self.o_proj)]
     }
 
     pub fn arrays(&self) -> Vec<&Array> {
@@ -344,6 +463,15 @@ impl Mlp {
         let g = self.gate.forward(x)?;
         let act = if self.gelu { gelu_tanh(&g)? } else { g.multiply(&g.sigmoid()?)? };
         self.down.forward(&act.multiply(&self.up.forward(x)?)?)
+    }
+
+    /// The projections by name (`gate_proj`, `up_proj`, `down_proj`).
+    pub fn linears(&self) -> [(&'static str, &Linear); 3] {
+        [("gate_proj", &self.gate), ("up_proj", &self.up), ("down_proj", &self.down)]
+    }
+
+    pub fn linears_mut(&mut self) -> [(&'static str, &mut Linear); 3] {
+        [("gate_proj", &mut self.gate), ("up_proj", &mut self.up), ("down_proj", &mut self.down)]
     }
 
     pub fn arrays(&self) -> Vec<&Array> {

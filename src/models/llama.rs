@@ -47,12 +47,39 @@ impl Llama {
     }
 
     pub fn hidden(&self, tokens: &Array, caches: &mut [KvCache], ctx: &Context) -> Result<Array> {
-        let mut h = self.embed.forward(tokens)?;
-        for (layer, cache) in self.layers.iter().zip(caches.iter_mut()) {
-            h = h.add(&layer.attn.forward(&layer.input_norm.forward(&h)?, cache, ctx)?)?;
-            h = h.add(&layer.mlp.forward(&layer.post_norm.forward(&h)?)?)?;
+        let mut h = self.embed(tokens)?;
+        for (i, cache) in caches.iter_mut().enumerate() {
+            h = self.block(i, &h, Some(cache), ctx)?;
         }
         self.norm.forward(&h)
+    }
+
+    pub fn embed(&self, tokens: &Array) -> Result<Array> {
+        self.embed.forward(tokens)
+    }
+
+    /// Decoder block `i` on `h`.
+    pub fn block(&self, i: usize, h: &Array, cache: Option<&mut KvCache>, ctx: &Context) -> Result<Array> {
+        let layer = &self.layers[i];
+        let h = h.add(&layer.attn.forward(&layer.input_norm.forward(h)?, cache, ctx)?)?;
+        h.add(&layer.mlp.forward(&layer.post_norm.forward(&h)?)?)
+    }
+
+    pub fn final_norm(&self, h: &Array) -> Result<Array> {
+        self.norm.forward(h)
+    }
+
+    /// The projections of block `i` by name within the block (`self_attn.q_proj`, `mlp.down_proj`, ...).
+    pub fn block_linears(&self, i: usize) -> Vec<(String, &Linear)> {
+        let l = &self.layers[i];
+        let a = l.attn.linears().into_iter().map(|(n, x)| (format!("self_attn.{n}"), x));
+        a.chain(l.mlp.linears().into_iter().map(|(n, x)| (format!("mlp.{n}"), x))).collect()
+    }
+
+    pub fn block_linears_mut(&mut self, i: usize) -> Vec<(String, &mut Linear)> {
+        let l = &mut self.layers[i];
+        let a = l.attn.linears_mut().into_iter().map(|(n, x)| (format!("self_attn.{n}"), x));
+        a.chain(l.mlp.linears_mut().into_iter().map(|(n, x)| (format!("mlp.{n}"), x))).collect()
     }
 
     pub fn logits(&self, h: &Array) -> Result<Array> {

@@ -169,6 +169,51 @@ impl Model {
         self.logits(&h)
     }
 
+    /// Token embeddings `[B, L, H]` (scaled, for Gemma), the input of block 0.
+    pub fn embed(&self, tokens: &Array) -> Result<Array> {
+        match &self.arch {
+            Arch::Llama(m) => m.embed(tokens),
+            Arch::Gemma3(m) => m.embed(tokens),
+        }
+    }
+
+    /// Decoder block `i` on `h`; without a cache the block attends (causally,
+    /// from position 0) over `h`'s own positions, as training does.
+    pub fn block(&self, i: usize, h: &Array, cache: Option<&mut KvCache>, ctx: &Context) -> Result<Array> {
+        if i >= self.config.num_layers {
+            return Err(Error::InvalidArgument(format!("block {i} of a {}-layer model", self.config.num_layers)));
+        }
+        match &self.arch {
+            Arch::Llama(m) => m.block(i, h, cache, ctx),
+            Arch::Gemma3(m) => m.block(i, h, cache, ctx),
+        }
+    }
+
+    /// The final norm after the last block.
+    pub fn final_norm(&self, h: &Array) -> Result<Array> {
+        match &self.arch {
+            Arch::Llama(m) => m.final_norm(h),
+            Arch::Gemma3(m) => m.final_norm(h),
+        }
+    }
+
+    /// The linear projections of block `i`, named within the block
+    /// (`self_attn.q_proj`, ..., `mlp.down_proj`); the full checkpoint name is
+    /// `model.layers.{i}.{name}`.
+    pub fn block_linears(&self, i: usize) -> Vec<(String, &layers::Linear)> {
+        match &self.arch {
+            Arch::Llama(m) => m.block_linears(i),
+            Arch::Gemma3(m) => m.block_linears(i),
+        }
+    }
+
+    pub fn block_linears_mut(&mut self, i: usize) -> Vec<(String, &mut layers::Linear)> {
+        match &mut self.arch {
+            Arch::Llama(m) => m.block_linears_mut(i),
+            Arch::Gemma3(m) => m.block_linears_mut(i),
+        }
+    }
+
     fn arrays(&self) -> Vec<&Array> {
         match &self.arch {
             Arch::Llama(m) => m.arrays(),

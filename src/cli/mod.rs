@@ -1,0 +1,322 @@
+//! Argument parsing, shared options, errors and progress display of the `gomlx` command.
+
+mod bench;
+mod chat;
+mod classify;
+mod convert;
+mod generate;
+mod info;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use gomlx::engine::{Engine, EngineOptions};
+use gomlx::mlx::{DeviceKind, Dtype};
+use gomlx::sample::SamplerConfig;
+use indicatif::{ProgressBar, ProgressStyle};
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+#[derive(Parser)]
+#[command(name = "gomlx", version, about = "An LLM engine on Apple's MLX: run, chat, classify, convert and benchmark models", long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Generate text from a prompt (the model's chat template applied), streamed to stdout.
+    Generate(generate::Args),
+    /// Interactive chat; the KV cache is kept across turns (/reset, /exit).
+    Chat(chat::Args),
+    /// Next-token classification of prompts (one per line), JSON Lines out.
+    Classify(classify::Args),
+    /// Model information as JSON; with no model, MLX version, device and a check computation.
+    Info(info::InfoArgs),
+    /// Find model directories and .gguf files below a directory (JSON).
+    Discover(info::DiscoverArgs),
+    /// Convert a GGUF file into a Hugging Face style directory (gomlx and mlx-lm load it).
+    Convert(convert::Args),
+    /// Measure load, prefill, decode, time to first token, classify and memory; optionally against mlx-lm.
+    Bench(bench::Args),
+    /// LoRA fine-tuning from JSONL (`gomlx lora --help` lists the options).
+    Lora(LoraArgs),
+}
+
+/// The options of `gomlx lora`, parsed by the training module itself.
+#[derive(clap::Args, Debug)]
+#[command(disable_help_flag = true)]
+pub struct LoraArgs {
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    args: Vec<String>,
+}
+
+/// How a command failed: usage errors exit 2, runtime errors 1.
+#[derive(Debug)]
+pub enum CliError {
+    Usage(String),
+    Runtime(String),
+    /// Stdout was closed by the reader (e.g. `| head`): stop quietly.
+    BrokenPipe,
+}
+
+pub type CliResult<T = ()> = Result<T, CliError>;
+
+impl From<gomlx::Error> for CliError {
+    fn from(e: gomlx::Error) -> Self {
+        CliError::Runtime(e.to_string())
+    }
+}
+
+impl From<std::io::Error> for CliError {
+    fn from(e: std::io::Error) -> Self {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            CliError::BrokenPipe
+        } else {
+            CliError::Runtime(e.to_string())
+        }
+    }
+}
+
+pub fn usage(msg: impl Into<String>) -> CliError {
+    CliError::Usage(msg.into())
+}
+
+pub fn runtime(msg: impl Into<String>) -> CliError {
+    CliError::Runtime(msg.into())
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            match e.kind() {
+                ErrorKind::DisplayHelp | ErrorKind::DisplayVersion | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+                    let _ = e.print();
+                    return if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand { ExitCode::from(2) } else { ExitCode::SUCCESS };
+                }
+                _ => {
+                    // clap's first line, without its "error: " prefix and styling.
+                    let text = e.render().to_string();
+                    let first = text.lines().next().unwrap_or("invalid arguments");
+                    let msg = first.strip_prefix("error: ").unwrap_or(first);
+                    eprintln!("gomlx: {} (see 'gomlx --help')", one_line(msg));
+                    return ExitCode::from(2);
+                }
+            }
+        }
+    };
+    let result = match cli.command {
+        Command::Generate(a) => generate::run(a),
+        Command::Chat(a) => chat::run(a),
+        Command::Classify(a) => classify::run(a),
+        Command::Info(a) => info::run_info(a),
+        Command::Discover(a) => info::run_discover(a),
+        Command::Convert(a) => convert::run(a),
+        Command::Bench(a) => bench::run(a),
+        Command::Lora(a) => gomlx::train::cli::lora_command(&a.args).map_err(|e| match e {
+            gomlx::Error::InvalidArgument(m) => CliError::Usage(m),
+            other => CliError::from(other),
+        }),
+    };
+    match result {
+        Ok(()) | Err(CliError::BrokenPipe) => ExitCode::SUCCESS,
+        Err(CliError::Usage(m)) => {
+            eprintln!("gomlx: {}", one_line(&m));
+            ExitCode::from(2)
+        }
+        Err(CliError::Runtime(m)) => {
+            eprintln!("gomlx: {}", one_line(&m));
+            ExitCode::from(1)
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Shared options
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum DeviceArg {
+    Cpu,
+    Gpu,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum DtypeArg {
+    #[value(alias = "bfloat16")]
+    Bf16,
+    #[value(alias = "float16")]
+    F16,
+    #[value(alias = "float32")]
+    F32,
+}
+
+impl DtypeArg {
+    pub fn dtype(self) -> Dtype {
+        match self {
+            DtypeArg::Bf16 => Dtype::BF16,
+            DtypeArg::F16 => Dtype::F16,
+            DtypeArg::F32 => Dtype::F32,
+        }
+    }
+}
+
+/// Which model to load and how.
+#[derive(clap::Args, Clone, Debug)]
+pub struct ModelArgs {
+    /// Model: a Hugging Face style directory (config.json + safetensors) or a .gguf file.
+    #[arg(long, value_name = "PATH")]
+    pub model: PathBuf,
+    /// Device (default: the GPU when MLX has one, else the CPU).
+    #[arg(long, value_enum)]
+    pub device: Option<DeviceArg>,
+    /// Compute dtype (default: the checkpoint's; float32 for GGUF).
+    #[arg(long, value_enum)]
+    pub dtype: Option<DtypeArg>,
+    /// Longest sequence (prompt + output) a request may reach (default: the model's).
+    #[arg(long, value_name = "TOKENS")]
+    pub context_length: Option<usize>,
+}
+
+impl ModelArgs {
+    pub fn engine_options(&self) -> EngineOptions {
+        EngineOptions {
+            device: self.device.map(|d| match d {
+                DeviceArg::Cpu => DeviceKind::Cpu,
+                DeviceArg::Gpu => DeviceKind::Gpu,
+            }),
+            dtype: self.dtype.map(DtypeArg::dtype),
+            context_length: self.context_length,
+        }
+    }
+}
+
+/// Sampling flags (mlx_lm.generate's names).
+#[derive(clap::Args, Clone, Debug)]
+pub struct SamplingArgs {
+    /// Sampling temperature; 0 is greedy.
+    #[arg(long, default_value_t = 0.0)]
+    pub temp: f32,
+    /// Nucleus sampling: keep the most likely tokens up to this probability mass (1 = off).
+    #[arg(long, default_value_t = 1.0)]
+    pub top_p: f32,
+    /// Keep only the k most likely tokens (0 = off).
+    #[arg(long, default_value_t = 0)]
+    pub top_k: usize,
+    /// Keep tokens at least this fraction as likely as the top one (0 = off).
+    #[arg(long, default_value_t = 0.0)]
+    pub min_p: f32,
+    /// Penalty for tokens seen in the last --repetition-context-size tokens (1 = off).
+    #[arg(long, default_value_t = 1.0)]
+    pub repetition_penalty: f32,
+    /// How many recent tokens the repetition penalty looks at.
+    #[arg(long, default_value_t = 20)]
+    pub repetition_context_size: usize,
+    /// PRNG seed (the same seed gives the same tokens).
+    #[arg(long)]
+    pub seed: Option<u64>,
+}
+
+impl SamplingArgs {
+    pub fn config(&self) -> CliResult<SamplerConfig> {
+        let c = SamplerConfig {
+            temperature: self.temp,
+            top_p: self.top_p,
+            top_k: self.top_k,
+            min_p: self.min_p,
+            repetition_penalty: self.repetition_penalty,
+            repetition_context_size: self.repetition_context_size,
+            seed: self.seed,
+            ..SamplerConfig::default()
+        };
+        // Bad values are usage errors, reported before the model loads.
+        c.validate().map_err(|e| usage(e.to_string().trim_start_matches("invalid argument: ").to_string()))?;
+        Ok(c)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Loading, progress, output
+
+pub fn stderr_is_terminal() -> bool {
+    std::io::stderr().is_terminal()
+}
+
+/// A spinner on stderr when it is a terminal; None otherwise.
+pub fn spinner(msg: String) -> Option<ProgressBar> {
+    if !stderr_is_terminal() {
+        return None;
+    }
+    let pb = ProgressBar::new_spinner();
+    pb.set_style(ProgressStyle::with_template("{spinner} {msg} {elapsed}").unwrap());
+    pb.set_message(msg);
+    pb.enable_steady_tick(Duration::from_millis(100));
+    Some(pb)
+}
+
+/// A progress bar of `len` steps on stderr when it is a terminal; None otherwise.
+pub fn bar(len: u64, msg: String) -> Option<ProgressBar> {
+    if !stderr_is_terminal() {
+        return None;
+    }
+    let pb = ProgressBar::new(len);
+    pb.set_style(ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} {elapsed}<{eta}").unwrap().progress_chars("=> "));
+    pb.set_message(msg);
+    Some(pb)
+}
+
+/// Checks that a model path exists and names what it is, for clear errors.
+pub fn check_model_path(path: &Path) -> CliResult<()> {
+    if !path.exists() {
+        return Err(runtime(format!("{}: no such model (expected a model directory or a .gguf file)", path.display())));
+    }
+    if path.is_file() && path.extension().is_none_or(|e| e != "gguf") {
+        return Err(runtime(format!("{}: not a model (expected a model directory or a .gguf file)", path.display())));
+    }
+    if path.is_dir() && !path.join("config.json").is_file() {
+        return Err(runtime(format!("{}: not a model directory (no config.json)", path.display())));
+    }
+    Ok(())
+}
+
+/// Loads a model with a spinner; returns the engine and the load time in seconds.
+pub fn load_engine(args: &ModelArgs) -> CliResult<(Engine, f64)> {
+    check_model_path(&args.model)?;
+    let pb = spinner(format!("loading {}", args.model.display()));
+    let t = Instant::now();
+    let engine = Engine::load(&args.model, &args.engine_options());
+    if let Some(pb) = pb {
+        pb.finish_and_clear();
+    }
+    let engine = engine?;
+    Ok((engine, t.elapsed().as_secs_f64()))
+}
+
+/// Writes to stdout and flushes (streamed tokens appear as they come).
+pub fn out(s: &str) -> CliResult<()> {
+    let mut o = std::io::stdout().lock();
+    o.write_all(s.as_bytes())?;
+    o.flush()?;
+    Ok(())
+}
+
+/// Reads all of stdin; a usage error when stdin is a terminal and nothing is piped.
+pub fn read_stdin(what: &str) -> CliResult<String> {
+    let stdin = std::io::stdin();
+    if stdin.is_terminal() {
+        return Err(usage(format!("no {what}: give it as an argument or pipe it on stdin")));
+    }
+    let mut s = String::new();
+    std::io::Read::read_to_string(&mut stdin.lock(), &mut s)?;
+    Ok(s)
+}
+
+pub fn gib(bytes: usize) -> f64 {
+    bytes as f64 / (1u64 << 30) as f64
+}

@@ -1,0 +1,269 @@
+//! `gm_lora_train`: LoRA fine-tuning through the C ABI (see docs/training.md).
+//! Wire in with `mod lora; pub use lora::*;` in src/ffi/mod.rs (then regenerate the header).
+#![allow(non_camel_case_types)]
+
+use super::{c_str, guard_status};
+use crate::mlx::Dtype;
+use crate::train::run::{run, RunOptions};
+use crate::train::{Control, FuseMode, Schedule};
+use crate::{Error, Result};
+use std::ffi::{c_char, c_void};
+use std::path::PathBuf;
+
+/// Options of `gm_lora_train`. Zero-initialise, set `size = sizeof(gm_lora_options)`,
+/// then set what you need: a zero field takes the default given beside it.
+#[repr(C)]
+pub struct gm_lora_options {
+    /// `sizeof(gm_lora_options)`, so the struct can grow.
+    pub size: usize,
+    /// Directory for adapters.safetensors + adapter_config.json (required unless `fuse_path`).
+    pub adapter_path: *const c_char,
+    /// When set, the fused model directory written after training.
+    pub fuse_path: *const c_char,
+    /// When set, adapters to continue training from.
+    pub resume_path: *const c_char,
+    /// Comma-separated projections (q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj); NULL: q_proj,v_proj.
+    pub targets: *const c_char,
+    /// Training steps (100).
+    pub iters: u32,
+    /// Examples per step (4).
+    pub batch_size: u32,
+    /// LoRA rank (8).
+    pub rank: u32,
+    /// Adapt the last N blocks (0: all).
+    pub num_layers: u32,
+    /// Peak learning rate (1e-5).
+    pub learning_rate: f32,
+    /// LoRA scale (20); ignored when `alpha` > 0.
+    pub scale: f32,
+    /// scale = alpha / rank when > 0.
+    pub alpha: f32,
+    /// LoRA dropout (0).
+    pub dropout: f32,
+    /// AdamW weight decay (0.01 when 0; use a tiny value for none).
+    pub weight_decay: f32,
+    /// Clip gradients to this global norm (0: no clipping).
+    pub grad_clip: f32,
+    /// Linear warm-up steps (0).
+    pub warmup: u32,
+    /// Non-zero: cosine decay to `min_lr` after warm-up.
+    pub cosine: i32,
+    pub min_lr: f32,
+    /// Maximum tokens per example (2048).
+    pub max_seq_length: u32,
+    /// Non-zero: recompute activations per block in the backward pass.
+    pub grad_checkpoint: i32,
+    /// Non-zero: train on completions only.
+    pub mask_prompt: i32,
+    /// Non-zero: LoRA weights in bfloat16 (else float32).
+    pub lora_bf16: i32,
+    /// Non-zero: fuse quantised projections into dense weights.
+    pub fuse_dequantize: i32,
+    /// Validate every N steps when a valid.jsonl exists (0: 200).
+    pub val_every: u32,
+    /// Save adapters every N steps (0: 100).
+    pub save_every: u32,
+    pub seed: u64,
+}
+
+/// What the progress callback receives after each step.
+#[repr(C)]
+pub struct gm_lora_progress {
+    pub step: u32,
+    pub iters: u32,
+    pub loss: f32,
+    /// NaN when no validation ran this step.
+    pub val_loss: f32,
+    pub learning_rate: f32,
+    pub grad_norm: f32,
+    pub tokens_per_second: f64,
+    pub trained_tokens: u64,
+    pub peak_memory: u64,
+    pub active_memory: u64,
+}
+
+/// Called after every step with `user_data`; return non-zero to stop training
+/// (adapters are still saved). Runs on the thread that called `gm_lora_train`.
+pub type gm_lora_progress_fn = Option<unsafe extern "C" fn(progress: *const gm_lora_progress, user_data: *mut c_void) -> i32>;
+
+/// The outcome of `gm_lora_train`.
+#[repr(C)]
+pub struct gm_lora_result {
+    pub steps: u32,
+    /// Non-zero when the callback stopped training early.
+    pub stopped_early: i32,
+    pub first_loss: f32,
+    pub last_loss: f32,
+    /// NaN without validation data.
+    pub last_val_loss: f32,
+    pub trained_tokens: u64,
+    pub seconds: f64,
+    pub peak_memory: u64,
+}
+
+fn opt_path(p: *const c_char, what: &str) -> Result<Option<PathBuf>> {
+    if p.is_null() {
+        Ok(None)
+    } else {
+        Ok(Some(PathBuf::from(c_str(p, what)?)))
+    }
+}
+
+fn or<T: PartialEq + Default>(v: T, default: T) -> T {
+    if v == T::default() {
+        default
+    } else {
+        v
+    }
+}
+
+fn options(model: &str, data: &str, o: &gm_lora_options) -> Result<RunOptions> {
+    if o.size < std::mem::size_of::<gm_lora_options>() {
+        return Err(Error::InvalidArgument(format!(
+            "gm_lora_options.size is {} but this library needs {} (set size = sizeof(gm_lora_options))",
+            o.size,
+            std::mem::size_of::<gm_lora_options>()
+        )));
+    }
+    let mut r = RunOptions::new(model, data);
+    r.train.adapter_path = opt_path(o.adapter_path, "adapter_path")?;
+    r.fuse_to = opt_path(o.fuse_path, "fuse_path")?;
+    r.resume_adapter = opt_path(o.resume_path, "resume_path")?;
+    if !o.targets.is_null() {
+        r.train.lora.targets = c_str(o.targets, "targets")?.split(',').map(|s| s.trim().to_string()).collect();
+    }
+    r.train.iters = or(o.iters, 100) as usize;
+    r.train.batch_size = or(o.batch_size, 4) as usize;
+    r.train.lora.rank = or(o.rank, 8) as i32;
+    r.train.lora.num_layers = if o.num_layers == 0 { None } else { Some(o.num_layers as usize) };
+    r.train.lora.scale = if o.alpha > 0.0 { o.alpha / r.train.lora.rank as f32 } else { or(o.scale, 20.0) };
+    r.train.lora.dropout = o.dropout;
+    r.train.lora.dtype = if o.lora_bf16 != 0 { Dtype::BF16 } else { Dtype::F32 };
+    r.train.lora.seed = o.seed;
+    r.train.adamw.weight_decay = or(o.weight_decay, 0.01);
+    r.train.grad_clip = if o.grad_clip > 0.0 { Some(o.grad_clip) } else { None };
+    let warmup = o.warmup as usize;
+    let decay = if o.cosine != 0 { Some(r.train.iters.saturating_sub(warmup + 1).max(1)) } else { None };
+    r.train.schedule = Schedule { lr: or(o.learning_rate, 1e-5), warmup, warmup_init: 0.0, decay_steps: decay, min_lr: o.min_lr };
+    r.train.max_seq_length = or(o.max_seq_length, 2048) as usize;
+    r.train.grad_checkpoint = o.grad_checkpoint != 0;
+    r.data_options.mask_prompt = o.mask_prompt != 0;
+    r.fuse_mode = if o.fuse_dequantize != 0 { FuseMode::Dequantize } else { FuseMode::Requantize };
+    r.train.val_every = or(o.val_every, 200) as usize;
+    r.train.save_every = or(o.save_every, 100) as usize;
+    r.train.seed = o.seed;
+    Ok(r)
+}
+
+/// Fine-tunes LoRA adapters of the model in `model_dir` (config.json,
+/// safetensors, tokenizer.json) on `data_path` (a directory with train.jsonl and
+/// optionally valid.jsonl, or one JSONL file in mlx-lm's text,
+/// prompt/completion or messages format), saving them in mlx-lm's adapter
+/// format to `opts->adapter_path` and, with `opts->fuse_path`, a fused model.
+///
+/// `progress` (may be NULL) is called after each step; returning non-zero
+/// stops. `out` (may be NULL) receives the summary. Returns 0, or -1 with
+/// `gm_last_error()` set. Blocks the calling thread for the whole run.
+///
+/// # Safety
+/// Strings must be NUL-terminated; `opts` must point to a `gm_lora_options`
+/// whose `size` is set; `out`, when not NULL, must be writable.
+#[no_mangle]
+pub unsafe extern "C" fn gm_lora_train(
+    model_dir: *const c_char,
+    data_path: *const c_char,
+    opts: *const gm_lora_options,
+    progress: gm_lora_progress_fn,
+    user_data: *mut c_void,
+    out: *mut gm_lora_result,
+) -> i32 {
+    guard_status(|| {
+        let model = c_str(model_dir, "model_dir")?;
+        let data = c_str(data_path, "data_path")?;
+        if opts.is_null() {
+            return Err(Error::InvalidArgument("opts is NULL".into()));
+        }
+        let o = options(model, data, unsafe { &*opts })?;
+        let report = run(&o, |p| {
+            let Some(cb) = progress else { return Control::Continue };
+            let c = gm_lora_progress {
+                step: p.step as u32,
+                iters: p.iters as u32,
+                loss: p.loss,
+                val_loss: p.val_loss.unwrap_or(f32::NAN),
+                learning_rate: p.learning_rate,
+                grad_norm: p.grad_norm,
+                tokens_per_second: p.tokens_per_second,
+                trained_tokens: p.trained_tokens as u64,
+                peak_memory: p.peak_memory as u64,
+                active_memory: p.active_memory as u64,
+            };
+            if unsafe { cb(&c, user_data) } != 0 {
+                Control::Stop
+            } else {
+                Control::Continue
+            }
+        })?;
+        if !out.is_null() {
+            unsafe {
+                *out = gm_lora_result {
+                    steps: report.steps as u32,
+                    stopped_early: report.stopped_early as i32,
+                    first_loss: report.first_loss,
+                    last_loss: report.last_loss,
+                    last_val_loss: report.last_val_loss.unwrap_or(f32::NAN),
+                    trained_tokens: report.trained_tokens as u64,
+                    seconds: report.seconds,
+                    peak_memory: report.peak_memory as u64,
+                }
+            };
+        }
+        Ok(())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_arguments_are_errors() {
+        let opts = gm_lora_options {
+            size: std::mem::size_of::<gm_lora_options>(),
+            adapter_path: c"/nonexistent/adapters".as_ptr(),
+            fuse_path: std::ptr::null(),
+            resume_path: std::ptr::null(),
+            targets: std::ptr::null(),
+            iters: 0,
+            batch_size: 0,
+            rank: 0,
+            num_layers: 0,
+            learning_rate: 0.0,
+            scale: 0.0,
+            alpha: 0.0,
+            dropout: 0.0,
+            weight_decay: 0.0,
+            grad_clip: 0.0,
+            warmup: 0,
+            cosine: 0,
+            min_lr: 0.0,
+            max_seq_length: 0,
+            grad_checkpoint: 0,
+            mask_prompt: 0,
+            lora_bf16: 0,
+            fuse_dequantize: 0,
+            val_every: 0,
+            save_every: 0,
+            seed: 0,
+        };
+        let rc = unsafe { gm_lora_train(std::ptr::null(), c"x".as_ptr(), &opts, None, std::ptr::null_mut(), std::ptr::null_mut()) };
+        assert_eq!(rc, -1);
+        let small = gm_lora_options { size: 8, ..opts };
+        let rc = unsafe { gm_lora_train(c"/nonexistent".as_ptr(), c"x".as_ptr(), &small, None, std::ptr::null_mut(), std::ptr::null_mut()) };
+        assert_eq!(rc, -1);
+        let rc = unsafe { gm_lora_train(c"/nonexistent".as_ptr(), c"x".as_ptr(), &opts, None, std::ptr::null_mut(), std::ptr::null_mut()) };
+        assert_eq!(rc, -1);
+        let o = options("m", "d", &opts).unwrap();
+        assert_eq!((o.train.iters, o.train.batch_size, o.train.lora.rank, o.train.lora.scale), (100, 4, 8, 20.0));
+    }
+}

@@ -1,0 +1,90 @@
+//! `gomlx lora` end to end (as the command front end calls it): JSONL data →
+//! trained adapters → fused model, on llama_tied with the character tokenizer.
+
+use gomlx::mlx::Dtype;
+use gomlx::models::{LoadOptions, Logits, Model};
+use gomlx::train::{adapters, cli, run, Control};
+use std::path::{Path, PathBuf};
+
+fn fixture(p: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(p)
+}
+
+/// llama_tied's weights and config with the character tokenizer beside them.
+fn model_with_tokenizer(dir: &Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    for f in ["config.json", "model.safetensors"] {
+        std::fs::copy(fixture("models/llama_tied").join(f), dir.join(f)).unwrap();
+    }
+    for f in ["tokenizer.json", "tokenizer_config.json"] {
+        std::fs::copy(fixture("lora/tokenizer").join(f), dir.join(f)).unwrap();
+    }
+}
+
+fn data_dir(dir: &Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    let mut train = String::new();
+    for i in 0..12 {
+        let (p, c) = (format!("count {i}"), format!("{} {} {}", i + 1, i + 2, i + 3));
+        train.push_str(&serde_json::json!({"prompt": p, "completion": c}).to_string());
+        train.push('\n');
+    }
+    std::fs::write(dir.join("train.jsonl"), train).unwrap();
+    std::fs::write(dir.join("valid.jsonl"), r#"{"messages": [{"role": "user", "content": "count 3"}, {"role": "assistant", "content": "4 5 6"}]}"#.to_string() + "\n").unwrap();
+}
+
+#[test]
+fn lora_command_trains_saves_and_fuses() {
+    let root = std::env::temp_dir().join(format!("gomlx-lora-cli-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let (model, data, ad, fused) = (root.join("model"), root.join("data"), root.join("adapters"), root.join("fused"));
+    model_with_tokenizer(&model);
+    data_dir(&data);
+    let args: Vec<String> = [
+        "--model", model.to_str().unwrap(), "--data", data.to_str().unwrap(), "--iters", "12", "--batch-size", "4",
+        "--lr", "1e-2", "--warmup", "2", "--cosine", "--rank", "4", "--alpha", "16", "--targets", "q_proj,v_proj,down_proj",
+        "--mask-prompt", "--grad-checkpoint", "--grad-clip", "1.0", "--val-every", "6", "--adapter-path", ad.to_str().unwrap(),
+        "--fuse", fused.to_str().unwrap(), "--seed", "3",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let opts = cli::parse_args(&args).unwrap();
+    assert_eq!(opts.train.lora.scale, 4.0);
+    assert_eq!(opts.train.schedule.decay_steps, Some(9));
+    assert!(opts.data_options.mask_prompt && opts.train.grad_checkpoint);
+    cli::lora_command(&args).unwrap();
+
+    let cfg = adapters::read_config(&ad).unwrap();
+    assert_eq!((cfg.rank, cfg.scale), (4, 4.0));
+    assert_eq!(cfg.targets, vec!["self_attn.q_proj", "self_attn.v_proj", "mlp.down_proj"]);
+    // Adapted model and fused model agree.
+    let load = |d: &Path| Model::load(d, &LoadOptions { dtype: Some(Dtype::F32), dequantize: Some(false), ..Default::default() }).unwrap();
+    let mut adapted = load(&model);
+    adapters::load_adapters(&mut adapted, &ad, None).unwrap();
+    let fused_model = load(&fused);
+    assert!(fused.join("tokenizer.json").is_file());
+    let toks = gomlx::mlx::Array::from_slice(&[1i32, 40, 50, 60, 70], &[1, 5]).unwrap();
+    let run_model = |m: &Model| m.forward(&toks, &mut m.new_caches(), None, Logits::All).unwrap().to_vec::<f32>().unwrap();
+    let (a, b) = (run_model(&adapted), run_model(&fused_model));
+    let base = run_model(&load(&model));
+    let diff = |x: &[f32], y: &[f32]| x.iter().zip(y).fold(0f32, |m, (p, q)| m.max((p - q).abs()));
+    assert!(diff(&a, &b) < 1e-4, "fused vs adapted {}", diff(&a, &b));
+    assert!(diff(&a, &base) > 1e-3, "training changed nothing");
+
+    // The run stops when the callback says so, and still saves.
+    let mut o = opts.clone();
+    o.fuse_to = None;
+    o.train.adapter_path = Some(root.join("stopped"));
+    let report = run::run(&o, |p| if p.step == 2 { Control::Stop } else { Control::Continue }).unwrap();
+    assert_eq!(report.steps, 2);
+    assert!(root.join("stopped/adapters.safetensors").is_file());
+    // Bad arguments are errors, not panics.
+    assert!(cli::parse_args(&["--model".to_string()]).is_err());
+    assert!(cli::parse_args(&["--rank".to_string(), "x".to_string()]).is_err());
+    if std::env::var_os("GOMLX_LORA_KEEP").is_none() {
+        let _ = std::fs::remove_dir_all(&root);
+    } else {
+        eprintln!("kept {}", root.display());
+    }
+}

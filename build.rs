@@ -113,6 +113,9 @@ fn link_fast_blas() {
     // in the NEEDED list does not matter: any direct dependency is searched
     // before libmlx's own, which sit a level or two further down.
     println!("cargo:rustc-link-arg=-Wl,--push-state,--no-as-needed,-l:{file},--pop-state");
+    // gomlx's own cblas_sgemm (src/mlx/blas.rs: single-row products to sgemv)
+    // must be visible to libmlx from executables too, which export nothing by default.
+    println!("cargo:rustc-link-arg=-Wl,--export-dynamic-symbol=cblas_sgemm");
     println!("cargo:rustc-env=GOMLX_BLAS_LINKED={file}");
 }
 

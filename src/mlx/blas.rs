@@ -54,6 +54,9 @@ impl BlasInfo {
         if let Some(n) = threads() {
             extra.push(format!("{n} threads"));
         }
+        if gemv_forwarding() {
+            extra.push("matrix-vector GEMMs via sgemv".into());
+        }
         if self.lapack_library.is_some() && self.lapack_library != self.library {
             extra.push(format!("LAPACK {}", self.lapack_library.as_ref().unwrap().display()));
         }
@@ -129,7 +132,11 @@ fn symbol(name: &str) -> Option<*mut c_void> {
 
 /// The file that defines `name`, symlinks resolved.
 fn defining_file(name: &str) -> Option<PathBuf> {
-    let addr = symbol(name)?;
+    file_of(symbol(name)?)
+}
+
+/// The file holding the code at `addr`, symlinks resolved.
+fn file_of(addr: *mut c_void) -> Option<PathBuf> {
     let mut info = DlInfo {
         dli_fname: std::ptr::null(),
         dli_fbase: std::ptr::null_mut(),
@@ -149,6 +156,13 @@ pub fn info() -> &'static BlasInfo {
     INFO.get_or_init(|| {
         // Make sure libmlx is loaded and initialised (it is a NEEDED dependency, but be explicit).
         super::status::init();
+        // libmlx's cblas_sgemm may be gomlx's own forwarding (below): report the BLAS behind it.
+        #[cfg(target_os = "linux")]
+        let library = match symbol("cblas_sgemm") {
+            Some(p) if p == cblas_sgemm as SgemmFn as *mut c_void => next().sgemm.and_then(|f| file_of(f as *mut c_void)),
+            _ => defining_file("cblas_sgemm"),
+        };
+        #[cfg(not(target_os = "linux"))]
         let library = defining_file("cblas_sgemm");
         let lapack_library = defining_file("sgetrf_");
         let kind = library.as_ref().map(|p| BlasKind::classify(&p.to_string_lossy())).unwrap_or(BlasKind::Other);
@@ -210,6 +224,134 @@ pub fn default_threads() -> Option<usize> {
 pub(crate) fn configure_threads() {
     if let Some(n) = default_threads() {
         set_threads(n);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Matrix-vector products: MLX's CPU matmul always calls cblas_sgemm, also for
+// a single row (every decode step: x[1,K] · Wᵀ). OpenBLAS 0.3.21 (Debian 12)
+// runs such a GEMM through its full GEMM driver, packing the whole weight
+// matrix on every call: ~4–5 GB/s on a 2-core machine where sgemv streams the
+// same matrix at 15+ GB/s (OpenBLAS 0.3.27+ forwards these itself,
+// GEMM_GEMV_FORWARD). gomlx defines `cblas_sgemm`, which libmlx binds to ahead
+// of the BLAS (libgomlx.so, or the executable through build.rs's
+// `--export-dynamic-symbol`, comes before libopenblas in the lookup order), and
+// sends row-major products with M = 1 or N = 1 to `cblas_sgemv`; every other
+// call goes unchanged to the BLAS's own `cblas_sgemm` (`RTLD_NEXT`).
+// `GOMLX_BLAS_GEMV=0` turns the forwarding off.
+
+type SgemmFn = unsafe extern "C" fn(c_int, c_int, c_int, c_int, c_int, c_int, f32, *const f32, c_int, *const f32, c_int, f32, *mut f32, c_int);
+type SgemvFn = unsafe extern "C" fn(c_int, c_int, c_int, c_int, f32, *const f32, c_int, *const f32, c_int, f32, *mut f32, c_int);
+
+const ROW_MAJOR: c_int = 101;
+const NO_TRANS: c_int = 111;
+const TRANS: c_int = 112;
+
+#[cfg(target_os = "linux")]
+const RTLD_NEXT: *mut c_void = -1isize as *mut c_void;
+
+#[cfg(target_os = "linux")]
+extern "C" {
+    fn dlopen(file: *const c_char, mode: c_int) -> *mut c_void;
+}
+
+#[cfg(target_os = "linux")]
+struct Next {
+    sgemm: Option<SgemmFn>,
+    sgemv: Option<SgemvFn>,
+    forward_gemv: bool,
+}
+
+#[cfg(target_os = "linux")]
+fn next() -> &'static Next {
+    static NEXT: OnceLock<Next> = OnceLock::new();
+    NEXT.get_or_init(|| {
+        let own = cblas_sgemm as SgemmFn as *mut c_void;
+        let find = |handle: *mut c_void, name: &str| {
+            let c = CString::new(name).unwrap();
+            let p = unsafe { dlsym(handle, c.as_ptr()) };
+            (!p.is_null() && p != own).then_some(p)
+        };
+        let mut sgemm = find(RTLD_NEXT, "cblas_sgemm");
+        if sgemm.is_none() {
+            // Not found after this object (unusual link order): ask the BLAS directly.
+            for lib in [c"libopenblas.so.0", c"libblas.so.3"] {
+                let h = unsafe { dlopen(lib.as_ptr(), 1 /* RTLD_LAZY */) };
+                if !h.is_null() {
+                    sgemm = find(h, "cblas_sgemm");
+                    if sgemm.is_some() {
+                        break;
+                    }
+                }
+            }
+        }
+        let sgemv = find(RTLD_DEFAULT, "cblas_sgemv").or_else(|| find(RTLD_NEXT, "cblas_sgemv"));
+        let forward_gemv = !matches!(std::env::var("GOMLX_BLAS_GEMV").as_deref(), Ok("0") | Ok("off") | Ok("false"));
+        Next {
+            sgemm: sgemm.map(|p| unsafe { std::mem::transmute::<*mut c_void, SgemmFn>(p) }),
+            sgemv: sgemv.map(|p| unsafe { std::mem::transmute::<*mut c_void, SgemvFn>(p) }),
+            forward_gemv,
+        }
+    })
+}
+
+/// Whether libmlx's `cblas_sgemm` calls reach gomlx's forwarding (see above).
+#[cfg(not(target_os = "linux"))]
+pub fn gemv_forwarding() -> bool {
+    false
+}
+
+/// Whether libmlx's `cblas_sgemm` calls reach gomlx's forwarding (see above).
+#[cfg(target_os = "linux")]
+pub fn gemv_forwarding() -> bool {
+    let own = cblas_sgemm as SgemmFn as *mut c_void;
+    symbol("cblas_sgemm") == Some(own) && next().forward_gemv && next().sgemv.is_some()
+}
+
+#[cfg(target_os = "linux")]
+/// The BLAS `cblas_sgemm` with single-row / single-column products sent to
+/// `cblas_sgemv` (row-major only, which is what MLX uses). Same contract as CBLAS.
+///
+/// # Safety
+/// The CBLAS contract: the pointers and leading dimensions describe valid matrices.
+#[no_mangle]
+#[allow(clippy::too_many_arguments)]
+pub unsafe extern "C" fn cblas_sgemm(
+    order: c_int, trans_a: c_int, trans_b: c_int, m: c_int, n: c_int, k: c_int, alpha: f32,
+    a: *const f32, lda: c_int, b: *const f32, ldb: c_int, beta: f32, c: *mut f32, ldc: c_int,
+) {
+    let nx = next();
+    let plain = |t: c_int| t == NO_TRANS || t == TRANS;
+    if let (true, Some(gemv)) = (nx.forward_gemv && order == ROW_MAJOR && plain(trans_a) && plain(trans_b) && k > 0, nx.sgemv) {
+        if m == 1 {
+            // c[1,N] = alpha · a[1,K] · op(B)[K,N] + beta · c  ⇔  c = alpha · op(B)ᵀ a + beta · c
+            let inc_a = if trans_a == NO_TRANS { 1 } else { lda };
+            let (rows, cols, t) = if trans_b == NO_TRANS { (k, n, TRANS) } else { (n, k, NO_TRANS) };
+            if beta == 0.0 {
+                std::ptr::write_bytes(c, 0, n as usize); // MLX's output is uninitialised
+            }
+            gemv(ROW_MAJOR, t, rows, cols, alpha, b, ldb, a, inc_a, beta, c, 1);
+            return;
+        }
+        if n == 1 {
+            // c[M,1] = alpha · op(A)[M,K] · b[K,1] + beta · c  (c's stride is ldc)
+            let inc_b = if trans_b == NO_TRANS { ldb } else { 1 };
+            let (rows, cols) = if trans_a == NO_TRANS { (m, k) } else { (k, m) };
+            if beta == 0.0 {
+                for i in 0..m as usize {
+                    *c.add(i * ldc as usize) = 0.0;
+                }
+            }
+            gemv(ROW_MAJOR, trans_a, rows, cols, alpha, a, lda, b, inc_b, beta, c, ldc);
+            return;
+        }
+    }
+    match nx.sgemm {
+        Some(f) => f(order, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc),
+        None => {
+            eprintln!("gomlx: no cblas_sgemm found behind gomlx's forwarding; aborting");
+            std::process::abort();
+        }
     }
 }
 

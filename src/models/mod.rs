@@ -48,8 +48,11 @@ pub struct ModelInfo {
     pub context_length: usize,
     pub sliding_window: Option<usize>,
     pub dtype: String,
+    /// The checkpoint's quantisation (most common bits and group size).
     pub quant_bits: Option<i32>,
     pub quant_group_size: Option<i32>,
+    /// Whether quantised weights were expanded to `dtype` at load (CPU policy).
+    pub dequantized: bool,
     pub parameters: u64,
     pub weight_bytes: u64,
 }
@@ -105,7 +108,12 @@ impl Model {
             Family::Gemma3 => Arch::Gemma3(gemma3::Gemma3::load(&mut weights, &config)?),
         };
         let path = weights.source().to_path_buf();
-        let mut model = Model { info: info_of(&config, 0), config, arch, path };
+        let mut info = info_of(&config, 0);
+        // The checkpoint's quantisation, also when the CPU policy expanded it at load.
+        info.quant_bits = quant.default.map(|q| q.bits);
+        info.quant_group_size = quant.default.map(|q| q.group_size);
+        info.dequantized = plan.dequantize;
+        let mut model = Model { info, config, arch, path };
         // Read every weight now, once, so requests never pay for loading.
         let arrays = model.arrays();
         mlx::eval(&arrays)?;
@@ -244,6 +252,7 @@ fn info_of(c: &ModelConfig, weight_bytes: u64) -> ModelInfo {
         dtype: c.dtype.name().to_string(),
         quant_bits: q.map(|q| q.bits),
         quant_group_size: q.map(|q| q.group_size),
+        dequantized: false,
         parameters: embed + head + layer * c.num_layers as u64 + h,
         weight_bytes,
     }

@@ -32,7 +32,18 @@ pub struct Attend {
 
 impl KvCache {
     pub fn growing() -> KvCache {
-        KvCache::Growing(Growing { keys: None, values: None, offset: 0 })
+        KvCache::Growing(Growing { keys: None, values: None, offset: 0, exact: false })
+    }
+
+    /// This cache without spare capacity: a growing cache keeps exactly the
+    /// positions written (no `STEP` rounding, no zero fill). For one-shot
+    /// prefills such as classify, where the spare positions would only cost
+    /// memory (30 layers × 256 positions per prompt on SmolLM2: ~12 MB a row).
+    pub fn exact(mut self) -> KvCache {
+        if let KvCache::Growing(c) = &mut self {
+            c.exact = true;
+        }
+        self
     }
 
     pub fn rotating(window: usize) -> KvCache {
@@ -152,6 +163,8 @@ pub struct Growing {
     keys: Option<Array>,
     values: Option<Array>,
     offset: usize,
+    /// Append by concatenation with no spare capacity (see `KvCache::exact`).
+    exact: bool,
 }
 
 fn grow(buf: Option<&Array>, like: &Array, used: i32, need: i32) -> Result<Array> {
@@ -170,6 +183,20 @@ impl Growing {
         let l = k.dim(2);
         let start = self.offset as i32;
         let end = start + l;
+        if self.exact {
+            let join = |old: Option<&Array>, x: Array| -> Result<Array> {
+                match old {
+                    Some(o) if start > 0 => mlx::concatenate(&[&o.slice_axis(2, 0, start)?, &x], 2),
+                    _ => Ok(x),
+                }
+            };
+            let keys = join(self.keys.as_ref(), k)?;
+            let values = join(self.values.as_ref(), v)?;
+            self.keys = Some(keys.clone());
+            self.values = Some(values.clone());
+            self.offset = end as usize;
+            return Ok(Attend { keys, values, preceding: start as usize, ring_slot: None });
+        }
         let capacity = self.keys.as_ref().map_or(0, |a| a.dim(2));
         if end > capacity {
             self.keys = Some(grow(self.keys.as_ref(), &k, start, end)?);

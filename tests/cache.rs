@@ -114,3 +114,25 @@ fn save_and_load_round_trip_continues_identically() {
     assert!(gomlx::cache::load(&path).is_err());
     std::fs::remove_file(&path).ok();
 }
+
+#[test]
+fn exact_cache_holds_only_what_was_written() {
+    let mut c = KvCache::growing().exact();
+    let (k, v) = kv(0, 5);
+    let a = c.update(k, v).unwrap();
+    assert_eq!(positions(&a.keys), vec![0., 1., 2., 3., 4.]);
+    assert_eq!(c.arrays()[0].dim(2), 5);
+    let (k, v) = kv(5, 3);
+    let a = c.update(k, v).unwrap();
+    assert_eq!((positions(&a.keys), a.preceding), (vec![0., 1., 2., 3., 4., 5., 6., 7.], 5));
+    assert_eq!(c.arrays()[0].dim(2), 8);
+    // After a state is set (classify's shared prefix), appends continue from it.
+    let mut c = KvCache::growing().exact();
+    let (k, v) = kv(0, 4);
+    c.set_state(k, v, 4).unwrap();
+    let (k, v) = kv(4, 2);
+    let a = c.update(k, v).unwrap();
+    assert_eq!((positions(&a.values), a.preceding), (vec![0., 1., 2., 3., 4., 5.], 4));
+    // Rotating caches are unchanged by exact().
+    assert!(matches!(KvCache::rotating(8).exact(), KvCache::Rotating(_)));
+}

@@ -111,11 +111,11 @@ fn convert_tensor(name: &str, data: TensorData, plan: Plan, o: &mut Out) -> goml
             put(format!("{module}.scales"), s.astype(plan.dtype)?)?;
             put(format!("{module}.biases"), b.astype(plan.dtype)?)?;
             o.quant.insert(module, Some((g, bits)));
-            return Ok(());
+            Ok(())
         }
         (_, Some((w, s, b, g, bits))) => {
             let f = mlx::dequantize(&w, &s, &b, g, bits, Some(Dtype::F32))?;
-            return finish_float(name, &module, linear, f, plan, &mut put, &mut o.quant);
+            finish_float(name, &module, linear, f, plan, &mut put, &mut o.quant)
         }
         (_, None) => finish_float(name, &module, linear, float.expect("float tensor"), plan, &mut put, &mut o.quant),
     }

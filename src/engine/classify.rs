@@ -117,7 +117,7 @@ pub(crate) fn run(w: &mut Worker, req: Request) -> Result<(Vec<ClassifyResult>, 
     let min_len = req.prompts.iter().map(Vec::len).min().unwrap();
     let prefix_len = if n > 1 && !req.opts.no_shared_prefix { common_prefix(&req.prompts).min(min_len - 1) } else { 0 };
     let prefix_state = if prefix_len > 0 {
-        let mut caches = w.model.new_caches();
+        let mut caches: Vec<KvCache> = w.model.new_caches().into_iter().map(KvCache::exact).collect();
         let x = Array::from_slice(&req.prompts[0][..prefix_len], &[1, prefix_len as i32])?;
         w.model.hidden(&x, &mut caches, &Context { valid: None })?;
         let states = caches.iter().map(|c| c.state()).collect::<Result<Vec<_>>>()?;
@@ -147,7 +147,8 @@ pub(crate) fn run(w: &mut Worker, req: Request) -> Result<(Vec<ClassifyResult>, 
             tokens[r * lmax..r * lmax + suffix.len()].copy_from_slice(suffix);
             last.push(suffix.len() as i32 - 1);
         }
-        let mut caches: Vec<KvCache> = w.model.new_caches();
+        // Exact caches: a one-shot prefill needs no spare positions.
+        let mut caches: Vec<KvCache> = w.model.new_caches().into_iter().map(KvCache::exact).collect();
         if let Some(states) = &prefix_state {
             for (c, (k, v)) in caches.iter_mut().zip(states) {
                 let bcast = |a: &Array| {

@@ -1,0 +1,101 @@
+"""The mlx-lm side of `gomlx bench --compare mlx-lm`: one repetition in a fresh process.
+
+    .venv/bin/python scripts/bench_mlx_lm.py MODEL_DIR WORKLOAD.json
+
+Prints one JSON object on stdout. The workload (token ids, written by `gomlx bench`)
+is the one the gomlx side runs, step for step, in the same order:
+
+- load: `mlx_lm.load(dir)` (weights evaluated: lazy=False), tokenizer included;
+  timed from the call to its return, imports excluded (as gomlx's process start is).
+- prefill / time to first token: `stream_generate(prompt=<prefill ids>, max_tokens=1)`,
+  greedy; TTFT = wall time from the call to the first response; prefill tok/s =
+  prompt tokens / TTFT.
+- decode: `stream_generate(prompt=<decode prompt ids>, max_tokens=N)`, greedy, EOS ids
+  cleared so all N tokens come; decode tok/s = (N - 1) / (time of the N-th response -
+  time of the first).
+- classify: the prompts right-padded into one [batch, length] array, one forward of
+  `model.model` (causal mask: no real token sees the padding after it), each row's
+  hidden state at its last real position projected by the LM head (the tied
+  embedding's `as_linear` where tied), arg-max, read back. Prompts that share an
+  instruction prefix are evaluated in full: mlx-lm has no shared-prefix reuse
+  (that is what gomlx's classify adds).
+- peak memory: `mx.get_peak_memory()` over the whole run (reset before load).
+"""
+
+import json
+import sys
+import time
+
+import mlx.core as mx
+from mlx_lm import load, stream_generate
+from mlx_lm.sample_utils import make_sampler
+
+
+def last_logits(model, h):
+    lm_head = getattr(model, "lm_head", None)
+    if lm_head is not None:
+        return lm_head(h)
+    return model.model.embed_tokens.as_linear(h)
+
+
+def classify(model, prompts):
+    lengths = [len(p) for p in prompts]
+    width = max(lengths)
+    rows = [p + [0] * (width - len(p)) for p in prompts]
+    x = mx.array(rows, dtype=mx.int32)
+    h = model.model(x)
+    idx = mx.array([n - 1 for n in lengths])
+    last = h[mx.arange(len(prompts)), idx]
+    ids = mx.argmax(last_logits(model, last).astype(mx.float32), axis=-1)
+    return ids.tolist()
+
+
+def main():
+    model_dir, workload_path = sys.argv[1], sys.argv[2]
+    with open(workload_path) as f:
+        w = json.load(f)
+    greedy = make_sampler(temp=0.0)
+    out = {}
+
+    mx.reset_peak_memory()
+    t = time.perf_counter()
+    model, tokenizer = load(model_dir)
+    out["load_s"] = time.perf_counter() - t
+    steps = {"load": mx.get_peak_memory()}
+
+    prompt = w["prefill"]
+    t = time.perf_counter()
+    for _ in stream_generate(model, tokenizer, prompt, max_tokens=1, sampler=greedy):
+        out["ttft_s"] = time.perf_counter() - t
+        break
+    out["prefill_tok_s"] = len(prompt) / out["ttft_s"]
+    steps["prefill"] = mx.get_peak_memory()
+
+    tokenizer.eos_token_ids = set()
+    n = w["decode_tokens"]
+    times = []
+    tokens = []
+    for r in stream_generate(model, tokenizer, w["decode_prompt"], max_tokens=n, sampler=greedy):
+        times.append(time.perf_counter())
+        tokens.append(r.token)
+    out["decode_tokens"] = len(tokens)
+    out["decode_tok_s"] = (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 else 0.0
+    out["decode_ids"] = tokens
+    steps["decode"] = mx.get_peak_memory()
+
+    for key, name in (("classify", "classify_prompts_s"), ("classify_prefixed", "classify_prefixed_prompts_s")):
+        prompts = w[key]
+        t = time.perf_counter()
+        ids = classify(model, prompts)
+        out[name] = len(prompts) / (time.perf_counter() - t)
+        out[key + "_ids"] = ids
+        steps[key] = mx.get_peak_memory()
+    out["peak_after"] = steps
+
+    out["peak_memory_bytes"] = mx.get_peak_memory()
+    json.dump(out, sys.stdout)
+    print()
+
+
+if __name__ == "__main__":
+    main()

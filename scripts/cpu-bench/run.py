@@ -26,10 +26,18 @@ MODELS = [
 ]
 
 
-def run_json(cmd, env=None):
+def run_json(cmd, env=None, timeout=300, tries=2):
     e = dict(os.environ)
     e.update(env or {})
-    p = subprocess.run(cmd, capture_output=True, text=True, env=e, cwd=ROOT)
+    try:
+        p = subprocess.run(cmd, capture_output=True, text=True, env=e, cwd=ROOT, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        # Seen once: mlx-lm under LD_PRELOAD'ed OpenBLAS hung in a futex wait
+        # (two OpenBLAS copies in one process: numpy's and the preloaded one).
+        if tries > 1:
+            print(f"  timed out, again: {' '.join(map(str, cmd))}", file=sys.stderr)
+            return run_json(cmd, env, timeout, tries - 1)
+        raise SystemExit(f"timed out: {' '.join(map(str, cmd))}")
     if p.returncode != 0:
         sys.stderr.write(p.stderr[-3000:])
         raise SystemExit(f"failed: {' '.join(map(str, cmd))}")

@@ -1,6 +1,6 @@
 //! The `gomlx` command, run as a process: exit codes, error lines, JSON shapes,
 //! generation / chat / classify on SmolLM2, and `convert` round trips (gomlx and,
-//! when the venv has it, mlx-lm load the converted directory).
+//! mlx-lm (installed by scripts/setup) load the converted directory).
 
 use serde_json::Value;
 use std::io::Write;
@@ -301,10 +301,7 @@ fn convert_requantises_and_rejects_bad_flags() {
 fn convert_output_loads_in_mlx_lm() {
     let py = root().join(".venv/bin/python");
     let has_mlx_lm = py.is_file() && Command::new(&py).args(["-c", "import mlx_lm"]).status().is_ok_and(|s| s.success());
-    if !has_mlx_lm {
-        eprintln!("skipped: .venv has no mlx_lm (scripts/setup installs it)");
-        return;
-    }
+    assert!(has_mlx_lm, ".venv has no mlx_lm: run scripts/setup, which installs it");
     let m = smollm2();
     let out = scratch("convert_mlx_lm");
     convert(&m, &out, &["--keep-quant"]);

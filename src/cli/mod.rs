@@ -182,6 +182,17 @@ pub struct ModelArgs {
     /// Longest sequence (prompt + output) a request may reach (default: the model's).
     #[arg(long, value_name = "TOKENS")]
     pub context_length: Option<usize>,
+    /// CPU: widen bf16/quantised weights to the float32 compute dtype at load
+    /// (fastest decode, 2-7x the memory) or keep them as stored and widen per
+    /// use (the checkpoint's memory). Default: widened when that fits half the RAM.
+    #[arg(long, value_enum)]
+    pub weights: Option<WeightsArg>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum WeightsArg {
+    Widened,
+    Stored,
 }
 
 impl ModelArgs {
@@ -193,6 +204,7 @@ impl ModelArgs {
             }),
             dtype: self.dtype.map(DtypeArg::dtype),
             context_length: self.context_length,
+            widen: self.weights.map(|w| w == WeightsArg::Widened),
         }
     }
 }

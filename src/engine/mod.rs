@@ -37,6 +37,10 @@ pub struct EngineOptions {
     pub dtype: Option<Dtype>,
     /// Longest sequence a request may reach (prompt + output); None = the model's.
     pub context_length: Option<usize>,
+    /// CPU: widen the weights to the compute dtype at load (true) or keep them
+    /// as stored (false); None: widened when that fits the memory budget
+    /// (`LoadOptions::widen`, docs/cpu.md).
+    pub widen: Option<bool>,
 }
 
 /// Options of one generation.
@@ -239,7 +243,7 @@ impl Engine {
         let device = opts.device.unwrap_or_else(crate::mlx::default_device);
         let (tx, rx) = mpsc::channel();
         let (ready_tx, ready_rx) = mpsc::channel();
-        let load = worker::LoadRequest { path: path.to_path_buf(), device, load: LoadOptions { dtype: opts.dtype, ..Default::default() }, context_length: opts.context_length };
+        let load = worker::LoadRequest { path: path.to_path_buf(), device, load: LoadOptions { dtype: opts.dtype, widen: opts.widen, ..Default::default() }, context_length: opts.context_length };
         let thread = std::thread::Builder::new()
             .name("gomlx-engine".into())
             .spawn(move || worker::run(load, rx, ready_tx))

@@ -122,23 +122,35 @@ fn load_matrix(w: &mut Weights, path: &str, rows: usize, cols: usize, quant: Opt
 /// 6.3 ms (dequantise + sgemm), 32 rows 64 ms vs 7 ms, 512 rows 1.05 s vs 19 ms.
 const DENSE_QMM_ROWS: i64 = 8;
 
-/// Float32 bytes of one piece when a matrix is widened for a product (kept
-/// bf16 under float32 compute, or quantised and dequantised): the matrix is
-/// widened and multiplied a few output rows at a time. MLX allocates an op's
-/// output when the op is queued, up to ~10 ops ahead of the worker thread, so
-/// widening whole matrices would hold several float32 copies at once (600 MiB
-/// for a 152k × 1024 embedding used as the output projection); pieces this
-/// small also stay in the CPU cache between the cast and the product, which
-/// makes single-row products faster than widening whole matrices (measured on
-/// 8 Qwen3-0.6B-shaped layers, 1 row: 64 ms whole, 45 ms in 2 MiB pieces, 26 ms
-/// with float32 weights; 512 rows: 574 ms whole, 618 ms in 4 MiB pieces; the
-/// transient fell from 176 to 36 MiB and from 272 to 128 MiB).
-fn piece_bytes(x: &Array) -> i64 {
-    if rows_of(x) < DENSE_QMM_ROWS {
-        2 << 20
-    } else {
-        4 << 20
-    }
+/// Float32 bytes of one piece when a bf16 matrix is widened for a product
+/// under float32 compute: the matrix is cast and multiplied some output rows
+/// at a time, and the products concatenated (`in_pieces`).
+///
+/// MLX's CPU backend allocates each op's output when the op is queued, ~50 ops
+/// ahead of its worker thread (`MAX_ACTIVE_TASKS` × `DISPATCHES_PER_TASK`
+/// dispatches, two per op), so widening whole matrices held several float32
+/// copies at once (600 MiB for a 152k × 1024 tied embedding as the output
+/// projection); 2 MiB pieces also stay in the CPU cache between the cast and
+/// the product, which makes one-row products faster than whole matrices
+/// (measured on 8 Qwen3-0.6B-shaped layers: 64 ms whole, 45 ms in 2 MiB pieces,
+/// 26 ms with float32 weights; transient 176 → 36 MiB).
+const CAST_PIECE_BYTES: i64 = 2 << 20;
+
+/// The same for dequantising: MLX's CPU `dequantize` is a chain of five
+/// elementwise ops, each with a piece-sized output queued ahead, so small
+/// pieces multiply the buffers in flight (SmolLM2 Q4_1, classify: 231 MiB peak
+/// in 2 MiB pieces, 130 MiB in 32 MiB ones); only matrices above this many
+/// bytes of float32 (vocabulary projections, large MLPs) are split.
+const DEQUANT_PIECE_BYTES: i64 = 32 << 20;
+
+/// Whether widening the `[out, inner]` matrix for `x` goes in pieces: when the
+/// float32 matrix is at least 4× the product. Each piece's product lives until
+/// the concatenation copies it, so with many rows (prefill) pieces cost more
+/// than they save (SmolLM2 Q4_1, 512-token prefill: +135 MiB in 2 MiB pieces,
+/// +46 MiB whole); with few (decode, classify's vocabulary projection) the
+/// matrix is what counts.
+fn split(x: &Array, inner: i32) -> bool {
+    inner as i64 >= 4 * rows_of(x)
 }
 
 fn rows_of(x: &Array) -> i64 {
@@ -152,11 +164,11 @@ fn dense_qmm(x: &Array) -> bool {
 }
 
 /// `x Wᵀ` for a `[out, in]` matrix that must be widened to x's dtype first,
-/// in pieces of output rows (`piece_bytes`): `piece(start, end)` gives
+/// in pieces of output rows (`split`): `piece(start, end)` gives
 /// `x W[start..end]ᵀ`.
-fn in_pieces(x: &Array, out: i32, inner: i32, piece: impl Fn(i32, i32) -> Result<Array>) -> Result<Array> {
-    let rows = (piece_bytes(x) / (inner.max(1) as i64 * x.dtype().size() as i64)).max(16) as i32;
-    if rows >= out {
+fn in_pieces(x: &Array, out: i32, inner: i32, piece_bytes: i64, piece: impl Fn(i32, i32) -> Result<Array>) -> Result<Array> {
+    let rows = (piece_bytes / (inner.max(1) as i64 * x.dtype().size() as i64)).max(16) as i32;
+    if rows >= out || !split(x, inner) {
         return piece(0, out);
     }
     let mut parts = Vec::with_capacity((out / rows + 1) as usize);
@@ -175,7 +187,7 @@ fn dense_product(x: &Array, w: &Array) -> Result<Array> {
     if w.dtype() == x.dtype() {
         return x.matmul(&w.transpose(&[])?);
     }
-    in_pieces(x, w.dim(0), w.dim(1), |s, e| x.matmul(&w.slice_axis(0, s, e)?.transpose(&[])?))
+    in_pieces(x, w.dim(0), w.dim(1), CAST_PIECE_BYTES, |s, e| x.matmul(&w.slice_axis(0, s, e)?.transpose(&[])?))
 }
 
 /// `x Wᵀ` for a quantised `[out, in]` matrix: MLX's `quantized_matmul`, or on
@@ -186,7 +198,7 @@ fn quantized_product(x: &Array, w: &Array, scales: &Array, biases: &Array, q: &Q
         return mlx::quantized_matmul(x, w, scales, biases, true, q.group_size, q.bits);
     }
     let inner = w.dim(1) * 32 / q.bits;
-    in_pieces(x, w.dim(0), inner, |s, e| {
+    in_pieces(x, w.dim(0), inner, DEQUANT_PIECE_BYTES, |s, e| {
         let (w, sc, b) = (w.slice_axis(0, s, e)?, scales.slice_axis(0, s, e)?, biases.slice_axis(0, s, e)?);
         x.matmul(&mlx::dequantize(&w, &sc, &b, q.group_size, q.bits, Some(x.dtype()))?.transpose(&[])?)
     })

@@ -239,7 +239,9 @@ impl Engine {
         let device = opts.device.unwrap_or_else(crate::mlx::default_device);
         let (tx, rx) = mpsc::channel();
         let (ready_tx, ready_rx) = mpsc::channel();
-        let load = worker::LoadRequest { path: path.to_path_buf(), device, load: LoadOptions { dtype: opts.dtype, ..Default::default() }, context_length: opts.context_length };
+        let (fuse_projections, compile) = crate::models::policy::inference_build(device);
+        let load = LoadOptions { dtype: opts.dtype, fuse_projections, compile, ..Default::default() };
+        let load = worker::LoadRequest { path: path.to_path_buf(), device, load, context_length: opts.context_length };
         let thread = std::thread::Builder::new()
             .name("gomlx-engine".into())
             .spawn(move || worker::run(load, rx, ready_tx))

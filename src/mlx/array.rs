@@ -230,7 +230,7 @@ impl Array {
     /// Computes the array (and what it depends on) now.
     pub fn eval(&self) -> Result<()> {
         status::init();
-        status::check(unsafe { sys::mlx_array_eval(self.raw) })
+        super::transforms::serialized(|| status::check(unsafe { sys::mlx_array_eval(self.raw) }))
     }
 
     /// The single value of a one-element array, converted to `T`'s dtype first if needed.

@@ -20,6 +20,8 @@ is the one the gomlx side runs, step for step, in the same order:
   embedding's `as_linear` where tied), arg-max, read back. Prompts that share an
   instruction prefix are evaluated in full: mlx-lm has no shared-prefix reuse
   (that is what gomlx's classify adds).
+- warm-up (unless `gomlx bench --no-warmup`): each classify runs once untimed
+  first, on both sides, so the rate is steady-state throughput.
 - peak memory: `mx.get_peak_memory()` over the whole run (reset before load).
 """
 
@@ -81,8 +83,11 @@ def main():
 
     for key, name in (("classify", "classify_prompts_s"), ("classify_prefixed", "classify_prefixed_prompts_s")):
         prompts = w[key]
+        batch = w.get("classify_batch", len(prompts))
+        if w.get("warmup", False):
+            classify(model, prompts, batch)
         t = time.perf_counter()
-        ids = classify(model, prompts, w.get("classify_batch", len(prompts)))
+        ids = classify(model, prompts, batch)
         out[name] = len(prompts) / (time.perf_counter() - t)
         out[key + "_ids"] = ids
         steps[key] = mx.get_peak_memory()

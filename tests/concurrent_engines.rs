@@ -22,6 +22,8 @@ fn fixture(case: &str) -> PathBuf {
 
 /// The fixture's prompt and mlx-lm's greedy continuation of it.
 fn reference(case: &str) -> (Vec<u32>, Vec<u32>) {
+    // Arrays on a test thread: exclusive use of a CUDA GPU meanwhile (engines take it themselves).
+    let _gpu = mlx::gpu_guard();
     let st = io::load_safetensors(&fixture(case).join("reference.safetensors")).unwrap();
     let ids = |n: &str| st.tensors[n].to_vec::<i32>().unwrap().into_iter().map(|v| v as u32).collect::<Vec<_>>();
     (ids("inputs"), ids("greedy"))

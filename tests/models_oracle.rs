@@ -23,6 +23,13 @@ fn on_device() {
     mlx::stream::set_thread_stream(Stream::new(device()).unwrap());
 }
 
+/// Exclusive use of a CUDA GPU while this thread works with arrays directly
+/// (tests run on parallel threads; engines take it themselves, so it must not
+/// be held while waiting for one).
+fn gpu() -> mlx::GpuGuard {
+    mlx::gpu_guard()
+}
+
 /// The float32 bound against transformers. On the CPU float32 matmuls are
 /// exact IEEE float32: 1e-4. MLX's CUDA backend runs float32 matmuls on
 /// TensorFloat-32 tensor cores by default (10-bit mantissa inputs, float32
@@ -54,6 +61,7 @@ struct Reference {
 }
 
 fn reference(dir: &Path) -> Reference {
+    let _gpu = gpu();
     let st = io::load_safetensors(&dir.join("reference.safetensors")).unwrap();
     let t = &st.tensors;
     let ids = |n: &str| t[n].to_vec::<i32>().unwrap().into_iter().map(|v| v as u32).collect::<Vec<_>>();
@@ -78,6 +86,7 @@ fn logits_of(dir: &Path, dtype: Option<Dtype>, inputs: &[u32]) -> Vec<f32> {
 
 /// Logits at every position, and the compute dtype and quantisation the model ran with.
 fn logits_with(dir: &Path, opts: &LoadOptions, inputs: &[u32]) -> (Vec<f32>, String, Option<i32>) {
+    let _gpu = gpu();
     let model = Model::load(dir, opts).unwrap();
     let (dtype, bits) = (model.info().dtype.clone(), model.info().quant_bits);
     let mut caches = model.new_caches();
@@ -207,6 +216,7 @@ fn bf16_checkpoint_in_float32_matches_transformers() {
 #[test]
 fn prefill_in_chunks_and_token_by_token_agree() {
     on_device();
+    let _gpu = gpu();
     // Gemma's window is 8 and the prompt 24: chunks and single steps cross the
     // window, exercising the rotating cache and its masks.
     for case in ["gemma3_text", "llama_rope_llama3"] {
@@ -238,6 +248,7 @@ fn prefill_in_chunks_and_token_by_token_agree() {
 #[test]
 fn multimodal_gemma3_checkpoint_loads_its_text_model() {
     on_device();
+    let _gpu = gpu();
     // The gemma3_text fixture repackaged as a multimodal `gemma3` checkpoint:
     // config under text_config, weights under language_model.model., plus a
     // vision tensor that must be skipped.

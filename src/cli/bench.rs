@@ -64,6 +64,9 @@ pub struct Args {
     /// Measure load and classify only (no prefill/decode runs), e.g. for large classify workloads.
     #[arg(long)]
     pub classify_only: bool,
+    /// Time each classify run cold, without first running it once untimed (both sides).
+    #[arg(long)]
+    pub no_warmup: bool,
     /// The directory mlx-lm loads (default: the model directory, or for a .gguf
     /// its `convert --keep-quant` directory under .cache/bench-models/converted/).
     #[arg(long, value_name = "DIR")]
@@ -148,6 +151,9 @@ fn build_workload(tok: &Tokenizer, a: &Args) -> gomlx::Result<Value> {
         "decode_prompt": decode_prompt,
         "decode_tokens": a.decode_tokens,
         "generate": !a.classify_only,
+        // Classify once untimed first: steady-state throughput, without one-time
+        // kernel compilation and cuDNN plan building for new shapes (both sides).
+        "warmup": !a.no_warmup,
         // Rows per forward on the mlx-lm side: gomlx's own cap per batch.
         "classify_batch": 512,
         "classify": plain,
@@ -181,6 +187,9 @@ fn worker(a: &Args, path: &Path) -> CliResult {
     for (key, name) in [("classify", "classify_prompts_s"), ("classify_prefixed", "classify_prefixed_prompts_s")] {
         let prompts: Vec<Vec<u32>> = w[key].as_array().map(|a| a.iter().map(ids).collect()).unwrap_or_default();
         let n = prompts.len();
+        if w["warmup"].as_bool().unwrap_or(false) {
+            engine.classify_tokens(prompts.clone(), None, &ClassifyOptions::default())?;
+        }
         let t = Instant::now();
         let (results, _) = engine.classify_tokens(prompts, None, &ClassifyOptions::default())?;
         o.insert(name.into(), json!(n as f64 / t.elapsed().as_secs_f64()));

@@ -456,19 +456,14 @@ impl Attention {
     /// Attention over `x`; without a cache (training) the keys are `x`'s own.
     pub fn forward(&self, x: &Array, cache: Option<&mut KvCache>, ctx: &Context) -> Result<Array> {
         let (b, l) = (x.dim(0), x.dim(1));
-        let heads = |y: &Array, n: i32, norm: &Option<RmsNorm>| -> Result<Array> {
-            let y = y.reshape(&[b, l, n, self.head_dim])?;
-            let y = match norm {
-                Some(nm) => nm.forward(&y)?,
-                None => y,
-            };
-            y.transpose(&[0, 2, 1, 3])
-        };
         let offset = cache.as_ref().map_or(0, |c| c.offset());
-        let [q, k, v]: [Array; 3] = self.qkv.forward(x)?.try_into().map_err(|_| Error::Model("q/k/v projections".into()))?;
-        let q = self.rope.forward(&heads(&q, self.heads, &self.q_norm)?, offset)?;
-        let k = self.rope.forward(&heads(&k, self.kv_heads, &self.k_norm)?, offset)?;
-        let v = heads(&v, self.kv_heads, &None)?;
+        let [q, k, v] = self.project(x)?;
+        let norm = |y: Array, n: &Option<RmsNorm>| match n {
+            Some(nm) => nm.forward(&y),
+            None => Ok(y),
+        };
+        let q = self.rope.forward(&norm(q, &self.q_norm)?, offset)?;
+        let k = self.rope.forward(&norm(k, &self.k_norm)?, offset)?;
         let att = match cache {
             Some(c) => c.update(k, v)?,
             None => Attend { keys: k, values: v, preceding: 0, ring_slot: None },
@@ -481,7 +476,33 @@ impl Attention {
             Mask::Array(a) => AttentionMask::Array(a),
         };
         let o = fast::scaled_dot_product_attention(&q, &att.keys, &att.values, self.scale, mask_ref)?;
-        self.o_proj.forward(&o.transpose(&[0, 2, 1, 3])?.reshape(&[b, l, self.heads * self.head_dim])?)
+        // With one position, [B, H, 1, D] and [B, 1, H·D] share a memory layout.
+        let o = if l == 1 { o } else { o.transpose(&[0, 2, 1, 3])? };
+        self.o_proj.forward(&o.reshape(&[b, l, self.heads * self.head_dim])?)
+    }
+
+    /// Queries, keys and values of `x` (`[B, L, hidden]`) as `[B, heads, L, head_dim]`.
+    /// A decode step (L = 1) gets there with one reshape per tensor instead of a
+    /// reshape and a transpose, and fused q/k/v split along the head axis: every
+    /// graph node costs host time in MLX's CUDA backend, where decode is host-bound.
+    fn project(&self, x: &Array) -> Result<[Array; 3]> {
+        let (b, l, d) = (x.dim(0), x.dim(1), self.head_dim);
+        let counts = [self.heads, self.kv_heads, self.kv_heads];
+        let heads = |y: &Array, n: i32| -> Result<Array> {
+            if l == 1 {
+                y.reshape(&[b, n, 1, d])
+            } else {
+                y.reshape(&[b, l, n, d])?.transpose(&[0, 2, 1, 3])
+            }
+        };
+        let parts = match (&self.qkv, l) {
+            (Fanout::Fused { linear, .. }, 1) => {
+                let all = heads(&linear.forward(x)?, counts.iter().sum())?;
+                all.split_at(&[self.heads, self.heads + self.kv_heads], 1)?
+            }
+            _ => self.qkv.forward(x)?.iter().zip(counts).map(|(y, n)| heads(y, n)).collect::<Result<Vec<_>>>()?,
+        };
+        parts.try_into().map_err(|_| Error::Model("q/k/v projections".into()))
     }
 
     /// The projections by name (`q_proj`, `k_proj`, `v_proj`, `o_proj`; only
@@ -578,7 +599,8 @@ impl Mlp {
         let (h, i) = (cfg.hidden_size, cfg.intermediate_size);
         let parts = [("gate_proj", i), ("up_proj", i)];
         Ok(Mlp {
-            gate_up: Fanout::load(w, cfg, &p, &parts, h, cfg.mlp_bias, cfg.build.fuse_projections)?,
+            // Not fused: one matmul plus two slices is more graph nodes than two matmuls.
+            gate_up: Fanout::load(w, cfg, &p, &parts, h, cfg.mlp_bias, false)?,
             down: Linear::load(w, cfg, &format!("{p}.down_proj"), i, h, cfg.mlp_bias)?,
             act: GatedAct::new(gelu, cfg.build.compile_activations)?,
         })

@@ -176,6 +176,7 @@ impl Model {
         let h = self.hidden(tokens, caches, &Context { valid })?;
         let h = match which {
             Logits::All => h,
+            Logits::Last if h.dim(1) == 1 => h,
             Logits::Last => {
                 let l = h.dim(1);
                 h.slice_axis(1, l - 1, l)?

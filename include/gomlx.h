@@ -317,8 +317,8 @@ typedef struct gm_lora_options {
 // What the progress callback receives after each step (owned by the
 // library, valid during the callback only).
 typedef struct gm_lora_progress {
-  // `sizeof(gm_lora_progress)` of the library: fields past a caller's
-  // own struct size are absent.
+  // `sizeof(gm_lora_progress)` as this library fills it; a caller built
+  // with a newer header reads only the fields that lie below it.
   size_t struct_size;
   uint32_t step;
   uint32_t iters;

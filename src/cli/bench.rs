@@ -55,9 +55,18 @@ pub struct Args {
     /// Mean length of a classify prompt (lengths vary by ±4).
     #[arg(long, default_value_t = 24)]
     pub prompt_tokens: usize,
+    /// Classify prompt lengths vary by ± this many tokens around --prompt-tokens.
+    #[arg(long, default_value_t = 4)]
+    pub prompt_spread: usize,
     /// Length of the instruction prefix shared by the prompts of the second classify run.
     #[arg(long, default_value_t = 64)]
     pub prefix_tokens: usize,
+    /// Measure load and classify only (no prefill/decode runs), e.g. for large classify workloads.
+    #[arg(long)]
+    pub classify_only: bool,
+    /// Time each classify run cold, without first running it once untimed (both sides).
+    #[arg(long)]
+    pub no_warmup: bool,
     /// The directory mlx-lm loads (default: the model directory, or for a .gguf
     /// its `convert --keep-quant` directory under .cache/bench-models/converted/).
     #[arg(long, value_name = "DIR")]
@@ -132,7 +141,7 @@ fn build_workload(tok: &Tokenizer, a: &Args) -> gomlx::Result<Value> {
             TEXT
         );
         let body = tok.encode(&sentence, false)?;
-        let len = (a.prompt_tokens + (i % 9)).saturating_sub(4).max(2);
+        let len = (a.prompt_tokens + i % (2 * a.prompt_spread + 1)).saturating_sub(a.prompt_spread).max(2);
         let body = &body[..len.saturating_sub(bos.len()).clamp(1, body.len())];
         plain.push([bos.as_slice(), body].concat());
         prefixed.push([bos.as_slice(), &prefix, body].concat());
@@ -141,6 +150,12 @@ fn build_workload(tok: &Tokenizer, a: &Args) -> gomlx::Result<Value> {
         "prefill": prefill,
         "decode_prompt": decode_prompt,
         "decode_tokens": a.decode_tokens,
+        "generate": !a.classify_only,
+        // Classify once untimed first: steady-state throughput, without one-time
+        // kernel compilation and cuDNN plan building for new shapes (both sides).
+        "warmup": !a.no_warmup,
+        // Rows per forward on the mlx-lm side: gomlx's own cap per batch.
+        "classify_batch": 512,
         "classify": plain,
         "classify_prefixed": prefixed,
     }))
@@ -165,6 +180,31 @@ fn worker(a: &Args, path: &Path) -> CliResult {
     let mut steps = Map::new();
     steps.insert("load".into(), json!(memory::peak()?));
 
+    if w["generate"].as_bool().unwrap_or(true) {
+        generate_steps(&engine, &w, &mut o, &mut steps)?;
+    }
+
+    for (key, name) in [("classify", "classify_prompts_s"), ("classify_prefixed", "classify_prefixed_prompts_s")] {
+        let prompts: Vec<Vec<u32>> = w[key].as_array().map(|a| a.iter().map(ids).collect()).unwrap_or_default();
+        let n = prompts.len();
+        if w["warmup"].as_bool().unwrap_or(false) {
+            engine.classify_tokens(prompts.clone(), None, &ClassifyOptions::default())?;
+        }
+        let t = Instant::now();
+        let (results, _) = engine.classify_tokens(prompts, None, &ClassifyOptions::default())?;
+        o.insert(name.into(), json!(n as f64 / t.elapsed().as_secs_f64()));
+        o.insert(format!("{key}_ids"), json!(results.iter().map(|r| r.token).collect::<Vec<_>>()));
+        steps.insert(key.into(), json!(memory::peak()?));
+    }
+    o.insert("peak_after".into(), Value::Object(steps));
+    o.insert("peak_memory_bytes".into(), json!(memory::peak()?));
+    o.insert("weight_bytes".into(), json!(engine.info().weight_bytes));
+    o.insert("dtype".into(), json!(engine.info().dtype));
+    out(&format!("{}\n", Value::Object(o)))
+}
+
+/// Time to first token and prefill rate (a long prompt, one token), then decode rate.
+fn generate_steps(engine: &Engine, w: &Value, o: &mut Map<String, Value>, steps: &mut Map<String, Value>) -> CliResult {
     let prompt = ids(&w["prefill"]);
     let opts = GenerateOptions { max_tokens: 1, ignore_eos: true, ..Default::default() };
     let t = Instant::now();
@@ -178,33 +218,24 @@ fn worker(a: &Args, path: &Path) -> CliResult {
 
     let n = w["decode_tokens"].as_u64().unwrap_or(128) as usize;
     let opts = GenerateOptions { max_tokens: n, ignore_eos: true, ..Default::default() };
-    let g = engine.generate_tokens(ids(&w["decode_prompt"]), &opts)?;
+    let mut g = engine.generate_tokens(ids(&w["decode_prompt"]), &opts)?;
     let mut times = Vec::new();
     let mut tokens = Vec::new();
-    for t in g {
+    for t in g.by_ref() {
         tokens.push(t?.id);
         times.push(Instant::now());
+    }
+    if let Some(m) = g.metrics() {
+        // The engine's own split of a decode step (graph build / queue / wait), per token.
+        let per = |s: f64| 1e3 * s / tokens.len().saturating_sub(1).max(1) as f64;
+        o.insert("decode_profile_ms".into(), json!({"step": per(m.decode_s), "build": per(m.decode_build_s), "queue": per(m.decode_queue_s), "wait": per(m.decode_wait_s)}));
     }
     let rate = if times.len() > 1 { (times.len() - 1) as f64 / (times[times.len() - 1] - times[0]).as_secs_f64() } else { 0.0 };
     o.insert("decode_tokens".into(), json!(tokens.len()));
     o.insert("decode_tok_s".into(), json!(rate));
     o.insert("decode_ids".into(), json!(tokens));
     steps.insert("decode".into(), json!(memory::peak()?));
-
-    for (key, name) in [("classify", "classify_prompts_s"), ("classify_prefixed", "classify_prefixed_prompts_s")] {
-        let prompts: Vec<Vec<u32>> = w[key].as_array().map(|a| a.iter().map(ids).collect()).unwrap_or_default();
-        let n = prompts.len();
-        let t = Instant::now();
-        let (results, _) = engine.classify_tokens(prompts, None, &ClassifyOptions::default())?;
-        o.insert(name.into(), json!(n as f64 / t.elapsed().as_secs_f64()));
-        o.insert(format!("{key}_ids"), json!(results.iter().map(|r| r.token).collect::<Vec<_>>()));
-        steps.insert(key.into(), json!(memory::peak()?));
-    }
-    o.insert("peak_after".into(), Value::Object(steps));
-    o.insert("peak_memory_bytes".into(), json!(memory::peak()?));
-    o.insert("weight_bytes".into(), json!(engine.info().weight_bytes));
-    o.insert("dtype".into(), json!(engine.info().dtype));
-    out(&format!("{}\n", Value::Object(o)))
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------
@@ -347,6 +378,10 @@ pub fn run(a: Args) -> CliResult {
         c.arg(&script).arg(mlx_model.as_ref().unwrap()).arg(&tmp);
         if let Some(d) = &a.model.adapter_path {
             c.arg(d);
+        }
+        // mlx-lm runs with MLX's own defaults, not the CUDA graph size gomlx picks for itself.
+        if mlx::ops_per_graph_is_gomlx_default() {
+            c.env_remove("MLX_MAX_OPS_PER_BUFFER");
         }
         c
     };

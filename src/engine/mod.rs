@@ -246,13 +246,11 @@ impl Engine {
             // Before the weights load: a wrong path should not cost a model load.
             crate::train::adapters::check_adapter_dir(dir)?;
         }
-        let load = worker::LoadRequest {
-            path: path.to_path_buf(),
-            device,
-            load: LoadOptions { dtype: opts.dtype, ..Default::default() },
-            context_length: opts.context_length,
-            adapter: opts.adapter.clone(),
-        };
+        let (fuse_projections, compile) = crate::models::policy::inference_build(device);
+        // Adapters attach to each projection, so a model with one keeps q/k/v separate.
+        let fuse_projections = fuse_projections && opts.adapter.is_none();
+        let load = LoadOptions { dtype: opts.dtype, fuse_projections, compile, ..Default::default() };
+        let load = worker::LoadRequest { path: path.to_path_buf(), device, load, context_length: opts.context_length, adapter: opts.adapter.clone() };
         let thread = std::thread::Builder::new()
             .name("gomlx-engine".into())
             .spawn(move || worker::run(load, rx, ready_tx))

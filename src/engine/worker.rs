@@ -5,7 +5,7 @@
 use super::generation::{GenState, Step};
 use super::{batch, classify, Event, GenerateOptions};
 use crate::cache::KvCache;
-use crate::mlx::{stream, DeviceKind, Stream};
+use crate::mlx::{self, stream, DeviceKind, Stream};
 use crate::models::{LoadOptions, Model, ModelInfo};
 use crate::text::Tokenizer;
 use crate::{Error, Result};
@@ -83,7 +83,10 @@ fn load(req: &LoadRequest) -> Result<(Model, Option<Arc<Tokenizer>>)> {
 }
 
 pub(crate) fn run(req: LoadRequest, rx: Receiver<Command>, ready: Sender<Result<(ModelInfo, Option<Arc<Tokenizer>>)>>) {
+    // All MLX work of this thread happens while it holds the GPU guard (a no-op
+    // unless MLX is a CUDA build), taken per unit of work, never while idle.
     let loaded = guarded(|| {
+        let _gpu = mlx::gpu_guard();
         stream::set_thread_stream(Stream::new(req.device)?);
         load(&req)
     });
@@ -119,12 +122,15 @@ pub(crate) fn run(req: LoadRequest, rx: Receiver<Command>, ready: Sender<Result<
                 }
             }
         }
+        let _gpu = mlx::gpu_guard();
         for c in cmds {
             w.handle(c);
         }
         w.tick();
     }
     // Dropping `w` frees the weights, caches and sessions on this thread.
+    let _gpu = mlx::gpu_guard();
+    drop(w);
 }
 
 impl Worker {

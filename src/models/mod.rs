@@ -10,7 +10,7 @@ mod llama;
 pub mod policy;
 pub mod weights;
 
-pub use config::{Family, ModelConfig, Quant};
+pub use config::{Build, Family, ModelConfig, Quant};
 pub use discover::{discover, DiscoveredModel};
 pub use layers::Context;
 
@@ -33,6 +33,12 @@ pub struct LoadOptions {
     /// Bytes the weights may take once widened (CPU policy). None:
     /// `policy::default_memory_budget()` (`GOMLX_CPU_MEMORY_BUDGET`, else half the RAM).
     pub memory_budget: Option<u64>,
+    /// Fuse q/k/v and gate/up into one matmul each (inference only: fused
+    /// projections cannot take LoRA adapters). The engine asks for it on the GPU.
+    pub fuse_projections: bool,
+    /// Run the gated MLP activation as one compiled kernel (the engine asks for
+    /// it on the GPU; on the CPU MLX would JIT-compile C++ at run time).
+    pub compile: bool,
 }
 
 /// What a loaded model is.
@@ -103,6 +109,7 @@ impl Model {
         }
         weights.cast_floats(plan.dtype)?;
         config.dtype = plan.dtype;
+        config.build = Build { fuse_projections: opts.fuse_projections, compile_activations: opts.compile };
         let arch = match config.family {
             Family::Llama => Arch::Llama(llama::Llama::load(&mut weights, &config)?),
             Family::Gemma3 => Arch::Gemma3(gemma3::Gemma3::load(&mut weights, &config)?),
@@ -169,6 +176,7 @@ impl Model {
         let h = self.hidden(tokens, caches, &Context { valid })?;
         let h = match which {
             Logits::All => h,
+            Logits::Last if h.dim(1) == 1 => h,
             Logits::Last => {
                 let l = h.dim(1);
                 h.slice_axis(1, l - 1, l)?

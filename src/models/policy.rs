@@ -82,11 +82,25 @@ fn physical_memory() -> u64 {
 
 /// `GOMLX_CPU_DEQUANTIZE=1|0` forces (or forbids) dequantising at load on the CPU.
 fn env_dequantize() -> Option<bool> {
-    match std::env::var("GOMLX_CPU_DEQUANTIZE").ok()?.trim() {
+    env_flag("GOMLX_CPU_DEQUANTIZE")
+}
+
+/// An on/off environment setting (1/0, true/false, yes/no, on/off); None when unset or unreadable.
+pub fn env_flag(name: &str) -> Option<bool> {
+    match std::env::var(name).ok()?.trim() {
         "1" | "true" | "yes" | "on" => Some(true),
         "0" | "false" | "no" | "off" => Some(false),
         _ => None,
     }
+}
+
+/// The engine's inference-only layer choices for `device`: fused q/k/v and
+/// gate/up matmuls and a compiled MLP activation on the GPU, where each kernel
+/// launch costs host time on every decode step; plain layers on the CPU.
+/// `GOMLX_FUSE_PROJECTIONS` and `GOMLX_COMPILE` (1/0) override either.
+pub fn inference_build(device: DeviceKind) -> (bool, bool) {
+    let gpu = device == DeviceKind::Gpu;
+    (env_flag("GOMLX_FUSE_PROJECTIONS").unwrap_or(gpu), env_flag("GOMLX_COMPILE").unwrap_or(gpu))
 }
 
 /// Bytes of `weights` once floats are `dtype` and, with `dequantize`, quantised

@@ -195,6 +195,7 @@ pub fn train(
     if config.iters == 0 {
         return Err(Error::InvalidArgument("iters must be at least 1".into()));
     }
+    let setup = crate::mlx::gpu_guard();
     if lora::adapters(model).is_empty() {
         lora::apply_lora(model, &config.lora)?;
     }
@@ -228,7 +229,11 @@ pub fn train(
         }
         Ok(())
     };
+    drop(setup);
     for it in 1..=config.iters {
+        // A CUDA build's MLX must not be used by two threads at once (mlx::GpuGuard);
+        // released before the progress callback, which may use other models.
+        let gpu = crate::mlx::gpu_guard();
         let batch = batches.next_batch()?;
         let lr = config.schedule.at(trainer.optimizer.step);
         let (loss, norm) = trainer.step(&batch)?;
@@ -253,6 +258,7 @@ pub fn train(
         if config.save_every > 0 && it % config.save_every == 0 && it != config.iters {
             save(model, it)?;
         }
+        drop(gpu);
         let secs = start.elapsed().as_secs_f64();
         let p = Progress {
             step: it,
@@ -274,6 +280,7 @@ pub fn train(
             break;
         }
     }
+    let _gpu = crate::mlx::gpu_guard();
     save(model, report.steps)?;
     report.seconds = start.elapsed().as_secs_f64();
     report.peak_memory = memory::peak()?;

@@ -18,6 +18,8 @@ process. Reported per side (medians over the repetitions):
   leaves out its validation passes.
 - peak memory: MLX's peak during training (reset after load, as gomlx's trainer does),
   and the process's maximum resident set size.
+- ratios gomlx ÷ mlx-lm: of the medians, and the median of each repetition's own ratio
+  (its two runs are adjacent, so a slow drift in the machine's load cancels out).
 
 mlx-lm runs with the wheel's reference BLAS as pip installs it ("shipped") and/or with
 Debian's OpenBLAS LD_PRELOADed ("openblas": the BLAS gomlx links), OPENBLAS_NUM_THREADS
@@ -221,10 +223,14 @@ def main():
     info["machine"]["load_after"] = os.getloadavg()
     info["median"] = med
     info["runs"] = runs
-    ratios = {}
+    # Ratio of the medians, and the median of each repetition's own ratio (its two runs
+    # ran back to back, so a slow drift of the machine's load cancels out of it).
+    ratios, paired = {}, {}
     for s in sides[1:]:
         ratios[s] = {k: med["gomlx"][k] / med[s][k] for k in ("tok_s", "tok_s_all", "peak_memory", "max_rss")}
+        paired[s] = {k: statistics.median(g[k] / o[k] for g, o in zip(runs["gomlx"], runs[s])) for k in ratios[s]}
     info["ratio_gomlx_over"] = ratios
+    info["paired_ratio_gomlx_over"] = paired
     if a.json:
         a.json.write_text(json.dumps(info, indent=1))
     mib = lambda b: f"{b / 2**20:.0f}"
@@ -238,7 +244,9 @@ def main():
         print(f"| {s} | {m['tok_s']:.1f} | {m['tok_s_all']:.1f} | {m['first_step_s']:.2f} | {mib(m['peak_memory'])} | {mib(m['max_rss'])} | "
               f"{m['first_loss']:.3f} → {m['last_loss']:.3f} |")
     for s, r in ratios.items():
-        print(f"| gomlx ÷ {s} | **{r['tok_s']:.2f}** | {r['tok_s_all']:.2f} | | **{r['peak_memory']:.2f}** | {r['max_rss']:.2f} | |")
+        p_ = paired[s]
+        print(f"| gomlx ÷ {s}: ratio of medians (median of per-rep ratios) | **{r['tok_s']:.2f}** ({p_['tok_s']:.2f}) | {r['tok_s_all']:.2f} ({p_['tok_s_all']:.2f}) | "
+              f"| **{r['peak_memory']:.2f}** ({p_['peak_memory']:.2f}) | {r['max_rss']:.2f} ({p_['max_rss']:.2f}) | |")
 
 
 if __name__ == "__main__":

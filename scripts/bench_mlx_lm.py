@@ -1,11 +1,12 @@
 """The mlx-lm side of `gomlx bench --compare mlx-lm`: one repetition in a fresh process.
 
-    .venv/bin/python scripts/bench_mlx_lm.py MODEL_DIR WORKLOAD.json
+    .venv/bin/python scripts/bench_mlx_lm.py MODEL_DIR WORKLOAD.json [ADAPTER_DIR]
 
 Prints one JSON object on stdout. The workload (token ids, written by `gomlx bench`)
 is the one the gomlx side runs, step for step, in the same order:
 
-- load: `mlx_lm.load(dir)` (weights evaluated: lazy=False), tokenizer included;
+- load: `mlx_lm.load(dir)` (weights evaluated: lazy=False), tokenizer included, with
+  `adapter_path=ADAPTER_DIR` when given (`gomlx bench --adapter-path`);
   timed from the call to its return, imports excluded (as gomlx's process start is).
 - prefill / time to first token: `stream_generate(prompt=<prefill ids>, max_tokens=1)`,
   greedy; TTFT = wall time from the call to the first response; prefill tok/s =
@@ -68,13 +69,14 @@ def classify(model, prompts, batch):
 
 def main():
     model_dir, workload_path = sys.argv[1], sys.argv[2]
+    adapter = sys.argv[3] if len(sys.argv) > 3 else None
     with open(workload_path) as f:
         w = json.load(f)
     out = {}
 
     mx.reset_peak_memory()
     t = time.perf_counter()
-    model, tokenizer = load(model_dir)
+    model, tokenizer = load(model_dir, adapter_path=adapter)
     out["load_s"] = time.perf_counter() - t
     steps = {"load": mx.get_peak_memory()}
 

@@ -43,11 +43,18 @@ fn no_memory_growth_over_a_hundred_steps() {
         gomlx::mlx::stream::synchronize().unwrap();
         active.push(memory::active().unwrap());
     }
-    // Batches differ in shape, so a step's footprint varies by a few KB; what
-    // must not happen is growth: no step after the first ten exceeds them.
-    let early = *active[1..10].iter().max().unwrap();
-    let late = *active[10..].iter().max().unwrap();
-    assert!(late <= early, "active memory grew from {early} to {late} bytes: {active:?}");
+    // What is left after a step varies by a few small arrays whose buffers MLX's
+    // worker releases just after synchronize returns (seen with and without
+    // changes to the step), so single readings are noisy; growth is not: a leak
+    // of even 16 bytes a step moves the median of the last 30 steps above that
+    // of steps 1..31 by ~1 KB.
+    let median = |v: &[usize]| {
+        let mut v = v.to_vec();
+        v.sort_unstable();
+        v[v.len() / 2]
+    };
+    let (early, late) = (median(&active[1..31]), median(&active[70..]));
+    assert!(late <= early + 512, "active memory grew from a median of {early} to {late} bytes: {active:?}");
     let params: usize = lora::parameters(&model).iter().map(|(_, a)| a.nbytes()).sum();
     // Parameters, two AdamW moments, and the model: nothing else stays alive.
     assert!(active[99] < model.info().weight_bytes as usize + 3 * params + 16 * 1024, "{} bytes active", active[99]);

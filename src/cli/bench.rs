@@ -368,11 +368,17 @@ pub fn run(a: Args) -> CliResult {
                 DeviceArg::Gpu => "gpu",
             });
         }
+        if let Some(d) = &a.model.adapter_path {
+            c.arg("--adapter-path").arg(d);
+        }
         c
     };
     let mlx_cmd = || {
         let mut c = Command::new(&python);
         c.arg(&script).arg(mlx_model.as_ref().unwrap()).arg(&tmp);
+        if let Some(d) = &a.model.adapter_path {
+            c.arg(d);
+        }
         // mlx-lm runs with MLX's own defaults, not the CUDA graph size gomlx picks for itself.
         if mlx::ops_per_graph_is_gomlx_default() {
             c.env_remove("MLX_MAX_OPS_PER_BUFFER");
@@ -426,10 +432,17 @@ pub fn run(a: Args) -> CliResult {
         Some(json!({"same_prefix": same, "of": g.len()}))
     };
     let weight_bytes = ours[0]["weight_bytes"].as_u64().unwrap_or(0);
-    let name = a.name.clone().unwrap_or_else(|| a.model.model.file_name().unwrap_or_default().to_string_lossy().into_owned());
+    let name = a.name.clone().unwrap_or_else(|| {
+        let model = a.model.model.file_name().unwrap_or_default().to_string_lossy().into_owned();
+        match &a.model.adapter_path {
+            Some(d) => format!("{model} + adapter {}", d.file_name().unwrap_or_default().to_string_lossy()),
+            None => model,
+        }
+    });
     let report = json!({
         "model": name,
         "path": a.model.model,
+        "adapter": a.model.adapter_path,
         "mlx_lm_model": mlx_model,
         "dtype": ours[0]["dtype"],
         "weight_bytes": weight_bytes,

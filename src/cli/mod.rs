@@ -182,6 +182,9 @@ pub struct ModelArgs {
     /// Longest sequence (prompt + output) a request may reach (default: the model's).
     #[arg(long, value_name = "TOKENS")]
     pub context_length: Option<usize>,
+    /// A LoRA adapter directory (adapters.safetensors + adapter_config.json, from gomlx lora or mlx_lm.lora) to apply.
+    #[arg(long, value_name = "DIR")]
+    pub adapter_path: Option<PathBuf>,
 }
 
 impl ModelArgs {
@@ -193,6 +196,7 @@ impl ModelArgs {
             }),
             dtype: self.dtype.map(DtypeArg::dtype),
             context_length: self.context_length,
+            adapter: self.adapter_path.clone(),
         }
     }
 }

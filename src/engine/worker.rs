@@ -21,6 +21,7 @@ pub(crate) struct LoadRequest {
     pub device: DeviceKind,
     pub load: LoadOptions,
     pub context_length: Option<usize>,
+    pub adapter: Option<PathBuf>,
 }
 
 pub(crate) struct GenerateRequest {
@@ -67,12 +68,17 @@ pub(crate) fn guarded<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
 
 fn load(req: &LoadRequest) -> Result<(Model, Option<Arc<Tokenizer>>)> {
     let path = &req.path;
-    if path.extension().is_some_and(|e| e == "gguf") {
+    let (mut model, tokenizer) = if path.extension().is_some_and(|e| e == "gguf") {
         let (model, tokenizer) = crate::gguf::load_model(path, &req.load)?;
-        return Ok((model, Some(Arc::new(tokenizer))));
+        (model, Some(Arc::new(tokenizer)))
+    } else {
+        let model = Model::load(path, &req.load)?;
+        let tokenizer = if path.join("tokenizer.json").is_file() { Some(Arc::new(Tokenizer::from_dir(path)?)) } else { None };
+        (model, tokenizer)
+    };
+    if let Some(dir) = &req.adapter {
+        crate::train::adapters::apply_adapter_dir(&mut model, dir, path)?;
     }
-    let model = Model::load(path, &req.load)?;
-    let tokenizer = if path.join("tokenizer.json").is_file() { Some(Arc::new(Tokenizer::from_dir(path)?)) } else { None };
     Ok((model, tokenizer))
 }
 

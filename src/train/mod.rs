@@ -86,6 +86,8 @@ pub struct Progress {
     pub trained_tokens: usize,
     /// Real (non-padding) tokens per second over the run so far.
     pub tokens_per_second: f64,
+    /// Seconds since training started (after loading), this step included.
+    pub seconds: f64,
     pub peak_memory: usize,
     pub active_memory: usize,
     /// Examples cut to the maximum sequence length so far.
@@ -268,6 +270,7 @@ pub fn train(
             step_tokens: batch.loss_tokens(),
             trained_tokens: report.trained_tokens,
             tokens_per_second: report.trained_tokens as f64 / secs.max(1e-9),
+            seconds: secs,
             peak_memory: memory::peak()?,
             active_memory: memory::active()?,
             truncated: batches.truncated,

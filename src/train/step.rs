@@ -72,10 +72,15 @@ impl Batch {
 }
 
 /// Per-token cross-entropy `[B, L]` of `logits` `[B, L, V]` against `targets`
-/// `[B, L]`: `logsumexp(logits) - logits[target]` (mlx's `cross_entropy`).
+/// `[B, L]`: `logsumexp(logits) - logits[target]` (mlx's `cross_entropy`), with
+/// the log-sum-exp written out (max-shifted, as MLX's): the gradient then reuses
+/// the forward's exponentials, where MLX's LogSumExp vjp computes all `B·L·V`
+/// of them again — on the CPU the costliest elementwise work of a training step.
 pub fn cross_entropy(logits: &Array, targets: &Array) -> Result<Array> {
     let score = logits.take_along_axis(&targets.expand_dims(&[-1])?, -1)?.squeeze(&[-1])?;
-    logits.logsumexp(&[-1], false)?.subtract(&score)
+    let max = logits.max(&[-1], true)?.stop_gradient()?;
+    let sum = logits.subtract(&max)?.exp()?.sum(&[-1], false)?;
+    sum.log()?.add(&max.squeeze(&[-1])?)?.subtract(&score)
 }
 
 /// Mean cross-entropy over the masked tokens and their count, as float32.

@@ -102,7 +102,7 @@ pub struct ModelConfig {
 /// Inference-only layer construction choices (see `LoadOptions`).
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct Build {
-    /// One matmul for q/k/v and one for gate/up (weights concatenated at load).
+    /// One matmul for q/k/v (weights concatenated at load; gate/up stay apart).
     pub fuse_projections: bool,
     /// The gated MLP activation as one compiled, fused kernel.
     pub compile_activations: bool,

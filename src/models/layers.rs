@@ -225,7 +225,7 @@ impl Linear {
 
 /// Projections that read the same input (q/k/v, gate/up): kept separate
 /// (named, trainable, adapter-ready) or fused into one matmul whose output is
-/// split, which on a GPU saves kernel launches on every decode step.
+/// split (fewer kernels and graph nodes per decode step).
 pub enum Fanout {
     Separate(Vec<(&'static str, Linear)>),
     Fused { linear: Linear, names: Vec<&'static str>, widths: Vec<i32> },

@@ -33,11 +33,11 @@ pub struct LoadOptions {
     /// Bytes the weights may take once widened (CPU policy). None:
     /// `policy::default_memory_budget()` (`GOMLX_CPU_MEMORY_BUDGET`, else half the RAM).
     pub memory_budget: Option<u64>,
-    /// Fuse q/k/v and gate/up into one matmul each (inference only: fused
-    /// projections cannot take LoRA adapters). The engine asks for it on the GPU.
+    /// Fuse q/k/v into one matmul (inference only: fused projections cannot
+    /// take LoRA adapters). See `policy::inference_build` for the engine's choice.
     pub fuse_projections: bool,
-    /// Run the gated MLP activation as one compiled kernel (the engine asks for
-    /// it on the GPU; on the CPU MLX would JIT-compile C++ at run time).
+    /// Run the gated MLP activation as one compiled kernel (on the CPU MLX
+    /// JIT-compiles C++ for it at run time).
     pub compile: bool,
 }
 

@@ -94,13 +94,13 @@ pub fn env_flag(name: &str) -> Option<bool> {
     }
 }
 
-/// The engine's inference-only layer choices for `device`: fused q/k/v and
-/// gate/up matmuls and a compiled MLP activation on the GPU, where each kernel
-/// launch costs host time on every decode step; plain layers on the CPU.
-/// `GOMLX_FUSE_PROJECTIONS` and `GOMLX_COMPILE` (1/0) override either.
-pub fn inference_build(device: DeviceKind) -> (bool, bool) {
-    let gpu = device == DeviceKind::Gpu;
-    (env_flag("GOMLX_FUSE_PROJECTIONS").unwrap_or(gpu), env_flag("GOMLX_COMPILE").unwrap_or(gpu))
+/// The engine's inference-only layer choices: fused q/k/v matmuls and a
+/// compiled MLP activation. Both cut graph nodes per decode step (each costs
+/// host time in MLX's CUDA backend), yet on an H200 neither was faster in the
+/// form first measured (BENCHMARKS.md, GPU), so both are off until measured
+/// again; `GOMLX_FUSE_PROJECTIONS=1` and `GOMLX_COMPILE=1` turn them on.
+pub fn inference_build(_device: DeviceKind) -> (bool, bool) {
+    (env_flag("GOMLX_FUSE_PROJECTIONS").unwrap_or(false), env_flag("GOMLX_COMPILE").unwrap_or(false))
 }
 
 /// Bytes of `weights` once floats are `dtype` and, with `dequantize`, quantised

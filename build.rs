@@ -14,7 +14,7 @@ use std::process::Command;
 const MLX_SYS_VERSION: &str = "0.7.0";
 
 fn main() {
-    for var in ["MLX_DIR", "MLX_C_DIR", "GOMLX_VENV", "GOMLX_MLX_C_SRC", "GOMLX_BLAS"] {
+    for var in ["MLX_DIR", "MLX_C_DIR", "GOMLX_VENV", "GOMLX_MLX_C_SRC", "GOMLX_BLAS", "CUDA_HOME", "CUDA_PATH", "CUDNN_INCLUDE_PATH", "CUDNN_LIBRARY_PATH"] {
         println!("cargo:rerun-if-env-changed={var}");
     }
     println!("cargo:rerun-if-changed=build.rs");
@@ -39,7 +39,9 @@ fn main() {
     };
 
     // A fast BLAS ahead of the wheel's reference one (Linux; see link_fast_blas).
-    link_fast_blas();
+    // A CUDA build does its matmuls on the GPU, so there OpenBLAS is optional.
+    let cuda = mlx_has_cuda(&mlx_cmake);
+    link_fast_blas(cuda);
 
     // Absolute rpaths: the library, the binary, tests and the C harness find
     // libmlxc and libmlx without LD_LIBRARY_PATH.
@@ -75,7 +77,7 @@ fn main() {
 /// `libopenblas.so.0` (package libopenblas0-pthread, installed by
 /// scripts/setup); `none` = leave the wheel's BLAS; a path to a shared library
 /// (e.g. MKL's libmkl_rt.so) = that library, found through an rpath.
-fn link_fast_blas() {
+fn link_fast_blas(optional: bool) {
     if env::var("CARGO_CFG_TARGET_OS").as_deref() != Ok("linux") {
         return; // macOS: MLX uses Accelerate.
     }
@@ -84,6 +86,10 @@ fn link_fast_blas() {
         "none" | "reference" => return,
         "" | "openblas" => {
             let name = "libopenblas.so.0";
+            if !system_library_exists(name) && optional && choice.is_empty() {
+                println!("cargo:warning=gomlx: {name} not found; the CPU device of this CUDA build uses MLX's reference BLAS");
+                return;
+            }
             if !system_library_exists(name) {
                 fail(&format!(
                     "{name} not found: install Debian's libopenblas0-pthread (scripts/setup does), \
@@ -156,6 +162,41 @@ fn find_mlx_cmake_dir(root: &Path) -> PathBuf {
     fail(&format!("the venv {} has no mlx wheel", venv.display()))
 }
 
+/// Whether this MLX is a CUDA build: its CMake config then requires the CUDA
+/// toolkit and cuDNN (the `mlx-cuda-13` wheel sets those `if(ON)` blocks).
+fn mlx_has_cuda(mlx_cmake: &Path) -> bool {
+    let text = std::fs::read_to_string(mlx_cmake.join("MLXConfig.cmake")).unwrap_or_default();
+    let Some(at) = text.find("find_dependency(CUDAToolkit") else { return false };
+    text[..at].rfind("if(").is_some_and(|i| text[i..].starts_with("if(ON)"))
+}
+
+/// CMake hints for a CUDA build of MLX: the toolkit from `CUDA_HOME`/`CUDA_PATH`
+/// (else CMake's own search, e.g. /usr/local/cuda), and cuDNN from
+/// `CUDNN_INCLUDE_PATH`/`CUDNN_LIBRARY_PATH` or else pip's `nvidia-cudnn-cu13`
+/// next to the mlx wheel (which is where the wheel's libmlx finds it at run time).
+fn cuda_cmake_args(mlx_cmake: &Path) -> Vec<String> {
+    let mut args = Vec::new();
+    if let Some(home) = env::var_os("CUDA_HOME").or_else(|| env::var_os("CUDA_PATH")) {
+        let home = PathBuf::from(home);
+        args.push(format!("-DCUDAToolkit_ROOT={}", home.display()));
+        let nvcc = home.join("bin/nvcc");
+        if nvcc.exists() {
+            args.push(format!("-DCMAKE_CUDA_COMPILER={}", nvcc.display()));
+        }
+    }
+    // .../site-packages/mlx/share/cmake/MLX -> .../site-packages/nvidia/cudnn
+    let pip_cudnn = mlx_cmake.join("../../../../nvidia/cudnn");
+    let include = env::var_os("CUDNN_INCLUDE_PATH").map(PathBuf::from).unwrap_or_else(|| pip_cudnn.join("include"));
+    let lib = env::var_os("CUDNN_LIBRARY_PATH").map(PathBuf::from).unwrap_or_else(|| pip_cudnn.join("lib"));
+    if include.join("cudnn.h").exists() {
+        args.push(format!("-DCUDNN_INCLUDE_PATH={}", include.canonicalize().unwrap_or(include).display()));
+    }
+    if lib.exists() {
+        args.push(format!("-DCUDNN_LIBRARY_PATH={}", lib.canonicalize().unwrap_or(lib).display()));
+    }
+    args
+}
+
 /// The mlx-c source tree inside the registry copy of mlx-sys.
 fn find_mlx_c_source(root: &Path) -> PathBuf {
     if let Some(dir) = env::var_os("GOMLX_MLX_C_SRC") {
@@ -194,7 +235,12 @@ fn search_registry() -> Option<PathBuf> {
 /// that cargo profiles share one build and a second run is a no-op for ninja.
 fn build_mlx_c(root: &Path, src: &Path, mlx_cmake: &Path) -> PathBuf {
     let compat = root.join("deps/compat/gomlx_format_compat.h");
-    let key = fnv1a(&format!("{}|{}|{}", src.display(), mlx_cmake.display(), std::fs::read_to_string(&compat).unwrap_or_default()));
+    let cuda_args = if mlx_has_cuda(mlx_cmake) { cuda_cmake_args(mlx_cmake) } else { Vec::new() };
+    let mut key_text = format!("{}|{}|{}", src.display(), mlx_cmake.display(), std::fs::read_to_string(&compat).unwrap_or_default());
+    if !cuda_args.is_empty() {
+        key_text.push_str(&format!("|{}", cuda_args.join(" ")));
+    }
+    let key = fnv1a(&key_text);
     let build = root.join(".deps").join(format!("mlx-c-{MLX_SYS_VERSION}-{key:016x}"));
     let generator = if which("ninja") { "Ninja" } else { "Unix Makefiles" };
     if !build.join("CMakeCache.txt").exists() {
@@ -206,6 +252,7 @@ fn build_mlx_c(root: &Path, src: &Path, mlx_cmake: &Path) -> PathBuf {
             .args(["-G", generator, "-DCMAKE_BUILD_TYPE=Release", "-DBUILD_SHARED_LIBS=ON"])
             .args(["-DMLX_C_USE_SYSTEM_MLX=ON", "-DMLX_C_BUILD_EXAMPLES=OFF"])
             .arg(format!("-DMLX_DIR={}", mlx_cmake.display()))
+            .args(&cuda_args)
             // GCC 12's libstdc++ has no std::format, which one mlx-c header uses.
             .arg(format!("-DCMAKE_CXX_FLAGS=-include {}", compat.display()))
             .status();

@@ -314,8 +314,12 @@ typedef struct gm_lora_options {
   uint64_t seed;
 } gm_lora_options;
 
-// What the progress callback receives after each step.
+// What the progress callback receives after each step (owned by the
+// library, valid during the callback only).
 typedef struct gm_lora_progress {
+  // `sizeof(gm_lora_progress)` as this library fills it; a caller built
+  // with a newer header reads only the fields that lie below it.
+  size_t struct_size;
   uint32_t step;
   uint32_t iters;
   float loss;
@@ -333,8 +337,10 @@ typedef struct gm_lora_progress {
 // (adapters are still saved). Runs on the thread that called `gm_lora_train`.
 typedef int32_t (*gm_lora_progress_fn)(const struct gm_lora_progress *progress, void *user_data);
 
-// The outcome of `gm_lora_train`.
+// The outcome of `gm_lora_train`. The caller owns the struct and sets
+// `struct_size = sizeof(gm_lora_result)`.
 typedef struct gm_lora_result {
+  size_t struct_size;
   uint32_t steps;
   // Non-zero when the callback stopped training early.
   int32_t stopped_early;
@@ -366,8 +372,12 @@ typedef struct gm_load_options {
   // `gm_set_cache_limit`) before loading. Use `gm_set_cache_limit(0)` to
   // disable the cache.
   size_t cache_limit;
-  // Reserved for LoRA adapters: must be NULL (loading adapters through the
-  // C ABI is not supported yet and fails with an error saying so).
+  // A LoRA adapter directory in mlx-lm's layout (`adapters.safetensors` +
+  // `adapter_config.json`, as `gm_lora_train`, `gomlx lora` and
+  // `mlx_lm.lora` write it) to apply at load; NULL = none. An adapter that
+  // does not fit the model (missing or extra tensors, wrong shapes, more
+  // layers than the model has) fails the load with a message naming it.
+  // Read during the call only.
   const char *adapter_path;
 } gm_load_options;
 
@@ -597,13 +607,19 @@ void gm_session_free(struct gm_session *session);
 // prompt/completion or messages format), saving them in mlx-lm's adapter
 // format to `opts->adapter_path` and, with `opts->fuse_path`, a fused model.
 //
-// `progress` (may be NULL) is called after each step; returning non-zero
-// stops. `out` (may be NULL) receives the summary. Returns 0, or -1 with
-// `gm_last_error()` set. Blocks the calling thread for the whole run.
+// `opts` may be NULL for the defaults (which have nowhere to save, so it
+// fails); its strings are read during the call only. `progress` (may be
+// NULL) is called after each step with `user_data`; returning non-zero stops
+// after that step (adapters are still saved, `stopped_early` is set).
+// `out` (may be NULL; else its `struct_size` set) receives the summary.
+// Returns 0, or -1 with `gm_last_error()` set (bad options, a missing model
+// or data file, a loss that is not finite, ...). Blocks the calling thread
+// for the whole run and does its MLX work on it.
 //
 // # Safety
-// Strings must be NUL-terminated; `opts` must point to a `gm_lora_options`
-// whose `struct_size` is set; `out`, when not NULL, must be writable.
+// Strings must be NUL-terminated; `opts`, when not NULL, must point to a
+// `gm_lora_options` whose `struct_size` is set; `out`, when not NULL, must
+// be writable.
 int32_t gm_lora_train(const char *model_dir,
                       const char *data_path,
                       const struct gm_lora_options *opts,

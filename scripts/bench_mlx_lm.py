@@ -1,11 +1,12 @@
 """The mlx-lm side of `gomlx bench --compare mlx-lm`: one repetition in a fresh process.
 
-    .venv/bin/python scripts/bench_mlx_lm.py MODEL_DIR WORKLOAD.json
+    .venv/bin/python scripts/bench_mlx_lm.py MODEL_DIR WORKLOAD.json [ADAPTER_DIR]
 
 Prints one JSON object on stdout. The workload (token ids, written by `gomlx bench`)
 is the one the gomlx side runs, step for step, in the same order:
 
-- load: `mlx_lm.load(dir)` (weights evaluated: lazy=False), tokenizer included;
+- load: `mlx_lm.load(dir)` (weights evaluated: lazy=False), tokenizer included, with
+  `adapter_path=ADAPTER_DIR` when given (`gomlx bench --adapter-path`);
   timed from the call to its return, imports excluded (as gomlx's process start is).
 - prefill / time to first token: `stream_generate(prompt=<prefill ids>, max_tokens=1)`,
   greedy; TTFT = wall time from the call to the first response; prefill tok/s =
@@ -13,12 +14,15 @@ is the one the gomlx side runs, step for step, in the same order:
 - decode: `stream_generate(prompt=<decode prompt ids>, max_tokens=N)`, greedy, EOS ids
   cleared so all N tokens come; decode tok/s = (N - 1) / (time of the N-th response -
   time of the first).
-- classify: the prompts right-padded into one [batch, length] array, one forward of
+- classify: the prompts right-padded into [batch, length] arrays of at most
+  `classify_batch` rows (gomlx's cap per batch), one forward of
   `model.model` (causal mask: no real token sees the padding after it), each row's
   hidden state at its last real position projected by the LM head (the tied
   embedding's `as_linear` where tied), arg-max, read back. Prompts that share an
   instruction prefix are evaluated in full: mlx-lm has no shared-prefix reuse
   (that is what gomlx's classify adds).
+- warm-up (unless `gomlx bench --no-warmup`): each classify runs once untimed
+  first, on both sides, so the rate is steady-state throughput.
 - peak memory: `mx.get_peak_memory()` over the whole run (reset before load).
 
 It also reports what it ran: the dtype of the weights (the largest floating
@@ -76,7 +80,7 @@ def last_logits(model, h):
     return model.model.embed_tokens.as_linear(h)
 
 
-def classify(model, prompts):
+def classify_batch(model, prompts):
     lengths = [len(p) for p in prompts]
     width = max(lengths)
     rows = [p + [0] * (width - len(p)) for p in prompts]
@@ -84,24 +88,62 @@ def classify(model, prompts):
     h = model.model(x)
     idx = mx.array([n - 1 for n in lengths])
     last = h[mx.arange(len(prompts)), idx]
-    ids = mx.argmax(last_logits(model, last).astype(mx.float32), axis=-1)
-    return ids.tolist()
+    return mx.argmax(last_logits(model, last).astype(mx.float32), axis=-1)
+
+
+def classify(model, prompts, batch):
+    # Batches of at most `batch` rows (gomlx's own cap), each queued before the
+    # previous one is read back.
+    out, pending = [], None
+    for i in range(0, len(prompts), batch):
+        ids = classify_batch(model, prompts[i:i + batch])
+        mx.async_eval(ids)
+        if pending is not None:
+            out.extend(pending.tolist())
+        pending = ids
+    out.extend(pending.tolist())
+    return out
 
 
 def main():
     model_dir, workload_path = sys.argv[1], sys.argv[2]
+    adapter = sys.argv[3] if len(sys.argv) > 3 else None
     with open(workload_path) as f:
         w = json.load(f)
-    greedy = make_sampler(temp=0.0)
     out = {}
 
     mx.reset_peak_memory()
     t = time.perf_counter()
-    model, tokenizer, config = load(model_dir, return_config=True)
+    model, tokenizer, config = load(model_dir, adapter_path=adapter, return_config=True)
     out["load_s"] = time.perf_counter() - t
     out["dtype"], out["weights"], out["weight_bytes"] = describe(model, config)
     steps = {"load": mx.get_peak_memory()}
 
+    if w.get("generate", True):
+        generate_steps(model, tokenizer, w, out, steps)
+
+    for key, name in (("classify", "classify_prompts_s"), ("classify_prefixed", "classify_prefixed_prompts_s")):
+        prompts = w[key]
+        batch = w.get("classify_batch", len(prompts))
+        if w.get("warmup", False):
+            classify(model, prompts, batch)
+        t = time.perf_counter()
+        ids = classify(model, prompts, batch)
+        out[name] = len(prompts) / (time.perf_counter() - t)
+        out[key + "_ids"] = ids
+        steps[key] = mx.get_peak_memory()
+    out["peak_after"] = steps
+
+    out["peak_memory_bytes"] = mx.get_peak_memory()
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    out["max_rss_bytes"] = rss if sys.platform == "darwin" else rss * 1024
+    out["blas"] = blas_library()
+    json.dump(out, sys.stdout)
+    print()
+
+
+def generate_steps(model, tokenizer, w, out, steps):
+    greedy = make_sampler(temp=0.0)
     prompt = w["prefill"]
     t = time.perf_counter()
     for _ in stream_generate(model, tokenizer, prompt, max_tokens=1, sampler=greedy):
@@ -121,22 +163,6 @@ def main():
     out["decode_tok_s"] = (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 else 0.0
     out["decode_ids"] = tokens
     steps["decode"] = mx.get_peak_memory()
-
-    for key, name in (("classify", "classify_prompts_s"), ("classify_prefixed", "classify_prefixed_prompts_s")):
-        prompts = w[key]
-        t = time.perf_counter()
-        ids = classify(model, prompts)
-        out[name] = len(prompts) / (time.perf_counter() - t)
-        out[key + "_ids"] = ids
-        steps[key] = mx.get_peak_memory()
-    out["peak_after"] = steps
-
-    out["peak_memory_bytes"] = mx.get_peak_memory()
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    out["max_rss_bytes"] = rss if sys.platform == "darwin" else rss * 1024
-    out["blas"] = blas_library()
-    json.dump(out, sys.stdout)
-    print()
 
 
 if __name__ == "__main__":

@@ -47,7 +47,7 @@ impl KvCache {
     }
 
     pub fn rotating(window: usize) -> KvCache {
-        KvCache::Rotating(Rotating { keys: None, values: None, offset: 0, window, idx: 0 })
+        KvCache::Rotating(Rotating { keys: None, values: None, offset: 0, window, idx: 0, len: 0 })
     }
 
     /// Tokens seen so far (the position of the next token).
@@ -138,7 +138,8 @@ impl KvCache {
                 c.keys = Some(k);
                 c.values = Some(v);
                 c.offset = offset;
-                c.idx = keep as usize;
+                c.len = keep as usize;
+                c.idx = keep as usize % c.window;
             }
         }
         Ok(())
@@ -168,9 +169,13 @@ pub struct Growing {
 }
 
 fn grow(buf: Option<&Array>, like: &Array, used: i32, need: i32) -> Result<Array> {
+    extend(buf, like, used, (need + STEP - 1) / STEP * STEP)
+}
+
+/// The first `used` positions of `buf` followed by zeros, `capacity` positions in all.
+fn extend(buf: Option<&Array>, like: &Array, used: i32, capacity: i32) -> Result<Array> {
     let shape = like.shape();
     let (b, h, d) = (shape[0], shape[1], shape[3]);
-    let capacity = (need + STEP - 1) / STEP * STEP;
     let fresh = mlx::zeros(&[b, h, capacity - used, d], like.dtype())?;
     match buf {
         Some(old) if used > 0 => mlx::concatenate(&[&old.slice_axis(2, 0, used)?, &fresh], 2),
@@ -217,27 +222,41 @@ impl Growing {
 }
 
 pub struct Rotating {
+    /// Buffers of `[B, H, cap, D]`, cap <= window; only the first `len` slots
+    /// hold positions until the ring is full.
     keys: Option<Array>,
     values: Option<Array>,
     offset: usize,
     window: usize,
-    /// Next write position in the ring (equals the filled length until it wraps).
+    /// Next write position in the ring (equals `len` until it wraps).
     idx: usize,
+    /// Slots holding positions: in temporal order while below `window`, a ring once full.
+    len: usize,
 }
 
 impl Rotating {
     fn filled(&self) -> usize {
+        self.len
+    }
+
+    fn capacity(&self) -> usize {
         self.keys.as_ref().map_or(0, |k| k.dim(2) as usize)
     }
 
     /// The retained positions in temporal order.
     fn ordered(&self) -> Result<Option<(Array, Array)>> {
         let (Some(k), Some(v)) = (&self.keys, &self.values) else { return Ok(None) };
-        let n = self.filled();
+        let n = self.len;
         if n == 0 {
             return Ok(None);
         }
-        if self.idx == n || self.idx == 0 {
+        if n < self.window {
+            if n == self.capacity() {
+                return Ok(Some((k.clone(), v.clone())));
+            }
+            return Ok(Some((k.slice_axis(2, 0, n as i32)?, v.slice_axis(2, 0, n as i32)?)));
+        }
+        if self.idx == 0 {
             return Ok(Some((k.clone(), v.clone())));
         }
         let order = |a: &Array| -> Result<Array> {
@@ -248,7 +267,7 @@ impl Rotating {
 
     fn update(&mut self, k: Array, v: Array) -> Result<Attend> {
         let l = k.dim(2) as usize;
-        if l == 1 && self.filled() == self.window {
+        if l == 1 && self.len == self.window {
             // Full ring: overwrite the oldest position in place.
             let i = self.idx as i32;
             let write = |buf: &Array, x: &Array| {
@@ -264,7 +283,30 @@ impl Rotating {
             // All `window` retained positions are within the window of the one query.
             return Ok(Attend { keys, values, preceding: self.window - 1, ring_slot: Some(i as usize) });
         }
-        // Multi-token step, or a ring not yet full: temporal order, then append.
+        if l == 1 && self.len > 0 {
+            // Not yet full, one token: append in place like a growing cache
+            // (spare slots allocated in steps, up to the window).
+            let n = self.len as i32;
+            if self.capacity() == self.len {
+                let cap = ((self.len as i32 + STEP) / STEP * STEP).min(self.window as i32);
+                self.keys = Some(extend(self.keys.as_ref(), &k, n, cap)?);
+                self.values = Some(extend(self.values.as_ref(), &v, n, cap)?);
+            }
+            let write = |buf: &Array, x: &Array| {
+                let s = buf.shape();
+                buf.slice_update(x, &[0, 0, n, 0], &[s[0], s[1], n + 1, s[3]], &[1, 1, 1, 1])
+            };
+            let keys = write(self.keys.as_ref().unwrap(), &k)?;
+            let values = write(self.values.as_ref().unwrap(), &v)?;
+            let out = Attend { keys: keys.slice_axis(2, 0, n + 1)?, values: values.slice_axis(2, 0, n + 1)?, preceding: self.len, ring_slot: None };
+            self.keys = Some(keys);
+            self.values = Some(values);
+            self.len += 1;
+            self.idx = self.len % self.window;
+            self.offset += 1;
+            return Ok(out);
+        }
+        // Multi-token step (or the first token): temporal order, then append.
         // The first new query sees at most window-1 older positions.
         let (keys, values, preceding) = match self.ordered()? {
             Some((ok, ov)) => {
@@ -283,6 +325,7 @@ impl Rotating {
         self.keys = Some(keys.slice_axis(2, from, total as i32)?);
         self.values = Some(values.slice_axis(2, from, total as i32)?);
         // Stored in temporal order: the next write goes after the newest (or over the oldest when full).
+        self.len = stored;
         self.idx = stored % self.window;
         Ok(Attend { keys, values, preceding, ring_slot: None })
     }
@@ -295,7 +338,8 @@ impl Rotating {
         self.keys = Some(k.slice_axis(2, 0, keep)?);
         self.values = Some(v.slice_axis(2, 0, keep)?);
         self.offset -= n;
-        self.idx = keep as usize;
+        self.len = keep as usize;
+        self.idx = keep as usize % self.window;
         Ok(n)
     }
 }

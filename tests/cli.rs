@@ -320,3 +320,64 @@ fn convert_output_loads_in_mlx_lm() {
         assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "The capital of France is Paris.");
     }
 }
+
+/// llama_tied's weights with the character tokenizer beside them (a model the
+/// text commands accept), for the `--adapter-path` tests.
+fn llama_with_tokenizer(d: &Path) -> PathBuf {
+    let m = d.join("model");
+    std::fs::create_dir_all(&m).unwrap();
+    for (dir, f) in [("models/llama_tied", "config.json"), ("models/llama_tied", "model.safetensors"), ("lora/tokenizer", "tokenizer.json"), ("lora/tokenizer", "tokenizer_config.json")] {
+        std::fs::copy(root().join("tests/fixtures").join(dir).join(f), m.join(f)).unwrap();
+    }
+    m
+}
+
+#[test]
+fn adapter_path_applies_mlx_lm_adapters() {
+    use gomlx::engine::{ClassifyOptions, Engine, EngineOptions};
+    let d = scratch("adapter");
+    let m = llama_with_tokenizer(&d);
+    // mlx-lm wrote this adapter; tests/engine_adapter.rs checks it gives mlx-lm's logits.
+    let adapter = root().join("tests/fixtures/lora/llama_tied/adapter");
+    let engine = |adapter: Option<&Path>| Engine::load(&m, &EngineOptions { adapter: adapter.map(Path::to_path_buf), ..Default::default() }).unwrap();
+    // Labels keep the answers inside the character tokenizer's 102 tokens (the model has 256).
+    let labels: Vec<String> = ["a", "e", "o", "1", "5"].iter().map(|l| l.to_string()).collect();
+    let copts = ClassifyOptions { labels: Some(labels.clone()), ..Default::default() };
+    let prompts = "count 3 4 5\nthe cat sat\n";
+    let lib = |e: &Engine| -> Vec<Vec<f32>> {
+        let (r, _) = e.classify(&["count 3 4 5", "the cat sat"], &copts).unwrap();
+        r.into_iter().map(|r| r.label_probs.unwrap()).collect()
+    };
+    let (want, plain) = (lib(&engine(Some(&adapter))), lib(&engine(None)));
+    let cli = |extra: &[&str]| -> Vec<Vec<f32>> {
+        let args = [&["classify", "--model", s(&m), "--labels", "a,e,o,1,5"][..], extra].concat();
+        ok(&gomlx_stdin(&args, Some(prompts)))
+            .lines()
+            .map(|l| {
+                let row: Value = serde_json::from_str(l).unwrap();
+                labels.iter().map(|k| row["label_probs"][k].as_f64().unwrap() as f32).collect()
+            })
+            .collect()
+    };
+    let close = |a: &[Vec<f32>], b: &[Vec<f32>]| {
+        assert!(a.len() == 2 && b.len() == 2 && a.iter().chain(b).all(|r| r.len() == 5), "{a:?} {b:?}");
+        a.iter().flatten().zip(b.iter().flatten()).all(|(x, y)| (x - y).abs() < 1e-5)
+    };
+    let (got, got_plain) = (cli(&["--adapter-path", s(&adapter)]), cli(&[]));
+    assert!(close(&got, &want), "classify --adapter-path {got:?}, library with the adapter {want:?}");
+    assert!(close(&got_plain, &plain), "{got_plain:?} vs {plain:?}");
+    assert!(!close(&want, &plain), "the adapter changes nothing on these prompts");
+
+    // A bad adapter path is a runtime error naming it, before the model loads.
+    let o = gomlx(&["generate", "--model", s(&m), "--prompt", "x", "--adapter-path", "/nonexistent/adapter"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("adapter path /nonexistent/adapter: no such directory"), "{}", stderr(&o));
+    assert_eq!(stderr(&o).lines().count(), 1, "{}", stderr(&o));
+    // An adapter of another model names the mismatch.
+    let o = gomlx_stdin(&["chat", "--model", s(&m), "--adapter-path", s(&root().join("tests/fixtures/lora/gemma3_text/adapter"))], Some("hi\n"));
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("does not fit the model"), "{}", stderr(&o));
+    for cmd in ["generate", "chat", "classify", "bench"] {
+        assert!(ok(&gomlx(&[cmd, "--help"])).contains("--adapter-path"), "{cmd} --help");
+    }
+}

@@ -88,3 +88,33 @@ fn lora_command_trains_saves_and_fuses() {
         eprintln!("kept {}", root.display());
     }
 }
+
+#[test]
+fn progress_json_writes_one_line_per_step() {
+    let root = std::env::temp_dir().join(format!("gomlx-lora-json-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let (model, data, ad, log) = (root.join("model"), root.join("data"), root.join("adapters"), root.join("progress.jsonl"));
+    model_with_tokenizer(&model);
+    data_dir(&data);
+    let args: Vec<String> = [
+        "--model", model.to_str().unwrap(), "--data", data.to_str().unwrap(), "--iters", "5", "--batch-size", "4", "--lr", "1e-2",
+        "--rank", "4", "--val-every", "0", "--adapter-path", ad.to_str().unwrap(), "--progress-json", log.to_str().unwrap(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    // The front end's own flag is not a training option.
+    assert!(cli::parse_args(&args).is_ok());
+    cli::lora_command(&args).unwrap();
+    let rows: Vec<serde_json::Value> = std::fs::read_to_string(&log).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(rows.iter().map(|r| r["step"].as_u64().unwrap()).collect::<Vec<_>>(), [1, 2, 3, 4, 5]);
+    let col = |k: &str| rows.iter().map(|r| r[k].as_f64().unwrap()).collect::<Vec<_>>();
+    let (secs, toks) = (col("seconds"), col("trained_tokens"));
+    assert!(secs.windows(2).all(|w| w[1] > w[0]) && toks.windows(2).all(|w| w[1] > w[0]), "{secs:?} {toks:?}");
+    for r in &rows {
+        let rate = r["trained_tokens"].as_f64().unwrap() / r["seconds"].as_f64().unwrap();
+        assert!((rate / r["tokens_per_second"].as_f64().unwrap() - 1.0).abs() < 1e-9, "{r}");
+        assert!(r["val_loss"].is_null() && r["loss"].as_f64().unwrap() > 0.0 && r["peak_memory"].as_u64().unwrap() > 0, "{r}");
+    }
+    let _ = std::fs::remove_dir_all(&root);
+}

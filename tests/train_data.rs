@@ -217,3 +217,27 @@ fn clipping_scales_to_the_global_norm() {
     let (same, _) = step::clip_grad_norm(&[a, b], 10.0).unwrap();
     assert_eq!(same[1].to_vec::<f32>().unwrap(), vec![4.0]);
 }
+
+/// The two ways of differentiating the loss's log-sum-exp (the CPU keeps the
+/// forward's exponentials, the GPU recomputes them; tests/train_lora.rs checks
+/// the CPU's against mlx-lm) give the same loss and logits gradient.
+#[test]
+fn kept_and_recomputed_exponentials_agree() {
+    use gomlx::mlx::{closure, random, Dtype};
+    use step::Exponentials;
+    let key = random::key(7).unwrap();
+    // Spread-out logits (scale 8) so the max shift matters.
+    let logits = random::normal(&[2, 5, 50], Dtype::F32, 0.0, 8.0, Some(&key)).unwrap();
+    let targets = Array::from_slice(&[3i32, 0, 49, 7, 7, 12, 1, 2, 30, 44], &[2, 5]).unwrap();
+    let mask = Array::from_slice(&[1f32, 1., 1., 0., 1., 0., 1., 1., 1., 1.], &[2, 5]).unwrap();
+    let run = |how: Exponentials| {
+        let f = |a: &[Array]| Ok(vec![step::masked_loss_with(&a[0], &targets, &mask, how)?.0]);
+        let (v, g) = closure::value_and_grad(&f, &[&logits], &[0]).unwrap();
+        (v[0].item::<f32>().unwrap(), g[0].to_vec::<f32>().unwrap())
+    };
+    let ((lk, gk), (lr, gr)) = (run(Exponentials::Keep), run(Exponentials::Recompute));
+    assert!((lk - lr).abs() <= 1e-6 * lr.abs(), "loss {lk} vs {lr}");
+    let scale = gr.iter().fold(0f32, |m, x| m.max(x.abs()));
+    let err = gk.iter().zip(&gr).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+    assert!(scale > 0.0 && err <= 1e-6 * scale, "gradient differs by {err} (scale {scale})");
+}

@@ -14,6 +14,9 @@
 // it went. Cancelling the context passed to Generate stops the engine within
 // one step (Err then returns the context's error); breaking out of the loop
 // stops it too.
+//
+// Fine-tuning: TrainLoRA trains LoRA adapters from JSONL data and saves them
+// in mlx-lm's layout; LoadModel(path, WithAdapter(dir)) applies them.
 package gomlx
 
 /*

@@ -22,22 +22,33 @@ type expectCase struct {
 
 var root = filepath.Join("..", "..")
 
-func readExpected(t *testing.T) map[string]expectCase {
+// expectedLines is the fields of every line of tests/c/<name> that is not
+// empty or a comment.
+func expectedLines(t *testing.T, name string) [][]string {
 	t.Helper()
-	f, err := os.Open(filepath.Join(root, "tests", "c", "expected.txt"))
+	f, err := os.Open(filepath.Join(root, "tests", "c", name))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	out := map[string]expectCase{}
+	var out [][]string
 	sc := bufio.NewScanner(f)
 	sc.Buffer(make([]byte, 1<<16), 1<<20)
 	for sc.Scan() {
-		line := sc.Text()
-		if line == "" || line[0] == '#' {
-			continue
+		if line := sc.Text(); line != "" && line[0] != '#' {
+			out = append(out, strings.Fields(line))
 		}
-		fs := strings.Fields(line)
+	}
+	if err := sc.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func readExpected(t *testing.T) map[string]expectCase {
+	t.Helper()
+	out := map[string]expectCase{}
+	for _, fs := range expectedLines(t, "expected.txt") {
 		read := func(at int) ([]uint32, int) {
 			n, _ := strconv.Atoi(fs[at])
 			ids := make([]uint32, n)
@@ -358,7 +369,7 @@ func TestErrors(t *testing.T) {
 		t.Fatal(err)
 	}
 	fixture := filepath.Join(root, "tests", "fixtures", "models", "llama_tied")
-	if _, err := LoadModel(fixture, WithAdapter("x")); err == nil || !strings.Contains(err.Error(), "not supported yet") {
+	if _, err := LoadModel(fixture, WithAdapter("/nonexistent/adapter")); err == nil || !strings.Contains(err.Error(), "adapter path /nonexistent/adapter: no such directory") {
 		t.Fatal(err)
 	}
 	if _, err := LoadModel(fixture, WithDType("int4")); err == nil || !strings.Contains(err.Error(), "unknown dtype") {

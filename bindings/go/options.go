@@ -48,8 +48,10 @@ func WithMemoryLimit(bytes uint64) LoadOption { return func(c *loadConfig) { c.m
 // WithCacheLimit sets MLX's process-wide buffer-cache limit (bytes) before loading.
 func WithCacheLimit(bytes uint64) LoadOption { return func(c *loadConfig) { c.cacheLimit = bytes } }
 
-// WithAdapter is reserved for LoRA adapters; loading one is not supported yet
-// and LoadModel returns an error saying so.
+// WithAdapter applies a LoRA adapter directory in mlx-lm's layout
+// (adapters.safetensors + adapter_config.json, as TrainLoRA, gomlx lora and
+// mlx_lm.lora write it) at load. An adapter that does not fit the model fails
+// LoadModel with an error naming what does not fit.
 func WithAdapter(path string) LoadOption { return func(c *loadConfig) { c.adapter = path } }
 
 func (c *loadConfig) toC(m *cmem) (*C.gm_load_options, error) {

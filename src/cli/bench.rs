@@ -66,9 +66,18 @@ pub struct Args {
     /// Mean length of a classify prompt (lengths vary by ±4).
     #[arg(long, default_value_t = 24)]
     pub prompt_tokens: usize,
+    /// Classify prompt lengths vary by ± this many tokens around --prompt-tokens.
+    #[arg(long, default_value_t = 4)]
+    pub prompt_spread: usize,
     /// Length of the instruction prefix shared by the prompts of the second classify run.
     #[arg(long, default_value_t = 64)]
     pub prefix_tokens: usize,
+    /// Measure load and classify only (no prefill/decode runs), e.g. for large classify workloads.
+    #[arg(long)]
+    pub classify_only: bool,
+    /// Time each classify run cold, without first running it once untimed (both sides).
+    #[arg(long)]
+    pub no_warmup: bool,
     /// The directory mlx-lm loads (default: the model directory, or for a .gguf
     /// its `convert --keep-quant` directory under .cache/bench-models/converted/).
     #[arg(long, value_name = "DIR")]
@@ -179,7 +188,7 @@ fn build_workload(tok: &Tokenizer, a: &Args) -> gomlx::Result<Value> {
             TEXT
         );
         let body = tok.encode(&sentence, false)?;
-        let len = (a.prompt_tokens + (i % 9)).saturating_sub(4).max(2);
+        let len = (a.prompt_tokens + i % (2 * a.prompt_spread + 1)).saturating_sub(a.prompt_spread).max(2);
         let body = &body[..len.saturating_sub(bos.len()).clamp(1, body.len())];
         plain.push([bos.as_slice(), body].concat());
         prefixed.push([bos.as_slice(), &prefix, body].concat());
@@ -188,6 +197,12 @@ fn build_workload(tok: &Tokenizer, a: &Args) -> gomlx::Result<Value> {
         "prefill": prefill,
         "decode_prompt": decode_prompt,
         "decode_tokens": a.decode_tokens,
+        "generate": !a.classify_only,
+        // Classify once untimed first: steady-state throughput, without one-time
+        // kernel compilation and cuDNN plan building for new shapes (both sides).
+        "warmup": !a.no_warmup,
+        // Rows per forward on the mlx-lm side: gomlx's own cap per batch.
+        "classify_batch": 512,
         "classify": plain,
         "classify_prefixed": prefixed,
     }))
@@ -221,35 +236,16 @@ fn worker(a: &Args, path: &Path) -> CliResult {
     let mut steps = Map::new();
     steps.insert("load".into(), json!(memory::peak()?));
 
-    let prompt = ids(&w["prefill"]);
-    let opts = GenerateOptions { max_tokens: 1, ignore_eos: true, ..Default::default() };
-    let t = Instant::now();
-    let mut g = engine.generate_tokens(prompt.clone(), &opts)?;
-    g.next().ok_or_else(|| runtime("prefill produced no token"))??;
-    let ttft = t.elapsed().as_secs_f64();
-    g.for_each(drop);
-    o.insert("ttft_s".into(), json!(ttft));
-    o.insert("prefill_tok_s".into(), json!(prompt.len() as f64 / ttft));
-    steps.insert("prefill".into(), json!(memory::peak()?));
-
-    let n = w["decode_tokens"].as_u64().unwrap_or(128) as usize;
-    let opts = GenerateOptions { max_tokens: n, ignore_eos: true, ..Default::default() };
-    let g = engine.generate_tokens(ids(&w["decode_prompt"]), &opts)?;
-    let mut times = Vec::new();
-    let mut tokens = Vec::new();
-    for t in g {
-        tokens.push(t?.id);
-        times.push(Instant::now());
+    if w["generate"].as_bool().unwrap_or(true) {
+        generate_steps(&engine, &w, &mut o, &mut steps)?;
     }
-    let rate = if times.len() > 1 { (times.len() - 1) as f64 / (times[times.len() - 1] - times[0]).as_secs_f64() } else { 0.0 };
-    o.insert("decode_tokens".into(), json!(tokens.len()));
-    o.insert("decode_tok_s".into(), json!(rate));
-    o.insert("decode_ids".into(), json!(tokens));
-    steps.insert("decode".into(), json!(memory::peak()?));
 
     for (key, name) in [("classify", "classify_prompts_s"), ("classify_prefixed", "classify_prefixed_prompts_s")] {
         let prompts: Vec<Vec<u32>> = w[key].as_array().map(|a| a.iter().map(ids).collect()).unwrap_or_default();
         let n = prompts.len();
+        if w["warmup"].as_bool().unwrap_or(false) {
+            engine.classify_tokens(prompts.clone(), None, &ClassifyOptions::default())?;
+        }
         let t = Instant::now();
         let (results, _) = engine.classify_tokens(prompts, None, &ClassifyOptions::default())?;
         o.insert(name.into(), json!(n as f64 / t.elapsed().as_secs_f64()));
@@ -265,6 +261,41 @@ fn worker(a: &Args, path: &Path) -> CliResult {
     o.insert("dtype".into(), json!(info.dtype));
     o.insert("weights".into(), json!(weights_label(&info.weights_dtype, info.quant_bits.filter(|_| !info.dequantized))));
     out(&format!("{}\n", Value::Object(o)))
+}
+
+/// Time to first token and prefill rate (a long prompt, one token), then decode rate.
+fn generate_steps(engine: &Engine, w: &Value, o: &mut Map<String, Value>, steps: &mut Map<String, Value>) -> CliResult {
+    let prompt = ids(&w["prefill"]);
+    let opts = GenerateOptions { max_tokens: 1, ignore_eos: true, ..Default::default() };
+    let t = Instant::now();
+    let mut g = engine.generate_tokens(prompt.clone(), &opts)?;
+    g.next().ok_or_else(|| runtime("prefill produced no token"))??;
+    let ttft = t.elapsed().as_secs_f64();
+    g.for_each(drop);
+    o.insert("ttft_s".into(), json!(ttft));
+    o.insert("prefill_tok_s".into(), json!(prompt.len() as f64 / ttft));
+    steps.insert("prefill".into(), json!(memory::peak()?));
+
+    let n = w["decode_tokens"].as_u64().unwrap_or(128) as usize;
+    let opts = GenerateOptions { max_tokens: n, ignore_eos: true, ..Default::default() };
+    let mut g = engine.generate_tokens(ids(&w["decode_prompt"]), &opts)?;
+    let mut times = Vec::new();
+    let mut tokens = Vec::new();
+    for t in g.by_ref() {
+        tokens.push(t?.id);
+        times.push(Instant::now());
+    }
+    if let Some(m) = g.metrics() {
+        // The engine's own split of a decode step (graph build / queue / wait), per token.
+        let per = |s: f64| 1e3 * s / tokens.len().saturating_sub(1).max(1) as f64;
+        o.insert("decode_profile_ms".into(), json!({"step": per(m.decode_s), "build": per(m.decode_build_s), "queue": per(m.decode_queue_s), "wait": per(m.decode_wait_s)}));
+    }
+    let rate = if times.len() > 1 { (times.len() - 1) as f64 / (times[times.len() - 1] - times[0]).as_secs_f64() } else { 0.0 };
+    o.insert("decode_tokens".into(), json!(tokens.len()));
+    o.insert("decode_tok_s".into(), json!(rate));
+    o.insert("decode_ids".into(), json!(tokens));
+    steps.insert("decode".into(), json!(memory::peak()?));
+    Ok(())
 }
 
 /// "bfloat16", or "4-bit (bfloat16 scales)" for kept quantisation.
@@ -539,11 +570,21 @@ pub fn run(a: Args) -> CliResult {
         if let Some(n) = a.model.context_length {
             c.arg("--context-length").arg(n.to_string());
         }
+        if let Some(d) = &a.model.adapter_path {
+            c.arg("--adapter-path").arg(d);
+        }
         c
     };
     let mlx_cmd = || {
         let mut c = Command::new(&python);
         c.arg(&script).arg(mlx_model.as_ref().unwrap()).arg(&tmp);
+        if let Some(d) = &a.model.adapter_path {
+            c.arg(d);
+        }
+        // mlx-lm runs with MLX's own defaults, not the CUDA graph size gomlx picks for itself.
+        if mlx::ops_per_graph_is_gomlx_default() {
+            c.env_remove("MLX_MAX_OPS_PER_BUFFER");
+        }
         c
     };
 
@@ -611,13 +652,20 @@ pub fn run(a: Args) -> CliResult {
             "greedy_agreement": if compare { json!({"decode": agree(&ours[i], "decode_ids"), "classify": agree(&ours[i], "classify_ids")}) } else { Value::Null },
         }));
     }
-    let name = a.name.clone().unwrap_or_else(|| a.model.model.file_name().unwrap_or_default().to_string_lossy().into_owned());
+    let name = a.name.clone().unwrap_or_else(|| {
+        let model = a.model.model.file_name().unwrap_or_default().to_string_lossy().into_owned();
+        match &a.model.adapter_path {
+            Some(d) => format!("{model} + adapter {}", d.file_name().unwrap_or_default().to_string_lossy()),
+            None => model,
+        }
+    });
     let mlx_side = theirs.first().map(|r| json!({"dtype": r["dtype"], "weights": r["weights"], "weight_bytes": r["weight_bytes"], "blas": r["blas"]}));
     let loads: Vec<f64> = ours.iter().flatten().chain(&theirs).filter_map(|r| r["loadavg_at_start"].as_f64()).collect();
     let others: Vec<f64> = ours.iter().flatten().chain(&theirs).filter_map(|r| r["other_cpu_share"].as_f64()).collect();
     let report = json!({
         "model": name,
         "path": a.model.model,
+        "adapter": a.model.adapter_path,
         "mlx_lm_model": mlx_model,
         "machine": machine(),
         "date": chrono::Local::now().format("%Y-%m-%d").to_string(),
@@ -631,6 +679,7 @@ pub fn run(a: Args) -> CliResult {
         "mlx_lm": mlx_side,
         // The first configuration's, for readers of one-row reports.
         "metrics": rows[0]["metrics"],
+        "greedy_agreement": rows[0]["greedy_agreement"],
         "runs": {"gomlx": variants.iter().zip(&ours).map(|(v, r)| (v.name().to_string(), json!(r))).collect::<Map<_, _>>(), "mlx_lm": theirs},
     });
 

@@ -70,6 +70,19 @@ pub fn print_metrics(m: &Metrics, reason: Option<&str>) {
     eprintln!("Prompt: {} tokens{note}, {:.3} tokens-per-sec", m.prompt_tokens, m.prefill_tokens_per_s);
     eprintln!("Generation: {} tokens, {:.3} tokens-per-sec", m.generated_tokens, m.decode_tokens_per_s);
     eprintln!("Time to first token: {:.3} s", m.time_to_first_token_s);
+    if m.generated_tokens > 1 {
+        // Where a decode step's time went (see engine::Metrics).
+        let per = |s: f64| 1e3 * s / (m.generated_tokens - 1) as f64;
+        let other = m.decode_s - m.decode_build_s - m.decode_queue_s - m.decode_wait_s;
+        eprintln!(
+            "Decode step: {:.3} ms (graph build {:.3}, queue {:.3}, wait {:.3}, other {:.3})",
+            per(m.decode_s),
+            per(m.decode_build_s),
+            per(m.decode_queue_s),
+            per(m.decode_wait_s),
+            per(other)
+        );
+    }
     eprintln!("Peak memory: {:.3} GB", gib(m.peak_memory_bytes));
     if let Some(r) = reason {
         eprintln!("Finish reason: {r}");

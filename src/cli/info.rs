@@ -52,7 +52,7 @@ pub fn run_info(a: InfoArgs) -> CliResult {
             mlx::blas::info().summary()
         ));
     };
-    let margs = ModelArgs { model, device: a.device, dtype: a.dtype, context_length: None, weights: a.weights };
+    let margs = ModelArgs { model, device: a.device, dtype: a.dtype, context_length: None, weights: a.weights, adapter_path: None };
     let (engine, load_s) = load_engine(&margs)?;
     let tokenizer = engine.tokenizer().map(|t| {
         json!({

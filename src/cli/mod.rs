@@ -187,6 +187,9 @@ pub struct ModelArgs {
     /// use (the checkpoint's memory). Default: widened when that fits half the RAM.
     #[arg(long, value_enum)]
     pub weights: Option<WeightsArg>,
+    /// A LoRA adapter directory (adapters.safetensors + adapter_config.json, from gomlx lora or mlx_lm.lora) to apply.
+    #[arg(long, value_name = "DIR")]
+    pub adapter_path: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -205,6 +208,7 @@ impl ModelArgs {
             dtype: self.dtype.map(DtypeArg::dtype),
             context_length: self.context_length,
             widen: self.weights.map(|w| w == WeightsArg::Widened),
+            adapter: self.adapter_path.clone(),
         }
     }
 }

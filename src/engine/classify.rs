@@ -28,7 +28,7 @@ pub struct ClassifyOptions {
     pub return_logits: bool,
     /// At most this many prompts per batch; None sizes batches from the memory budget.
     pub batch_size: Option<usize>,
-    /// Bytes a batch may use for activations and KV; None = 1 GiB.
+    /// Bytes a batch may use for activations and KV; None = 1 GiB (4 GiB on a GPU).
     pub memory_budget: Option<usize>,
     /// Evaluate every prompt in full even when they share a prefix.
     pub no_shared_prefix: bool,
@@ -92,7 +92,9 @@ fn batch_rows(w: &Worker, opts: &ClassifyOptions, max_len: usize, total_len: usi
     let kv = 2 * c.num_layers * c.num_kv_heads * c.head_dim * bytes;
     let act = (4 * c.hidden_size + 3 * c.intermediate_size + c.num_heads * total_len) * bytes;
     let per_row = max_len * (kv + act) + c.vocab_size * 4;
-    let budget = opts.memory_budget.unwrap_or(1 << 30);
+    // A GPU keeps more rows busy per kernel launch; its memory is sized for it.
+    let default = if mlx::stream::thread_device() == mlx::DeviceKind::Gpu { 4 << 30 } else { 1 << 30 };
+    let budget = opts.memory_budget.unwrap_or(default);
     (budget / per_row.max(1)).clamp(1, 512)
 }
 
@@ -134,11 +136,14 @@ pub(crate) fn run(w: &mut Worker, req: Request) -> Result<(Vec<ClassifyResult>, 
     order.sort_by_key(|&i| req.prompts[i].len());
     let mut results: Vec<Option<ClassifyResult>> = vec![None; n];
     let label_ids = req.labels.as_ref().map(|ls| ls.iter().map(|(_, id)| *id).collect::<Vec<u32>>());
+    // Each batch is queued (`async_eval`) before the previous one is read back,
+    // so the device computes batch k+1 while the host turns batch k into results.
+    let mut pending: Option<(Vec<usize>, Queued)> = None;
     let mut i = 0;
     while i < n {
         let max_len = req.prompts[order[(i + 512).min(n) - 1]].len() - prefix_len;
         let rows = batch_rows(w, &req.opts, max_len, max_len + prefix_len).min(n - i);
-        let batch = &order[i..i + rows];
+        let batch = order[i..i + rows].to_vec();
         let lmax = batch.iter().map(|&j| req.prompts[j].len() - prefix_len).max().unwrap();
         let mut tokens = vec![0u32; rows * lmax];
         let mut last = Vec::with_capacity(rows);
@@ -168,21 +173,15 @@ pub(crate) fn run(w: &mut Worker, req: Request) -> Result<(Vec<ClassifyResult>, 
         let hidden = h.dim(2);
         let idx = Array::from_slice(&last, &[rows as i32, 1, 1])?.broadcast_to(&[rows as i32, 1, hidden])?;
         let logits = w.model.logits(&h.take_along_axis(&idx, 1)?)?.reshape(&[rows as i32, vocab as i32])?.astype(Dtype::F32)?;
-        let out = read_batch(&logits, label_ids.as_deref(), &req.opts)?;
-        for (r, &j) in batch.iter().enumerate() {
-            let mut res = out[r].clone();
-            if let Some(labels) = &req.labels {
-                let best = res.label_probs.as_ref().unwrap().iter().enumerate().fold(0, |b, (k, p)| if *p > res.label_probs.as_ref().unwrap()[b] { k } else { b });
-                res.label = Some(labels[best].0.clone());
-                res.token = labels[best].1;
-            }
-            if let Some(t) = &w.tokenizer {
-                res.text = t.decode(&[res.token], false)?;
-            }
-            results[j] = Some(res);
+        let queued = queue_batch(logits, label_ids.as_deref(), &req.opts)?;
+        if let Some((prev, q)) = pending.replace((batch, queued)) {
+            collect(w, &req, &prev, q, &mut results)?;
         }
         metrics.batches += 1;
         i += rows;
+    }
+    if let Some((prev, q)) = pending.take() {
+        collect(w, &req, &prev, q, &mut results)?;
     }
     metrics.total_s = since(start);
     metrics.prompts_per_s = rate(n, metrics.total_s);
@@ -192,14 +191,22 @@ pub(crate) fn run(w: &mut Worker, req: Request) -> Result<(Vec<ClassifyResult>, 
     Ok((results.into_iter().map(|r| r.expect("every prompt classified")).collect(), metrics))
 }
 
-/// Reads one batch's answers back to the host (only what was asked for).
-fn read_batch(logits: &Array, labels: Option<&[u32]>, opts: &ClassifyOptions) -> Result<Vec<ClassifyResult>> {
-    let rows = logits.dim(0) as usize;
+/// One batch's answers, queued on the device.
+struct Queued {
+    logits: Array,
+    argmax: Array,
+    chosen_lp: Option<Array>,
+    label_probs: Option<Array>,
+    labels: usize,
+}
+
+/// Builds what a batch must return (only what was asked for) and queues it.
+fn queue_batch(logits: Array, labels: Option<&[u32]>, opts: &ClassifyOptions) -> Result<Queued> {
+    let rows = logits.dim(0);
     let argmax = logits.argmax(-1, false)?;
-    let lp = if opts.logprobs { Some(log_softmax(logits)?) } else { None };
-    let chosen_lp = match &lp {
-        Some(lp) => Some(lp.take_along_axis(&argmax.reshape(&[rows as i32, 1])?, 1)?.reshape(&[rows as i32])?),
-        None => None,
+    let chosen_lp = match opts.logprobs {
+        true => Some(log_softmax(&logits)?.take_along_axis(&argmax.reshape(&[rows, 1])?, 1)?.reshape(&[rows])?),
+        false => None,
     };
     let label_probs = match labels {
         Some(ids) => {
@@ -211,21 +218,38 @@ fn read_batch(logits: &Array, labels: Option<&[u32]>, opts: &ClassifyOptions) ->
     let mut to_eval = vec![&argmax];
     to_eval.extend(chosen_lp.iter());
     to_eval.extend(label_probs.iter());
-    mlx::eval(&to_eval)?;
-    let ids = argmax.to_vec::<u32>()?;
-    let lps = chosen_lp.map(|a| a.to_vec::<f32>()).transpose()?;
-    let probs = label_probs.map(|a| a.to_vec::<f32>()).transpose()?;
-    let all = if opts.return_logits { Some(logits.to_vec::<f32>()?) } else { None };
-    let v = logits.dim(1) as usize;
-    let k = labels.map_or(0, |l| l.len());
-    Ok((0..rows)
-        .map(|r| ClassifyResult {
+    if opts.return_logits {
+        to_eval.push(&logits);
+    }
+    mlx::async_eval(&to_eval)?;
+    Ok(Queued { logits, argmax, chosen_lp, label_probs, labels: labels.map_or(0, |l| l.len()) })
+}
+
+/// Reads a queued batch back and files each row's result under its prompt.
+fn collect(w: &Worker, req: &Request, batch: &[usize], q: Queued, results: &mut [Option<ClassifyResult>]) -> Result<()> {
+    let ids = q.argmax.to_vec::<u32>()?;
+    let lps = q.chosen_lp.map(|a| a.to_vec::<f32>()).transpose()?;
+    let probs = q.label_probs.map(|a| a.to_vec::<f32>()).transpose()?;
+    let all = if req.opts.return_logits { Some(q.logits.to_vec::<f32>()?) } else { None };
+    let (v, k) = (q.logits.dim(1) as usize, q.labels);
+    for (r, &j) in batch.iter().enumerate() {
+        let mut res = ClassifyResult {
             token: ids[r],
             text: String::new(),
             logprob: lps.as_ref().map(|l| l[r]),
             label: None,
             label_probs: probs.as_ref().map(|p| p[r * k..(r + 1) * k].to_vec()),
             logits: all.as_ref().map(|a| a[r * v..(r + 1) * v].to_vec()),
-        })
-        .collect())
+        };
+        if let (Some(labels), Some(p)) = (&req.labels, &res.label_probs) {
+            let best = p.iter().enumerate().fold(0, |b, (i, x)| if *x > p[b] { i } else { b });
+            res.label = Some(labels[best].0.clone());
+            res.token = labels[best].1;
+        }
+        if let Some(t) = &w.tokenizer {
+            res.text = t.decode(&[res.token], false)?;
+        }
+        results[j] = Some(res);
+    }
+    Ok(())
 }

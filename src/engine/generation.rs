@@ -123,6 +123,7 @@ impl GenState {
     /// Builds the forward pass over `x` (`[1, L]`) and the sampling of the
     /// next token, and queues it on the device without waiting.
     fn queue_next(&mut self, model: &Model, x: &Array) -> Result<Sample> {
+        let t0 = Instant::now();
         let logits = model.forward(x, &mut self.caches, None, Logits::Last)?;
         let v = logits.dim(-1);
         let s = self.sampler()?.sample(&logits.reshape(&[1, v])?)?;
@@ -130,7 +131,12 @@ impl GenState {
         outs.extend(s.logprobs.iter());
         outs.extend(s.top_ids.iter());
         outs.extend(s.top_logprobs.iter());
+        let t1 = Instant::now();
         mlx::async_eval(&outs)?;
+        if self.decode_start.is_some() {
+            self.metrics.decode_build_s += (t1 - t0).as_secs_f64();
+            self.metrics.decode_queue_s += t1.elapsed().as_secs_f64();
+        }
         Ok(s)
     }
 
@@ -167,7 +173,11 @@ impl GenState {
         } else {
             None
         };
+        let wait = Instant::now();
         let id = current.tokens.item::<u32>()?;
+        if self.decode_start.is_some() {
+            self.metrics.decode_wait_s += wait.elapsed().as_secs_f64();
+        }
         if next.is_some() {
             self.cached.push(id);
         }

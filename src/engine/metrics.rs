@@ -16,6 +16,14 @@ pub struct Metrics {
     pub prefill_tokens_per_s: f64,
     pub decode_s: f64,
     pub decode_tokens_per_s: f64,
+    /// Where decode time went, summed over the decode steps (profiling): building
+    /// each step's graph on the host (model and sampler ops through mlx-c), queuing
+    /// it (`async_eval`: MLX's scheduling and kernel encoding on the host), and
+    /// waiting for each token's value (device compute not yet hidden behind the
+    /// host work). The rest of `decode_s` is detokenizing and handing tokens over.
+    pub decode_build_s: f64,
+    pub decode_queue_s: f64,
+    pub decode_wait_s: f64,
     pub peak_memory_bytes: usize,
     pub active_memory_bytes: usize,
 }

@@ -41,6 +41,9 @@ pub struct EngineOptions {
     /// as stored (false); None: widened when that fits the memory budget
     /// (`LoadOptions::widen`, docs/cpu.md).
     pub widen: Option<bool>,
+    /// A LoRA adapter directory in mlx-lm's layout (`adapters.safetensors` +
+    /// `adapter_config.json`, as `gomlx lora` and `mlx_lm.lora` write) applied at load.
+    pub adapter: Option<PathBuf>,
 }
 
 /// Options of one generation.
@@ -243,7 +246,15 @@ impl Engine {
         let device = opts.device.unwrap_or_else(crate::mlx::default_device);
         let (tx, rx) = mpsc::channel();
         let (ready_tx, ready_rx) = mpsc::channel();
-        let load = worker::LoadRequest { path: path.to_path_buf(), device, load: LoadOptions { dtype: opts.dtype, widen: opts.widen, ..Default::default() }, context_length: opts.context_length };
+        if let Some(dir) = &opts.adapter {
+            // Before the weights load: a wrong path should not cost a model load.
+            crate::train::adapters::check_adapter_dir(dir)?;
+        }
+        let (fuse_projections, compile) = crate::models::policy::inference_build(device);
+        // Adapters attach to each projection, so a model with one keeps q/k/v separate.
+        let fuse_projections = fuse_projections && opts.adapter.is_none();
+        let load = LoadOptions { dtype: opts.dtype, widen: opts.widen, fuse_projections, compile, ..Default::default() };
+        let load = worker::LoadRequest { path: path.to_path_buf(), device, load, context_length: opts.context_length, adapter: opts.adapter.clone() };
         let thread = std::thread::Builder::new()
             .name("gomlx-engine".into())
             .spawn(move || worker::run(load, rx, ready_tx))

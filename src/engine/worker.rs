@@ -5,7 +5,7 @@
 use super::generation::{GenState, Step};
 use super::{batch, classify, Event, GenerateOptions};
 use crate::cache::KvCache;
-use crate::mlx::{stream, DeviceKind, Stream};
+use crate::mlx::{self, stream, DeviceKind, Stream};
 use crate::models::{LoadOptions, Model, ModelInfo};
 use crate::text::Tokenizer;
 use crate::{Error, Result};
@@ -21,6 +21,7 @@ pub(crate) struct LoadRequest {
     pub device: DeviceKind,
     pub load: LoadOptions,
     pub context_length: Option<usize>,
+    pub adapter: Option<PathBuf>,
 }
 
 pub(crate) struct GenerateRequest {
@@ -67,25 +68,33 @@ pub(crate) fn guarded<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
 
 fn load(req: &LoadRequest) -> Result<(Model, Option<Arc<Tokenizer>>)> {
     let path = &req.path;
-    if path.extension().is_some_and(|e| e == "gguf") {
+    let (mut model, tokenizer) = if path.extension().is_some_and(|e| e == "gguf") {
         let (model, tokenizer) = crate::gguf::load_model(path, &req.load)?;
-        return Ok((model, Some(Arc::new(tokenizer))));
+        (model, Some(Arc::new(tokenizer)))
+    } else {
+        // The tokenizer (0.2-0.9 s of JSON parsing for 128k-262k vocabularies) is
+        // built on a second thread while this one reads the weights; it touches no MLX state.
+        std::thread::scope(|scope| -> Result<_> {
+            let tokenizer = path.join("tokenizer.json").is_file().then(|| scope.spawn(|| Tokenizer::from_dir(path)));
+            let model = Model::load(path, &req.load);
+            let tokenizer = match tokenizer {
+                Some(t) => Some(Arc::new(t.join().map_err(|_| Error::Tokenizer(format!("{}: the tokenizer thread panicked", path.display())))??)),
+                None => None,
+            };
+            Ok((model?, tokenizer))
+        })?
+    };
+    if let Some(dir) = &req.adapter {
+        crate::train::adapters::apply_adapter_dir(&mut model, dir, path)?;
     }
-    // The tokenizer (0.2-0.9 s of JSON parsing for 128k-262k vocabularies) is
-    // built on a second thread while this one reads the weights; it touches no MLX state.
-    std::thread::scope(|scope| {
-        let tokenizer = path.join("tokenizer.json").is_file().then(|| scope.spawn(|| Tokenizer::from_dir(path)));
-        let model = Model::load(path, &req.load);
-        let tokenizer = match tokenizer {
-            Some(t) => Some(Arc::new(t.join().map_err(|_| Error::Tokenizer(format!("{}: the tokenizer thread panicked", path.display())))??)),
-            None => None,
-        };
-        Ok((model?, tokenizer))
-    })
+    Ok((model, tokenizer))
 }
 
 pub(crate) fn run(req: LoadRequest, rx: Receiver<Command>, ready: Sender<Result<(ModelInfo, Option<Arc<Tokenizer>>)>>) {
+    // All MLX work of this thread happens while it holds the GPU guard (a no-op
+    // unless MLX is a CUDA build), taken per unit of work, never while idle.
     let loaded = guarded(|| {
+        let _gpu = mlx::gpu_guard();
         stream::set_thread_stream(Stream::new(req.device)?);
         load(&req)
     });
@@ -121,12 +130,15 @@ pub(crate) fn run(req: LoadRequest, rx: Receiver<Command>, ready: Sender<Result<
                 }
             }
         }
+        let _gpu = mlx::gpu_guard();
         for c in cmds {
             w.handle(c);
         }
         w.tick();
     }
     // Dropping `w` frees the weights, caches and sessions on this thread.
+    let _gpu = mlx::gpu_guard();
+    drop(w);
 }
 
 impl Worker {

@@ -1,18 +1,18 @@
 //! `gm_lora_train`: LoRA fine-tuning through the C ABI (see docs/training.md).
-//! Wire in with `mod lora; pub use lora::*;` in src/ffi/mod.rs (then regenerate the header).
 #![allow(non_camel_case_types)]
 
-use super::{c_str, guard_status};
+use super::{c_str, guard_status, read_opts, write_sized, SizedStruct};
 use crate::mlx::Dtype;
 use crate::train::run::{run, RunOptions};
 use crate::train::{Control, FuseMode, Schedule};
-use crate::{Error, Result};
+use crate::Result;
 use std::ffi::{c_char, c_void};
 use std::path::PathBuf;
 
 /// Options of `gm_lora_train`. Zero-initialise, set `struct_size = sizeof(gm_lora_options)`,
 /// then set what you need: a zero field takes the default given beside it.
 #[repr(C)]
+#[derive(Clone, Copy)]
 pub struct gm_lora_options {
     /// `sizeof(gm_lora_options)`, so the struct can grow.
     pub struct_size: usize,
@@ -66,9 +66,17 @@ pub struct gm_lora_options {
     pub seed: u64,
 }
 
-/// What the progress callback receives after each step.
+impl SizedStruct for gm_lora_options {
+    const NAME: &'static str = "gm_lora_options";
+}
+
+/// What the progress callback receives after each step (owned by the
+/// library, valid during the callback only).
 #[repr(C)]
 pub struct gm_lora_progress {
+    /// `sizeof(gm_lora_progress)` as this library fills it; a caller built
+    /// with a newer header reads only the fields that lie below it.
+    pub struct_size: usize,
     pub step: u32,
     pub iters: u32,
     pub loss: f32,
@@ -86,9 +94,11 @@ pub struct gm_lora_progress {
 /// (adapters are still saved). Runs on the thread that called `gm_lora_train`.
 pub type gm_lora_progress_fn = Option<unsafe extern "C" fn(progress: *const gm_lora_progress, user_data: *mut c_void) -> i32>;
 
-/// The outcome of `gm_lora_train`.
+/// The outcome of `gm_lora_train`. The caller owns the struct and sets
+/// `struct_size = sizeof(gm_lora_result)`.
 #[repr(C)]
 pub struct gm_lora_result {
+    pub struct_size: usize,
     pub steps: u32,
     /// Non-zero when the callback stopped training early.
     pub stopped_early: i32,
@@ -117,14 +127,11 @@ fn or<T: PartialEq + Default>(v: T, default: T) -> T {
     }
 }
 
+impl SizedStruct for gm_lora_result {
+    const NAME: &'static str = "gm_lora_result";
+}
+
 fn options(model: &str, data: &str, o: &gm_lora_options) -> Result<RunOptions> {
-    if o.struct_size < std::mem::size_of::<gm_lora_options>() {
-        return Err(Error::InvalidArgument(format!(
-            "gm_lora_options.struct_size is {} but this library needs {} (set struct_size = sizeof(gm_lora_options))",
-            o.struct_size,
-            std::mem::size_of::<gm_lora_options>()
-        )));
-    }
     let mut r = RunOptions::new(model, data);
     r.train.adapter_path = opt_path(o.adapter_path, "adapter_path")?;
     r.fuse_to = opt_path(o.fuse_path, "fuse_path")?;
@@ -161,13 +168,19 @@ fn options(model: &str, data: &str, o: &gm_lora_options) -> Result<RunOptions> {
 /// prompt/completion or messages format), saving them in mlx-lm's adapter
 /// format to `opts->adapter_path` and, with `opts->fuse_path`, a fused model.
 ///
-/// `progress` (may be NULL) is called after each step; returning non-zero
-/// stops. `out` (may be NULL) receives the summary. Returns 0, or -1 with
-/// `gm_last_error()` set. Blocks the calling thread for the whole run.
+/// `opts` may be NULL for the defaults (which have nowhere to save, so it
+/// fails); its strings are read during the call only. `progress` (may be
+/// NULL) is called after each step with `user_data`; returning non-zero stops
+/// after that step (adapters are still saved, `stopped_early` is set).
+/// `out` (may be NULL; else its `struct_size` set) receives the summary.
+/// Returns 0, or -1 with `gm_last_error()` set (bad options, a missing model
+/// or data file, a loss that is not finite, ...). Blocks the calling thread
+/// for the whole run and does its MLX work on it.
 ///
 /// # Safety
-/// Strings must be NUL-terminated; `opts` must point to a `gm_lora_options`
-/// whose `struct_size` is set; `out`, when not NULL, must be writable.
+/// Strings must be NUL-terminated; `opts`, when not NULL, must point to a
+/// `gm_lora_options` whose `struct_size` is set; `out`, when not NULL, must
+/// be writable.
 #[no_mangle]
 pub unsafe extern "C" fn gm_lora_train(
     model_dir: *const c_char,
@@ -180,13 +193,16 @@ pub unsafe extern "C" fn gm_lora_train(
     guard_status(|| {
         let model = c_str(model_dir, "model_dir")?;
         let data = c_str(data_path, "data_path")?;
-        if opts.is_null() {
-            return Err(Error::InvalidArgument("opts is NULL".into()));
+        let o = read_opts(opts)?.unwrap_or_else(default_options);
+        let o = options(model, data, &o)?;
+        if !out.is_null() {
+            // A bad struct_size is an error before hours of training, not after.
+            super::check_size(out as *const gm_lora_result)?;
         }
-        let o = options(model, data, unsafe { &*opts })?;
         let report = run(&o, |p| {
             let Some(cb) = progress else { return Control::Continue };
             let c = gm_lora_progress {
+                struct_size: std::mem::size_of::<gm_lora_progress>(),
                 step: p.step as u32,
                 iters: p.iters as u32,
                 loss: p.loss,
@@ -205,8 +221,11 @@ pub unsafe extern "C" fn gm_lora_train(
             }
         })?;
         if !out.is_null() {
-            unsafe {
-                *out = gm_lora_result {
+            write_sized(
+                out,
+                "out",
+                gm_lora_result {
+                    struct_size: 0,
                     steps: report.steps as u32,
                     stopped_early: report.stopped_early as i32,
                     first_loss: report.first_loss,
@@ -215,54 +234,75 @@ pub unsafe extern "C" fn gm_lora_train(
                     trained_tokens: report.trained_tokens as u64,
                     seconds: report.seconds,
                     peak_memory: report.peak_memory as u64,
-                }
-            };
+                },
+            )?;
         }
         Ok(())
     })
+}
+
+/// The all-zero options (every field its default), as a NULL `opts` means.
+fn default_options() -> gm_lora_options {
+    gm_lora_options {
+        struct_size: std::mem::size_of::<gm_lora_options>(),
+        adapter_path: std::ptr::null(),
+        fuse_path: std::ptr::null(),
+        resume_path: std::ptr::null(),
+        targets: std::ptr::null(),
+        iters: 0,
+        batch_size: 0,
+        rank: 0,
+        num_layers: 0,
+        learning_rate: 0.0,
+        scale: 0.0,
+        alpha: 0.0,
+        dropout: 0.0,
+        weight_decay: 0.0,
+        grad_clip: 0.0,
+        warmup: 0,
+        cosine: 0,
+        min_lr: 0.0,
+        max_seq_length: 0,
+        grad_checkpoint: 0,
+        mask_prompt: 0,
+        lora_bf16: 0,
+        fuse_dequantize: 0,
+        val_every: 0,
+        save_every: 0,
+        seed: 0,
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn last_error() -> String {
+        unsafe { std::ffi::CStr::from_ptr(crate::ffi::gm_last_error()) }.to_string_lossy().into_owned()
+    }
+
     #[test]
     fn bad_arguments_are_errors() {
-        let opts = gm_lora_options {
-            struct_size: std::mem::size_of::<gm_lora_options>(),
-            adapter_path: c"/nonexistent/adapters".as_ptr(),
-            fuse_path: std::ptr::null(),
-            resume_path: std::ptr::null(),
-            targets: std::ptr::null(),
-            iters: 0,
-            batch_size: 0,
-            rank: 0,
-            num_layers: 0,
-            learning_rate: 0.0,
-            scale: 0.0,
-            alpha: 0.0,
-            dropout: 0.0,
-            weight_decay: 0.0,
-            grad_clip: 0.0,
-            warmup: 0,
-            cosine: 0,
-            min_lr: 0.0,
-            max_seq_length: 0,
-            grad_checkpoint: 0,
-            mask_prompt: 0,
-            lora_bf16: 0,
-            fuse_dequantize: 0,
-            val_every: 0,
-            save_every: 0,
-            seed: 0,
-        };
+        let opts = gm_lora_options { adapter_path: c"/nonexistent/adapters".as_ptr(), ..default_options() };
         let rc = unsafe { gm_lora_train(std::ptr::null(), c"x".as_ptr(), &opts, None, std::ptr::null_mut(), std::ptr::null_mut()) };
         assert_eq!(rc, -1);
+        assert!(last_error().contains("model_dir is NULL"), "{}", last_error());
         let small = gm_lora_options { struct_size: 8, ..opts };
         let rc = unsafe { gm_lora_train(c"/nonexistent".as_ptr(), c"x".as_ptr(), &small, None, std::ptr::null_mut(), std::ptr::null_mut()) };
         assert_eq!(rc, -1);
+        assert!(last_error().contains("gm_lora_options.struct_size is 8"), "{}", last_error());
         let rc = unsafe { gm_lora_train(c"/nonexistent".as_ptr(), c"x".as_ptr(), &opts, None, std::ptr::null_mut(), std::ptr::null_mut()) };
         assert_eq!(rc, -1);
+        assert!(last_error().contains("/nonexistent"), "{}", last_error());
+        // NULL options are the defaults, which have nowhere to save.
+        let rc = unsafe { gm_lora_train(c"/nonexistent".as_ptr(), c"x".as_ptr(), std::ptr::null(), None, std::ptr::null_mut(), std::ptr::null_mut()) };
+        assert_eq!(rc, -1);
+        assert!(last_error().contains("nowhere to save"), "{}", last_error());
+        let mut small_out = std::mem::MaybeUninit::<gm_lora_result>::zeroed();
+        unsafe { (*small_out.as_mut_ptr()).struct_size = 4 };
+        let rc = unsafe { gm_lora_train(c"/nonexistent".as_ptr(), c"x".as_ptr(), &opts, None, std::ptr::null_mut(), small_out.as_mut_ptr()) };
+        assert_eq!(rc, -1);
+        assert!(last_error().contains("gm_lora_result.struct_size is 4"), "{}", last_error());
         let o = options("m", "d", &opts).unwrap();
         assert_eq!((o.train.iters, o.train.batch_size, o.train.lora.rank, o.train.lora.scale), (100, 4, 8, 20.0));
     }

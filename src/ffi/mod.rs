@@ -144,7 +144,7 @@ pub(crate) trait SizedStruct {
 }
 
 /// Checks the `struct_size` of a caller's struct at `ptr` (not NULL).
-fn check_size<T: SizedStruct>(ptr: *const T) -> Result<()> {
+pub(crate) fn check_size<T: SizedStruct>(ptr: *const T) -> Result<()> {
     let size = unsafe { (ptr as *const usize).read_unaligned() };
     let need = std::mem::size_of::<T>();
     if size < need {

@@ -10,6 +10,7 @@ use crate::mlx::{DeviceKind, Dtype};
 use crate::sample::SamplerConfig;
 use crate::Result;
 use std::ffi::c_char;
+use std::path::PathBuf;
 
 /// `gm_load_options.device`: GPU where MLX has one, else CPU.
 pub const GM_DEVICE_DEFAULT: i32 = 0;
@@ -39,8 +40,12 @@ pub struct gm_load_options {
     /// `gm_set_cache_limit`) before loading. Use `gm_set_cache_limit(0)` to
     /// disable the cache.
     pub cache_limit: usize,
-    /// Reserved for LoRA adapters: must be NULL (loading adapters through the
-    /// C ABI is not supported yet and fails with an error saying so).
+    /// A LoRA adapter directory in mlx-lm's layout (`adapters.safetensors` +
+    /// `adapter_config.json`, as `gm_lora_train`, `gomlx lora` and
+    /// `mlx_lm.lora` write it) to apply at load; NULL = none. An adapter that
+    /// does not fit the model (missing or extra tensors, wrong shapes, more
+    /// layers than the model has) fails the load with a message naming it.
+    /// Read during the call only.
     pub adapter_path: *const c_char,
 }
 
@@ -59,9 +64,6 @@ pub(crate) fn load_settings(ptr: *const gm_load_options) -> Result<LoadSettings>
     let Some(o) = read_opts(ptr)? else {
         return Ok(LoadSettings { engine: EngineOptions::default(), memory_limit: 0, cache_limit: 0 });
     };
-    if !o.adapter_path.is_null() {
-        return Err(invalid("gm_load_options.adapter_path: loading adapters is not supported yet (leave it NULL)"));
-    }
     let device = match o.device {
         GM_DEVICE_DEFAULT => None,
         GM_DEVICE_CPU => Some(DeviceKind::Cpu),
@@ -75,7 +77,8 @@ pub(crate) fn load_settings(ptr: *const gm_load_options) -> Result<LoadSettings>
     };
     let dtype = opt_c_str(o.dtype, "gm_load_options.dtype")?.map(Dtype::parse).transpose()?;
     let context_length = if o.context_length == 0 { None } else { Some(o.context_length) };
-    Ok(LoadSettings { engine: EngineOptions { device, dtype, context_length, widen: None }, memory_limit: o.memory_limit, cache_limit: o.cache_limit })
+    let adapter = opt_c_str(o.adapter_path, "gm_load_options.adapter_path")?.map(PathBuf::from);
+    Ok(LoadSettings { engine: EngineOptions { device, dtype, context_length, widen: None, adapter }, memory_limit: o.memory_limit, cache_limit: o.cache_limit })
 }
 
 /// An additive bias on one token's logit (`-INFINITY` bans the token).

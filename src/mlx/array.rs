@@ -230,7 +230,7 @@ impl Array {
     /// Computes the array (and what it depends on) now.
     pub fn eval(&self) -> Result<()> {
         status::init();
-        status::check(unsafe { sys::mlx_array_eval(self.raw) })
+        super::transforms::serialized(|| status::check(unsafe { sys::mlx_array_eval(self.raw) }))
     }
 
     /// The single value of a one-element array, converted to `T`'s dtype first if needed.
@@ -245,6 +245,24 @@ impl Array {
     /// Correct for views (transposes, slices, broadcasts): they are made
     /// row-contiguous first.
     pub fn to_vec<T: Element>(&self) -> Result<Vec<T>> {
+        // Already the right dtype and row-contiguous once computed: read it in place.
+        // Adding ops here (a copy, a cast) would queue them behind whatever the
+        // stream has queued since, e.g. the next decode step, and wait for all of it.
+        if self.dtype() == T::DTYPE && !matches!(T::DTYPE, Dtype::F16 | Dtype::BF16) {
+            self.eval()?;
+            let mut row_contiguous = false;
+            unsafe { sys::_mlx_array_is_row_contiguous(&mut row_contiguous, self.raw) };
+            if row_contiguous {
+                let n = self.size();
+                if n == 0 {
+                    return Ok(Vec::new());
+                }
+                let ptr = data_ptr(self, T::DTYPE);
+                if !ptr.is_null() {
+                    return Ok(unsafe { std::slice::from_raw_parts(ptr as *const T, n) }.to_vec());
+                }
+            }
+        }
         let typed = if self.dtype() == T::DTYPE { self.clone() } else { self.astype(T::DTYPE)? };
         let mut dense = Array::op(|res, s| unsafe { sys::mlx_contiguous(res, typed.raw, false, s) })?;
         // mlx-c has typed accessors for 16-bit floats only on Arm: read their bits as u16.

@@ -143,6 +143,19 @@ impl Closure {
         out.into_vec()
     }
 
+    /// `mlx_compile`: the returned closure traces this one on first use (per
+    /// input shapes, or once for all shapes when `shapeless`, which only
+    /// shape-agnostic graphs such as elementwise chains allow) and then replays
+    /// the simplified graph, with elementwise runs fused into single kernels.
+    pub fn compile(&self, shapeless: bool) -> Result<Closure> {
+        status::init();
+        let mut raw = unsafe { sys::mlx_closure_new() };
+        let rc = unsafe { sys::mlx_compile(&mut raw, self.raw, shapeless) };
+        let c = Closure { raw };
+        status::check(rc)?;
+        Ok(c)
+    }
+
     /// Gradient checkpointing: the returned closure computes the same values
     /// but keeps no intermediates for the backward pass; they are recomputed by
     /// calling this closure again. Gradients flow to the closure's inputs only,

@@ -114,7 +114,8 @@ pub fn save_safetensors(path: &Path, tensors: &BTreeMap<String, Array>, metadata
         let val = CString::new(v.as_str()).map_err(|_| Error::InvalidArgument(format!("metadata value with NUL: {v:?}")))?;
         status::check(unsafe { sys::mlx_map_string_to_string_insert(meta.0, key.as_ptr(), val.as_ptr()) })?;
     }
-    status::check(unsafe { sys::mlx_save_safetensors(c.as_ptr(), arrays.0, meta.0) })
+    // Saving evaluates the arrays.
+    super::transforms::serialized(|| status::check(unsafe { sys::mlx_save_safetensors(c.as_ptr(), arrays.0, meta.0) }))
         .map_err(|e| Error::Model(format!("writing {}: {e}", path.display())))
 }
 

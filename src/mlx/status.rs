@@ -32,8 +32,35 @@ pub(crate) fn init() {
     ONCE.call_once(|| {
         unsafe { sys::mlx_set_error_handler(Some(handler), std::ptr::null_mut(), None) };
         super::blas::configure_threads();
+        cuda_defaults();
     });
 }
+
+/// MLX's CUDA backend batches kernels into CUDA graphs of at most
+/// `MLX_MAX_OPS_PER_BUFFER` nodes (default 20); each graph costs a launch and
+/// an instantiate-or-update on the host, which dominates a small model's
+/// decode step. gomlx defaults it higher unless the user set it. Read by MLX
+/// when its GPU device is first created, which happens after this.
+fn cuda_defaults() {
+    // Linux only (Metal reads the same variable for its command buffers); set
+    // before any GPU work and before gomlx starts threads of its own.
+    if cfg!(target_os = "linux") && std::env::var_os("MLX_MAX_OPS_PER_BUFFER").is_none() {
+        std::env::set_var("MLX_MAX_OPS_PER_BUFFER", CUDA_OPS_PER_GRAPH);
+        OPS_PER_GRAPH_SET.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+static OPS_PER_GRAPH_SET: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether `MLX_MAX_OPS_PER_BUFFER` in this process's environment is gomlx's
+/// default rather than the user's (child processes such as the mlx-lm side of
+/// `gomlx bench` should then not inherit it).
+pub fn ops_per_graph_is_gomlx_default() -> bool {
+    OPS_PER_GRAPH_SET.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// gomlx's default for `MLX_MAX_OPS_PER_BUFFER` on CUDA (measured: BENCHMARKS.md, GPU section).
+pub const CUDA_OPS_PER_GRAPH: &str = "100";
 
 /// Converts an mlx-c return code into a `Result`, taking MLX's message.
 pub(crate) fn check(rc: i32) -> Result<()> {

@@ -95,6 +95,17 @@ pub struct ModelConfig {
     /// Checkpoint dtype of the weights.
     pub dtype: Dtype,
     pub quantization: Quantization,
+    /// How to build the layers (not from config.json; set from `LoadOptions`).
+    pub build: Build,
+}
+
+/// Inference-only layer construction choices (see `LoadOptions`).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Build {
+    /// One matmul for q/k/v (weights concatenated at load; gate/up stay apart).
+    pub fuse_projections: bool,
+    /// The gated MLP activation as one compiled, fused kernel.
+    pub compile_activations: bool,
 }
 
 fn get<'a>(obj: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
@@ -232,6 +243,7 @@ impl ModelConfig {
             final_logit_softcapping,
             dtype,
             quantization,
+            build: Build::default(),
         })
     }
 }

@@ -281,10 +281,133 @@ impl Linear {
         }
     }
 
+    /// One projection computing `parts` side by side (outputs concatenated in
+    /// order): the same arithmetic per output, one matmul instead of several.
+    /// All parts must be dense, or quantised alike; adapters cannot be fused.
+    pub fn fuse(parts: Vec<Linear>) -> Result<Linear> {
+        if parts.iter().any(|p| p.lora.is_some()) {
+            return Err(Error::InvalidArgument("a projection with a LoRA adapter cannot be fused".into()));
+        }
+        let has_bias = |b: &LinearBase| match b {
+            LinearBase::Dense { bias, .. } | LinearBase::Quantized { bias, .. } => bias.is_some(),
+        };
+        let with_bias = parts.iter().filter(|p| has_bias(&p.base)).count();
+        if with_bias != 0 && with_bias != parts.len() {
+            return Err(Error::InvalidArgument("cannot fuse projections where only some have a bias".into()));
+        }
+        let biases: Vec<&Array> = parts
+            .iter()
+            .filter_map(|p| match &p.base {
+                LinearBase::Dense { bias, .. } | LinearBase::Quantized { bias, .. } => bias.as_ref(),
+            })
+            .collect();
+        let bias = if biases.is_empty() { None } else { Some(mlx::concatenate(&biases, 0)?) };
+        let base = match &parts[0].base {
+            LinearBase::Dense { .. } => {
+                let mut wts = Vec::new();
+                for p in &parts {
+                    match &p.base {
+                        LinearBase::Dense { wt, .. } => wts.push(wt),
+                        _ => return Err(Error::InvalidArgument("cannot fuse dense with quantised projections".into())),
+                    }
+                }
+                LinearBase::Dense { wt: mlx::concatenate(&wts, 1)?, bias }
+            }
+            LinearBase::Quantized { q: q0, .. } => {
+                let (mut ws, mut ss, mut bs) = (Vec::new(), Vec::new(), Vec::new());
+                for p in &parts {
+                    match &p.base {
+                        LinearBase::Quantized { w, scales, biases, q, .. } if q == q0 => {
+                            ws.push(w);
+                            ss.push(scales);
+                            bs.push(biases);
+                        }
+                        _ => return Err(Error::InvalidArgument("cannot fuse projections quantised differently".into())),
+                    }
+                }
+                LinearBase::Quantized { w: mlx::concatenate(&ws, 0)?, scales: mlx::concatenate(&ss, 0)?, biases: mlx::concatenate(&bs, 0)?, q: *q0, bias }
+            }
+        };
+        let fused = Linear { base, lora: None };
+        // Materialise now, so the separate matrices are freed layer by layer at load.
+        mlx::eval(&fused.arrays())?;
+        Ok(fused)
+    }
+
     pub fn arrays(&self) -> Vec<&Array> {
         match &self.base {
             LinearBase::Dense { wt, bias } => std::iter::once(wt).chain(bias.iter()).collect(),
             LinearBase::Quantized { w, scales, biases, bias, .. } => [w, scales, biases].into_iter().chain(bias.iter()).collect(),
+        }
+    }
+}
+
+/// Projections that read the same input (q/k/v, gate/up): kept separate
+/// (named, trainable, adapter-ready) or fused into one matmul whose output is
+/// split (fewer kernels and graph nodes per decode step).
+pub enum Fanout {
+    Separate(Vec<(&'static str, Linear)>),
+    Fused { linear: Linear, names: Vec<&'static str>, widths: Vec<i32> },
+}
+
+impl Fanout {
+    /// Loads `path.{name}` for each `(name, out_dim)`, fused when `fuse`.
+    pub fn load(w: &mut Weights, cfg: &ModelConfig, path: &str, parts: &[(&'static str, usize)], in_dim: usize, bias: bool, fuse: bool) -> Result<Fanout> {
+        let linears = parts
+            .iter()
+            .map(|&(name, out)| Ok((name, Linear::load(w, cfg, &format!("{path}.{name}"), in_dim, out, bias)?)))
+            .collect::<Result<Vec<_>>>()?;
+        let quant_alike = {
+            let q = |l: &Linear| match &l.base {
+                LinearBase::Dense { .. } => None,
+                LinearBase::Quantized { q, .. } => Some(*q),
+            };
+            linears.iter().all(|(_, l)| q(l) == q(&linears[0].1))
+        };
+        if !fuse || !quant_alike {
+            return Ok(Fanout::Separate(linears));
+        }
+        let names = linears.iter().map(|(n, _)| *n).collect();
+        let widths = parts.iter().map(|&(_, out)| out as i32).collect();
+        Ok(Fanout::Fused { linear: Linear::fuse(linears.into_iter().map(|(_, l)| l).collect())?, names, widths })
+    }
+
+    /// Each projection of `x`, in load order.
+    pub fn forward(&self, x: &Array) -> Result<Vec<Array>> {
+        match self {
+            Fanout::Separate(ls) => ls.iter().map(|(_, l)| l.forward(x)).collect(),
+            Fanout::Fused { linear, widths, .. } => {
+                let y = linear.forward(x)?;
+                let mut at = 0;
+                let mut cuts = Vec::new();
+                for w in &widths[..widths.len() - 1] {
+                    at += w;
+                    cuts.push(at);
+                }
+                y.split_at(&cuts, -1)
+            }
+        }
+    }
+
+    /// The projections by name; none when fused (fused models are for inference only).
+    pub fn linears(&self) -> Vec<(&'static str, &Linear)> {
+        match self {
+            Fanout::Separate(ls) => ls.iter().map(|(n, l)| (*n, l)).collect(),
+            Fanout::Fused { .. } => Vec::new(),
+        }
+    }
+
+    pub fn linears_mut(&mut self) -> Vec<(&'static str, &mut Linear)> {
+        match self {
+            Fanout::Separate(ls) => ls.iter_mut().map(|(n, l)| (*n, l)).collect(),
+            Fanout::Fused { .. } => Vec::new(),
+        }
+    }
+
+    pub fn arrays(&self) -> Vec<&Array> {
+        match self {
+            Fanout::Separate(ls) => ls.iter().flat_map(|(_, l)| l.arrays()).collect(),
+            Fanout::Fused { linear, .. } => linear.arrays(),
         }
     }
 }
@@ -417,9 +540,8 @@ pub struct Context<'a> {
 /// Multi-head attention with grouped KV heads, optional q/k norms, RoPE, and
 /// a full or sliding-window KV cache.
 pub struct Attention {
-    q_proj: Linear,
-    k_proj: Linear,
-    v_proj: Linear,
+    /// q_proj, k_proj, v_proj.
+    qkv: Fanout,
     o_proj: Linear,
     q_norm: Option<RmsNorm>,
     k_norm: Option<RmsNorm>,
@@ -438,10 +560,9 @@ impl Attention {
         let sliding = cfg.sliding[layer];
         let rope_cfg = if sliding { cfg.rope_local.as_ref().unwrap_or(&cfg.rope) } else { &cfg.rope };
         let norm = |w: &mut Weights, name: &str| RmsNorm::load(w, &format!("{p}.{name}"), hd, cfg.rms_norm_eps, norm_plus_one);
+        let parts = [("q_proj", nh * hd), ("k_proj", nkv * hd), ("v_proj", nkv * hd)];
         Ok(Attention {
-            q_proj: Linear::load(w, cfg, &format!("{p}.q_proj"), h, nh * hd, cfg.qkv_bias)?,
-            k_proj: Linear::load(w, cfg, &format!("{p}.k_proj"), h, nkv * hd, cfg.qkv_bias)?,
-            v_proj: Linear::load(w, cfg, &format!("{p}.v_proj"), h, nkv * hd, cfg.qkv_bias)?,
+            qkv: Fanout::load(w, cfg, &p, &parts, h, cfg.qkv_bias, cfg.build.fuse_projections)?,
             o_proj: Linear::load(w, cfg, &format!("{p}.o_proj"), nh * hd, h, cfg.o_bias)?,
             q_norm: if cfg.qk_norm { Some(norm(w, "q_norm")?) } else { None },
             k_norm: if cfg.qk_norm { Some(norm(w, "k_norm")?) } else { None },
@@ -465,18 +586,14 @@ impl Attention {
     /// Attention over `x`; without a cache (training) the keys are `x`'s own.
     pub fn forward(&self, x: &Array, cache: Option<&mut KvCache>, ctx: &Context) -> Result<Array> {
         let (b, l) = (x.dim(0), x.dim(1));
-        let heads = |proj: &Linear, n: i32, norm: &Option<RmsNorm>| -> Result<Array> {
-            let y = proj.forward(x)?.reshape(&[b, l, n, self.head_dim])?;
-            let y = match norm {
-                Some(nm) => nm.forward(&y)?,
-                None => y,
-            };
-            y.transpose(&[0, 2, 1, 3])
-        };
         let offset = cache.as_ref().map_or(0, |c| c.offset());
-        let q = self.rope.forward(&heads(&self.q_proj, self.heads, &self.q_norm)?, offset)?;
-        let k = self.rope.forward(&heads(&self.k_proj, self.kv_heads, &self.k_norm)?, offset)?;
-        let v = heads(&self.v_proj, self.kv_heads, &None)?;
+        let [q, k, v] = self.project(x)?;
+        let norm = |y: Array, n: &Option<RmsNorm>| match n {
+            Some(nm) => nm.forward(&y),
+            None => Ok(y),
+        };
+        let q = self.rope.forward(&norm(q, &self.q_norm)?, offset)?;
+        let k = self.rope.forward(&norm(k, &self.k_norm)?, offset)?;
         let att = match cache {
             Some(c) => c.update(k, v)?,
             None => Attend { keys: k, values: v, preceding: 0, ring_slot: None },
@@ -489,23 +606,52 @@ impl Attention {
             Mask::Array(a) => AttentionMask::Array(a),
         };
         let o = fast::scaled_dot_product_attention(&q, &att.keys, &att.values, self.scale, mask_ref)?;
-        self.o_proj.forward(&o.transpose(&[0, 2, 1, 3])?.reshape(&[b, l, self.heads * self.head_dim])?)
+        // With one position, [B, H, 1, D] and [B, 1, H·D] share a memory layout.
+        let o = if l == 1 { o } else { o.transpose(&[0, 2, 1, 3])? };
+        self.o_proj.forward(&o.reshape(&[b, l, self.heads * self.head_dim])?)
     }
 
-    /// The projections by name (`q_proj`, `k_proj`, `v_proj`, `o_proj`).
-    pub fn linears(&self) -> [(&'static str, &Linear); 4] {
-        [("q_proj", &self.q_proj), ("k_proj", &self.k_proj), ("v_proj", &self.v_proj), ("o_proj", &self.o_proj)]
+    /// Queries, keys and values of `x` (`[B, L, hidden]`) as `[B, heads, L, head_dim]`.
+    /// A decode step (L = 1) gets there with one reshape per tensor instead of a
+    /// reshape and a transpose, and fused q/k/v split along the head axis: every
+    /// graph node costs host time in MLX's CUDA backend, where decode is host-bound.
+    fn project(&self, x: &Array) -> Result<[Array; 3]> {
+        let (b, l, d) = (x.dim(0), x.dim(1), self.head_dim);
+        let counts = [self.heads, self.kv_heads, self.kv_heads];
+        let heads = |y: &Array, n: i32| -> Result<Array> {
+            if l == 1 {
+                y.reshape(&[b, n, 1, d])
+            } else {
+                y.reshape(&[b, l, n, d])?.transpose(&[0, 2, 1, 3])
+            }
+        };
+        let parts = match (&self.qkv, l) {
+            (Fanout::Fused { linear, .. }, 1) => {
+                let all = heads(&linear.forward(x)?, counts.iter().sum())?;
+                all.split_at(&[self.heads, self.heads + self.kv_heads], 1)?
+            }
+            _ => self.qkv.forward(x)?.iter().zip(counts).map(|(y, n)| heads(y, n)).collect::<Result<Vec<_>>>()?,
+        };
+        parts.try_into().map_err(|_| Error::Model("q/k/v projections".into()))
     }
 
-    pub fn linears_mut(&mut self) -> [(&'static str, &mut Linear); 4] {
-        [("q_proj", &mut self.q_proj), ("k_proj", &mut self.k_proj), ("v_proj", &mut self.v_proj), ("o_proj", &mut self.o_proj)]
+    /// The projections by name (`q_proj`, `k_proj`, `v_proj`, `o_proj`; only
+    /// `o_proj` when q/k/v are fused).
+    pub fn linears(&self) -> Vec<(&'static str, &Linear)> {
+        let mut v = self.qkv.linears();
+        v.push(("o_proj", &self.o_proj));
+        v
+    }
+
+    pub fn linears_mut(&mut self) -> Vec<(&'static str, &mut Linear)> {
+        let mut v = self.qkv.linears_mut();
+        v.push(("o_proj", &mut self.o_proj));
+        v
     }
 
     pub fn arrays(&self) -> Vec<&Array> {
-        let mut v = Vec::new();
-        for p in [&self.q_proj, &self.k_proj, &self.v_proj, &self.o_proj] {
-            v.extend(p.arrays());
-        }
+        let mut v = self.qkv.arrays();
+        v.extend(self.o_proj.arrays());
         for n in [&self.q_norm, &self.k_norm].into_iter().flatten() {
             v.push(n.weight());
         }
@@ -571,42 +717,86 @@ fn build_mask(l: usize, d: usize, n: usize, window: Option<usize>, valid: Option
 
 /// The MLP kinds: SwiGLU (Llama/Qwen) and GELU-tanh gated (Gemma).
 pub struct Mlp {
-    gate: Linear,
-    up: Linear,
+    /// gate_proj, up_proj.
+    gate_up: Fanout,
     down: Linear,
-    gelu: bool,
+    act: GatedAct,
 }
 
 impl Mlp {
     pub fn load(w: &mut Weights, cfg: &ModelConfig, layer: usize, gelu: bool) -> Result<Mlp> {
         let p = format!("model.layers.{layer}.mlp");
         let (h, i) = (cfg.hidden_size, cfg.intermediate_size);
+        let parts = [("gate_proj", i), ("up_proj", i)];
         Ok(Mlp {
-            gate: Linear::load(w, cfg, &format!("{p}.gate_proj"), h, i, cfg.mlp_bias)?,
-            up: Linear::load(w, cfg, &format!("{p}.up_proj"), h, i, cfg.mlp_bias)?,
+            // Not fused: one matmul plus two slices is more graph nodes than two matmuls.
+            gate_up: Fanout::load(w, cfg, &p, &parts, h, cfg.mlp_bias, false)?,
             down: Linear::load(w, cfg, &format!("{p}.down_proj"), i, h, cfg.mlp_bias)?,
-            gelu,
+            act: GatedAct::new(gelu, cfg.build.compile_activations)?,
         })
     }
 
     pub fn forward(&self, x: &Array) -> Result<Array> {
-        let g = self.gate.forward(x)?;
-        let act = if self.gelu { gelu_tanh(&g)? } else { g.multiply(&g.sigmoid()?)? };
-        self.down.forward(&act.multiply(&self.up.forward(x)?)?)
+        let [g, u]: [Array; 2] = self.gate_up.forward(x)?.try_into().map_err(|_| Error::Model("gate/up projections".into()))?;
+        self.down.forward(&self.act.forward(&g, &u)?)
     }
 
-    /// The projections by name (`gate_proj`, `up_proj`, `down_proj`).
-    pub fn linears(&self) -> [(&'static str, &Linear); 3] {
-        [("gate_proj", &self.gate), ("up_proj", &self.up), ("down_proj", &self.down)]
+    /// The projections by name (`gate_proj`, `up_proj`, `down_proj`; only
+    /// `down_proj` when gate/up are fused).
+    pub fn linears(&self) -> Vec<(&'static str, &Linear)> {
+        let mut v = self.gate_up.linears();
+        v.push(("down_proj", &self.down));
+        v
     }
 
-    pub fn linears_mut(&mut self) -> [(&'static str, &mut Linear); 3] {
-        [("gate_proj", &mut self.gate), ("up_proj", &mut self.up), ("down_proj", &mut self.down)]
+    pub fn linears_mut(&mut self) -> Vec<(&'static str, &mut Linear)> {
+        let mut v = self.gate_up.linears_mut();
+        v.push(("down_proj", &mut self.down));
+        v
     }
 
     pub fn arrays(&self) -> Vec<&Array> {
-        [&self.gate, &self.up, &self.down].into_iter().flat_map(|l| l.arrays()).collect()
+        let mut v = self.gate_up.arrays();
+        v.extend(self.down.arrays());
+        v
     }
+}
+
+/// `act(g) · u` of a gated MLP: SiLU (SwiGLU) or GELU-tanh (Gemma). Compiled,
+/// it is one fused kernel instead of 3 (SiLU) or 9 (GELU-tanh) per layer.
+pub struct GatedAct {
+    gelu: bool,
+    compiled: Option<Compiled>,
+}
+
+/// A compiled closure owned by a model. An `mlx_closure` is a handle to a heap
+/// `std::function`; moving it with its (`!Sync`) model to another thread is sound.
+struct Compiled(mlx::Closure);
+unsafe impl Send for Compiled {}
+
+impl GatedAct {
+    pub fn new(gelu: bool, compile: bool) -> Result<GatedAct> {
+        let compiled = if compile {
+            // Shapeless: an elementwise chain is valid for any shape, so one trace serves prefill and decode.
+            let f = mlx::Closure::new(move |a: &[Array]| Ok(vec![gated(gelu, &a[0], &a[1])?]))?;
+            Some(Compiled(f.compile(true)?))
+        } else {
+            None
+        };
+        Ok(GatedAct { gelu, compiled })
+    }
+
+    pub fn forward(&self, g: &Array, u: &Array) -> Result<Array> {
+        match &self.compiled {
+            Some(c) => c.0.apply(&[g, u])?.pop().ok_or_else(|| Error::Mlx("compiled activation returned nothing".into())),
+            None => gated(self.gelu, g, u),
+        }
+    }
+}
+
+fn gated(gelu: bool, g: &Array, u: &Array) -> Result<Array> {
+    let act = if gelu { gelu_tanh(g)? } else { g.multiply(&g.sigmoid()?)? };
+    act.multiply(u)
 }
 
 /// 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))), in x's dtype.

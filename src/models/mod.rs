@@ -10,7 +10,7 @@ mod llama;
 pub mod policy;
 pub mod weights;
 
-pub use config::{Family, ModelConfig, Quant};
+pub use config::{Build, Family, ModelConfig, Quant};
 pub use discover::{discover, DiscoveredModel};
 pub use layers::Context;
 
@@ -39,6 +39,12 @@ pub struct LoadOptions {
     /// that fits `memory_budget` (`GOMLX_CPU_WEIGHTS=widened|stored` forces
     /// either); on the GPU weights are used as stored. See `policy`.
     pub widen: Option<bool>,
+    /// Fuse q/k/v into one matmul (inference only: fused projections cannot
+    /// take LoRA adapters). See `policy::inference_build` for the engine's choice.
+    pub fuse_projections: bool,
+    /// Run the gated MLP activation as one compiled kernel (on the CPU MLX
+    /// JIT-compiles C++ for it at run time).
+    pub compile: bool,
 }
 
 /// What a loaded model is.
@@ -112,6 +118,7 @@ impl Model {
         }
         weights.cast_floats(plan.dtype, plan.widen)?;
         config.dtype = plan.dtype;
+        config.build = Build { fuse_projections: opts.fuse_projections, compile_activations: opts.compile };
         let arch = match config.family {
             Family::Llama => Arch::Llama(llama::Llama::load(&mut weights, &config)?),
             Family::Gemma3 => Arch::Gemma3(gemma3::Gemma3::load(&mut weights, &config)?),
@@ -190,6 +197,7 @@ impl Model {
         let h = self.hidden(tokens, caches, &Context { valid })?;
         let h = match which {
             Logits::All => h,
+            Logits::Last if h.dim(1) == 1 => h,
             Logits::Last => {
                 let l = h.dim(1);
                 h.slice_axis(1, l - 1, l)?

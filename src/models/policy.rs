@@ -92,7 +92,12 @@ fn physical_memory() -> u64 {
 
 /// `GOMLX_CPU_DEQUANTIZE=1|0` forces (or forbids) dequantising at load on the CPU.
 fn env_dequantize() -> Option<bool> {
-    match std::env::var("GOMLX_CPU_DEQUANTIZE").ok()?.trim() {
+    env_flag("GOMLX_CPU_DEQUANTIZE")
+}
+
+/// An on/off environment setting (1/0, true/false, yes/no, on/off); None when unset or unreadable.
+pub fn env_flag(name: &str) -> Option<bool> {
+    match std::env::var(name).ok()?.trim() {
         "1" | "true" | "yes" | "on" => Some(true),
         "0" | "false" | "no" | "off" => Some(false),
         _ => None,
@@ -115,6 +120,15 @@ fn env_widen() -> Option<bool> {
 /// wider than the compute dtype (a float32 checkpoint asked to run in bf16).
 pub fn casts(ndim: usize, from: Dtype, dtype: Dtype, widen: bool) -> bool {
     from != dtype && (widen || ndim < 2 || from.size() > dtype.size())
+}
+
+/// The engine's inference-only layer choices: fused q/k/v matmuls and a
+/// compiled MLP activation. Both cut graph nodes per decode step (each costs
+/// host time in MLX's CUDA backend), yet on an H200 neither was faster in the
+/// form first measured (BENCHMARKS.md, GPU), so both are off until measured
+/// again; `GOMLX_FUSE_PROJECTIONS=1` and `GOMLX_COMPILE=1` turn them on.
+pub fn inference_build(_device: DeviceKind) -> (bool, bool) {
+    (env_flag("GOMLX_FUSE_PROJECTIONS").unwrap_or(false), env_flag("GOMLX_COMPILE").unwrap_or(false))
 }
 
 /// Bytes of `weights` once floats are cast as `casts` says and, with

@@ -123,6 +123,39 @@ pub fn load_adapters(model: &mut Model, dir: &Path, dtype: Option<Dtype>) -> Res
     Ok(cfg)
 }
 
+/// Checks that `dir` is an adapter directory (both files present), naming
+/// what is missing; cheap, so callers run it before loading a model.
+pub fn check_adapter_dir(dir: &Path) -> Result<()> {
+    let what = "an adapter is a directory holding adapters.safetensors and adapter_config.json, as gomlx lora and mlx_lm.lora write";
+    if !dir.exists() {
+        return Err(Error::InvalidArgument(format!("adapter path {}: no such directory ({what})", dir.display())));
+    }
+    if !dir.is_dir() {
+        return Err(Error::InvalidArgument(format!("adapter path {}: not a directory ({what})", dir.display())));
+    }
+    for f in [CONFIG_FILE, ADAPTER_FILE] {
+        if !dir.join(f).is_file() {
+            return Err(Error::InvalidArgument(format!("adapter path {}: no {f} in it ({what})", dir.display())));
+        }
+    }
+    Ok(())
+}
+
+/// Loads the adapter in `dir` onto `model` (loaded from `model_path`) for
+/// inference, keeping the adapter's stored dtype as mlx-lm does. Errors name
+/// the adapter, the model and what does not fit.
+pub fn apply_adapter_dir(model: &mut Model, dir: &Path, model_path: &Path) -> Result<LoraConfig> {
+    check_adapter_dir(dir)?;
+    // A malformed config is the config's fault, not a mismatch: its own error names the file.
+    read_config(dir)?;
+    let context = format!("the adapter in {} does not fit the model {}: ", dir.display(), model_path.display());
+    load_adapters(model, dir, None).map_err(|e| match e {
+        Error::Model(m) => Error::Model(context + &m),
+        Error::InvalidArgument(m) => Error::InvalidArgument(context + &m),
+        other => other,
+    })
+}
+
 fn seen_none(model: &Model) -> bool {
     lora::adapters(model).is_empty()
 }

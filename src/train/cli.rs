@@ -34,7 +34,8 @@ pub const USAGE: &str = "usage: gomlx lora --model DIR --data DIR|FILE [options]
   --adapter-path DIR    where adapters.safetensors goes (adapters)
   --resume DIR          start from saved adapters
   --fuse DIR            after training, write the fused model here
-  --dequantize          fuse into dense weights (quantised models)";
+  --dequantize          fuse into dense weights (quantised models)
+  --progress-json FILE  also write every step as a JSON line (step, loss, tokens, seconds, memory)";
 
 fn value<'a>(args: &'a [String], i: &mut usize, flag: &str) -> Result<&'a str> {
     *i += 1;
@@ -45,8 +46,14 @@ fn num<T: std::str::FromStr>(s: &str, flag: &str) -> Result<T> {
     s.parse().map_err(|_| Error::InvalidArgument(format!("{flag}: '{s}' is not a valid number")))
 }
 
-/// Parses the arguments after `lora`.
+/// Parses the arguments after `lora` (without the front end's own `--progress-json`).
 pub fn parse_args(args: &[String]) -> Result<RunOptions> {
+    Ok(parse(args)?.0)
+}
+
+/// The run options and the `--progress-json` file.
+fn parse(args: &[String]) -> Result<(RunOptions, Option<PathBuf>)> {
+    let mut progress_json = None;
     let (mut model, mut data) = (None, None);
     let mut o = RunOptions::new("", "");
     o.train.adapter_path = Some(PathBuf::from("adapters"));
@@ -87,6 +94,7 @@ pub fn parse_args(args: &[String]) -> Result<RunOptions> {
             "--resume" => o.resume_adapter = Some(PathBuf::from(value(args, &mut i, flag)?)),
             "--fuse" => o.fuse_to = Some(PathBuf::from(value(args, &mut i, flag)?)),
             "--dequantize" => o.fuse_mode = FuseMode::Dequantize,
+            "--progress-json" => progress_json = Some(PathBuf::from(value(args, &mut i, flag)?)),
             other => return Err(Error::InvalidArgument(format!("unknown option '{other}'\n{USAGE}"))),
         }
         i += 1;
@@ -101,7 +109,17 @@ pub fn parse_args(args: &[String]) -> Result<RunOptions> {
     }
     let decay = if cosine { Some(o.train.iters.saturating_sub(warmup + 1).max(1)) } else { None };
     o.train.schedule = Schedule { lr, warmup, warmup_init: 0.0, decay_steps: decay, min_lr };
-    Ok(o)
+    Ok((o, progress_json))
+}
+
+/// One step as a JSON object (`--progress-json`), for scripts such as scripts/bench-lora.
+pub fn progress_json(p: &Progress) -> serde_json::Value {
+    serde_json::json!({
+        "step": p.step, "iters": p.iters, "loss": p.loss, "val_loss": p.val_loss, "learning_rate": p.learning_rate,
+        "grad_norm": p.grad_norm, "step_tokens": p.step_tokens, "trained_tokens": p.trained_tokens,
+        "seconds": p.seconds, "tokens_per_second": p.tokens_per_second,
+        "peak_memory": p.peak_memory, "active_memory": p.active_memory,
+    })
 }
 
 fn gb(bytes: usize) -> String {
@@ -131,15 +149,29 @@ pub fn lora_command(args: &[String]) -> Result<()> {
         println!("{USAGE}");
         return Ok(());
     }
-    let opts = parse_args(args)?;
+    let (opts, json_path) = parse(args)?;
+    let mut json = match &json_path {
+        Some(p) => Some(std::io::BufWriter::new(std::fs::File::create(p).map_err(|e| Error::io(p, e))?)),
+        None => None,
+    };
     let mut err = std::io::stderr();
+    let mut json_err = None;
     let report = run(&opts, |p| {
         let _ = write!(err, "\r{}", progress_line(p));
         if p.val_loss.is_some() || p.step == p.iters {
             let _ = writeln!(err);
         }
+        if let Some(w) = json.as_mut() {
+            if let Err(e) = writeln!(w, "{}", progress_json(p)).and_then(|_| w.flush()) {
+                json_err = Some(e);
+                return Control::Stop;
+            }
+        }
         Control::Continue
     })?;
+    if let (Some(e), Some(p)) = (json_err, &json_path) {
+        return Err(Error::io(p, e));
+    }
     println!(
         "trained {} steps, loss {:.3} -> {:.3}{}, {} tokens in {:.1} s ({:.0} tok/s), peak memory {}",
         report.steps,

@@ -86,6 +86,8 @@ pub struct Progress {
     pub trained_tokens: usize,
     /// Real (non-padding) tokens per second over the run so far.
     pub tokens_per_second: f64,
+    /// Seconds since training started (after loading), this step included.
+    pub seconds: f64,
     pub peak_memory: usize,
     pub active_memory: usize,
     /// Examples cut to the maximum sequence length so far.
@@ -193,6 +195,7 @@ pub fn train(
     if config.iters == 0 {
         return Err(Error::InvalidArgument("iters must be at least 1".into()));
     }
+    let setup = crate::mlx::gpu_guard();
     if lora::adapters(model).is_empty() {
         lora::apply_lora(model, &config.lora)?;
     }
@@ -226,7 +229,11 @@ pub fn train(
         }
         Ok(())
     };
+    drop(setup);
     for it in 1..=config.iters {
+        // A CUDA build's MLX must not be used by two threads at once (mlx::GpuGuard);
+        // released before the progress callback, which may use other models.
+        let gpu = crate::mlx::gpu_guard();
         let batch = batches.next_batch()?;
         let lr = config.schedule.at(trainer.optimizer.step);
         let (loss, norm) = trainer.step(&batch)?;
@@ -251,6 +258,7 @@ pub fn train(
         if config.save_every > 0 && it % config.save_every == 0 && it != config.iters {
             save(model, it)?;
         }
+        drop(gpu);
         let secs = start.elapsed().as_secs_f64();
         let p = Progress {
             step: it,
@@ -262,6 +270,7 @@ pub fn train(
             step_tokens: batch.loss_tokens(),
             trained_tokens: report.trained_tokens,
             tokens_per_second: report.trained_tokens as f64 / secs.max(1e-9),
+            seconds: secs,
             peak_memory: memory::peak()?,
             active_memory: memory::active()?,
             truncated: batches.truncated,
@@ -271,6 +280,7 @@ pub fn train(
             break;
         }
     }
+    let _gpu = crate::mlx::gpu_guard();
     save(model, report.steps)?;
     report.seconds = start.elapsed().as_secs_f64();
     report.peak_memory = memory::peak()?;

@@ -71,16 +71,58 @@ impl Batch {
     }
 }
 
+/// How the loss's log-sum-exp is differentiated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Exponentials {
+    /// MLX's LogSumExp, whose vjp computes `exp(logits - lse)` again: no extra memory.
+    Recompute,
+    /// The log-sum-exp written out (max-shifted, as MLX's): the gradient multiplies
+    /// by the forward's exponentials, which stay alive for the backward pass
+    /// (`B·L·V` floats, e.g. 96 MiB for 4×128 tokens of a 49k vocabulary).
+    Keep,
+}
+
+impl Exponentials {
+    /// Keep on the CPU, where MLX's exp is a scalar loop and recomputing all of
+    /// them is the costliest elementwise work of a step (~7% of a SmolLM2 step,
+    /// BENCHMARKS.md); recompute on the GPU, where it is cheap and memory is not.
+    pub fn for_device(device: crate::mlx::DeviceKind) -> Exponentials {
+        if device == crate::mlx::DeviceKind::Cpu {
+            Exponentials::Keep
+        } else {
+            Exponentials::Recompute
+        }
+    }
+}
+
 /// Per-token cross-entropy `[B, L]` of `logits` `[B, L, V]` against `targets`
 /// `[B, L]`: `logsumexp(logits) - logits[target]` (mlx's `cross_entropy`).
 pub fn cross_entropy(logits: &Array, targets: &Array) -> Result<Array> {
+    cross_entropy_with(logits, targets, Exponentials::Recompute)
+}
+
+/// `cross_entropy` with the log-sum-exp differentiated as `how` says (same value).
+pub fn cross_entropy_with(logits: &Array, targets: &Array, how: Exponentials) -> Result<Array> {
     let score = logits.take_along_axis(&targets.expand_dims(&[-1])?, -1)?.squeeze(&[-1])?;
-    logits.logsumexp(&[-1], false)?.subtract(&score)
+    let lse = match how {
+        Exponentials::Recompute => logits.logsumexp(&[-1], false)?,
+        Exponentials::Keep => {
+            let max = logits.max(&[-1], true)?.stop_gradient()?;
+            let sum = logits.subtract(&max)?.exp()?.sum(&[-1], false)?;
+            sum.log()?.add(&max.squeeze(&[-1])?)?
+        }
+    };
+    lse.subtract(&score)
 }
 
 /// Mean cross-entropy over the masked tokens and their count, as float32.
 pub fn masked_loss(logits: &Array, targets: &Array, mask: &Array) -> Result<(Array, Array)> {
-    let ce = cross_entropy(logits, targets)?.multiply(&mask.astype(logits.dtype())?)?;
+    masked_loss_with(logits, targets, mask, Exponentials::Recompute)
+}
+
+/// `masked_loss` with the log-sum-exp differentiated as `how` says.
+pub fn masked_loss_with(logits: &Array, targets: &Array, mask: &Array, how: Exponentials) -> Result<(Array, Array)> {
+    let ce = cross_entropy_with(logits, targets, how)?.multiply(&mask.astype(logits.dtype())?)?;
     let ntoks = mask.sum(&[], false)?;
     let loss = ce.astype(Dtype::F32)?.sum(&[], false)?.divide(&ntoks)?;
     Ok((loss, ntoks))
@@ -163,6 +205,7 @@ pub fn loss_and_grad(model: &Model, batch: &Batch, checkpoint: bool, dropout_key
         at += 2 * n;
     }
     let loras_ref = &loras;
+    let how = Exponentials::for_device(mlx::stream::thread_device());
 
     closure::scope(|s| -> Result<StepOutput> {
         let blocks = if checkpoint {
@@ -183,7 +226,7 @@ pub fn loss_and_grad(model: &Model, batch: &Batch, checkpoint: bool, dropout_key
         let loss_fn = s.lend(move |args: &[Array]| {
             lora::set_parameters(loras_ref, args)?;
             let logits = forward_logits(model, inputs, blocks.as_deref(), args)?;
-            let (loss, ntoks) = masked_loss(&logits, targets, mask)?;
+            let (loss, ntoks) = masked_loss_with(&logits, targets, mask, how)?;
             Ok(vec![loss, ntoks])
         })?;
         let argnums: Vec<i32> = (0..params.len() as i32).collect();

@@ -52,4 +52,49 @@ static inline const gm_case *gm_find_case(const gm_case *cases, int n, const cha
   return NULL;
 }
 
+/* One line of tests/c/expected_lora.txt: a prompt cut from an adapter's
+ * reference batch and mlx-lm's logits after its last token, adapter applied. */
+#define GM_MAX_LORA 64
+#define GM_MAX_VOCAB 512
+
+typedef struct {
+  char name[64], model[256], adapter[256];
+  size_t n_ids, n_logits;
+  uint32_t ids[GM_MAX_IDS];
+  float logits[GM_MAX_VOCAB];
+} gm_lora_case;
+
+/* Returns the number of lines read into cases[], or -1. */
+static inline int gm_read_expected_lora(const char *path, gm_lora_case *cases, int max) {
+  FILE *f = fopen(path, "r");
+  if (!f) return -1;
+  int n = 0;
+  static char line[65536];
+  while (n < max && fgets(line, sizeof line, f)) {
+    if (line[0] == '#' || line[0] == '\n') continue;
+    gm_lora_case *c = &cases[n];
+    char *p = line, *end;
+    char *fields[3] = {c->name, c->model, c->adapter};
+    size_t caps[3] = {sizeof c->name, sizeof c->model, sizeof c->adapter};
+    for (int k = 0; k < 3; k++) {
+      size_t len = strcspn(p, " ");
+      if (len == 0 || len >= caps[k]) { fclose(f); return -1; }
+      memcpy(fields[k], p, len);
+      fields[k][len] = 0;
+      p += len + 1;
+    }
+    c->n_ids = strtoul(p, &end, 10);
+    p = end;
+    if (c->n_ids == 0 || c->n_ids > GM_MAX_IDS) { fclose(f); return -1; }
+    for (size_t i = 0; i < c->n_ids; i++) { c->ids[i] = (uint32_t)strtoul(p, &end, 10); p = end; }
+    c->n_logits = strtoul(p, &end, 10);
+    p = end;
+    if (c->n_logits == 0 || c->n_logits > GM_MAX_VOCAB) { fclose(f); return -1; }
+    for (size_t i = 0; i < c->n_logits; i++) { c->logits[i] = strtof(p, &end); if (end == p) { fclose(f); return -1; } p = end; }
+    n++;
+  }
+  fclose(f);
+  return n;
+}
+
 #endif

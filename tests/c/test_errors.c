@@ -20,9 +20,12 @@ static void test_load_errors(const char *fixture) {
   CHECK(gm_model_load(fixture, &lo) == NULL, "struct_size too small");
   CHECK_ERR("gm_load_options.struct_size is 8");
   lo.struct_size = sizeof lo;
-  lo.adapter_path = "adapters/";
-  CHECK(gm_model_load(fixture, &lo) == NULL, "adapter path");
-  CHECK_ERR("not supported yet");
+  lo.adapter_path = "/nonexistent/adapters";
+  CHECK(gm_model_load(fixture, &lo) == NULL, "missing adapter path");
+  CHECK_ERR("adapter path /nonexistent/adapters: no such directory");
+  lo.adapter_path = bad_utf8;
+  CHECK(gm_model_load(fixture, &lo) == NULL, "adapter path UTF-8");
+  CHECK_ERR("gm_load_options.adapter_path is not valid UTF-8");
   lo.adapter_path = NULL;
   lo.device = 7;
   CHECK(gm_model_load(fixture, &lo) == NULL, "device 7");

@@ -74,6 +74,8 @@ public struct ClassifyResult: Sendable {
     /// Index of the most probable label, or -1 without labels.
     public let label: Int
     public let labelProbs: [Float]
+    /// The full last-position logits when asked for (`logits: true`), else empty.
+    public let logits: [Float]
 }
 
 /// Runs `body` with C strings for `strings` (valid during the call only).
@@ -90,11 +92,17 @@ public final class Model: @unchecked Sendable {
     private var handle: OpaquePointer?
     public let info: ModelInfo
 
-    public init(path: String, device: Device = .default, contextLength: Int = 0) throws {
+    /// Loads a model directory or `.gguf` file. `adapterPath`: a LoRA adapter
+    /// directory in mlx-lm's layout (adapters.safetensors + adapter_config.json,
+    /// as `LoRA.train`, `gomlx lora` and `mlx_lm.lora` write it) applied at load.
+    public init(path: String, device: Device = .default, contextLength: Int = 0, adapterPath: String? = nil) throws {
         var opts = gm_load_options()
         opts.struct_size = MemoryLayout<gm_load_options>.size
         opts.device = device.rawValue
         opts.context_length = contextLength
+        let adapter: UnsafeMutablePointer<CChar>? = adapterPath.flatMap { strdup($0) }
+        defer { free(adapter) }
+        opts.adapter_path = UnsafePointer(adapter)
         guard let h = gm_model_load(path, &opts) else { throw lastError("gm_model_load") }
         var i = gm_info()
         i.struct_size = MemoryLayout<gm_info>.size
@@ -196,16 +204,52 @@ public final class Model: @unchecked Sendable {
                     }
                     guard rc == GM_OK else { throw lastError("gm_classify") }
                     defer { gm_classify_result_free(&r) }
-                    let k = r.n_labels
-                    return (0..<r.n).map { i in
-                        ClassifyResult(
-                            token: r.tokens[i], text: String(cString: r.texts[i]!),
-                            label: r.labels.map { Int($0[i]) } ?? -1,
-                            labelProbs: r.label_probs.map { p in (0..<k).map { p[i * k + $0] } } ?? [])
-                    }
+                    return results(r)
                 }
             }
         }
+    }
+
+    /// Classifies prompts given as token ids (works without a tokenizer); with
+    /// `logits`, each result carries the full last-position logits.
+    public func classifyTokens(_ prompts: [[UInt32]], logits: Bool = false) throws -> [ClassifyResult] {
+        try withHandle("gm_classify_tokens") { h in
+            var opts = gm_classify_options()
+            opts.struct_size = MemoryLayout<gm_classify_options>.size
+            opts.logits = logits
+            var r = gm_classify_result()
+            r.struct_size = MemoryLayout<gm_classify_result>.size
+            // Copies that live until the call returns.
+            let bufs = prompts.map { p -> UnsafeMutablePointer<UInt32> in
+                let b = UnsafeMutablePointer<UInt32>.allocate(capacity: max(p.count, 1))
+                b.initialize(from: p, count: p.count)
+                return b
+            }
+            defer { bufs.forEach { $0.deallocate() } }
+            var ptrs: [UnsafePointer<UInt32>?] = bufs.map { UnsafePointer($0) }
+            var lens = prompts.map(\.count)
+            let rc = ptrs.withUnsafeMutableBufferPointer { pb in
+                lens.withUnsafeMutableBufferPointer { lb in
+                    gm_classify_tokens(h, UnsafePointer(pb.baseAddress), UnsafePointer(lb.baseAddress), prompts.count, &opts, &r, nil)
+                }
+            }
+            guard rc == GM_OK else { throw lastError("gm_classify_tokens") }
+            defer { gm_classify_result_free(&r) }
+            return results(r)
+        }
+    }
+}
+
+/// Copies a classify result out of the library's arrays.
+func results(_ r: gm_classify_result) -> [ClassifyResult] {
+    let k = r.n_labels
+    let v = r.n_logits
+    return (0..<r.n).map { i in
+        ClassifyResult(
+            token: r.tokens[i], text: String(cString: r.texts[i]!),
+            label: r.labels.map { Int($0[i]) } ?? -1,
+            labelProbs: r.label_probs.map { p in (0..<k).map { p[i * k + $0] } } ?? [],
+            logits: r.logits.map { p in (0..<v).map { p[i * v + $0] } } ?? [])
     }
 }
 

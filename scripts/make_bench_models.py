@@ -1,0 +1,90 @@
+"""Random-weight models with the real shapes of Qwen3-0.6B, Llama-3.2-1B, Gemma-3-1B
+(and, when named, SmolLM2-135M and bf16 Gemma) for `gomlx bench`, in mlx-lm's format.
+Run through scripts/make-bench-models (which sets up the venv and tokenizers); any
+Python with mlx and mlx-lm runs it directly: `python scripts/make_bench_models.py [NAME...]`.
+"""
+import json, shutil, sys
+from pathlib import Path
+
+import mlx.core as mx
+from mlx.utils import tree_map
+from mlx_lm.utils import _get_classes, quantize_model, save_config, save_model
+
+OUT = Path(".cache/bench-models")
+TOK = Path(".cache/tokenizers")
+
+CONFIGS = {
+    # Qwen/Qwen3-0.6B config.json
+    "qwen3-0.6b": ("qwen3", {
+        "model_type": "qwen3", "architectures": ["Qwen3ForCausalLM"], "hidden_size": 1024,
+        "num_hidden_layers": 28, "intermediate_size": 3072, "num_attention_heads": 16,
+        "num_key_value_heads": 8, "head_dim": 128, "rms_norm_eps": 1e-6, "vocab_size": 151936,
+        "max_position_embeddings": 40960, "rope_theta": 1000000.0, "tie_word_embeddings": True,
+        "attention_bias": False, "hidden_act": "silu", "bos_token_id": 151643, "eos_token_id": 151645,
+    }),
+    # meta-llama/Llama-3.2-1B-Instruct config.json
+    "llama-3.2-1b": ("llama3_1", {
+        "model_type": "llama", "architectures": ["LlamaForCausalLM"], "hidden_size": 2048,
+        "num_hidden_layers": 16, "intermediate_size": 8192, "num_attention_heads": 32,
+        "num_key_value_heads": 8, "head_dim": 64, "rms_norm_eps": 1e-5, "vocab_size": 128256,
+        "max_position_embeddings": 131072, "rope_theta": 500000.0, "tie_word_embeddings": True,
+        "rope_scaling": {"factor": 32.0, "high_freq_factor": 4.0, "low_freq_factor": 1.0,
+                         "original_max_position_embeddings": 8192, "rope_type": "llama3"},
+        "attention_bias": False, "mlp_bias": False, "hidden_act": "silu",
+        "bos_token_id": 128000, "eos_token_id": [128001, 128008, 128009],
+    }),
+    # SmolLM2-135M-Instruct (the config `gomlx convert` writes from its GGUF)
+    "smollm2-135m": ("smollm2", {
+        "model_type": "llama", "architectures": ["LlamaForCausalLM"], "hidden_size": 576,
+        "num_hidden_layers": 30, "intermediate_size": 1536, "num_attention_heads": 9,
+        "num_key_value_heads": 3, "head_dim": 64, "rms_norm_eps": 1e-5, "vocab_size": 49152,
+        "max_position_embeddings": 8192, "rope_theta": 100000.0, "tie_word_embeddings": True,
+        "attention_bias": False, "hidden_act": "silu", "bos_token_id": 1, "eos_token_id": 2,
+    }),
+    # google/gemma-3-1b-it config.json
+    "gemma-3-1b": ("gemma3", {
+        "model_type": "gemma3_text", "architectures": ["Gemma3ForCausalLM"], "hidden_size": 1152,
+        "num_hidden_layers": 26, "intermediate_size": 6912, "num_attention_heads": 4,
+        "num_key_value_heads": 1, "head_dim": 256, "rms_norm_eps": 1e-6, "vocab_size": 262144,
+        "max_position_embeddings": 32768, "rope_theta": 1000000.0, "rope_local_base_freq": 10000.0,
+        "sliding_window": 512, "sliding_window_pattern": 6, "query_pre_attn_scalar": 256,
+        "hidden_activation": "gelu_pytorch_tanh", "tie_word_embeddings": True,
+        "final_logit_softcapping": None, "bos_token_id": 2, "eos_token_id": [1, 106],
+    }),
+}
+WANT = [("qwen3-0.6b", "bf16"), ("qwen3-0.6b", "4bit"), ("llama-3.2-1b", "bf16"),
+        ("llama-3.2-1b", "4bit"), ("gemma-3-1b", "4bit")]
+
+# Named on the command line only (the GPU benchmark's extra rows): bf16 Gemma and
+# random-weight SmolLM2-shaped models (same timing as the real weights).
+EXTRA = [("gemma-3-1b", "bf16"), ("smollm2-135m", "bf16"), ("smollm2-135m", "4bit")]
+
+only = set(sys.argv[1:])
+mx.random.seed(0)
+for base, kind in WANT + [e for e in EXTRA if f"{e[0]}-{e[1]}" in only]:
+    name = f"{base}-{kind}"
+    if only and name not in only:
+        continue
+    out = OUT / name
+    if (out / "config.json").is_file() and (out / "tokenizer.json").is_file() and any(out.glob("*.safetensors")):
+        print(f"{name}: present", file=sys.stderr)
+        continue
+    tok_name, config = CONFIGS[base]
+    config = dict(config, torch_dtype="bfloat16")
+    model_class, args_class = _get_classes(config)
+    model = model_class(args_class.from_dict(config))
+    # Random init (mlx.nn defaults), small enough that activations stay finite.
+    model.update(tree_map(lambda p: (p * 0.02 if p.ndim == 2 else p).astype(mx.bfloat16), model.parameters()))
+    mx.eval(model.parameters())
+    if kind == "4bit":
+        model, config = quantize_model(model, config, group_size=64, bits=4)
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    save_model(out, model)
+    save_config(config, out / "config.json")
+    for f in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(TOK / tok_name / f, out / f)
+    print(f"{name}: written to {out}", file=sys.stderr)
+    del model
+    mx.clear_cache()

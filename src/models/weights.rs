@@ -83,17 +83,9 @@ impl Weights {
 
     /// Casts floating tensors to `dtype` (quantised weights keep their packing):
     /// all of them with `widen`, else only those `policy::casts` names
-    /// (vectors, and tensors wider than `dtype`). Quantisation scales and
-    /// biases are widened too when every other floating tensor already is at
-    /// least `dtype` (a GGUF file: MLX's reader gives float16 scales beside
-    /// float32 tensors): then the checkpoint holds nothing narrower, and each
-    /// `quantized_matmul` would otherwise widen them again, two more ops per
-    /// product and token (3% of SmolLM2's Q4_1 decode).
+    /// (vectors, and tensors wider than `dtype`).
     pub fn cast_floats(&mut self, dtype: crate::mlx::Dtype, widen: bool) -> Result<()> {
-        let aux = |name: &str| name.ends_with(".scales") || name.ends_with(".biases");
-        let wide = self.tensors.iter().filter(|(k, a)| a.dtype().is_float() && !aux(k)).all(|(_, a)| a.dtype().size() >= dtype.size());
-        for (name, a) in self.tensors.iter_mut() {
-            let widen = widen || (wide && aux(name));
+        for a in self.tensors.values_mut() {
             if a.dtype().is_float() && super::policy::casts(a.ndim(), a.dtype(), dtype, widen) {
                 *a = a.astype(dtype)?;
             }

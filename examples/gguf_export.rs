@@ -26,7 +26,7 @@ fn main() -> gomlx::Result<()> {
     let (config, mut weights) = gguf::config_and_weights(&g, Reader::Gomlx)?;
     let quant = config.quantization.clone();
     weights.dequantize_all(&|m| quant.for_module(m), dtype)?;
-    weights.cast_floats(dtype)?;
+    weights.cast_floats(dtype, true)?;
     let names: Vec<String> = weights.remaining().iter().map(|s| s.to_string()).collect();
     let mut tensors = BTreeMap::new();
     for n in names {

@@ -24,15 +24,53 @@ is the one the gomlx side runs, step for step, in the same order:
 - warm-up (unless `gomlx bench --no-warmup`): each classify runs once untimed
   first, on both sides, so the rate is steady-state throughput.
 - peak memory: `mx.get_peak_memory()` over the whole run (reset before load).
+
+It also reports what it ran: the dtype of the weights (the largest floating
+parameter's; mlx-lm computes in it), their quantisation and bytes, the process's
+peak resident set, and which library MLX's `cblas_sgemm` resolved to (the
+wheel's reference BLAS unless something preloaded another).
 """
 
+import ctypes
 import json
+import resource
 import sys
 import time
 
 import mlx.core as mx
 from mlx_lm import load, stream_generate
 from mlx_lm.sample_utils import make_sampler
+from mlx.utils import tree_flatten
+
+
+def blas_library():
+    """The file that holds the cblas_sgemm MLX calls (dlsym from libmlx, then dladdr)."""
+
+    class DlInfo(ctypes.Structure):
+        _fields_ = [("fname", ctypes.c_char_p), ("fbase", ctypes.c_void_p), ("sname", ctypes.c_char_p), ("saddr", ctypes.c_void_p)]
+
+    try:
+        libc = ctypes.CDLL(None)
+        import mlx
+
+        lib = next(iter(mlx.__path__)) + "/lib/libmlx.so"
+        addr = ctypes.cast(ctypes.CDLL(lib).cblas_sgemm, ctypes.c_void_p).value
+        info = DlInfo()
+        libc.dladdr.argtypes = [ctypes.c_void_p, ctypes.POINTER(DlInfo)]
+        if libc.dladdr(ctypes.c_void_p(addr), ctypes.byref(info)):
+            return info.fname.decode()
+    except (OSError, AttributeError, StopIteration):
+        pass
+    return None
+
+
+def describe(model, config):
+    params = [p for _, p in tree_flatten(model.parameters())]
+    floats = [p for p in params if mx.issubdtype(p.dtype, mx.floating) and p.ndim >= 2]
+    dtype = str(max(floats, key=lambda p: p.nbytes).dtype).replace("mlx.core.", "") if floats else "?"
+    q = config.get("quantization") or config.get("quantization_config")
+    weights = f"{q['bits']}-bit ({dtype} scales)" if q and "bits" in q else dtype
+    return dtype, weights, sum(p.nbytes for p in params)
 
 
 def last_logits(model, h):
@@ -76,8 +114,9 @@ def main():
 
     mx.reset_peak_memory()
     t = time.perf_counter()
-    model, tokenizer = load(model_dir, adapter_path=adapter)
+    model, tokenizer, config = load(model_dir, adapter_path=adapter, return_config=True)
     out["load_s"] = time.perf_counter() - t
+    out["dtype"], out["weights"], out["weight_bytes"] = describe(model, config)
     steps = {"load": mx.get_peak_memory()}
 
     if w.get("generate", True):
@@ -96,6 +135,9 @@ def main():
     out["peak_after"] = steps
 
     out["peak_memory_bytes"] = mx.get_peak_memory()
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    out["max_rss_bytes"] = rss if sys.platform == "darwin" else rss * 1024
+    out["blas"] = blas_library()
     json.dump(out, sys.stdout)
     print()
 

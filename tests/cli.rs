@@ -299,7 +299,8 @@ fn convert_requantises_and_rejects_bad_flags() {
 /// mlx-lm (the project venv's) loads a converted directory and answers the same.
 #[test]
 fn convert_output_loads_in_mlx_lm() {
-    let py = root().join(".venv/bin/python");
+    // The project venv: $GOMLX_VENV (as scripts/setup and build.rs use it), else .venv.
+    let py = std::env::var_os("GOMLX_VENV").map(PathBuf::from).unwrap_or_else(|| root().join(".venv")).join("bin/python");
     let has_mlx_lm = py.is_file() && Command::new(&py).args(["-c", "import mlx_lm"]).status().is_ok_and(|s| s.success());
     assert!(has_mlx_lm, ".venv has no mlx_lm: run scripts/setup, which installs it");
     let m = smollm2();

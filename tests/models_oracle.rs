@@ -184,20 +184,53 @@ fn qwen3_bf16() {
     assert_eq!(dtype, "bfloat16");
 }
 
-/// The CPU default for a bf16 checkpoint is float32 (it fits any budget here),
-/// matching the float32 reference; a budget too small for float32 keeps bf16.
+/// The CPU default for a bf16 checkpoint is float32 compute with the weights
+/// widened at load (it fits any budget here), matching the float32 reference;
+/// over the budget the weights stay bf16 and are widened per use, with the
+/// same logits.
 #[test]
 fn bf16_checkpoint_runs_in_float32_on_the_cpu_by_default() {
     // The CPU policy, whatever the device under test.
     mlx::stream::set_thread_stream(Stream::new(DeviceKind::Cpu).unwrap());
     let dir = fixtures().join("qwen3_qknorm_bf16");
     let r = reference(&dir);
-    let (got, dtype, _) = logits_with(&dir, &LoadOptions::default(), &r.inputs);
-    assert_eq!(dtype, "float32", "CPU default compute dtype");
+    let widened = Model::load(&dir, &LoadOptions::default()).unwrap();
+    assert_eq!((widened.info().dtype.as_str(), widened.info().weights_dtype.as_str()), ("float32", "float32"), "CPU default");
+    let (got, _, _) = logits_with(&dir, &LoadOptions::default(), &r.inputs);
     let err = rel_error(&got, r.logits_f32.as_ref().unwrap());
     assert!(err < 1e-3, "relative error {err:e}");
-    let (_, dtype, _) = logits_with(&dir, &LoadOptions { memory_budget: Some(1), ..Default::default() }, &r.inputs);
-    assert_eq!(dtype, "bfloat16", "over the memory budget the checkpoint dtype stays");
+    let over = LoadOptions { memory_budget: Some(1), ..Default::default() };
+    let stored = Model::load(&dir, &over).unwrap();
+    assert_eq!((stored.info().dtype.as_str(), stored.info().weights_dtype.as_str()), ("float32", "bfloat16"), "over the memory budget");
+    assert!(stored.info().weight_bytes * 3 < widened.info().weight_bytes * 2, "stored bf16 weights take about half the bytes");
+    let (kept, _, _) = logits_with(&dir, &over, &r.inputs);
+    let err = rel_error(&kept, &got);
+    assert!(err < 1e-5, "stored vs widened: relative error {err:e}");
+}
+
+/// Weights kept as stored (bf16 matrices, or 4/8-bit ones with their scales)
+/// and widened per use give the logits of the widened model and the
+/// reference's greedy tokens; quantised ones go through the per-piece
+/// dequantisation for multi-row inputs and `quantized_matmul` for one row.
+#[test]
+fn stored_weights_match_widened_ones() {
+    for case in ["qwen3_qknorm_bf16", "llama_tied_q4", "gemma3_text_q8", "qwen3_qknorm_q4"] {
+        let dir = fixtures().join(case);
+        let r = reference(&dir);
+        let (widened, _, _) = logits_with(&dir, &LoadOptions { widen: Some(true), ..Default::default() }, &r.inputs);
+        let stored_opts = LoadOptions { widen: Some(false), ..Default::default() };
+        let (stored, dtype, bits) = logits_with(&dir, &stored_opts, &r.inputs);
+        assert_eq!(dtype, "float32", "{case}: compute dtype");
+        assert_eq!(bits.is_some(), case.ends_with("_q4") || case.ends_with("_q8"), "{case}: quantisation reported");
+        let err = rel_error(&stored, &widened);
+        assert!(err < 1e-4, "{case}: stored vs widened relative error {err:e}");
+        let greedy = |widen| {
+            let engine = Engine::load(&dir, &EngineOptions { device: Some(DeviceKind::Cpu), widen: Some(widen), ..Default::default() }).unwrap();
+            let opts = GenerateOptions { max_tokens: r.greedy.len(), ignore_eos: true, ..Default::default() };
+            engine.generate_tokens(r.inputs.clone(), &opts).unwrap().collect_text().unwrap().1
+        };
+        assert_eq!(greedy(false), greedy(true), "{case}: greedy tokens, stored vs widened weights");
+    }
 }
 
 #[test]

@@ -10,7 +10,7 @@ for m in smollm2-135m-bf16 qwen3-0.6b-bf16 llama-3.2-1b-bf16 gemma-3-1b-bf16; do
   python3 -c "
 import json; r=json.load(open('/tmp/res/bench-$m.json'))
 print('$m', ', '.join(f\"{k} {v['gomlx']:.4g}/{v['mlx_lm']:.4g}={v['ratio']:.2f}\" for k, v in r['metrics'].items()))
-print('  profile', [x.get('decode_profile_ms') for x in r['runs']['gomlx']], 'agree', r['greedy_agreement'])" || tail -3 /tmp/res/bench-$m.err
+print('  profile', [x.get('decode_profile_ms') for v in r['runs']['gomlx'].values() for x in v], 'agree', r['greedy_agreement'])" || tail -3 /tmp/res/bench-$m.err
 done
 tar cJf $OUT/res2.tar.xz -C /tmp res
 step done

@@ -7,7 +7,7 @@ mkdir -p /tmp/res5
 j() { python3 -c "
 import json,sys; r=json.load(open(sys.argv[1])); x=r['metrics']
 print(sys.argv[1], ', '.join(f\"{k} {v['gomlx']:.4g}/{v['mlx_lm']:.4g}={v['ratio']:.2f}\" for k, v in x.items() if v['gomlx'] is not None), 'agree', r['greedy_agreement'])
-print('  profile', [y.get('decode_profile_ms') for y in r['runs']['gomlx']])" $1 || tail -3 ${1%.json}.err; }
+print('  profile', [y.get('decode_profile_ms') for v in r['runs']['gomlx'].values() for y in v])" $1 || tail -3 ${1%.json}.err; }
 step go-i18n
 for m in gemma-3-1b-bf16 gemma-3-1b-4bit; do
   timeout 130 $B/gomlx bench --model .cache/bench-models/$m --name $m-i18n --compare mlx-lm --python python3 --reps 2 --classify-only --classify-prompts 10000 --prompt-tokens 20 --prompt-spread 10 --prefix-tokens 64 --json > /tmp/res5/i18n-$m.json 2> /tmp/res5/i18n-$m.err; j /tmp/res5/i18n-$m.json

@@ -15,6 +15,9 @@ pub struct InfoArgs {
     pub device: Option<super::DeviceArg>,
     #[arg(long, value_enum)]
     pub dtype: Option<super::DtypeArg>,
+    /// CPU: widen the weights at load or keep them as stored (as for `generate`).
+    #[arg(long, value_enum)]
+    pub weights: Option<super::WeightsArg>,
     /// JSON also without a model.
     #[arg(long)]
     pub json: bool,
@@ -49,7 +52,7 @@ pub fn run_info(a: InfoArgs) -> CliResult {
             mlx::blas::info().summary()
         ));
     };
-    let margs = ModelArgs { model, device: a.device, dtype: a.dtype, context_length: None, adapter_path: None };
+    let margs = ModelArgs { model, device: a.device, dtype: a.dtype, context_length: None, weights: a.weights, adapter_path: None };
     let (engine, load_s) = load_engine(&margs)?;
     let tokenizer = engine.tokenizer().map(|t| {
         json!({

@@ -182,9 +182,20 @@ pub struct ModelArgs {
     /// Longest sequence (prompt + output) a request may reach (default: the model's).
     #[arg(long, value_name = "TOKENS")]
     pub context_length: Option<usize>,
+    /// CPU: widen bf16/quantised weights to the float32 compute dtype at load
+    /// (fastest decode, 2-7x the memory) or keep them as stored and widen per
+    /// use (the checkpoint's memory). Default: widened when that fits half the RAM.
+    #[arg(long, value_enum)]
+    pub weights: Option<WeightsArg>,
     /// A LoRA adapter directory (adapters.safetensors + adapter_config.json, from gomlx lora or mlx_lm.lora) to apply.
     #[arg(long, value_name = "DIR")]
     pub adapter_path: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum WeightsArg {
+    Widened,
+    Stored,
 }
 
 impl ModelArgs {
@@ -196,6 +207,7 @@ impl ModelArgs {
             }),
             dtype: self.dtype.map(DtypeArg::dtype),
             context_length: self.context_length,
+            widen: self.weights.map(|w| w == WeightsArg::Widened),
             adapter: self.adapter_path.clone(),
         }
     }

@@ -166,11 +166,14 @@ pub(crate) fn run(w: &mut Worker, req: Request) -> Result<(Vec<ClassifyResult>, 
         }
         let x = Array::from_slice(&tokens, &[rows as i32, lmax as i32])?;
         let h = w.model.hidden(&x, &mut caches, &Context { valid: None })?;
+        // Only the graph needs the keys and values now: without other owners
+        // MLX frees each layer's as soon as its attention has run, instead of
+        // holding every layer's for the whole batch.
+        drop(caches);
         let hidden = h.dim(2);
         let idx = Array::from_slice(&last, &[rows as i32, 1, 1])?.broadcast_to(&[rows as i32, 1, hidden])?;
         let logits = w.model.logits(&h.take_along_axis(&idx, 1)?)?.reshape(&[rows as i32, vocab as i32])?.astype(Dtype::F32)?;
         let queued = queue_batch(logits, label_ids.as_deref(), &req.opts)?;
-        drop(caches);
         if let Some((prev, q)) = pending.replace((batch, queued)) {
             collect(w, &req, &prev, q, &mut results)?;
         }

@@ -37,6 +37,10 @@ pub struct EngineOptions {
     pub dtype: Option<Dtype>,
     /// Longest sequence a request may reach (prompt + output); None = the model's.
     pub context_length: Option<usize>,
+    /// CPU: widen the weights to the compute dtype at load (true) or keep them
+    /// as stored (false); None: widened when that fits the memory budget
+    /// (`LoadOptions::widen`, docs/cpu.md).
+    pub widen: Option<bool>,
     /// A LoRA adapter directory in mlx-lm's layout (`adapters.safetensors` +
     /// `adapter_config.json`, as `gomlx lora` and `mlx_lm.lora` write) applied at load.
     pub adapter: Option<PathBuf>,
@@ -249,7 +253,7 @@ impl Engine {
         let (fuse_projections, compile) = crate::models::policy::inference_build(device);
         // Adapters attach to each projection, so a model with one keeps q/k/v separate.
         let fuse_projections = fuse_projections && opts.adapter.is_none();
-        let load = LoadOptions { dtype: opts.dtype, fuse_projections, compile, ..Default::default() };
+        let load = LoadOptions { dtype: opts.dtype, widen: opts.widen, fuse_projections, compile, ..Default::default() };
         let load = worker::LoadRequest { path: path.to_path_buf(), device, load, context_length: opts.context_length, adapter: opts.adapter.clone() };
         let thread = std::thread::Builder::new()
             .name("gomlx-engine".into())

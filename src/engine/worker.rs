@@ -72,9 +72,17 @@ fn load(req: &LoadRequest) -> Result<(Model, Option<Arc<Tokenizer>>)> {
         let (model, tokenizer) = crate::gguf::load_model(path, &req.load)?;
         (model, Some(Arc::new(tokenizer)))
     } else {
-        let model = Model::load(path, &req.load)?;
-        let tokenizer = if path.join("tokenizer.json").is_file() { Some(Arc::new(Tokenizer::from_dir(path)?)) } else { None };
-        (model, tokenizer)
+        // The tokenizer (0.2-0.9 s of JSON parsing for 128k-262k vocabularies) is
+        // built on a second thread while this one reads the weights; it touches no MLX state.
+        std::thread::scope(|scope| -> Result<_> {
+            let tokenizer = path.join("tokenizer.json").is_file().then(|| scope.spawn(|| Tokenizer::from_dir(path)));
+            let model = Model::load(path, &req.load);
+            let tokenizer = match tokenizer {
+                Some(t) => Some(Arc::new(t.join().map_err(|_| Error::Tokenizer(format!("{}: the tokenizer thread panicked", path.display())))??)),
+                None => None,
+            };
+            Ok((model?, tokenizer))
+        })?
     };
     if let Some(dir) = &req.adapter {
         crate::train::adapters::apply_adapter_dir(&mut model, dir, path)?;

@@ -78,7 +78,7 @@ pub(crate) fn load_settings(ptr: *const gm_load_options) -> Result<LoadSettings>
     let dtype = opt_c_str(o.dtype, "gm_load_options.dtype")?.map(Dtype::parse).transpose()?;
     let context_length = if o.context_length == 0 { None } else { Some(o.context_length) };
     let adapter = opt_c_str(o.adapter_path, "gm_load_options.adapter_path")?.map(PathBuf::from);
-    Ok(LoadSettings { engine: EngineOptions { device, dtype, context_length, adapter }, memory_limit: o.memory_limit, cache_limit: o.cache_limit })
+    Ok(LoadSettings { engine: EngineOptions { device, dtype, context_length, widen: None, adapter }, memory_limit: o.memory_limit, cache_limit: o.cache_limit })
 }
 
 /// An additive bias on one token's logit (`-INFINITY` bans the token).

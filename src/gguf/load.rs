@@ -146,9 +146,13 @@ pub fn config_and_weights(g: &GgufModel, reader: Reader) -> Result<(ModelConfig,
 /// defaults to float32 (the file's quantisation scales are exact in it).
 pub fn load_model(path: &Path, opts: &LoadOptions) -> Result<(Model, Tokenizer)> {
     let g = GgufModel::open(path)?;
-    let tokenizer = tokenizer(&g)?;
-    let (config, weights) = config_and_weights(&g, Reader::Auto)?;
     let opts = LoadOptions { dtype: Some(opts.dtype.unwrap_or(Dtype::F32)), ..opts.clone() };
-    let model = Model::from_weights(config, weights, &opts)?;
-    Ok((model, tokenizer))
+    // The tokenizer is built from the metadata on a second thread while this
+    // one (which owns the MLX stream) converts the tensors.
+    std::thread::scope(|scope| {
+        let tok = scope.spawn(|| tokenizer(&g));
+        let model = config_and_weights(&g, Reader::Auto).and_then(|(config, weights)| Model::from_weights(config, weights, &opts));
+        let tok = tok.join().map_err(|_| Error::Gguf(format!("{}: the tokenizer thread panicked", path.display())))?;
+        Ok((model?, tok?))
+    })
 }

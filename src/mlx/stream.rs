@@ -121,6 +121,40 @@ impl Drop for Stream {
 
 thread_local! {
     static CURRENT: RefCell<Option<Stream>> = const { RefCell::new(None) };
+    /// A second CPU stream of this thread (its own MLX worker thread), made on
+    /// first use by `on_helper`; while `on_helper` runs, ops go to it.
+    static HELPER: RefCell<Option<Stream>> = const { RefCell::new(None) };
+    static USE_HELPER: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f` with its ops queued on a second CPU stream of this thread, so that
+/// MLX's single-threaded CPU kernels can run on two cores at once (MLX orders
+/// work across streams with events). None when this thread's stream is not a
+/// CPU one or the stream cannot be made. Not reentrant: ops queued inside `f`
+/// all go to the helper; the main stream is back when `f` returns or unwinds.
+pub fn on_helper<R>(f: impl FnOnce() -> R) -> Option<R> {
+    if thread_device() != DeviceKind::Cpu {
+        return None;
+    }
+    let ok = HELPER.with(|h| {
+        let mut h = h.borrow_mut();
+        if h.is_none() {
+            *h = Stream::new(DeviceKind::Cpu).ok();
+        }
+        h.is_some()
+    });
+    if !ok {
+        return None;
+    }
+    struct Back;
+    impl Drop for Back {
+        fn drop(&mut self) {
+            USE_HELPER.with(|u| u.set(false));
+        }
+    }
+    USE_HELPER.with(|u| u.set(true));
+    let _back = Back;
+    Some(f())
 }
 
 /// Makes `stream` the one this thread's ops run on; returns the previous one.
@@ -161,6 +195,11 @@ pub(crate) fn with_stream<R>(f: impl FnOnce(sys::mlx_stream, DeviceKind) -> R) -
 
 /// The raw current stream for one mlx-c call.
 pub(crate) fn current() -> sys::mlx_stream {
+    if USE_HELPER.with(|u| u.get()) {
+        if let Some(raw) = HELPER.with(|h| h.borrow().as_ref().map(|s| s.raw)) {
+            return raw;
+        }
+    }
     with_stream(|s, _| s)
 }
 

@@ -113,6 +113,126 @@ fn load_matrix(w: &mut Weights, path: &str, rows: usize, cols: usize, quant: Opt
     Ok((w.take_shaped(&name, &[rows, cols])?, None))
 }
 
+/// Rows of input (batch × positions) from which a quantised matrix on the CPU
+/// is dequantised for the product instead of going through MLX's
+/// `quantized_matmul`: that kernel is single-threaded scalar code (~3 GFLOP/s
+/// with float32 inputs, ~0.4 with bf16, on a 2-core x86), while dequantising a
+/// matrix costs about as much as one row of it and the BLAS then runs at
+/// ~150 GFLOP/s. Measured on a [1024 → 3072] 4-bit matrix: 1 row 2.0 ms (qmm) vs
+/// 6.3 ms (dequantise + sgemm), 32 rows 64 ms vs 7 ms, 512 rows 1.05 s vs 19 ms.
+const DENSE_QMM_ROWS: i64 = 8;
+
+/// Float32 bytes of one piece when a bf16 matrix is widened for a product
+/// under float32 compute: the matrix is cast and multiplied some output rows
+/// at a time, and the products concatenated (`in_pieces`).
+///
+/// MLX's CPU backend allocates each op's output when the op is queued, ~50 ops
+/// ahead of its worker thread (`MAX_ACTIVE_TASKS` × `DISPATCHES_PER_TASK`
+/// dispatches, two per op), so widening whole matrices held several float32
+/// copies at once (600 MiB for a 152k × 1024 tied embedding as the output
+/// projection); 2 MiB pieces also stay in the CPU cache between the cast and
+/// the product, which makes one-row products faster than whole matrices
+/// (measured on 8 Qwen3-0.6B-shaped layers: 64 ms whole, 45 ms in 2 MiB pieces,
+/// 26 ms with float32 weights; transient 176 → 36 MiB).
+const CAST_PIECE_BYTES: i64 = 2 << 20;
+
+/// The same for dequantising (only matrices the `split` rule picks: the
+/// vocabulary projection of decode and classify). MLX's CPU `dequantize` is a
+/// chain of elementwise ops, each with a piece-sized output queued ahead, so
+/// large pieces hold several float32 copies at once: SmolLM2 Q4_1 kept 4-bit,
+/// 16 classify prompts, peak 321 MiB in 32 MiB pieces, 188 MiB in 4 MiB ones
+/// (mlx-lm: 187-196 MiB), at the same rate within noise.
+const DEQUANT_PIECE_BYTES: i64 = 4 << 20;
+
+/// Whether widening the `[out, inner]` matrix for `x` goes in pieces: when the
+/// float32 matrix is at least 4× the product. Each piece's product lives until
+/// the concatenation copies it, so with many rows (prefill) pieces cost more
+/// than they save (SmolLM2 Q4_1, 512-token prefill: +135 MiB in 2 MiB pieces,
+/// +46 MiB whole); with few (decode, classify's vocabulary projection) the
+/// matrix is what counts.
+fn split(x: &Array, inner: i32) -> bool {
+    inner as i64 >= 4 * rows_of(x)
+}
+
+fn rows_of(x: &Array) -> i64 {
+    let d = x.dim(-1).max(1) as i64;
+    x.size() as i64 / d
+}
+
+/// Whether a quantised product over `x` should dequantise first (CPU, several rows).
+fn dense_qmm(x: &Array) -> bool {
+    rows_of(x) >= DENSE_QMM_ROWS && mlx::stream::thread_device() == mlx::DeviceKind::Cpu
+}
+
+/// `x Wᵀ` for a `[out, in]` matrix that must be widened to x's dtype first,
+/// in pieces of output rows (`split`): `piece(start, end)` gives
+/// `x W[start..end]ᵀ`.
+fn in_pieces(x: &Array, out: i32, inner: i32, piece_bytes: i64, piece: impl Fn(i32, i32) -> Result<Array>) -> Result<Array> {
+    let rows = (piece_bytes / (inner.max(1) as i64 * x.dtype().size() as i64)).max(16) as i32;
+    if rows >= out || !split(x, inner) {
+        return piece(0, out);
+    }
+    let mut parts = Vec::with_capacity((out / rows + 1) as usize);
+    let mut start = 0;
+    while start < out {
+        let end = (start + rows).min(out);
+        parts.push(piece(start, end)?);
+        start = end;
+    }
+    mlx::concatenate(&parts.iter().collect::<Vec<_>>(), -1)
+}
+
+/// `x Wᵀ` for a dense `[out, in]` matrix `w`: one product when the dtypes
+/// match, else widened in pieces (`in_pieces`).
+fn dense_product(x: &Array, w: &Array) -> Result<Array> {
+    if w.dtype() == x.dtype() {
+        return x.matmul(&w.transpose(&[])?);
+    }
+    in_pieces(x, w.dim(0), w.dim(1), CAST_PIECE_BYTES, |s, e| x.matmul(&w.slice_axis(0, s, e)?.transpose(&[])?))
+}
+
+/// Output rows from which a quantised product with few input rows (decode,
+/// below `DENSE_QMM_ROWS`) on the CPU is computed in two halves of output rows,
+/// the second queued on this thread's helper CPU stream
+/// (`mlx::stream::on_helper`), and concatenated. MLX's CPU `quantized_matmul`
+/// is single-threaded and each CPU stream has one worker thread, so the halves
+/// run on two cores; the result is the same, element for element. Measured on
+/// the 2-core EPYC, SmolLM2-135M Q4_1 kept 4-bit (`--weights stored`), 64 decode
+/// tokens: 9.5 / 9.6 tok/s in one product, 13.5 / 14.1 split. Only with at least
+/// two cores.
+const HELPER_SPLIT_OUT: i32 = 256;
+
+fn split_on_helper(out: i32) -> bool {
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    out >= HELPER_SPLIT_OUT && *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get())) >= 2
+}
+
+/// `x Wᵀ` for a quantised `[out, in]` matrix: MLX's `quantized_matmul` (split
+/// over two CPU streams, `HELPER_SPLIT_OUT`), or on the CPU for several rows
+/// (`DENSE_QMM_ROWS`) dequantised to x's dtype in pieces (`in_pieces`) and
+/// multiplied by the BLAS.
+fn quantized_product(x: &Array, w: &Array, scales: &Array, biases: &Array, q: &Quant) -> Result<Array> {
+    if !dense_qmm(x) {
+        let out = w.dim(0);
+        if split_on_helper(out) {
+            let half = |s: i32, e: i32| {
+                mlx::quantized_matmul(x, &w.slice_axis(0, s, e)?, &scales.slice_axis(0, s, e)?, &biases.slice_axis(0, s, e)?, true, q.group_size, q.bits)
+            };
+            let h = out / 2;
+            if let Some(second) = mlx::stream::on_helper(|| half(h, out)).transpose()? {
+                let first = half(0, h)?;
+                return mlx::concatenate(&[&first, &second], -1);
+            }
+        }
+        return mlx::quantized_matmul(x, w, scales, biases, true, q.group_size, q.bits);
+    }
+    let inner = w.dim(1) * 32 / q.bits;
+    in_pieces(x, w.dim(0), inner, DEQUANT_PIECE_BYTES, |s, e| {
+        let (w, sc, b) = (w.slice_axis(0, s, e)?, scales.slice_axis(0, s, e)?, biases.slice_axis(0, s, e)?);
+        x.matmul(&mlx::dequantize(&w, &sc, &b, q.group_size, q.bits, Some(x.dtype()))?.transpose(&[])?)
+    })
+}
+
 impl Linear {
     pub fn load(w: &mut Weights, cfg: &ModelConfig, path: &str, in_dim: usize, out_dim: usize, bias: bool) -> Result<Linear> {
         let (weight, quant) = load_matrix(w, path, out_dim, in_dim, cfg.quantization.for_module(path))?;
@@ -127,10 +247,10 @@ impl Linear {
     /// The frozen base projection alone.
     pub fn forward_base(&self, x: &Array) -> Result<Array> {
         let (y, bias) = match &self.base {
-            LinearBase::Dense { wt, bias } => (x.matmul(wt)?, bias),
-            LinearBase::Quantized { w, scales, biases, q, bias } => {
-                (mlx::quantized_matmul(x, w, scales, biases, true, q.group_size, q.bits)?, bias)
-            }
+            // wt is the transposed view of the [out, in] checkpoint matrix.
+            LinearBase::Dense { wt, bias } if wt.dtype() == x.dtype() => (x.matmul(wt)?, bias),
+            LinearBase::Dense { wt, bias } => (dense_product(x, &wt.transpose(&[])?)?, bias),
+            LinearBase::Quantized { w, scales, biases, q, bias } => (quantized_product(x, w, scales, biases, q)?, bias),
         };
         match bias {
             Some(b) => y.add(b),
@@ -294,42 +414,53 @@ impl Fanout {
 }
 
 /// Token embedding table; also the output projection when embeddings are tied.
+/// `dtype` is the compute dtype: rows are cast to it (the table may be kept
+/// narrower, see `policy`).
 pub enum Embedding {
-    Dense { table: Array },
-    Quantized { w: Array, scales: Array, biases: Array, q: Quant },
+    Dense { table: Array, dtype: mlx::Dtype },
+    Quantized { w: Array, scales: Array, biases: Array, q: Quant, dtype: mlx::Dtype },
 }
 
 impl Embedding {
     pub fn load(w: &mut Weights, cfg: &ModelConfig, path: &str) -> Result<Embedding> {
         let (weight, quant) = load_matrix(w, path, cfg.vocab_size, cfg.hidden_size, cfg.quantization.for_module(path))?;
+        let dtype = cfg.dtype;
         Ok(match quant {
-            Some((scales, biases, q)) => Embedding::Quantized { w: weight, scales, biases, q },
-            None => Embedding::Dense { table: weight },
+            Some((scales, biases, q)) => Embedding::Quantized { w: weight, scales, biases, q, dtype },
+            None => Embedding::Dense { table: weight, dtype },
         })
     }
 
-    /// Rows of `tokens` (`[B, L]`) → `[B, L, H]`; quantised rows are dequantised.
+    /// Rows of `tokens` (`[B, L]`) → `[B, L, H]` in the compute dtype; quantised rows are dequantised.
     pub fn forward(&self, tokens: &Array) -> Result<Array> {
         match self {
-            Embedding::Dense { table } => table.take(tokens, 0),
-            Embedding::Quantized { w, scales, biases, q } => {
+            Embedding::Dense { table, dtype } => {
+                let rows = table.take(tokens, 0)?;
+                if rows.dtype() == *dtype {
+                    Ok(rows)
+                } else {
+                    rows.astype(*dtype)
+                }
+            }
+            Embedding::Quantized { w, scales, biases, q, dtype } => {
                 let (rw, rs, rb) = (w.take(tokens, 0)?, scales.take(tokens, 0)?, biases.take(tokens, 0)?);
-                mlx::dequantize(&rw, &rs, &rb, q.group_size, q.bits, None)
+                mlx::dequantize(&rw, &rs, &rb, q.group_size, q.bits, Some(*dtype))
             }
         }
     }
 
-    /// `x Eᵀ`: logits through the tied table.
+    /// `x Eᵀ`: logits through the tied table (widened in pieces where it is
+    /// kept narrower than x, or quantised with several rows on the CPU).
     pub fn as_linear(&self, x: &Array) -> Result<Array> {
         match self {
-            Embedding::Dense { table } => x.matmul(&table.transpose(&[])?),
-            Embedding::Quantized { w, scales, biases, q } => mlx::quantized_matmul(x, w, scales, biases, true, q.group_size, q.bits),
+            Embedding::Dense { table, .. } => dense_product(x, table),
+            Embedding::Quantized { w, scales, biases, q, .. } => quantized_product(x, w, scales, biases, q),
         }
     }
 
     pub fn arrays(&self) -> Vec<&Array> {
         match self {
-            Embedding::Dense { table } => vec![table],
+            Embedding::Dense { table, .. } => vec![table],
             Embedding::Quantized { w, scales, biases, .. } => vec![w, scales, biases],
         }
     }

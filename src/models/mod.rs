@@ -33,6 +33,12 @@ pub struct LoadOptions {
     /// Bytes the weights may take once widened (CPU policy). None:
     /// `policy::default_memory_budget()` (`GOMLX_CPU_MEMORY_BUDGET`, else half the RAM).
     pub memory_budget: Option<u64>,
+    /// Cast floating matrices to `dtype` at load (true), or keep them as the
+    /// checkpoint stores them and let each op widen them as it runs (false:
+    /// the checkpoint's memory, same results). None: on the CPU widened when
+    /// that fits `memory_budget` (`GOMLX_CPU_WEIGHTS=widened|stored` forces
+    /// either); on the GPU weights are used as stored. See `policy`.
+    pub widen: Option<bool>,
     /// Fuse q/k/v into one matmul (inference only: fused projections cannot
     /// take LoRA adapters). See `policy::inference_build` for the engine's choice.
     pub fuse_projections: bool,
@@ -59,6 +65,9 @@ pub struct ModelInfo {
     pub quant_group_size: Option<i32>,
     /// Whether quantised weights were expanded to `dtype` at load (CPU policy).
     pub dequantized: bool,
+    /// The dtype the floating matrices (or quantisation scales) are held in:
+    /// `dtype` when widened at load, else the checkpoint's (CPU policy).
+    pub weights_dtype: String,
     pub parameters: u64,
     pub weight_bytes: u64,
 }
@@ -107,7 +116,7 @@ impl Model {
             weights.dequantize_all(&|m| quant.for_module(m), plan.dtype)?;
             config.quantization = Default::default();
         }
-        weights.cast_floats(plan.dtype)?;
+        weights.cast_floats(plan.dtype, plan.widen)?;
         config.dtype = plan.dtype;
         config.build = Build { fuse_projections: opts.fuse_projections, compile_activations: opts.compile };
         let arch = match config.family {
@@ -117,15 +126,27 @@ impl Model {
         let path = weights.source().to_path_buf();
         let mut info = info_of(&config, 0);
         // The checkpoint's quantisation, also when the CPU policy expanded it at load.
-        info.quant_bits = quant.default.map(|q| q.bits);
-        info.quant_group_size = quant.default.map(|q| q.group_size);
+        // GGUF files have no default, only per-module entries: the most common one.
+        let common = quant.default.or_else(|| {
+            let mut counts: std::collections::BTreeMap<(i32, i32), usize> = Default::default();
+            for q in quant.overrides.values().flatten() {
+                *counts.entry((q.bits, q.group_size)).or_default() += 1;
+            }
+            counts.into_iter().max_by_key(|&(_, n)| n).map(|((bits, group_size), _)| config::Quant { bits, group_size })
+        });
+        info.quant_bits = common.map(|q| q.bits);
+        info.quant_group_size = common.map(|q| q.group_size);
         info.dequantized = plan.dequantize;
         let mut model = Model { info, config, arch, path };
         // Read every weight now, once, so requests never pay for loading.
         let arrays = model.arrays();
         mlx::eval(&arrays)?;
         let bytes: usize = arrays.iter().map(|a| a.nbytes()).sum();
+        let held = arrays.iter().filter(|a| a.ndim() >= 2 && a.dtype().is_float()).max_by_key(|a| a.nbytes()).map(|a| a.dtype().name().to_string());
         model.info.weight_bytes = bytes as u64;
+        if let Some(d) = held {
+            model.info.weights_dtype = d;
+        }
         Ok(model)
     }
 
@@ -261,6 +282,7 @@ fn info_of(c: &ModelConfig, weight_bytes: u64) -> ModelInfo {
         quant_bits: q.map(|q| q.bits),
         quant_group_size: q.map(|q| q.group_size),
         dequantized: false,
+        weights_dtype: c.dtype.name().to_string(),
         parameters: embed + head + layer * c.num_layers as u64 + h,
         weight_bytes,
     }

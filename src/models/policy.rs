@@ -4,10 +4,15 @@
 //! quantised). On the CPU MLX's fast path is float32 through the BLAS: its bf16
 //! and f16 matmuls are MLX's own single-threaded kernels (~7 GFLOP/s on a
 //! 2-core x86 machine against ~200 for OpenBLAS sgemm), and its 4/8-bit
-//! `quantized_matmul` is single-threaded too. So on the CPU, unless the caller
-//! names a dtype (or `dequantize`), a model is widened to float32, and a
-//! quantised one dequantised to float32, when the widened weights fit the
-//! memory budget; otherwise it stays as stored. docs/cpu.md has the numbers.
+//! `quantized_matmul` is single-threaded too. So on the CPU the compute dtype
+//! is float32 unless the caller names one, and the weights are either
+//! *widened* at load (bf16 matrices cast to float32, quantised ones
+//! dequantised: the fastest decode, 2× or ~7× the memory) or kept *stored*
+//! as the checkpoint has them and widened at each use (the checkpoint's
+//! memory; MLX casts a bf16 matrix in a fraction of the matmul's time, and
+//! quantised layers dequantise per call for multi-row inputs). Both give the
+//! same numbers (the bf16 → float32 cast is exact). Widened when the widened
+//! weights fit the memory budget, stored otherwise. docs/cpu.md has the numbers.
 
 use super::weights::Weights;
 use super::LoadOptions;
@@ -20,6 +25,11 @@ pub struct Plan {
     pub dtype: Dtype,
     /// Whether quantised matrices are expanded to dense `dtype` at load.
     pub dequantize: bool,
+    /// Whether floating matrices (and quantisation scales) are cast to `dtype`
+    /// at load. When false they keep the checkpoint's dtype unless it is wider
+    /// than `dtype`; only vectors (norms, biases) are cast, and MLX widens a
+    /// matrix where an op meets it.
+    pub widen: bool,
     /// Bytes the weights take under this plan (estimated before loading).
     pub weight_bytes: u64,
     pub reason: String,
@@ -94,6 +104,24 @@ pub fn env_flag(name: &str) -> Option<bool> {
     }
 }
 
+/// `GOMLX_CPU_WEIGHTS=widened|stored` forces widening at load (or keeping the
+/// checkpoint's weights) on the CPU; quantised matrices follow unless
+/// `GOMLX_CPU_DEQUANTIZE` says otherwise.
+fn env_widen() -> Option<bool> {
+    match std::env::var("GOMLX_CPU_WEIGHTS").ok()?.trim() {
+        "widened" | "widen" => Some(true),
+        "stored" | "store" => Some(false),
+        _ => None,
+    }
+}
+
+/// Whether a floating tensor of `shape`d `from` dtype is cast to the compute
+/// `dtype` at load: always when widening; otherwise vectors, and anything
+/// wider than the compute dtype (a float32 checkpoint asked to run in bf16).
+pub fn casts(ndim: usize, from: Dtype, dtype: Dtype, widen: bool) -> bool {
+    from != dtype && (widen || ndim < 2 || from.size() > dtype.size())
+}
+
 /// The engine's inference-only layer choices: fused q/k/v matmuls and a
 /// compiled MLP activation. Both cut graph nodes per decode step (each costs
 /// host time in MLX's CUDA backend), yet on an H200 neither was faster in the
@@ -103,9 +131,10 @@ pub fn inference_build(_device: DeviceKind) -> (bool, bool) {
     (env_flag("GOMLX_FUSE_PROJECTIONS").unwrap_or(false), env_flag("GOMLX_COMPILE").unwrap_or(false))
 }
 
-/// Bytes of `weights` once floats are `dtype` and, with `dequantize`, quantised
-/// matrices are dense `dtype` (a packed `uint32` word holds `32 / bits` values).
-fn bytes_under(weights: &Weights, quant_bits: &dyn Fn(&str) -> Option<i32>, dtype: Dtype, dequantize: bool) -> u64 {
+/// Bytes of `weights` once floats are cast as `casts` says and, with
+/// `dequantize`, quantised matrices are dense `dtype` (a packed `uint32` word
+/// holds `32 / bits` values).
+fn bytes_under(weights: &Weights, quant_bits: &dyn Fn(&str) -> Option<i32>, dtype: Dtype, dequantize: bool, widen: bool) -> u64 {
     let mut total = 0u64;
     for (name, a) in weights.iter() {
         let n = a.size() as u64;
@@ -115,41 +144,49 @@ fn bytes_under(weights: &Weights, quant_bits: &dyn Fn(&str) -> Option<i32>, dtyp
         total += match quantised {
             Some(bits) if dequantize => n * (32 / bits as u64) * dtype.size() as u64,
             Some(_) => n * 4,
-            None if a.dtype().is_float() => n * dtype.size() as u64,
+            None if a.dtype().is_float() && casts(a.ndim(), a.dtype(), dtype, widen) => n * dtype.size() as u64,
             None => n * a.dtype().size() as u64,
         };
     }
     total
 }
 
-/// Decides dtype and dequantisation for `weights` stored as `checkpoint` on `device`.
+/// Decides dtype, dequantisation and widening for `weights` stored as `checkpoint` on `device`.
 pub fn plan(weights: &Weights, quant_bits: &dyn Fn(&str) -> Option<i32>, quantised: bool, checkpoint: Dtype, device: DeviceKind, opts: &LoadOptions) -> Plan {
-    let bytes = |dtype, deq| bytes_under(weights, quant_bits, dtype, deq);
+    let bytes = |dtype, deq, widen| bytes_under(weights, quant_bits, dtype, deq, widen);
     if device != DeviceKind::Cpu {
         let dtype = opts.dtype.unwrap_or(checkpoint);
         let deq = quantised && opts.dequantize == Some(true);
-        return Plan { dtype, dequantize: deq, weight_bytes: bytes(dtype, deq), reason: format!("{} device: checkpoint as stored unless asked", device.name()) };
+        return Plan { dtype, dequantize: deq, widen: true, weight_bytes: bytes(dtype, deq, true), reason: format!("{} device: checkpoint as stored unless asked", device.name()) };
     }
     let budget = opts.memory_budget.unwrap_or_else(default_memory_budget);
-    // Quantisation first: explicit, else float32 when it fits.
-    let f32_dense = bytes(Dtype::F32, quantised);
-    let fits = f32_dense <= budget;
-    let dequantize = quantised && opts.dequantize.or_else(env_dequantize).unwrap_or(fits);
-    let (dtype, why) = match opts.dtype {
-        Some(d) => (d, "dtype asked for".to_string()),
-        None if checkpoint == Dtype::F32 || checkpoint == Dtype::F64 => (checkpoint, "checkpoint is already float32".into()),
-        None if quantised && !dequantize => (Dtype::F32, "quantised and kept quantised: float32 scales and activations".into()),
-        None if bytes(Dtype::F32, dequantize) <= budget => {
-            (Dtype::F32, format!("cpu: float32 weights ({} MiB) fit the budget ({} MiB)", bytes(Dtype::F32, dequantize) >> 20, budget >> 20))
-        }
-        None => (checkpoint, format!("cpu: float32 weights would exceed the budget ({} MiB): kept {}", budget >> 20, checkpoint.name())),
+    // Float32 compute unless asked; the weights widened when that fits.
+    let dtype = opts.dtype.unwrap_or(if checkpoint == Dtype::F64 { checkpoint } else { Dtype::F32 });
+    let widened = bytes(dtype, quantised, true);
+    let fits = widened <= budget;
+    let widen = opts.widen.or_else(env_widen).unwrap_or(fits);
+    let dequantize = quantised && opts.dequantize.or_else(env_dequantize).unwrap_or(widen);
+    let stored = dtype_name(checkpoint, quantised);
+    let why = match (opts.widen.or_else(env_widen), opts.dtype) {
+        (Some(_), _) => "asked for".to_string(),
+        (None, Some(_)) if fits => "dtype asked for".to_string(),
+        _ if fits => format!("cpu: widened weights ({} MiB) fit the budget ({} MiB)", widened >> 20, budget >> 20),
+        _ => format!("cpu: widened weights ({} MiB) would exceed the budget ({} MiB)", widened >> 20, budget >> 20),
     };
-    let reason = if quantised {
-        format!("{why}; quantised matrices {}", if dequantize { "dequantised at load" } else { "kept (quantized_matmul)" })
+    let what = match (widen || checkpoint == dtype, dequantize || !quantised) {
+        (true, true) => format!("{} weights", dtype.name()),
+        (false, true) => format!("{stored} weights kept, widened to {} per use", dtype.name()),
+        (w, false) => format!("quantised matrices kept ({} scales), {} compute", if w { dtype.name() } else { checkpoint.name() }, dtype.name()),
+    };
+    Plan { dtype, dequantize, widen, weight_bytes: bytes(dtype, dequantize, widen), reason: format!("{what}: {why}") }
+}
+
+fn dtype_name(d: Dtype, quantised: bool) -> String {
+    if quantised {
+        format!("quantised ({})", d.name())
     } else {
-        why
-    };
-    Plan { dtype, dequantize, weight_bytes: bytes(dtype, dequantize), reason }
+        d.name().to_string()
+    }
 }
 
 #[cfg(test)]

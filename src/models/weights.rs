@@ -81,10 +81,12 @@ impl Weights {
         Weights { tensors, source }
     }
 
-    /// Casts every floating tensor to `dtype` (quantised weights keep their packing).
-    pub fn cast_floats(&mut self, dtype: crate::mlx::Dtype) -> Result<()> {
+    /// Casts floating tensors to `dtype` (quantised weights keep their packing):
+    /// all of them with `widen`, else only those `policy::casts` names
+    /// (vectors, and tensors wider than `dtype`).
+    pub fn cast_floats(&mut self, dtype: crate::mlx::Dtype, widen: bool) -> Result<()> {
         for a in self.tensors.values_mut() {
-            if a.dtype().is_float() && a.dtype() != dtype {
+            if a.dtype().is_float() && super::policy::casts(a.ndim(), a.dtype(), dtype, widen) {
                 *a = a.astype(dtype)?;
             }
         }

@@ -66,13 +66,21 @@ for base, kind in WANT + [e for e in EXTRA if f"{e[0]}-{e[1]}" in only]:
     if only and name not in only:
         continue
     out = OUT / name
-    if (out / "config.json").is_file() and (out / "tokenizer.json").is_file() and any(out.glob("*.safetensors")):
+    index = out / "model.safetensors.index.json"
+    # Written before the lm_head fix below: a tied model with its own head.
+    stale = CONFIGS[base][1].get("tie_word_embeddings") and index.is_file() and any(k.startswith("lm_head.") for k in json.loads(index.read_text())["weight_map"])
+    if not stale and (out / "config.json").is_file() and (out / "tokenizer.json").is_file() and any(out.glob("*.safetensors")):
         print(f"{name}: present", file=sys.stderr)
         continue
     tok_name, config = CONFIGS[base]
     config = dict(config, torch_dtype="bfloat16")
     model_class, args_class = _get_classes(config)
     model = model_class(args_class.from_dict(config))
+    # mlx-lm's Gemma 3 builds an lm_head even when the config ties it (its loader
+    # drops it only when the file has none); saved, it would give mlx-lm its own
+    # random output projection while transformers and gomlx use the embeddings.
+    if config.get("tie_word_embeddings") and "lm_head" in model:
+        model.pop("lm_head")
     # Random init (mlx.nn defaults), small enough that activations stay finite.
     model.update(tree_map(lambda p: (p * 0.02 if p.ndim == 2 else p).astype(mx.bfloat16), model.parameters()))
     mx.eval(model.parameters())

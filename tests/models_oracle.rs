@@ -272,8 +272,9 @@ fn prefill_in_chunks_and_token_by_token_agree() {
             }
             assert_eq!(got.len(), r.inputs.len() * v);
             let err = rel_error(&got, &full);
-            // TF32 rounds each matmul's inputs, and chunking changes which kernels run.
-            let tol = if tf32() { 1e-3 } else { 1e-5 };
+            // TF32 rounds each matmul's inputs and chunking changes which kernels run:
+            // both sides carry TF32's ~1e-3 error, so the oracle's TF32 bound applies.
+            let tol = if tf32() { f32_tol() } else { 1e-5 };
             assert!(err < tol, "{case} chunk {chunk}: {err:e}");
         }
     }

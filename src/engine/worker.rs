@@ -101,6 +101,8 @@ pub(crate) fn run(req: LoadRequest, rx: Receiver<Command>, ready: Sender<Result<
     let (model, tokenizer) = match loaded {
         Ok(v) => v,
         Err(e) => {
+            let _gpu = mlx::gpu_guard();
+            stream::end_thread();
             let _ = ready.send(Err(e));
             return;
         }
@@ -139,6 +141,7 @@ pub(crate) fn run(req: LoadRequest, rx: Receiver<Command>, ready: Sender<Result<
     // Dropping `w` frees the weights, caches and sessions on this thread.
     let _gpu = mlx::gpu_guard();
     drop(w);
+    stream::end_thread();
 }
 
 impl Worker {

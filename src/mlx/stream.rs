@@ -162,13 +162,19 @@ pub fn set_thread_stream(stream: Stream) -> Option<Stream> {
     CURRENT.with(|c| c.borrow_mut().replace(stream))
 }
 
-/// Ends this thread's use of MLX: waits for the work queued on its stream,
-/// then destroys the streams it created (their MLX worker threads included).
+/// Ends this thread's use of MLX: waits for the work queued on its stream
+/// (and on its helper stream), then destroys the streams it created (their
+/// MLX worker threads included).
 /// MLX's per-thread state goes away when the thread exits, while a stream's
 /// worker thread would live on to process exit; MLX asks threads that made
 /// streams to clear them before they end. Call last on a thread that is ending.
 pub fn end_thread() {
     if let Some(s) = CURRENT.with(|c| c.borrow_mut().take()) {
+        let _ = s.synchronize();
+    }
+    // The helper stream (`on_helper`) is one of this thread's too; its work
+    // feeds the main stream's, so it is idle by now, but wait for it all the same.
+    if let Some(s) = HELPER.with(|h| h.borrow_mut().take()) {
         let _ = s.synchronize();
     }
     unsafe { sys::mlx_clear_streams() };

@@ -3,6 +3,12 @@
 # Paths are those of the lent H200 image: the torch venv in /opt/torch holds the NVIDIA libraries.
 R=/work/main; D=$PWD/.whl/dev2
 step() { echo; echo "=== $* ($(date +%T))"; }
+# Prints one `gomlx bench --json` report's ratios, greedy agreement and decode profile
+# (or the tail of its .err file when the bench left no report).
+report() { python3 -c "
+import json,sys; r=json.load(open(sys.argv[1])); x=r['metrics']
+print(sys.argv[1], ', '.join(f\"{k} {v['gomlx']:.4g}/{v['mlx_lm']:.4g}={v['ratio']:.2f}\" for k, v in x.items() if v['gomlx'] is not None), 'agree', r['greedy_agreement'])
+print('  profile', [y.get('decode_profile_ms') for v in r['runs']['gomlx'].values() for y in v])" $1 || tail -3 ${1%.json}.err; }
 SP=/opt/torch/.venv/lib/python3.12/site-packages
 export PYTHONPATH=/tmp/site
 B=/tmp/bin

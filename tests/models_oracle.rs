@@ -303,3 +303,34 @@ fn multimodal_gemma3_checkpoint_loads_its_text_model() {
     assert!(err < f32_tol(), "relative error {err:e}");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// `dequantize_where` (the CUDA 8-bit workaround's load step) expands only the
+/// matrices it is asked for, to the values `dequantize` gives, and leaves the
+/// others packed; `stream::on_cpu` returns to the thread's own stream.
+#[test]
+fn dequantize_where_expands_only_the_picked_matrices() {
+    use gomlx::models::weights::Weights;
+    mlx::stream::set_thread_stream(Stream::new(DeviceKind::Cpu).unwrap());
+    let dir = fixtures().join("llama_tied_q8");
+    let text = std::fs::read_to_string(dir.join("config.json")).unwrap();
+    let quant = gomlx::models::ModelConfig::from_json_str(&text).unwrap().quantization;
+    let mut w = Weights::load(&dir).unwrap();
+    let packed = w.iter().filter(|(n, _)| n.ends_with(".scales")).count();
+    assert!(packed > 0, "the fixture is quantised");
+    let q = |m: &str| quant.for_module(m);
+    assert!(w.dequantize_where(&q, Dtype::F32, &|q| q.bits == 4).unwrap().is_empty(), "no 4-bit matrix in an 8-bit fixture");
+    assert_eq!(w.iter().filter(|(n, _)| n.ends_with(".scales")).count(), packed);
+    let base = "model.layers.0.mlp.down_proj";
+    let qd = q(base).unwrap();
+    let get = |w: &Weights, n: &str| w.iter().find(|(k, _)| *k == n).map(|(_, a)| a.to_vec::<f32>().unwrap());
+    let expect = {
+        let [pw, ps, pb] = [".weight", ".scales", ".biases"].map(|s| w.iter().find(|(k, _)| *k == format!("{base}{s}")).unwrap().1.clone());
+        mlx::dequantize(&pw, &ps, &pb, qd.group_size, qd.bits, Some(Dtype::F32)).unwrap().to_vec::<f32>().unwrap()
+    };
+    let picked = mlx::stream::on_cpu(|| w.dequantize_where(&q, Dtype::F32, &|q| q.bits == 8)).unwrap().unwrap();
+    assert_eq!(mlx::stream::thread_device(), DeviceKind::Cpu);
+    assert_eq!(picked.len(), packed);
+    assert!(picked.iter().any(|m| m == base));
+    assert_eq!(w.iter().filter(|(n, _)| n.ends_with(".scales") || n.ends_with(".biases")).count(), 0);
+    assert_eq!(get(&w, &format!("{base}.weight")).unwrap(), expect);
+}

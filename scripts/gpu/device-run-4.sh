@@ -2,7 +2,7 @@
 # On the GPU machine, after device-run-1.sh and -3.sh: go-i18n's 10 000 sentences, classify at 1024 prompts, the
 # Gemma 4-bit bench (repeated from -3.sh), each within one 10-minute call.
 exec > >(tee -a $OUT/log.txt) 2>&1
-source .whl/dev2/device-setup.sh
+source scripts/gpu/device-setup.sh
 mkdir -p /tmp/res5
 step go-i18n
 for m in gemma-3-1b-bf16 gemma-3-1b-4bit; do

@@ -157,6 +157,26 @@ pub fn on_helper<R>(f: impl FnOnce() -> R) -> Option<R> {
     Some(f())
 }
 
+/// Runs `f` with this thread's ops on the CPU (MLX's default CPU stream),
+/// whatever its own stream is; the thread's stream is back when `f` returns
+/// or unwinds. For work a GPU backend gets wrong (see `models::policy`).
+pub fn on_cpu<R>(f: impl FnOnce() -> R) -> Result<R> {
+    if thread_device() == DeviceKind::Cpu {
+        return Ok(f());
+    }
+    let cpu = Stream::default_for(DeviceKind::Cpu)?;
+    struct Back(Option<Stream>);
+    impl Drop for Back {
+        fn drop(&mut self) {
+            if let Some(s) = self.0.take() {
+                CURRENT.with(|c| *c.borrow_mut() = Some(s));
+            }
+        }
+    }
+    let _back = Back(CURRENT.with(|c| c.borrow_mut().replace(cpu)));
+    Ok(f())
+}
+
 /// Makes `stream` the one this thread's ops run on; returns the previous one.
 pub fn set_thread_stream(stream: Stream) -> Option<Stream> {
     CURRENT.with(|c| c.borrow_mut().replace(stream))

@@ -159,9 +159,29 @@ fn rows_of(x: &Array) -> i64 {
     x.size() as i64 / d
 }
 
-/// Whether a quantised product over `x` should dequantise first (CPU, several rows).
+/// The same on a GPU, where the matrix is dequantised whole (no pieces: memory
+/// is not the limit there) and multiplied on the tensor cores. MLX 0.32.2's
+/// CUDA quantised matmul for many rows ran 4-bit classify 2–3× slower than bf16
+/// on an H200, while dequantising a layer's matrices costs about one read of
+/// their bf16 size. `GOMLX_GPU_DENSE_QMM_ROWS=N` overrides (0: never).
+const GPU_DENSE_QMM_ROWS: i64 = 32;
+
+fn gpu_dense_qmm_rows() -> i64 {
+    static ROWS: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
+    *ROWS.get_or_init(|| match std::env::var("GOMLX_GPU_DENSE_QMM_ROWS").ok().and_then(|v| v.trim().parse::<i64>().ok()) {
+        Some(0) => i64::MAX,
+        Some(n) => n.max(1),
+        None => GPU_DENSE_QMM_ROWS,
+    })
+}
+
+/// Whether a quantised product over `x` should dequantise first (several rows).
 fn dense_qmm(x: &Array) -> bool {
-    rows_of(x) >= DENSE_QMM_ROWS && mlx::stream::thread_device() == mlx::DeviceKind::Cpu
+    let rows = rows_of(x);
+    match mlx::stream::thread_device() {
+        mlx::DeviceKind::Cpu => rows >= DENSE_QMM_ROWS,
+        mlx::DeviceKind::Gpu => rows >= gpu_dense_qmm_rows(),
+    }
 }
 
 /// `x Wᵀ` for a `[out, in]` matrix that must be widened to x's dtype first,
@@ -208,9 +228,9 @@ fn split_on_helper(out: i32) -> bool {
 }
 
 /// `x Wᵀ` for a quantised `[out, in]` matrix: MLX's `quantized_matmul` (split
-/// over two CPU streams, `HELPER_SPLIT_OUT`), or on the CPU for several rows
-/// (`DENSE_QMM_ROWS`) dequantised to x's dtype in pieces (`in_pieces`) and
-/// multiplied by the BLAS.
+/// over two CPU streams, `HELPER_SPLIT_OUT`), or for several rows
+/// (`DENSE_QMM_ROWS`, `GPU_DENSE_QMM_ROWS`) dequantised to x's dtype (on the
+/// CPU in pieces, `in_pieces`) and multiplied densely.
 fn quantized_product(x: &Array, w: &Array, scales: &Array, biases: &Array, q: &Quant) -> Result<Array> {
     if !dense_qmm(x) {
         let out = w.dim(0);
@@ -225,6 +245,9 @@ fn quantized_product(x: &Array, w: &Array, scales: &Array, biases: &Array, q: &Q
             }
         }
         return mlx::quantized_matmul(x, w, scales, biases, true, q.group_size, q.bits);
+    }
+    if mlx::stream::thread_device() == mlx::DeviceKind::Gpu {
+        return x.matmul(&mlx::dequantize(w, scales, biases, q.group_size, q.bits, Some(x.dtype()))?.transpose(&[])?);
     }
     let inner = w.dim(1) * 32 / q.bits;
     in_pieces(x, w.dim(0), inner, DEQUANT_PIECE_BYTES, |s, e| {

@@ -111,10 +111,17 @@ impl Model {
         }
         let quantised = weights.iter().any(|(name, _)| name.ends_with(".scales"));
         let quant = config.quantization.clone();
-        let plan = policy::plan(&weights, &|m| quant.for_module(m).map(|q| q.bits), quantised, config.dtype, mlx::stream::thread_device(), opts);
+        let device = mlx::stream::thread_device();
+        let plan = policy::plan(&weights, &|m| quant.for_module(m).map(|q| q.bits), quantised, config.dtype, device, opts);
         if plan.dequantize {
             weights.dequantize_all(&|m| quant.for_module(m), plan.dtype)?;
             config.quantization = Default::default();
+        } else if quantised {
+            let backend = mlx::backend();
+            let pick = |q: &config::Quant| policy::dequantized_at_load(device, backend, q);
+            for m in mlx::stream::on_cpu(|| weights.dequantize_where(&|m| quant.for_module(m), plan.dtype, &pick))?? {
+                config.quantization.overrides.insert(m, None);
+            }
         }
         weights.cast_floats(plan.dtype, plan.widen)?;
         config.dtype = plan.dtype;

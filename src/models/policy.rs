@@ -14,6 +14,7 @@
 //! same numbers (the bf16 → float32 cast is exact). Widened when the widened
 //! weights fit the memory budget, stored otherwise. docs/cpu.md has the numbers.
 
+use super::config::Quant;
 use super::weights::Weights;
 use super::LoadOptions;
 use crate::mlx::{DeviceKind, Dtype};
@@ -124,11 +125,19 @@ pub fn casts(ndim: usize, from: Dtype, dtype: Dtype, widen: bool) -> bool {
 
 /// The engine's inference-only layer choices: fused q/k/v matmuls and a
 /// compiled MLP activation. Both cut graph nodes per decode step (each costs
-/// host time in MLX's CUDA backend), yet on an H200 neither was faster in the
-/// form first measured (BENCHMARKS.md, GPU), so both are off until measured
-/// again; `GOMLX_FUSE_PROJECTIONS=1` and `GOMLX_COMPILE=1` turn them on.
-pub fn inference_build(_device: DeviceKind) -> (bool, bool) {
-    (env_flag("GOMLX_FUSE_PROJECTIONS").unwrap_or(false), env_flag("GOMLX_COMPILE").unwrap_or(false))
+/// host time in MLX's CUDA backend). On a GPU the compiled activation is on
+/// (+25% and +50% decode on an H200, BENCHMARKS.md); fused q/k/v was mixed
+/// there, and on the CPU MLX would JIT-compile C++ at run time, so both are
+/// off otherwise. `GOMLX_FUSE_PROJECTIONS=0|1` and `GOMLX_COMPILE=0|1` override.
+pub fn inference_build(device: DeviceKind) -> (bool, bool) {
+    (env_flag("GOMLX_FUSE_PROJECTIONS").unwrap_or(false), env_flag("GOMLX_COMPILE").unwrap_or(device == DeviceKind::Gpu))
+}
+
+/// Quantisations the device's kernels get wrong, to be expanded to dense
+/// weights at load on the CPU: 8-bit affine on MLX 0.32.2's CUDA backend
+/// (wrong logits, no error raised, on an H200; 4-bit is right; docs/gpu.md).
+pub fn dequantized_at_load(device: DeviceKind, backend: &str, q: &Quant) -> bool {
+    device == DeviceKind::Gpu && backend == "cuda" && q.bits == 8
 }
 
 /// Bytes of `weights` once floats are cast as `casts` says and, with
@@ -191,6 +200,16 @@ fn dtype_name(d: Dtype, quantised: bool) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn only_cuda_gpus_expand_8_bit_matrices_at_load() {
+        use super::{dequantized_at_load, DeviceKind, Quant};
+        let (q4, q8) = (Quant { bits: 4, group_size: 64 }, Quant { bits: 8, group_size: 64 });
+        assert!(dequantized_at_load(DeviceKind::Gpu, "cuda", &q8));
+        assert!(!dequantized_at_load(DeviceKind::Gpu, "cuda", &q4));
+        assert!(!dequantized_at_load(DeviceKind::Gpu, "metal", &q8));
+        assert!(!dequantized_at_load(DeviceKind::Cpu, "cuda", &q8));
+    }
+
     #[test]
     fn parses_budgets() {
         assert_eq!(super::parse_bytes("1024"), Some(1024));

@@ -102,11 +102,26 @@ impl Weights {
     /// with the dense `dtype` matrix it stands for; `quant` gives each module's
     /// group size and bits. Returns how many were expanded.
     pub fn dequantize_all(&mut self, quant: &dyn Fn(&str) -> Option<crate::models::config::Quant>, dtype: crate::mlx::Dtype) -> Result<usize> {
+        Ok(self.dequantize_where(quant, dtype, &|_| true)?.len())
+    }
+
+    /// `dequantize_all` for the matrices whose quantisation `pick` accepts;
+    /// returns their module paths.
+    pub fn dequantize_where(
+        &mut self,
+        quant: &dyn Fn(&str) -> Option<crate::models::config::Quant>,
+        dtype: crate::mlx::Dtype,
+        pick: &dyn Fn(&crate::models::config::Quant) -> bool,
+    ) -> Result<Vec<String>> {
         let bases: Vec<String> = self.tensors.keys().filter_map(|k| k.strip_suffix(".scales").map(str::to_string)).collect();
-        for base in &bases {
-            let q = quant(base).ok_or_else(|| {
+        let mut picked = Vec::with_capacity(bases.len());
+        for base in bases {
+            let q = quant(&base).ok_or_else(|| {
                 Error::Model(format!("{}: '{base}' is quantised but config.json has no 'quantization' for it", self.source.display()))
             })?;
+            if !pick(&q) {
+                continue;
+            }
             let w = self.take(&format!("{base}.weight"))?;
             let scales = self.take(&format!("{base}.scales"))?;
             let biases = self.take(&format!("{base}.biases"))?;
@@ -114,8 +129,9 @@ impl Weights {
             // Materialise now, so the packed arrays are freed one matrix at a time.
             dense.eval()?;
             self.tensors.insert(format!("{base}.weight"), dense);
+            picked.push(base);
         }
-        Ok(bases.len())
+        Ok(picked)
     }
 
     pub fn contains(&self, name: &str) -> bool {

@@ -117,7 +117,25 @@ fn check_case_in(case: &str, dtype: Option<Dtype>, tol: f32) {
     eprintln!("{case} on {}: logits relative error {err:e} (bound {tol:e})", device().name());
     assert!(err < tol, "{case}: logits relative error {err:e} >= {tol:e}");
     let greedy = greedy_of(&dir, dtype, &r.inputs, r.greedy.len());
-    assert_eq!(greedy, r.greedy, "{case}: greedy tokens differ from mlx-lm");
+    if tf32() {
+        // TF32's ~1e-3 error flips arg-maxes among these random models' near-tied
+        // logits, and the sequences then part. So each sequence, mlx-lm's and the
+        // engine's, is fed back whole: every token must be within TF32's error of
+        // the best logit at its step under this arithmetic.
+        for (who, seq) in [("mlx-lm", &r.greedy), ("the engine", &greedy)] {
+            let fed = [&r.inputs[..], &seq[..seq.len() - 1]].concat();
+            let (all, _, _) = logits_with(&dir, &LoadOptions { dtype, ..Default::default() }, &fed);
+            let v = all.len() / fed.len();
+            for (i, &t) in seq.iter().enumerate() {
+                let row = &all[(r.inputs.len() - 1 + i) * v..][..v];
+                let (best, scale) = row.iter().fold((f32::MIN, 0f32), |(b, m), &x| (b.max(x), m.max(x.abs())));
+                let gap = (best - row[t as usize]) / scale;
+                assert!(gap <= 2.0 * tol, "{case}: {who}'s token {i} ({t}) is {gap:e} below the best logit (bound {:e})", 2.0 * tol);
+            }
+        }
+    } else {
+        assert_eq!(greedy, r.greedy, "{case}: greedy tokens differ from mlx-lm");
+    }
     if case.ends_with("_q4") || case.ends_with("_q8") {
         // Quantised: the CPU default above dequantises at load (the fixtures are
         // tiny); MLX's quantized_matmul path must match the same reference.
@@ -164,6 +182,7 @@ fn fused_and_compiled_layers_match_the_oracle() {
         let dir = fixtures().join(case);
         let r = reference(&dir);
         for (fuse, compile) in [(true, false), (false, true), (true, true)] {
+            eprintln!("{case} fuse={fuse} compile={compile} on {}", device().name());
             let opts = LoadOptions { fuse_projections: fuse, compile, dequantize: Some(false), ..Default::default() };
             let (got, _, _) = logits_with(&dir, &opts, &r.inputs);
             let err = rel_error(&got, &r.logits);
@@ -214,6 +233,8 @@ fn bf16_checkpoint_runs_in_float32_on_the_cpu_by_default() {
 /// dequantisation for multi-row inputs and `quantized_matmul` for one row.
 #[test]
 fn stored_weights_match_widened_ones() {
+    // The CPU policy, whatever the device under test.
+    mlx::stream::set_thread_stream(Stream::new(DeviceKind::Cpu).unwrap());
     for case in ["qwen3_qknorm_bf16", "llama_tied_q4", "gemma3_text_q8", "qwen3_qknorm_q4"] {
         let dir = fixtures().join(case);
         let r = reference(&dir);

@@ -31,7 +31,7 @@ def correctness():
     for bits in (4, 8):
         for group in (32, 64, 128):
             for dtype in (mx.float32,):
-                for k, n in ((128, 64), (256, 320), (1152, 768)):
+                for k, n in ((256, 320), (1152, 768)):
                     if k % group:
                         continue
                     w = mx.random.normal((n, k)).astype(dtype)
@@ -59,7 +59,7 @@ def correctness():
         print(f"bits {bits} group {group:3d} {dt:8s}: dequantize on gpu {d:.2e} ({flag(d)}), quantized_matmul on gpu {q:.2e} ({flag(q)})")
 
 
-def timed(f, reps=20):
+def timed(f, reps=10):
     mx.eval(f())
     mx.synchronize()
     t = time.perf_counter()
@@ -71,13 +71,13 @@ def timed(f, reps=20):
 
 def speed():
     mx.random.seed(1)
-    print("ms per product: rows | qmm | dequantize+matmul | dense bf16 matmul")
-    for k, n in ((1152, 6912), (6912, 1152), (2048, 8192), (1024, 3072)):
+    print("ms per product (one eval each, so ~0.05 ms of it is launch overhead): rows | qmm | dequantize+matmul | dense bf16 matmul")
+    for k, n in ((1152, 6912), (2048, 8192)):
         w = mx.random.normal((n, k)).astype(mx.bfloat16)
         wq, s, b = mx.quantize(w, group_size=64, bits=4)
         mx.eval(w, wq, s, b)
         line = []
-        for m in (1, 8, 16, 32, 64, 128, 512, 2048):
+        for m in (1, 16, 64, 256, 2048):
             x = mx.random.normal((m, k)).astype(mx.bfloat16)
             mx.eval(x)
             q = timed(lambda: mx.quantized_matmul(x, wq, s, b, transpose=True, group_size=64, bits=4))

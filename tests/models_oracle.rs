@@ -355,3 +355,37 @@ fn dequantize_where_expands_only_the_picked_matrices() {
     assert_eq!(w.iter().filter(|(n, _)| n.ends_with(".scales") || n.ends_with(".biases")).count(), 0);
     assert_eq!(get(&w, &format!("{base}.weight")).unwrap(), expect);
 }
+
+/// The engine's greedy tokens and their log-probabilities are those of the
+/// model's own full forward over the same sequence (prefill, KV cache, decode
+/// steps and the engine's layer choices against one plain forward), and two
+/// engines give the same tokens: on a GPU this tells a wrong engine path or a
+/// race from the oracle's near-ties.
+#[test]
+fn engine_tokens_are_the_full_forwards() {
+    on_device();
+    for case in ["llama_tied", "llama_tied_q4", "llama_tied_q8", "qwen3_qknorm_q4", "gemma3_text", "gemma3_text_q4"] {
+        let dir = fixtures().join(case);
+        let r = reference(&dir);
+        let run = || {
+            let engine = Engine::load(&dir, &EngineOptions { device: Some(device()), ..Default::default() }).unwrap();
+            let mut opts = GenerateOptions { max_tokens: 12, ignore_eos: true, ..Default::default() };
+            opts.sampler.logprobs = true;
+            engine.generate_tokens(r.inputs.clone(), &opts).unwrap().map(|t| t.unwrap()).map(|t| (t.id, t.logprob.unwrap())).collect::<Vec<_>>()
+        };
+        let got = run();
+        assert_eq!(got.len(), 12);
+        assert_eq!(run().iter().map(|t| t.0).collect::<Vec<_>>(), got.iter().map(|t| t.0).collect::<Vec<_>>(), "{case}: two engines differ");
+        let fed = [&r.inputs[..], &got[..got.len() - 1].iter().map(|t| t.0).collect::<Vec<_>>()].concat();
+        let (all, _, _) = logits_with(&dir, &LoadOptions::default(), &fed);
+        let v = all.len() / fed.len();
+        let tol = f32_tol();
+        for (i, &(t, lp)) in got.iter().enumerate() {
+            let row = &all[(r.inputs.len() - 1 + i) * v..][..v];
+            let (best, scale) = row.iter().fold((f32::MIN, 0f32), |(b, m), &x| (b.max(x), m.max(x.abs())));
+            let lse = best + row.iter().map(|x| (x - best).exp()).sum::<f32>().ln();
+            let (gap, lp_err) = ((best - row[t as usize]) / scale, (lp - (row[t as usize] - lse)).abs() / scale);
+            assert!(gap <= 2.0 * tol && lp_err <= 4.0 * tol, "{case} on {}: token {i} ({t}): {gap:e} below the best logit, log-probability off by {lp_err:e} of the logits' scale (bounds {:e}, {:e})", device().name(), 2.0 * tol, 4.0 * tol);
+        }
+    }
+}

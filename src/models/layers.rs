@@ -335,7 +335,11 @@ impl Linear {
                         _ => return Err(Error::InvalidArgument("cannot fuse dense with quantised projections".into())),
                     }
                 }
-                LinearBase::Dense { wt: mlx::concatenate(&wts, 1)?, bias }
+                // Stacked as [out, in] and viewed transposed, the layout of an unfused
+                // projection: the row-major [in, out] concatenation gave wrong float32
+                // products on MLX 0.32.2's CUDA backend with TF32 off (H200).
+                let rows = wts.iter().map(|w| w.transpose(&[])).collect::<Result<Vec<_>>>()?;
+                LinearBase::Dense { wt: mlx::concatenate(&rows.iter().collect::<Vec<_>>(), 0)?.transpose(&[])?, bias }
             }
             LinearBase::Quantized { q: q0, .. } => {
                 let (mut ws, mut ss, mut bs) = (Vec::new(), Vec::new(), Vec::new());

@@ -381,3 +381,27 @@ fn adapter_path_applies_mlx_lm_adapters() {
         assert!(ok(&gomlx(&[cmd, "--help"])).contains("--adapter-path"), "{cmd} --help");
     }
 }
+
+/// `gomlx bench --compare mlx-lm` (issue 8's front door) runs both engines on
+/// the same file, tiny sizes: every metric has both sides and their ratio, the
+/// greedy tokens are compared, and the warmed-up prefill keeps the first
+/// request's time apart on both sides.
+#[test]
+fn bench_compares_with_mlx_lm() {
+    let m = smollm2();
+    let o = gomlx(&["bench", "--model", s(&m), "--compare", "mlx-lm", "--reps", "1", "--prefill-tokens", "16", "--decode-tokens", "4",
+        "--classify-prompts", "2", "--prompt-tokens", "8", "--prefix-tokens", "8", "--json"]);
+    let r: Value = serde_json::from_str(&ok(&o)).unwrap();
+    for key in ["load_s", "ttft_s", "prefill_tok_s", "decode_tok_s", "classify_prompts_s", "classify_prefixed_prompts_s", "peak_memory_bytes"] {
+        let x = &r["metrics"][key];
+        let (g, l, ratio) = (x["gomlx"].as_f64().unwrap(), x["mlx_lm"].as_f64().unwrap(), x["ratio"].as_f64().unwrap());
+        assert!(g > 0.0 && l > 0.0, "{key}: {x}");
+        assert!((ratio - g / l).abs() <= 1e-9 * ratio.abs().max(1.0), "{key}: ratio {ratio} is not {g} / {l}");
+    }
+    assert_eq!(r["greedy_agreement"]["decode"]["of"].as_u64(), Some(4), "{}", r["greedy_agreement"]);
+    assert_eq!(r["greedy_agreement"]["classify"]["of"].as_u64(), Some(2), "{}", r["greedy_agreement"]);
+    let ours = r["runs"]["gomlx"].as_object().unwrap().values().next().unwrap()[0].clone();
+    for (who, run) in [("gomlx", &ours), ("mlx-lm", &r["runs"]["mlx_lm"][0])] {
+        assert!(run["ttft_cold_s"].as_f64().is_some_and(|t| t > 0.0), "{who}: no first-request time in {run}");
+    }
+}

@@ -50,7 +50,13 @@ def correctness():
                             ref = x.astype(mx.float32) @ dense_cpu.T
                         with mx.stream(gpu):
                             y = mx.quantized_matmul(x, wq, s, b, transpose=True, group_size=group, bits=bits)
-                        e_qmm = max(e_qmm, rel(y, ref))
+                        try:
+                            e_qmm = max(e_qmm, rel(y, ref))
+                        except RuntimeError as e:
+                            # MLX's CUDA backend has refused some shapes ("cuGraphAddKernelNode ...
+                            # invalid argument"): name the shape and go on.
+                            print(f"bits {bits} group {group} [{m}, {k}] x [{n}, {k}]^T: quantized_matmul failed: {e}")
+                            e_qmm = float("inf")
                     d, q = worst.get(key, (0.0, 0.0))
                     worst[key] = (max(d, e_deq), max(q, e_qmm))
     for (bits, group, dt), (d, q) in sorted(worst.items()):

@@ -1,7 +1,8 @@
 //! The compute dtype and quantisation a model runs with, per device.
 //!
 //! On the GPU a checkpoint runs as stored (bf16/f16 stay, quantised stays
-//! quantised). On the CPU MLX's fast path is float32 through the BLAS: its bf16
+//! quantised, except what `dequantized_at_load` names). On the CPU MLX's fast
+//! path is float32 through the BLAS: its bf16
 //! and f16 matmuls are MLX's own single-threaded kernels (~7 GFLOP/s on a
 //! 2-core x86 machine against ~200 for OpenBLAS sgemm), and its 4/8-bit
 //! `quantized_matmul` is single-threaded too. So on the CPU the compute dtype

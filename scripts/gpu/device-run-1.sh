@@ -12,6 +12,8 @@ PYTHONUNBUFFERED=1 timeout 90 python3 scripts/gpu/probe_quant.py 2>&1 | tail -20
 t() { grep -E -A3 "relative error|test result|FAIL|panick|rror" | grep -v "^--$" | head -${1:-80}; }
 step oracle-tf32
 GOMLX_TEST_DEVICE=gpu timeout 200 $B/models_oracle --nocapture 2>&1 | t 90
+step "engine vs full forward, TF32, one test at a time (a race shows as a pass here)"
+GOMLX_TEST_DEVICE=gpu timeout 90 $B/models_oracle --nocapture --test-threads=1 engine_tokens _q4 _q8 2>&1 | t 40
 step fused-and-compiled-alone
 MLX_ENABLE_TF32=0 GOMLX_TEST_DEVICE=gpu timeout 60 $B/models_oracle --nocapture --test-threads=1 fused_and_compiled 2>&1 | t 40
 [ -n "$ORACLE_QUICK" ] && { step done; exit 0; }

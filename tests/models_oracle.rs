@@ -95,6 +95,21 @@ fn logits_with(dir: &Path, opts: &LoadOptions, inputs: &[u32]) -> (Vec<f32>, Str
     (model.forward(&x, &mut caches, None, Logits::All).unwrap().to_vec::<f32>().unwrap(), dtype, bits)
 }
 
+/// The full forward over `inputs` and then `seq` but its last token: for each
+/// token of `seq`, the logits that chose it, their best value and max |logit|.
+fn fed_rows(dir: &Path, opts: &LoadOptions, inputs: &[u32], seq: &[u32]) -> Vec<(Vec<f32>, f32, f32)> {
+    let fed = [inputs, &seq[..seq.len() - 1]].concat();
+    let (all, _, _) = logits_with(dir, opts, &fed);
+    let v = all.len() / fed.len();
+    all.chunks(v)
+        .skip(inputs.len() - 1)
+        .map(|row| {
+            let (best, scale) = row.iter().fold((f32::MIN, 0f32), |(b, m), &x| (b.max(x), m.max(x.abs())));
+            (row.to_vec(), best, scale)
+        })
+        .collect()
+}
+
 fn greedy_of(dir: &Path, dtype: Option<Dtype>, inputs: &[u32], n: usize) -> Vec<u32> {
     let engine = Engine::load(dir, &EngineOptions { device: Some(device()), dtype, ..Default::default() }).unwrap();
     let opts = GenerateOptions { max_tokens: n, ignore_eos: true, ..Default::default() };
@@ -123,12 +138,8 @@ fn check_case_in(case: &str, dtype: Option<Dtype>, tol: f32) {
         // engine's, is fed back whole: every token must be within TF32's error of
         // the best logit at its step under this arithmetic.
         for (who, seq) in [("mlx-lm", &r.greedy), ("the engine", &greedy)] {
-            let fed = [&r.inputs[..], &seq[..seq.len() - 1]].concat();
-            let (all, _, _) = logits_with(&dir, &LoadOptions { dtype, ..Default::default() }, &fed);
-            let v = all.len() / fed.len();
-            for (i, &t) in seq.iter().enumerate() {
-                let row = &all[(r.inputs.len() - 1 + i) * v..][..v];
-                let (best, scale) = row.iter().fold((f32::MIN, 0f32), |(b, m), &x| (b.max(x), m.max(x.abs())));
+            let rows = fed_rows(&dir, &LoadOptions { dtype, ..Default::default() }, &r.inputs, seq);
+            for (i, (&t, &(ref row, best, scale))) in seq.iter().zip(&rows).enumerate() {
                 let gap = (best - row[t as usize]) / scale;
                 assert!(gap <= 2.0 * tol, "{case}: {who}'s token {i} ({t}) is {gap:e} below the best logit (bound {:e})", 2.0 * tol);
             }
@@ -376,13 +387,10 @@ fn engine_tokens_are_the_full_forwards() {
         let got = run();
         assert_eq!(got.len(), 12);
         assert_eq!(run().iter().map(|t| t.0).collect::<Vec<_>>(), got.iter().map(|t| t.0).collect::<Vec<_>>(), "{case}: two engines differ");
-        let fed = [&r.inputs[..], &got[..got.len() - 1].iter().map(|t| t.0).collect::<Vec<_>>()].concat();
-        let (all, _, _) = logits_with(&dir, &LoadOptions::default(), &fed);
-        let v = all.len() / fed.len();
+        let ids: Vec<u32> = got.iter().map(|t| t.0).collect();
+        let rows = fed_rows(&dir, &LoadOptions::default(), &r.inputs, &ids);
         let tol = f32_tol();
-        for (i, &(t, lp)) in got.iter().enumerate() {
-            let row = &all[(r.inputs.len() - 1 + i) * v..][..v];
-            let (best, scale) = row.iter().fold((f32::MIN, 0f32), |(b, m), &x| (b.max(x), m.max(x.abs())));
+        for (i, (&(t, lp), &(ref row, best, scale))) in got.iter().zip(&rows).enumerate() {
             let lse = best + row.iter().map(|x| (x - best).exp()).sum::<f32>().ln();
             let (gap, lp_err) = ((best - row[t as usize]) / scale, (lp - (row[t as usize] - lse)).abs() / scale);
             assert!(gap <= 2.0 * tol && lp_err <= 4.0 * tol, "{case} on {}: token {i} ({t}): {gap:e} below the best logit, log-probability off by {lp_err:e} of the logits' scale (bounds {:e}, {:e})", device().name(), 2.0 * tol, 4.0 * tol);

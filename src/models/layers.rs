@@ -175,10 +175,10 @@ fn gpu_dense_qmm_rows() -> i64 {
     })
 }
 
-/// Whether a quantised product over `x` should dequantise first (several rows).
-fn dense_qmm(x: &Array) -> bool {
+/// Whether a quantised product over `x` on `device` should dequantise first (several rows).
+fn dense_qmm(x: &Array, device: mlx::DeviceKind) -> bool {
     let rows = rows_of(x);
-    match mlx::stream::thread_device() {
+    match device {
         mlx::DeviceKind::Cpu => rows >= DENSE_QMM_ROWS,
         mlx::DeviceKind::Gpu => rows >= gpu_dense_qmm_rows(),
     }
@@ -232,7 +232,8 @@ fn split_on_helper(out: i32) -> bool {
 /// (`DENSE_QMM_ROWS`, `GPU_DENSE_QMM_ROWS`) dequantised to x's dtype (on the
 /// CPU in pieces, `in_pieces`) and multiplied densely.
 fn quantized_product(x: &Array, w: &Array, scales: &Array, biases: &Array, q: &Quant) -> Result<Array> {
-    if !dense_qmm(x) {
+    let device = mlx::stream::thread_device();
+    if !dense_qmm(x, device) {
         let out = w.dim(0);
         if split_on_helper(out) {
             let half = |s: i32, e: i32| {
@@ -246,7 +247,7 @@ fn quantized_product(x: &Array, w: &Array, scales: &Array, biases: &Array, q: &Q
         }
         return mlx::quantized_matmul(x, w, scales, biases, true, q.group_size, q.bits);
     }
-    if mlx::stream::thread_device() == mlx::DeviceKind::Gpu {
+    if device == mlx::DeviceKind::Gpu {
         return x.matmul(&mlx::dequantize(w, scales, biases, q.group_size, q.bits, Some(x.dtype()))?.transpose(&[])?);
     }
     let inner = w.dim(1) * 32 / q.bits;

@@ -1,6 +1,6 @@
 # Sourced by device-run-*.sh on the GPU machine (files packed by scripts/gpu/pack): the
 # environment, and once per machine the install (wheels, mlx-c built against the CUDA MLX).
-# Paths are those of the lent H200 image: the torch venv in /opt/torch holds the NVIDIA libraries.
+# Paths are those of the lent H100/H200 image: the torch venv in /opt/torch holds the NVIDIA libraries.
 R=/work/main; D=$PWD/.whl/dev2
 step() { echo; echo "=== $* ($(date +%T))"; }
 # Prints one `gomlx bench --json` report's ratios, greedy agreement and decode profile

@@ -405,3 +405,22 @@ fn bench_compares_with_mlx_lm() {
         assert!(run["ttft_cold_s"].as_f64().is_some_and(|t| t > 0.0), "{who}: no first-request time in {run}");
     }
 }
+
+/// A classify-only bench row names the steps it skipped with a dash, not NaN.
+#[test]
+fn bench_classify_only_markdown_row() {
+    let m = smollm2();
+    let md = std::env::temp_dir().join(format!("gomlx-bench-row-{}.md", std::process::id()));
+    let _ = std::fs::remove_file(&md);
+    let o = gomlx(&["bench", "--model", s(&m), "--reps", "1", "--classify-only", "--classify-prompts", "2", "--prompt-tokens", "8", "--prefix-tokens", "8", "--markdown", s(&md)]);
+    ok(&o);
+    let text = std::fs::read_to_string(&md).unwrap();
+    std::fs::remove_file(&md).ok();
+    let row = text.lines().last().unwrap();
+    assert!(!row.contains("NaN"), "{row}");
+    let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+    // date, machine, backend, model, gomlx, mlx-lm, workload, reps, then load, TTFT, prefill, decode, classify ×2, peak.
+    assert_eq!(&cells[10..13], &["–", "–", "–"], "{row}");
+    assert!(cells[9].parse::<f64>().is_ok_and(|v| v > 0.0), "load: {row}");
+    assert!(cells[13].parse::<f64>().is_ok_and(|v| v > 0.0), "classify: {row}");
+}

@@ -476,6 +476,14 @@ fn warm_page_cache(path: &Path) {
     }
 }
 
+/// The GPU's name and driver as nvidia-smi reports them, e.g. "NVIDIA H100 80GB HBM3, driver 580.159.04".
+fn nvidia_gpu() -> Option<String> {
+    let out = Command::new("nvidia-smi").args(["--query-gpu=name,driver_version", "--format=csv,noheader", "--id=0"]).output().ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let (name, driver) = text.trim().split_once(", ")?;
+    out.status.success().then(|| format!("{name}, driver {driver}"))
+}
+
 fn machine() -> Value {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
@@ -485,7 +493,11 @@ fn machine() -> Value {
         })
         .unwrap_or_else(|| "unknown CPU".into());
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    let gpu = if mlx::gpu_available() { if cfg!(target_os = "macos") { "Apple GPU (Metal)" } else { "NVIDIA GPU (CUDA)" } } else { "none" };
+    let gpu = match mlx::gpu_available() {
+        false => "none".to_string(),
+        true if cfg!(target_os = "macos") => "Apple GPU (Metal)".to_string(),
+        true => nvidia_gpu().unwrap_or_else(|| "NVIDIA GPU (CUDA)".into()),
+    };
     let backend = if mlx::default_device() == mlx::DeviceKind::Gpu { if cfg!(target_os = "macos") { "metal" } else { "cuda" } } else { "cpu" };
     let blas = if cfg!(target_os = "linux") { json!(mlx::blas::info().summary()) } else { Value::Null };
     json!({"cpu": cpu, "cores": cores, "gpu": gpu, "backend": backend, "mlx": mlx::version(), "os": std::env::consts::OS, "gomlx_blas": blas})
@@ -789,6 +801,11 @@ fn append_markdown(path: &Path, r: &Value, compare: bool) -> CliResult {
         );
         for (k, _) in METRICS {
             let x = &v["metrics"][k];
+            // A step the workload skipped (--classify-only) has no value on either side.
+            if x["gomlx"].is_null() {
+                row.push_str(" – |");
+                continue;
+            }
             let g = fmt(k, x["gomlx"].as_f64().unwrap_or(f64::NAN));
             if compare {
                 row.push_str(&format!(" {g} / {} (**{:.2}**) |", fmt(k, x["mlx_lm"].as_f64().unwrap_or(f64::NAN)), x["ratio"].as_f64().unwrap_or(f64::NAN)));

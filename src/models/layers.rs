@@ -326,11 +326,25 @@ impl Linear {
                 LinearBase::Dense { bias, .. } | LinearBase::Quantized { bias, .. } => bias.as_ref(),
             })
             .collect();
-        let bias = if biases.is_empty() { None } else { Some(mlx::concatenate(&biases, 0)?) };
+        // On a CUDA GPU a fused model that was the process's first GPU work gave wrong
+        // logits (H100, H200; right once other work had run): the parts are read in
+        // first, like an unfused model's weights, and joined on the CPU stream.
+        let inputs: Vec<&Array> = parts.iter().flat_map(|p| p.arrays()).collect();
+        mlx::eval(&inputs)?;
+        let on_cpu = mlx::backend() == "cuda" && mlx::stream::thread_device() == mlx::DeviceKind::Gpu;
+        let fused = if on_cpu { mlx::stream::on_cpu(|| Linear::join(&parts, &biases))?? } else { Linear::join(&parts, &biases)? };
+        // Materialise now, so the separate matrices are freed layer by layer at load.
+        mlx::eval(&fused.arrays())?;
+        Ok(fused)
+    }
+
+    /// The concatenation behind `fuse` (checked there: no adapters, biases on all or none).
+    fn join(parts: &[Linear], biases: &[&Array]) -> Result<Linear> {
+        let bias = if biases.is_empty() { None } else { Some(mlx::concatenate(biases, 0)?) };
         let base = match &parts[0].base {
             LinearBase::Dense { .. } => {
                 let mut wts = Vec::new();
-                for p in &parts {
+                for p in parts {
                     match &p.base {
                         LinearBase::Dense { wt, .. } => wts.push(wt),
                         _ => return Err(Error::InvalidArgument("cannot fuse dense with quantised projections".into())),
@@ -344,7 +358,7 @@ impl Linear {
             }
             LinearBase::Quantized { q: q0, .. } => {
                 let (mut ws, mut ss, mut bs) = (Vec::new(), Vec::new(), Vec::new());
-                for p in &parts {
+                for p in parts {
                     match &p.base {
                         LinearBase::Quantized { w, scales, biases, q, .. } if q == q0 => {
                             ws.push(w);
@@ -357,10 +371,7 @@ impl Linear {
                 LinearBase::Quantized { w: mlx::concatenate(&ws, 0)?, scales: mlx::concatenate(&ss, 0)?, biases: mlx::concatenate(&bs, 0)?, q: *q0, bias }
             }
         };
-        let fused = Linear { base, lora: None };
-        // Materialise now, so the separate matrices are freed layer by layer at load.
-        mlx::eval(&fused.arrays())?;
-        Ok(fused)
+        Ok(Linear { base, lora: None })
     }
 
     pub fn arrays(&self) -> Vec<&Array> {

@@ -127,9 +127,9 @@ pub fn casts(ndim: usize, from: Dtype, dtype: Dtype, widen: bool) -> bool {
 /// The engine's inference-only layer choices: fused q/k/v matmuls and a
 /// compiled MLP activation. Both cut graph nodes per decode step (each costs
 /// host time in MLX's CUDA backend). On a GPU the compiled activation is on
-/// (+25% and +50% decode on an H200, BENCHMARKS.md); fused q/k/v was mixed
-/// there, and on the CPU MLX would JIT-compile C++ at run time, so both are
-/// off otherwise. `GOMLX_FUSE_PROJECTIONS=0|1` and `GOMLX_COMPILE=0|1` override.
+/// (+14% to +73% decode on an H100, BENCHMARKS.md); fused q/k/v is faster
+/// there too but waits on an open GPU oracle failure (docs/gpu.md), and on the
+/// CPU MLX would JIT-compile C++ at run time, so both are off otherwise. `GOMLX_FUSE_PROJECTIONS=0|1` and `GOMLX_COMPILE=0|1` override.
 pub fn inference_build(device: DeviceKind) -> (bool, bool) {
     (env_flag("GOMLX_FUSE_PROJECTIONS").unwrap_or(false), env_flag("GOMLX_COMPILE").unwrap_or(device == DeviceKind::Gpu))
 }

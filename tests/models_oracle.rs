@@ -387,11 +387,11 @@ fn engine_tokens_are_the_full_forwards() {
         };
         let got = run();
         assert_eq!(got.len(), 12);
-        let again: Vec<u32> = run().iter().map(|t| t.0).collect();
-        if again != got.iter().map(|t| t.0).collect::<Vec<_>>() {
-            failures.push(format!("{case}: two engines differ: {:?} then {again:?}", got.iter().map(|t| t.0).collect::<Vec<_>>()));
-        }
         let ids: Vec<u32> = got.iter().map(|t| t.0).collect();
+        let again: Vec<u32> = run().iter().map(|t| t.0).collect();
+        if again != ids {
+            failures.push(format!("{case}: two engines differ: {ids:?} then {again:?}"));
+        }
         let rows = fed_rows(&dir, &LoadOptions::default(), &r.inputs, &ids);
         let tol = f32_tol();
         for (i, (&(t, lp), &(ref row, best, scale))) in got.iter().zip(&rows).enumerate() {

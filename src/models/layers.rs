@@ -331,8 +331,8 @@ impl Linear {
         // first, like an unfused model's weights, and joined on the CPU stream.
         let inputs: Vec<&Array> = parts.iter().flat_map(|p| p.arrays()).collect();
         mlx::eval(&inputs)?;
-        let on_cpu = mlx::backend() == "cuda" && mlx::stream::thread_device() == mlx::DeviceKind::Gpu;
-        let fused = if on_cpu { mlx::stream::on_cpu(|| Linear::join(&parts, &biases))?? } else { Linear::join(&parts, &biases)? };
+        // (`on_cpu` is a no-op for a thread already on the CPU.)
+        let fused = if mlx::backend() == "cuda" { mlx::stream::on_cpu(|| Linear::join(&parts, &biases))?? } else { Linear::join(&parts, &biases)? };
         // Materialise now, so the separate matrices are freed layer by layer at load.
         mlx::eval(&fused.arrays())?;
         Ok(fused)

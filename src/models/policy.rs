@@ -129,7 +129,8 @@ pub fn casts(ndim: usize, from: Dtype, dtype: Dtype, widen: bool) -> bool {
 /// host time in MLX's CUDA backend). On a GPU the compiled activation is on
 /// (+14% to +73% decode on an H100, BENCHMARKS.md); fused q/k/v is faster
 /// there too but waits on an open GPU oracle failure (docs/gpu.md), and on the
-/// CPU MLX would JIT-compile C++ at run time, so both are off otherwise. `GOMLX_FUSE_PROJECTIONS=0|1` and `GOMLX_COMPILE=0|1` override.
+/// CPU MLX would JIT-compile C++ at run time, so both are off otherwise.
+/// `GOMLX_FUSE_PROJECTIONS=0|1` and `GOMLX_COMPILE=0|1` override.
 pub fn inference_build(device: DeviceKind) -> (bool, bool) {
     (env_flag("GOMLX_FUSE_PROJECTIONS").unwrap_or(false), env_flag("GOMLX_COMPILE").unwrap_or(device == DeviceKind::Gpu))
 }

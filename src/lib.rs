@@ -7,7 +7,6 @@ pub mod cache;
 pub mod engine;
 pub mod error;
 pub mod ffi;
-pub mod gguf;
 pub mod mlx;
 pub mod models;
 pub mod sample;

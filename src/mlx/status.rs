@@ -17,11 +17,7 @@ thread_local! {
 }
 
 unsafe extern "C" fn handler(msg: *const c_char, _data: *mut c_void) {
-    let text = if msg.is_null() {
-        "unknown MLX error".to_string()
-    } else {
-        CStr::from_ptr(msg).to_string_lossy().into_owned()
-    };
+    let text = if msg.is_null() { "unknown MLX error".to_string() } else { CStr::from_ptr(msg).to_string_lossy().into_owned() };
     // Never unwind into C++: with_borrow_mut cannot panic here as nothing else borrows.
     let _ = LAST.try_with(|l| *l.borrow_mut() = Some(text));
 }

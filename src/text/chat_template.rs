@@ -160,13 +160,7 @@ impl ChatTemplate {
     pub fn new(source: impl Into<String>) -> Result<ChatTemplate> {
         let source = source.into();
         let mut env = Environment::new();
-        env.set_syntax(
-            minijinja::syntax::SyntaxConfig::builder()
-                .trim_blocks(true)
-                .lstrip_blocks(true)
-                .build()
-                .map_err(template_err)?,
-        );
+        env.set_syntax(minijinja::syntax::SyntaxConfig::builder().trim_blocks(true).lstrip_blocks(true).build().map_err(template_err)?);
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         env.set_formatter(|out, _state, value| {
             let mut s = String::new();
@@ -189,12 +183,7 @@ impl ChatTemplate {
     pub fn render(&self, messages: &[ChatMessage], options: &ChatOptions, tokens: &TemplateTokens) -> Result<String> {
         check_messages(messages)?;
         let mut ctx = Map::new();
-        let specials = [
-            ("bos_token", &tokens.bos_token),
-            ("eos_token", &tokens.eos_token),
-            ("unk_token", &tokens.unk_token),
-            ("pad_token", &tokens.pad_token),
-        ];
+        let specials = [("bos_token", &tokens.bos_token), ("eos_token", &tokens.eos_token), ("unk_token", &tokens.unk_token), ("pad_token", &tokens.pad_token)];
         for (key, value) in specials {
             if let Some(v) = value {
                 ctx.insert(key.into(), Json::from(v.as_str()));
@@ -275,10 +264,7 @@ fn raise_exception(message: String) -> std::result::Result<Value, minijinja::Err
 fn strftime_now(state: &State, format: String) -> std::result::Result<String, minijinja::Error> {
     let items: Vec<Item> = StrftimeItems::new(&format).collect();
     if items.iter().any(|i| matches!(i, Item::Error)) {
-        return Err(minijinja::Error::new(
-            ErrorKind::InvalidOperation,
-            format!("strftime_now: unsupported format {format:?}"),
-        ));
+        return Err(minijinja::Error::new(ErrorKind::InvalidOperation, format!("strftime_now: unsupported format {format:?}")));
     }
     let now = state
         .lookup(NOW_KEY)
@@ -298,12 +284,7 @@ fn tojson(value: &Value, ensure_ascii: Option<Value>, kwargs: Kwargs) -> std::re
             Some(" ".repeat(n))
         }
         Some(v) if v.kind() == ValueKind::String => Some(v.as_str().unwrap_or_default().to_string()),
-        Some(v) => {
-            return Err(minijinja::Error::new(
-                ErrorKind::InvalidOperation,
-                format!("tojson: indent must be an int or a string, got {}", v.kind()),
-            ))
-        }
+        Some(v) => return Err(minijinja::Error::new(ErrorKind::InvalidOperation, format!("tojson: indent must be an int or a string, got {}", v.kind()))),
     };
     let mut style = JsonStyle::new(indent);
     let ensure_ascii = match ensure_ascii {
@@ -320,12 +301,7 @@ fn tojson(value: &Value, ensure_ascii: Option<Value>, kwargs: Kwargs) -> std::re
                     style.item_sep = a.as_str().unwrap_or_default().to_string();
                     style.key_sep = b.as_str().unwrap_or_default().to_string();
                 }
-                _ => {
-                    return Err(minijinja::Error::new(
-                        ErrorKind::InvalidOperation,
-                        "tojson: separators must be a pair of strings",
-                    ))
-                }
+                _ => return Err(minijinja::Error::new(ErrorKind::InvalidOperation, "tojson: separators must be a pair of strings")),
             }
         }
     }

@@ -189,15 +189,7 @@ impl<'a> Cursor<'a> {
                 self.pos = end as usize;
                 Ok(s)
             }
-            _ => Err(err(
-                self.path,
-                format!(
-                    "truncated file: {} needs {n} bytes at offset {} but the file has {} bytes",
-                    what(),
-                    self.pos,
-                    self.buf.len()
-                ),
-            )),
+            _ => Err(err(self.path, format!("truncated file: {} needs {n} bytes at offset {} but the file has {} bytes", what(), self.pos, self.buf.len()))),
         }
     }
 
@@ -248,14 +240,7 @@ impl<'a> Cursor<'a> {
                 // Every element takes at least one byte: a count past the end is a truncation,
                 // found before allocating for it.
                 if n > self.remaining() {
-                    return Err(err(
-                        self.path,
-                        format!(
-                            "truncated file: {} is an array of {n} elements but only {} bytes remain",
-                            what(),
-                            self.remaining()
-                        ),
-                    ));
+                    return Err(err(self.path, format!("truncated file: {} is an array of {n} elements but only {} bytes remain", what(), self.remaining())));
                 }
                 let mut v = Vec::with_capacity(n as usize);
                 for _ in 0..n {
@@ -294,9 +279,7 @@ impl GgufFile {
         match version {
             2 | 3 => {}
             1 => return Err(err(p, "unsupported GGUF version 1 (only versions 2 and 3 are supported)")),
-            v if v.swap_bytes() == 2 || v.swap_bytes() == 3 => {
-                return Err(err(p, "unsupported big-endian GGUF file (only little-endian files are supported)"))
-            }
+            v if v.swap_bytes() == 2 || v.swap_bytes() == 3 => return Err(err(p, "unsupported big-endian GGUF file (only little-endian files are supported)")),
             v => return Err(err(p, format!("unsupported GGUF version {v} (only versions 2 and 3 are supported)"))),
         }
         let n_tensors = c.u64(&|| "the header's tensor count".into())?;
@@ -335,21 +318,16 @@ impl GgufFile {
             }
             let type_id = c.u32(&what)?;
             let offset = c.u64(&what)?;
-            let ty = GgmlType::from_id(type_id).ok_or_else(|| {
-                err(p, format!("tensor '{name}' has unknown ggml tensor type id {type_id}"))
-            })?;
-            let n: u64 = dims.iter().try_fold(1u64, |a, &d| a.checked_mul(d)).ok_or_else(|| {
-                err(p, format!("tensor '{name}' has dimensions {dims:?} whose product overflows"))
-            })?;
+            let ty = GgmlType::from_id(type_id).ok_or_else(|| err(p, format!("tensor '{name}' has unknown ggml tensor type id {type_id}")))?;
+            let n: u64 = dims
+                .iter()
+                .try_fold(1u64, |a, &d| a.checked_mul(d))
+                .ok_or_else(|| err(p, format!("tensor '{name}' has dimensions {dims:?} whose product overflows")))?;
             let (block, bytes) = ty.block();
             if dims[0] % block as u64 != 0 {
                 return Err(err(
                     p,
-                    format!(
-                        "tensor '{name}' of type {} has a row of {} elements, not a multiple of its block size {block}",
-                        ty.name(),
-                        dims[0]
-                    ),
+                    format!("tensor '{name}' of type {} has a row of {} elements, not a multiple of its block size {block}", ty.name(), dims[0]),
                 ));
             }
             let size = n / block as u64 * bytes as u64;
@@ -443,18 +421,12 @@ impl GgufFile {
     pub fn get_f64_array(&self, key: &str) -> Result<Option<Vec<f64>>> {
         let Some(v) = self.get(key) else { return Ok(None) };
         let arr = v.as_array().ok_or_else(|| self.wrong_type(key, "an array of numbers", v))?;
-        arr.iter()
-            .map(|e| e.as_f64().ok_or_else(|| self.wrong_type(key, "an array of numbers", e)))
-            .collect::<Result<Vec<_>>>()
-            .map(Some)
+        arr.iter().map(|e| e.as_f64().ok_or_else(|| self.wrong_type(key, "an array of numbers", e))).collect::<Result<Vec<_>>>().map(Some)
     }
     pub fn get_i64_array(&self, key: &str) -> Result<Option<Vec<i64>>> {
         let Some(v) = self.get(key) else { return Ok(None) };
         let arr = v.as_array().ok_or_else(|| self.wrong_type(key, "an array of integers", v))?;
-        arr.iter()
-            .map(|e| e.as_i64().ok_or_else(|| self.wrong_type(key, "an array of integers", e)))
-            .collect::<Result<Vec<_>>>()
-            .map(Some)
+        arr.iter().map(|e| e.as_i64().ok_or_else(|| self.wrong_type(key, "an array of integers", e))).collect::<Result<Vec<_>>>().map(Some)
     }
 
     /// `general.architecture`.

@@ -291,6 +291,9 @@ typedef struct gm_metrics {
   // MLX peak and active memory (process-wide) when the generation ended.
   size_t peak_memory_bytes;
   size_t active_memory_bytes;
+  // The most generations that decoded in one step with this one
+  // (continuous batching). Added after the first release.
+  size_t batch_rows_max;
 } gm_metrics;
 
 // Options of `gm_lora_train`. Zero-initialise, set `struct_size = sizeof(gm_lora_options)`,
@@ -435,6 +438,12 @@ typedef struct gm_load_options {
   // and single-row products sent to `sgemv` (`GM_ON`/`GM_OFF`; `GOMLX_BLAS_GEMV`).
   uint32_t blas_threads;
   int32_t blas_gemv;
+  // Most generations decoding in one batch (continuous batching); more wait
+  // for a row. 0 = the default (`DEFAULT_MAX_BATCH`: 64 on a GPU, 32 on the CPU).
+  size_t max_batch;
+  // Bytes of KV the prefix cache keeps from finished requests (requests
+  // sharing a prompt prefix skip its prefill); 0 = off.
+  size_t prefix_cache_bytes;
 } gm_load_options;
 
 // What `gm_model_info` reports. The caller owns the struct and sets
@@ -675,6 +684,17 @@ struct gm_generation *gm_session_chat_start(struct gm_session *session,
                                             size_t n,
                                             const struct gm_generate_options *opts);
 
+// Writes the session's cache (its tokens and KV) to the file `path`
+// (safetensors); `gm_session_load` starts a session from it, also in another
+// process. Returns 0, or -1 (see `gm_last_error`: a generation is running in
+// the session, nothing was generated in it yet, the file cannot be written).
+int32_t gm_session_save(struct gm_session *session, const char *path);
+
+// A new session of `model` starting from a cache saved by `gm_session_save`
+// (checked against the model: layers, heads, head size, vocabulary). The
+// caller owns the session (`gm_session_free`); NULL on error.
+struct gm_session *gm_session_load(struct gm_model *model, const char *path);
+
 // Frees a session and its cache. NULL is a no-op; freeing twice is detected
 // where possible (reported by `gm_last_error`). A generation running in it
 // goes on; the cache is dropped when it ends.
@@ -755,6 +775,10 @@ struct gm_model *gm_model_load(const char *path, const struct gm_load_options *o
 // model) is detected where possible and reported through `gm_last_error`
 // without touching memory. The handle must not be used after this call.
 void gm_model_close(struct gm_model *model);
+
+// Empties the model's prefix cache (`gm_load_options.prefix_cache_bytes`);
+// returns the bytes it held, or -1 (see `gm_last_error`) for a bad handle.
+int64_t gm_model_clear_prefix_cache(struct gm_model *model);
 
 // Describes a model. Returns 0 and fills `*out`; -1 (see `gm_last_error`)
 // when `model` is not a live model or `out` is NULL or its `struct_size` is

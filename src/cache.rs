@@ -154,6 +154,21 @@ impl KvCache {
         k.iter().chain(v.iter()).collect()
     }
 
+    /// A growing cache holding the first `n` positions of this one's (temporal
+    /// order), sharing its arrays until either is written.
+    pub fn prefix(&self, n: usize) -> Result<KvCache> {
+        let mut out = KvCache::growing();
+        if n > 0 {
+            let (k, v) = self.state()?.ok_or_else(|| Error::InvalidArgument("an empty cache has no prefix".into()))?;
+            let t = self.offset();
+            if n > t || k.dim(2) as usize != t {
+                return Err(Error::InvalidArgument(format!("a prefix of {n} positions from a cache of {t} (holding {})", k.dim(2))));
+            }
+            out.set_state(k.slice_axis(2, 0, n as i32)?, v.slice_axis(2, 0, n as i32)?, n)?;
+        }
+        Ok(out)
+    }
+
     /// Bytes held by this cache's buffers.
     pub fn nbytes(&self) -> usize {
         self.arrays().iter().map(|a| a.nbytes()).sum()
@@ -392,4 +407,153 @@ pub fn load(path: &std::path::Path) -> Result<(Vec<KvCache>, Vec<u32>)> {
         caches.push(c);
     }
     Ok((caches, tokens))
+}
+
+/// The KV caches of a decoding batch: one growing cache per layer holding
+/// `[B, H, T, D]`, rows left-padded to the common length `T`. Row i's tokens
+/// are the columns `pads[i]..T`, so its next position is `T - pads[i]`; the
+/// padding is hidden by the valid mask and RoPE takes each row's own position
+/// (`positions`). Rows join (`join`) and leave (`keep`) between steps; joining
+/// copies the batch once, leaving copies the kept rows once.
+pub struct BatchKv {
+    pub layers: Vec<KvCache>,
+    pads: Vec<usize>,
+}
+
+impl BatchKv {
+    pub fn new(layers: usize) -> BatchKv {
+        BatchKv { layers: (0..layers).map(|_| KvCache::growing()).collect(), pads: Vec::new() }
+    }
+
+    /// Rows in the batch.
+    pub fn rows(&self) -> usize {
+        self.pads.len()
+    }
+
+    /// Columns per row (`T`).
+    pub fn len(&self) -> usize {
+        self.layers.first().map_or(0, KvCache::offset)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.pads.is_empty()
+    }
+
+    /// Tokens cached for row `i` (its position for the next token).
+    pub fn row_len(&self, i: usize) -> usize {
+        self.len() - self.pads[i]
+    }
+
+    /// Appends rows, each given as one growing cache per layer (`[1, H, L, D]`,
+    /// offset L), in one concatenation per layer.
+    pub fn join(&mut self, rows: Vec<Vec<KvCache>>) -> Result<()> {
+        let mut lens = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let l = row.first().map_or(0, KvCache::offset);
+            if row.len() != self.layers.len() || l == 0 || row.iter().any(|c| c.offset() != l || !matches!(c, KvCache::Growing(_))) {
+                return Err(Error::InvalidArgument(format!("a joining row needs {} growing caches of one non-zero length", self.layers.len())));
+            }
+            lens.push(l);
+        }
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let t = self.len();
+        let end = lens.iter().copied().max().unwrap_or(0).max(t);
+        for (li, batch) in self.layers.iter_mut().enumerate() {
+            let (mut ks, mut vs) = (Vec::new(), Vec::new());
+            if let Some((k, v)) = batch.state()? {
+                ks.push(pad_front(&k, end - t)?);
+                vs.push(pad_front(&v, end - t)?);
+            }
+            for (row, &l) in rows.iter().zip(&lens) {
+                let (rk, rv) = row[li].state()?.ok_or_else(|| Error::Engine("an empty cache in a joining row".into()))?;
+                ks.push(pad_front(&rk, end - l)?);
+                vs.push(pad_front(&rv, end - l)?);
+            }
+            let join = |parts: &[Array]| if parts.len() == 1 { Ok(parts[0].clone()) } else { mlx::concatenate(&parts.iter().collect::<Vec<_>>(), 0) };
+            batch.set_state(join(&ks)?, join(&vs)?, end)?;
+        }
+        for p in &mut self.pads {
+            *p += end - t;
+        }
+        self.pads.extend(lens.iter().map(|&l| end - l));
+        Ok(())
+    }
+
+    /// Keeps the rows `keep` (indices, in the new order) and drops the columns
+    /// that pad every kept row.
+    pub fn keep(&mut self, keep: &[usize]) -> Result<()> {
+        if keep.len() == self.rows() && keep.iter().enumerate().all(|(i, &k)| i == k) {
+            return Ok(());
+        }
+        if keep.is_empty() {
+            *self = BatchKv::new(self.layers.len());
+            return Ok(());
+        }
+        let idx = Array::from_slice(&keep.iter().map(|&i| i as i32).collect::<Vec<_>>(), &[keep.len() as i32])?;
+        let pads: Vec<usize> = keep.iter().map(|&i| self.pads[i]).collect();
+        let drop = *pads.iter().min().unwrap_or(&0);
+        let t = self.len();
+        for c in &mut self.layers {
+            let Some((k, v)) = c.state()? else { continue };
+            let (k, v) = (k.take(&idx, 0)?, v.take(&idx, 0)?);
+            let (k, v) = if drop > 0 { (k.slice_axis(2, drop as i32, t as i32)?, v.slice_axis(2, drop as i32, t as i32)?) } else { (k, v) };
+            c.set_state(k, v, t - drop)?;
+        }
+        self.pads = pads.into_iter().map(|p| p - drop).collect();
+        Ok(())
+    }
+
+    /// Row `i`'s caches alone, without its padding (`[1, H, L, D]` growing
+    /// caches), copied out and evaluated: a view would keep the batch's buffers
+    /// shared and make the next step copy them instead of writing in place.
+    pub fn extract(&self, i: usize) -> Result<Vec<KvCache>> {
+        let (t, pad) = (self.len() as i32, self.pads[i] as i32);
+        let caches = self
+            .layers
+            .iter()
+            .map(|c| {
+                let mut out = KvCache::growing();
+                if let Some((k, v)) = c.state()? {
+                    let row = |a: &Array| a.slice_axis(0, i as i32, i as i32 + 1)?.slice_axis(2, pad, t)?.contiguous();
+                    out.set_state(row(&k)?, row(&v)?, (t - pad) as usize)?;
+                }
+                Ok(out)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        mlx::eval(&caches.iter().flat_map(|c| c.arrays()).collect::<Vec<_>>())?;
+        Ok(caches)
+    }
+
+    /// For a step of `new` tokens per row: each row's position of its first new
+    /// token (`[B]` int32) and which of the `T + new` columns hold real tokens
+    /// (`[B, T + new]` bool). None when no row is padded (every row's position is `T`).
+    pub fn positions(&self, new: usize) -> Result<Option<(Array, Array)>> {
+        if self.pads.iter().all(|&p| p == 0) {
+            return Ok(None);
+        }
+        let t = self.len();
+        let b = self.rows() as i32;
+        let pos: Vec<i32> = self.pads.iter().map(|&p| (t - p) as i32).collect();
+        let pads: Vec<i32> = self.pads.iter().map(|&p| p as i32).collect();
+        let cols = mlx::arange(0.0, (t + new) as f64, 1.0, crate::mlx::Dtype::I32)?.reshape(&[1, (t + new) as i32])?;
+        let valid = cols.greater_equal(&Array::from_slice(&pads, &[b, 1])?)?;
+        Ok(Some((Array::from_slice(&pos, &[b])?, valid)))
+    }
+
+    /// Every array the batch holds.
+    pub fn arrays(&self) -> Vec<&Array> {
+        self.layers.iter().flat_map(|c| c.arrays()).collect()
+    }
+}
+
+/// `a` (`[B, H, T, D]`) with `n` zero columns in front.
+fn pad_front(a: &Array, n: usize) -> Result<Array> {
+    if n == 0 {
+        return Ok(a.clone());
+    }
+    let s = a.shape();
+    let zeros = mlx::zeros(&[s[0], s[1], n as i32, s[3]], a.dtype())?;
+    mlx::concatenate(&[&zeros, a], 2)
 }

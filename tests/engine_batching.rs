@@ -32,7 +32,8 @@ fn prompts(case: &str, n: usize) -> Vec<Vec<u32>> {
 }
 
 fn opts(i: usize, sampled: bool) -> GenerateOptions {
-    let sampler = if sampled { SamplerConfig { temperature: 0.9, top_p: 0.95, seed: Some(100 + i as u64), ..Default::default() } } else { SamplerConfig::default() };
+    let sampler =
+        if sampled { SamplerConfig { temperature: 0.9, top_p: 0.95, seed: Some(100 + i as u64), ..Default::default() } } else { SamplerConfig::default() };
     GenerateOptions { max_tokens: 6 + (i * 3) % 11, ignore_eos: true, sampler, ..Default::default() }
 }
 
@@ -55,9 +56,15 @@ fn staggered(engine: &Engine, prompts: &[Vec<u32>], sampled: bool) -> Vec<Vec<u3
         let first = g.next().unwrap().unwrap().id;
         gens.push((g, vec![first]));
     }
+    let n = gens.len();
     gens.into_iter()
-        .map(|(mut g, mut ids)| {
+        .enumerate()
+        .map(|(i, (mut g, mut ids))| {
             ids.extend(drain(&mut g).0);
+            // Every later row joined while this one decoded, up to the longest.
+            if i == 0 && n > 1 {
+                assert!(g.metrics().unwrap().batch_rows_max >= 2, "rows never shared a step: {:?}", g.metrics());
+            }
             ids
         })
         .collect()
@@ -172,4 +179,34 @@ fn batch_generate_and_sessions_run_as_rows() {
     let (ids2, _) = drain(&mut t2);
     assert!(t2.metrics().unwrap().prompt_tokens_evaluated < turn2.len(), "the session's cache was not reused");
     assert_eq!(ids2, drain(&mut engine.generate_tokens(turn2, &o).unwrap()).0);
+}
+
+#[test]
+fn the_prefix_cache_skips_a_shared_prefix_and_changes_nothing() {
+    let case = "qwen3_qknorm";
+    let base = prompts(case, 3);
+    let o = opts(1, false);
+    let plain = load(case, 8);
+    let cached =
+        Engine::load(&fixture(case), &EngineOptions { device: Some(DeviceKind::Cpu), prefix_cache_bytes: Some(64 << 20), ..Default::default() }).unwrap();
+    let first = base[2].clone();
+    let mut longer = first.clone();
+    longer.extend(&base[1]);
+    for p in [&first, &longer] {
+        let mut g = cached.generate_tokens(p.clone(), &o).unwrap();
+        let (ids, _) = drain(&mut g);
+        assert_eq!(ids, drain(&mut plain.generate_tokens(p.clone(), &o).unwrap()).0);
+        let m = g.metrics().unwrap();
+        if p.len() == longer.len() {
+            // The first request's prompt (and what it generated) was not evaluated again.
+            assert!(m.prompt_tokens_evaluated <= longer.len() - first.len(), "{} of {} evaluated", m.prompt_tokens_evaluated, longer.len());
+        } else {
+            assert_eq!(m.prompt_tokens_evaluated, first.len());
+        }
+    }
+    assert!(cached.clear_prefix_cache().unwrap() > 0);
+    assert_eq!(cached.clear_prefix_cache().unwrap(), 0);
+    let mut g = cached.generate_tokens(longer.clone(), &o).unwrap();
+    drain(&mut g);
+    assert_eq!(g.metrics().unwrap().prompt_tokens_evaluated, longer.len(), "a cleared cache lends nothing");
 }

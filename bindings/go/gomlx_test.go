@@ -445,3 +445,59 @@ func TestDiscoverAndMemory(t *testing.T) {
 		t.Fatal(MemoryCache(), MemoryPeak(), MemoryActive())
 	}
 }
+
+// Sixteen goroutines stream from one model at once (rows of one batch); each
+// gets the answer it gets alone.
+func TestSixteenGoroutinesGetTheirSoloAnswers(t *testing.T) {
+	m := smol(t)
+	ctx := context.Background()
+	topics := []string{"France", "Japan", "Italy", "Spain", "Germany", "Canada", "Brazil", "Egypt",
+		"Kenya", "India", "China", "Peru", "Chile", "Norway", "Greece", "Mexico"}
+	ask := func(i int) []Message {
+		q := "What is the capital of " + topics[i] + "?"
+		if i%3 == 1 {
+			q = "Name one famous dish from " + topics[i] + " and say why people like it."
+		}
+		return []Message{{Role: "user", Content: q}}
+	}
+	opts := func(i int) []GenerateOption { return []GenerateOption{WithMaxTokens(8 + i%5*3)} }
+	alone := make([]string, len(topics))
+	for i := range topics {
+		text, _, err := m.Chat(ctx, ask(i), opts(i)...).Text()
+		if err != nil {
+			t.Fatal(err)
+		}
+		alone[i] = text
+	}
+	together := make([]string, len(topics))
+	rows := make([]int, len(topics))
+	errs := make([]error, len(topics))
+	var wg sync.WaitGroup
+	for i := range topics {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s := m.Chat(ctx, ask(i), opts(i)...)
+			together[i], _, errs[i] = s.Text()
+			if mt, err := s.Metrics(); err == nil {
+				rows[i] = mt.BatchRowsMax
+			}
+		}()
+	}
+	wg.Wait()
+	shared := 0
+	for i := range topics {
+		if errs[i] != nil {
+			t.Fatal(errs[i])
+		}
+		if together[i] != alone[i] {
+			t.Errorf("%s: together %q, alone %q", topics[i], together[i], alone[i])
+		}
+		if rows[i] > shared {
+			shared = rows[i]
+		}
+	}
+	if shared < 4 {
+		t.Fatalf("at most %d streams shared a step", shared)
+	}
+}

@@ -29,7 +29,18 @@ type loadConfig struct {
 	cacheLimit    uint64
 	adapter       string
 	tuning        Tuning
+	maxBatch      int
+	prefixCache   uint64
 }
+
+// WithMaxBatch bounds how many generations decode in one batch (continuous
+// batching; more wait for a row). 0 = the default (64 on a GPU, 32 on the CPU).
+func WithMaxBatch(n int) LoadOption { return func(c *loadConfig) { c.maxBatch = n } }
+
+// WithPrefixCache keeps up to bytes of KV from finished requests, so requests
+// that share a prompt prefix (a system prompt, earlier chat turns) skip its
+// prefill. 0 = off (the default).
+func WithPrefixCache(bytes uint64) LoadOption { return func(c *loadConfig) { c.prefixCache = bytes } }
 
 // Tuning holds the device-strategy knobs (docs/tuning.md). A nil field takes
 // the GOMLX_* environment variable, else the default.
@@ -105,6 +116,11 @@ func (c *loadConfig) toC(m *cmem) (*C.gm_load_options, error) {
 	o.memory_budget = C.uint64_t(t.MemoryBudget)
 	o.cpu_dense_qmm_rows, o.gpu_dense_qmm_rows, o.cpu_split_out = C.int64_t(t.CPUDenseQMMRows), C.int64_t(t.GPUDenseQMMRows), C.int64_t(t.CPUSplitOut)
 	o.blas_threads = C.uint32_t(t.BLASThreads)
+	if c.maxBatch < 0 {
+		return nil, fmt.Errorf("gomlx: max batch %d < 0", c.maxBatch)
+	}
+	o.max_batch = C.size_t(c.maxBatch)
+	o.prefix_cache_bytes = C.size_t(c.prefixCache)
 	var err error
 	if c.dtype != "" {
 		if o.dtype, err = m.str("dtype", c.dtype); err != nil {

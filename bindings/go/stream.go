@@ -76,6 +76,7 @@ type Metrics struct {
 	DecodeTokensPerSec    float64
 	PeakMemoryBytes       uint64
 	ActiveMemoryBytes     uint64
+	BatchRowsMax          int // the most streams that decoded in one step with this one
 }
 
 func seconds(s C.double) time.Duration { return time.Duration(float64(s) * float64(time.Second)) }
@@ -205,6 +206,7 @@ func (s *Stream) finishOK() {
 		PrefillTokensPerSec: float64(cm.prefill_tokens_per_s), Decode: seconds(cm.decode_s),
 		DecodeTokensPerSec: float64(cm.decode_tokens_per_s), PeakMemoryBytes: uint64(cm.peak_memory_bytes),
 		ActiveMemoryBytes: uint64(cm.active_memory_bytes),
+		BatchRowsMax:      int(cm.batch_rows_max),
 	}
 	var err2 error
 	if m.FinishReason == FinishCancelled && s.ctx != nil {

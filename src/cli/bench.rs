@@ -95,6 +95,14 @@ pub struct Args {
     /// `--worker FILE` one repetition can then be profiled on its own.
     #[arg(long, value_name = "FILE")]
     pub write_workload: Option<PathBuf>,
+    /// Concurrent streams instead of the single-request table: each level (e.g.
+    /// 1,4,16,64) starts that many streams of --decode-tokens tokens at once.
+    #[arg(long, value_delimiter = ',', value_name = "N,N,...")]
+    pub streams: Option<Vec<usize>>,
+    /// With --streams: classify calls of this many prompts run beside the
+    /// 16-stream level; the streams' worst inter-token gap is reported.
+    #[arg(long, value_name = "N")]
+    pub mixed_classify: Option<usize>,
 }
 
 /// A gomlx configuration. On the CPU, bf16 and quantised checkpoints either
@@ -344,7 +352,7 @@ fn median(mut v: Vec<f64>) -> f64 {
     }
 }
 
-fn repo_file(rel: &str) -> PathBuf {
+pub(super) fn repo_file(rel: &str) -> PathBuf {
     let here = PathBuf::from(rel);
     if here.exists() {
         return here;
@@ -353,7 +361,7 @@ fn repo_file(rel: &str) -> PathBuf {
 }
 
 /// The project venv's Python: `$GOMLX_VENV` (as scripts/setup and build.rs use it), else .venv.
-fn venv_python() -> PathBuf {
+pub(super) fn venv_python() -> PathBuf {
     match std::env::var_os("GOMLX_VENV") {
         Some(v) => PathBuf::from(v).join("bin/python"),
         None => repo_file(".venv/bin/python"),
@@ -486,7 +494,7 @@ fn nvidia_gpu() -> Option<String> {
     out.status.success().then(|| format!("{name}, driver {driver}"))
 }
 
-fn machine() -> Value {
+pub(super) fn machine() -> Value {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|t| t.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split(':').nth(1)).map(|s| s.trim().to_string()))
@@ -514,7 +522,7 @@ fn machine() -> Value {
 }
 
 /// The directory mlx-lm loads for the model.
-fn mlx_dir(a: &Args) -> CliResult<PathBuf> {
+pub(super) fn mlx_dir(a: &Args) -> CliResult<PathBuf> {
     if let Some(d) = &a.mlx_model {
         return Ok(d.clone());
     }
@@ -567,6 +575,9 @@ fn dtype_flag(d: DtypeArg) -> &'static str {
 pub fn run(a: Args) -> CliResult {
     if let Some(w) = &a.worker {
         return worker(&a, w);
+    }
+    if let Some(levels) = &a.streams {
+        return super::bench_streams::run(&a, levels);
     }
     if a.reps == 0 || a.prefill_tokens == 0 || a.decode_tokens < 2 || a.classify_prompts == 0 || a.prompt_tokens < 4 || a.gomlx.is_empty() {
         return Err(usage("--reps, --prefill-tokens, --classify-prompts must be >= 1, --decode-tokens >= 2, --prompt-tokens >= 4, --gomlx not empty"));

@@ -1,6 +1,7 @@
 //! Argument parsing, shared options, errors and progress display of the `gomlx` command.
 
 mod bench;
+mod bench_streams;
 mod chat;
 mod classify;
 mod convert;

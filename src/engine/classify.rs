@@ -121,7 +121,7 @@ pub(crate) fn run(w: &mut Worker, req: Request) -> Result<(Vec<ClassifyResult>, 
     let prefix_state = if prefix_len > 0 {
         let mut caches: Vec<KvCache> = w.model.new_caches().into_iter().map(KvCache::exact).collect();
         let x = Array::from_slice(&req.prompts[0][..prefix_len], &[1, prefix_len as i32])?;
-        w.model.hidden(&x, &mut caches, &Context { valid: None })?;
+        w.model.hidden(&x, &mut caches, &Context::default())?;
         let states = caches.iter().map(|c| c.state()).collect::<Result<Vec<_>>>()?;
         let states: Vec<(Array, Array)> = states.into_iter().map(|s| s.expect("prefix cache holds the prefix")).collect();
         let arrays: Vec<&Array> = states.iter().flat_map(|(k, v)| [k, v]).collect();
@@ -165,7 +165,7 @@ pub(crate) fn run(w: &mut Worker, req: Request) -> Result<(Vec<ClassifyResult>, 
             }
         }
         let x = Array::from_slice(&tokens, &[rows as i32, lmax as i32])?;
-        let h = w.model.hidden(&x, &mut caches, &Context { valid: None })?;
+        let h = w.model.hidden(&x, &mut caches, &Context::default())?;
         // Only the graph needs the keys and values now: without other owners
         // MLX frees each layer's as soon as its attention has run, instead of
         // holding every layer's for the whole batch.

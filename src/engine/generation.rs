@@ -1,13 +1,13 @@
-//! One streaming generation on the engine thread: chunked prefill, then
-//! decode pipelined with `async_eval` (step n+1 is queued before token n is
-//! read back), stop conditions, metrics.
+//! One generation's own state on the engine thread: its sampler, text stream,
+//! limits, metrics and the tokens its cache holds. The scheduler owns the
+//! caches (a prefill's own, then a row of the batch); this holds the rest.
 
 use super::metrics::{rate, since, Metrics};
 use super::worker::{GenerateRequest, Session};
 use super::{Event, FinishReason, Token};
 use crate::cache::KvCache;
-use crate::mlx::{self, memory, Array};
-use crate::models::{Logits, Model};
+use crate::mlx::{memory, Array};
+use crate::models::Model;
 use crate::sample::{Sample, Sampler};
 use crate::text::{TextStream, Tokenizer};
 use crate::{Error, Result};
@@ -15,73 +15,65 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
-enum Phase {
-    Prefill { pos: usize },
-    Decode,
-}
-
 pub(crate) struct GenState {
-    req: Box<GenerateRequest>,
-    caches: Vec<KvCache>,
-    /// Tokens whose keys and values are in `caches`, in order.
-    cached: Vec<u32>,
-    /// None once the request has finished (its arrays released).
-    sampler: Option<Sampler>,
+    pub req: Box<GenerateRequest>,
+    /// Tokens whose keys and values are in this generation's cache, in order.
+    pub cached: Vec<u32>,
+    pub sampler: Sampler,
     text: Option<TextStream>,
-    phase: Phase,
-    /// The next token to hand out, still being computed.
-    pending: Option<Sample>,
     generated: usize,
     limit: usize,
-    metrics: Metrics,
+    pub metrics: Metrics,
     start: Instant,
     prefill_start: Option<Instant>,
     decode_start: Option<Instant>,
-}
-
-/// What a step left behind.
-pub(crate) enum Step {
-    Continue,
-    /// Finished; the session state to keep, if the request had a session.
-    Done(Option<(u64, Session)>),
 }
 
 fn lcp(a: &[u32], b: &[u32]) -> usize {
     a.iter().zip(b).take_while(|(x, y)| x == y).count()
 }
 
+/// What accepting a token left.
+pub(crate) enum Accepted {
+    Continue,
+    Finished(FinishReason),
+}
+
 impl GenState {
+    /// The request's state and the caches its prefill starts from (a session's,
+    /// trimmed to the longest prefix it shares with the prompt, else fresh growing
+    /// caches); returns the position its prefill starts at.
     pub fn new(
         req: Box<GenerateRequest>,
         model: &Model,
         tokenizer: Option<&Arc<Tokenizer>>,
         session: Option<Session>,
         context_length: usize,
-    ) -> Result<GenState> {
+    ) -> Result<(GenState, Vec<KvCache>, usize)> {
         let prompt_len = req.prompt.len();
         if prompt_len >= context_length {
             return Err(Error::InvalidArgument(format!("the prompt has {prompt_len} tokens; the context length is {context_length}")));
         }
         let mut sampler = Sampler::new(req.opts.sampler.clone(), model.config().vocab_size)?;
-        // Reuse the longest prefix of the session's cache; at least one prompt
-        // token is always evaluated so there are logits to sample from.
+        let fresh = || (0..model.config().num_layers).map(|_| KvCache::growing()).collect::<Vec<_>>();
+        // At least one prompt token is always evaluated so there are logits to sample from.
         let (caches, cached, start_pos) = match session {
             Some(mut s) => {
                 let keep = lcp(&s.tokens, &req.prompt).min(prompt_len - 1);
                 let drop = s.tokens.len() - keep;
-                if s.caches.iter().all(|c| c.can_trim(drop)) {
+                if s.caches.len() == model.config().num_layers && s.caches.iter().all(|c| c.can_trim(drop)) {
                     for c in s.caches.iter_mut() {
                         c.trim(drop)?;
                     }
                     s.tokens.truncate(keep);
                     (s.caches, s.tokens, keep)
                 } else {
-                    (model.new_caches(), Vec::new(), 0)
+                    (fresh(), Vec::new(), 0)
                 }
             }
-            None => (model.new_caches(), Vec::new(), 0),
+            None => (fresh(), Vec::new(), 0),
         };
-        if sampler.config().repetition_penalty != 1.0 {
+        if sampler.config().repetition_penalty != 1.0 || sampler.config().presence_penalty != 0.0 || sampler.config().frequency_penalty != 0.0 {
             sampler.observe_prompt(&Array::from_slice(&req.prompt, &[1, prompt_len as i32])?)?;
         }
         let text = match tokenizer {
@@ -94,93 +86,51 @@ impl GenState {
         };
         let limit = req.opts.max_tokens.min(context_length - prompt_len);
         let metrics = Metrics { prompt_tokens: prompt_len, prompt_tokens_evaluated: prompt_len - start_pos, ..Metrics::default() };
-        Ok(GenState {
-            req,
-            caches,
-            cached,
-            sampler: Some(sampler),
-            text,
-            phase: Phase::Prefill { pos: start_pos },
-            pending: None,
-            generated: 0,
-            limit,
-            metrics,
-            start: Instant::now(),
-            prefill_start: None,
-            decode_start: None,
-        })
+        let g = GenState { req, cached, sampler, text, generated: 0, limit, metrics, start: Instant::now(), prefill_start: None, decode_start: None };
+        Ok((g, caches, start_pos))
     }
 
-    /// Evaluates `tokens` (one row) into the caches; returns the sample of the
-    /// last position when `sample` is set.
-    fn feed(&mut self, model: &Model, tokens: &[u32], sample: bool) -> Result<Option<Sample>> {
-        let x = Array::from_slice(tokens, &[1, tokens.len() as i32])?;
-        self.cached.extend_from_slice(tokens);
-        if !sample {
-            let h = model.hidden(&x, &mut self.caches, &crate::models::Context { valid: None })?;
-            let mut arrays: Vec<&Array> = self.caches.iter().flat_map(|c| c.arrays()).collect();
-            arrays.push(&h);
-            mlx::eval(&arrays)?;
-            return Ok(None);
-        }
-        self.queue_next(model, &x).map(Some)
+    /// Whether the caller asked to stop it.
+    pub fn cancelled(&self) -> bool {
+        self.req.cancel.load(Ordering::Relaxed)
     }
 
-    /// Builds the forward pass over `x` (`[1, L]`) and the sampling of the
-    /// next token, and queues it on the device without waiting.
-    fn queue_next(&mut self, model: &Model, x: &Array) -> Result<Sample> {
-        let t0 = Instant::now();
-        let logits = model.forward(x, &mut self.caches, None, Logits::Last)?;
-        let v = logits.dim(-1);
-        let s = self.sampler()?.sample(&logits.reshape(&[1, v])?)?;
-        let mut outs = vec![&s.tokens];
-        outs.extend(s.logprobs.iter());
-        outs.extend(s.top_ids.iter());
-        outs.extend(s.top_logprobs.iter());
-        let t1 = Instant::now();
-        mlx::async_eval(&outs)?;
+    pub fn session_id(&self) -> Option<u64> {
+        self.req.session
+    }
+
+    pub fn prompt(&self) -> &[u32] {
+        &self.req.prompt
+    }
+
+    pub fn prefill_chunk(&self) -> usize {
+        self.req.opts.prefill_chunk.max(1)
+    }
+
+    pub fn prefill_started(&mut self) {
+        self.prefill_start.get_or_insert_with(Instant::now);
+    }
+
+    /// Whether the token now being computed is the last this generation may make.
+    pub fn at_limit(&self) -> bool {
+        self.generated + 1 >= self.limit
+    }
+
+    /// Adds one decode step of `rows` rows and its host times (shared by every row).
+    pub fn add_step(&mut self, rows: usize, build_s: f64, queue_s: f64, wait_s: f64) {
+        self.metrics.batch_rows_max = self.metrics.batch_rows_max.max(rows);
         if self.decode_start.is_some() {
-            self.metrics.decode_build_s += (t1 - t0).as_secs_f64();
-            self.metrics.decode_queue_s += t1.elapsed().as_secs_f64();
-        }
-        Ok(s)
-    }
-
-    /// One unit of work: a prefill chunk, or handing out one token.
-    pub fn step(&mut self, model: &Model) -> Result<Step> {
-        if self.req.cancel.load(Ordering::Relaxed) {
-            return self.finish(FinishReason::Cancelled);
-        }
-        match self.phase {
-            Phase::Prefill { pos } => {
-                self.prefill_start.get_or_insert_with(Instant::now);
-                let chunk = self.req.opts.prefill_chunk.max(1);
-                let end = self.req.prompt.len();
-                if end - pos > chunk {
-                    let tokens = self.req.prompt[pos..pos + chunk].to_vec();
-                    self.feed(model, &tokens, false)?;
-                    self.phase = Phase::Prefill { pos: pos + chunk };
-                } else {
-                    let tokens = self.req.prompt[pos..end].to_vec();
-                    self.pending = self.feed(model, &tokens, true)?;
-                    self.phase = Phase::Decode;
-                }
-                Ok(Step::Continue)
-            }
-            Phase::Decode => self.decode(model),
+            self.metrics.decode_build_s += build_s;
+            self.metrics.decode_queue_s += queue_s;
+            self.metrics.decode_wait_s += wait_s;
         }
     }
 
-    fn decode(&mut self, model: &Model) -> Result<Step> {
-        let current = self.pending.take().expect("a pending token in decode");
-        // Queue the next step before reading this token back.
-        let next = if self.generated + 1 < self.limit { Some(self.queue_next(model, &current.tokens.reshape(&[1, 1])?)?) } else { None };
-        let wait = Instant::now();
-        let id = current.tokens.item::<u32>()?;
-        if self.decode_start.is_some() {
-            self.metrics.decode_wait_s += wait.elapsed().as_secs_f64();
-        }
-        if next.is_some() {
+    /// Hands out the token `id` (with its log-probabilities when asked for)
+    /// and says whether the generation goes on. `fed` tells whether the token
+    /// was already fed to the model (its keys are in the cache).
+    pub fn accept(&mut self, id: u32, sample: Option<&Sample>, row: usize, fed: bool) -> Result<Accepted> {
+        if fed {
             self.cached.push(id);
         }
         if self.generated == 0 {
@@ -191,64 +141,48 @@ impl GenState {
             self.decode_start = Some(Instant::now());
         }
         self.generated += 1;
-        let logprob = match &current.logprobs {
-            Some(lp) => Some(lp.item::<f32>()?),
-            None => None,
-        };
-        let top_logprobs = match (&current.top_ids, &current.top_logprobs) {
-            (Some(ids), Some(lps)) => ids.to_vec::<u32>()?.into_iter().zip(lps.to_vec::<f32>()?).collect(),
-            _ => Vec::new(),
-        };
+        let (mut logprob, mut top_logprobs) = (None, Vec::new());
+        if let Some(s) = sample {
+            let r = row as i32;
+            if let Some(lp) = &s.logprobs {
+                logprob = Some(lp.slice_axis(0, r, r + 1)?.item::<f32>()?);
+            }
+            if let (Some(ids), Some(lps)) = (&s.top_ids, &s.top_logprobs) {
+                let ids = ids.slice_axis(0, r, r + 1)?.to_vec::<u32>()?;
+                top_logprobs = ids.into_iter().zip(lps.slice_axis(0, r, r + 1)?.to_vec::<f32>()?).collect();
+            }
+        }
         let (piece, ended) = match &mut self.text {
             Some(t) => {
                 let step = t.push(id)?;
-                let reason = step.finished.map(FinishReason::from);
-                (step.text, reason)
+                (step.text, step.finished.map(FinishReason::from))
             }
             None => (String::new(), None),
         };
         if ended != Some(FinishReason::Eos) && !self.send(Event::Token(Token { id, text: piece, logprob, top_logprobs })) {
-            return self.finish(FinishReason::Cancelled);
+            return Ok(Accepted::Finished(FinishReason::Cancelled));
         }
-        if let Some(reason) = ended {
-            return self.finish(reason);
-        }
-        match next {
-            Some(s) => {
-                self.pending = Some(s);
-                Ok(Step::Continue)
-            }
-            None => self.finish(FinishReason::Length),
-        }
-    }
-
-    fn sampler(&mut self) -> Result<&mut Sampler> {
-        self.sampler.as_mut().ok_or_else(|| Error::Engine("the generation has finished".into()))
+        Ok(match ended {
+            Some(reason) => Accepted::Finished(reason),
+            None if self.generated >= self.limit => Accepted::Finished(FinishReason::Length),
+            None => Accepted::Continue,
+        })
     }
 
     fn send(&self, e: Event) -> bool {
         self.req.events.send(e).is_ok()
     }
 
-    fn finish(&mut self, reason: FinishReason) -> Result<Step> {
-        // A queued token that will not be handed out; its input is already in `cached`.
-        self.pending = None;
+    /// Ends the generation: releases held-back text and reports `reason` with the
+    /// metrics. Call after its arrays left the batch, so memory is at its
+    /// baseline when the caller sees the end.
+    pub fn finish(mut self, reason: FinishReason) -> Result<()> {
         if let Some(t) = &mut self.text {
             let tail = t.finish()?;
             if !tail.is_empty() && reason != FinishReason::Cancelled {
                 self.send(Event::Tail(tail));
             }
         }
-        // Release this request's arrays before reporting the end, so memory
-        // is back at its baseline when the caller sees Done.
-        let session = match self.req.session {
-            Some(id) => Some((id, Session { caches: std::mem::take(&mut self.caches), tokens: std::mem::take(&mut self.cached) })),
-            None => {
-                self.caches.clear();
-                None
-            }
-        };
-        self.sampler = None;
         let m = &mut self.metrics;
         m.generated_tokens = self.generated;
         if let Some(d) = self.decode_start {
@@ -258,17 +192,9 @@ impl GenState {
         }
         m.peak_memory_bytes = memory::peak()?;
         m.active_memory_bytes = memory::active()?;
-        self.send(Event::Done(reason, self.metrics.clone()));
-        Ok(Step::Done(session))
-    }
-
-    /// Whether the caller asked to stop it.
-    pub fn cancelled(&self) -> bool {
-        self.req.cancel.load(Ordering::Relaxed)
-    }
-
-    pub fn session_id(&self) -> Option<u64> {
-        self.req.session
+        let metrics = std::mem::take(&mut self.metrics);
+        self.send(Event::Done(reason, metrics));
+        Ok(())
     }
 
     /// Reports an error to the consumer (the request ends).

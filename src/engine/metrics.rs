@@ -24,6 +24,8 @@ pub struct Metrics {
     pub decode_build_s: f64,
     pub decode_queue_s: f64,
     pub decode_wait_s: f64,
+    /// The most generations that decoded in one step with this one (continuous batching).
+    pub batch_rows_max: usize,
     pub peak_memory_bytes: usize,
     pub active_memory_bytes: usize,
 }
@@ -43,6 +45,27 @@ pub struct BatchMetrics {
     pub decode_tokens_per_s: f64,
     pub peak_memory_bytes: usize,
     pub active_memory_bytes: usize,
+}
+
+impl BatchMetrics {
+    /// Adds the counts of a part of the same call (a classify job).
+    pub(crate) fn merge(&mut self, part: &BatchMetrics) {
+        self.prompts += part.prompts;
+        self.prompt_tokens += part.prompt_tokens;
+        self.shared_prefix_tokens = self.shared_prefix_tokens.max(part.shared_prefix_tokens);
+        self.generated_tokens += part.generated_tokens;
+        self.batches += part.batches;
+        self.peak_memory_bytes = self.peak_memory_bytes.max(part.peak_memory_bytes);
+        self.active_memory_bytes = part.active_memory_bytes;
+    }
+
+    /// Sets the wall time of the whole call and the rates over it.
+    pub(crate) fn finish(&mut self, total_s: f64) {
+        self.total_s = total_s;
+        self.prompts_per_s = rate(self.prompts, total_s);
+        self.prefill_tokens_per_s = rate(self.prompt_tokens, total_s);
+        self.decode_tokens_per_s = rate(self.generated_tokens, total_s);
+    }
 }
 
 pub(crate) fn rate(n: usize, seconds: f64) -> f64 {

@@ -10,6 +10,8 @@ mod batch;
 mod classify;
 mod generation;
 mod metrics;
+mod prefix;
+mod scheduler;
 mod worker;
 
 pub use classify::{ClassifyOptions, ClassifyResult};
@@ -53,7 +55,20 @@ pub struct EngineOptions {
     pub cpu_dense_qmm_rows: Option<usize>,
     pub gpu_dense_qmm_rows: Option<usize>,
     pub cpu_split_out: Option<usize>,
+    /// Most generations decoding in one batch; more wait for a row. None: 64
+    /// on a GPU, 32 on the CPU (`DEFAULT_MAX_BATCH`).
+    pub max_batch: Option<usize>,
+    /// Bytes of KV the prefix cache may keep from finished requests, so new
+    /// requests sharing a prompt prefix skip its prefill; None or 0: off.
+    pub prefix_cache_bytes: Option<usize>,
 }
+
+/// The default `max_batch` on (CPU, GPU).
+pub const DEFAULT_MAX_BATCH: (usize, usize) = (32, 64);
+
+/// Prompts per classify job: a classify call is split into jobs that run
+/// between decode steps, so open streams stall for one job at most.
+pub const CLASSIFY_JOB_PROMPTS: usize = 256;
 
 impl EngineOptions {
     /// Sets a device-strategy knob by its field name from text (`gomlx --tune
@@ -316,7 +331,18 @@ impl Engine {
             // Before the engine thread starts: a wrong path should not cost a thread.
             crate::models::adapters::check_adapter_dir(dir)?;
         }
-        let load = worker::LoadRequest { path: path.to_path_buf(), device, load: opts.load_options(), context_length: opts.context_length };
+        let max_rows = opts.max_batch.unwrap_or(if device == DeviceKind::Gpu { DEFAULT_MAX_BATCH.1 } else { DEFAULT_MAX_BATCH.0 });
+        if max_rows == 0 {
+            return Err(Error::InvalidArgument("max_batch must be at least 1".into()));
+        }
+        let load = worker::LoadRequest {
+            path: path.to_path_buf(),
+            device,
+            load: opts.load_options(),
+            context_length: opts.context_length,
+            max_rows,
+            prefix_bytes: opts.prefix_cache_bytes.unwrap_or(0),
+        };
         let closed = Arc::new(AtomicBool::new(false));
         let closed_flag = closed.clone();
         let thread = std::thread::Builder::new()
@@ -411,6 +437,25 @@ impl Engine {
         self.start(prompt, opts, Some(session.id))
     }
 
+    /// Writes a session's cache (its tokens and every layer's keys and values)
+    /// to `path` as safetensors (`cache::save`'s format). Fails while a
+    /// generation runs in the session, or before anything was generated in it.
+    pub fn save_session(&self, session: &ChatSession, path: &Path) -> Result<()> {
+        let (tx, rx) = mpsc::channel();
+        self.send(Command::SaveSession(session.id, path.to_path_buf(), tx))?;
+        rx.recv().map_err(|_| Error::Engine("the engine thread stopped".into()))?
+    }
+
+    /// A new session that starts from a cache saved by `save_session` (checked
+    /// against this model: layers, heads, head size, vocabulary).
+    pub fn load_session(&self, path: &Path) -> Result<ChatSession> {
+        let s = self.new_session()?;
+        let (tx, rx) = mpsc::channel();
+        self.send(Command::LoadSession(s.id, path.to_path_buf(), tx))?;
+        rx.recv().map_err(|_| Error::Engine("the engine thread stopped".into()))??;
+        Ok(s)
+    }
+
     /// A new conversation whose KV cache lives on the engine thread.
     pub fn new_session(&self) -> Result<ChatSession> {
         self.sender()?;
@@ -452,9 +497,29 @@ impl Engine {
         if prompts.iter().any(|p| p.is_empty()) {
             return Err(Error::InvalidArgument("a prompt is empty".into()));
         }
-        let (tx, rx) = mpsc::channel();
-        self.send(Command::Classify(Box::new(classify::Request { prompts, labels, opts: opts.clone(), reply: tx })))?;
-        rx.recv().map_err(|_| Error::Engine("the engine thread stopped during classify".into()))?
+        let start = std::time::Instant::now();
+        let n = prompts.len();
+        let mut replies = Vec::new();
+        let mut rest = prompts;
+        loop {
+            let tail = rest.split_off(rest.len().min(CLASSIFY_JOB_PROMPTS));
+            let (tx, rx) = mpsc::channel();
+            self.send(Command::Classify(Box::new(classify::Request { prompts: rest, labels: labels.clone(), opts: opts.clone(), reply: tx })))?;
+            replies.push(rx);
+            if tail.is_empty() {
+                break;
+            }
+            rest = tail;
+        }
+        let mut results = Vec::with_capacity(n);
+        let mut m = BatchMetrics::default();
+        for rx in replies {
+            let (r, part) = rx.recv().map_err(|_| Error::Engine("the engine thread stopped during classify".into()))??;
+            results.extend(r);
+            m.merge(&part);
+        }
+        m.finish(start.elapsed().as_secs_f64());
+        Ok((results, m))
     }
 
     /// Generates for several prompts together; returns each one's text, ids and finish reason.
@@ -468,9 +533,30 @@ impl Engine {
         if prompts.is_empty() || prompts.iter().any(|p| p.is_empty()) {
             return Err(Error::InvalidArgument("batch generate needs at least one non-empty prompt".into()));
         }
+        let start = std::time::Instant::now();
+        let mut m = BatchMetrics { prompts: prompts.len(), prompt_tokens: prompts.iter().map(Vec::len).sum(), batches: 1, ..Default::default() };
+        // Every prompt is a row of the running batch; all are queued before any is read.
+        let gens = prompts.into_iter().map(|p| self.start(p, opts, None)).collect::<Result<Vec<_>>>()?;
+        let mut outputs = Vec::with_capacity(gens.len());
+        for mut g in gens {
+            let (text, tokens) = g.collect_text()?;
+            let finish_reason = g.finish_reason().ok_or_else(|| Error::Engine("a batch row ended without a reason".into()))?;
+            if let Some(gm) = g.metrics() {
+                m.peak_memory_bytes = m.peak_memory_bytes.max(gm.peak_memory_bytes);
+                m.active_memory_bytes = gm.active_memory_bytes;
+            }
+            m.generated_tokens += tokens.len();
+            outputs.push(batch::Output { text, tokens, finish_reason });
+        }
+        m.finish(start.elapsed().as_secs_f64());
+        Ok((outputs, m))
+    }
+
+    /// Empties the prefix cache; returns the bytes it held.
+    pub fn clear_prefix_cache(&self) -> Result<usize> {
         let (tx, rx) = mpsc::channel();
-        self.send(Command::Batch(Box::new(batch::Request { prompts, opts: opts.clone(), reply: tx })))?;
-        rx.recv().map_err(|_| Error::Engine("the engine thread stopped during batch generate".into()))?
+        self.send(Command::ClearPrefixCache(tx))?;
+        rx.recv().map_err(|_| Error::Engine("the engine thread stopped".into()))
     }
 
     /// Closes the model: running generations end within one step with the

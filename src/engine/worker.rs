@@ -1,9 +1,11 @@
 //! The engine thread: owns the model, its stream and all request state, and
-//! serves requests from a channel. Active generations advance one step each
-//! in turn (round-robin), so concurrent streams interleave fairly.
+//! serves requests from a channel. Generations are rows of one continuously
+//! batched decode (`scheduler`); classify calls are jobs run between its steps.
 
-use super::generation::{GenState, Step};
-use super::{batch, classify, Event, GenerateOptions};
+use super::generation::GenState;
+use super::prefix::PrefixStore;
+use super::scheduler::{Ended, Scheduler};
+use super::{classify, Event, GenerateOptions};
 use crate::cache::KvCache;
 use crate::mlx::{self, stream, DeviceKind, Stream};
 use crate::models::{LoadOptions, Model, ModelInfo};
@@ -21,6 +23,9 @@ pub(crate) struct LoadRequest {
     pub device: DeviceKind,
     pub load: LoadOptions,
     pub context_length: Option<usize>,
+    pub max_rows: usize,
+    /// Byte budget of the prefix cache (0: off).
+    pub prefix_bytes: usize,
 }
 
 pub(crate) struct GenerateRequest {
@@ -34,8 +39,11 @@ pub(crate) struct GenerateRequest {
 pub(crate) enum Command {
     Generate(Box<GenerateRequest>),
     Classify(Box<classify::Request>),
-    Batch(Box<batch::Request>),
     DropSession(u64),
+    /// Empties the prefix cache; replies with the bytes it held.
+    ClearPrefixCache(Sender<usize>),
+    SaveSession(u64, PathBuf, Sender<Result<()>>),
+    LoadSession(u64, PathBuf, Sender<Result<()>>),
 }
 
 /// A chat session's cache between turns.
@@ -52,7 +60,10 @@ pub(crate) struct Worker {
     /// Sessions with a generation in flight (their cache is lent to it);
     /// false once the session was dropped meanwhile.
     busy_sessions: HashMap<u64, bool>,
-    active: VecDeque<GenState>,
+    scheduler: Scheduler,
+    /// Classify calls waiting; one runs between decode steps while rows decode.
+    jobs: VecDeque<Box<classify::Request>>,
+    prefix: PrefixStore,
 }
 
 fn panic_message(p: Box<dyn std::any::Any + Send>) -> Error {
@@ -99,11 +110,13 @@ pub(crate) fn run(req: LoadRequest, rx: Receiver<Command>, ready: Sender<Result<
         return;
     }
     let _ = ready.send(Ok((model.info().clone(), tokenizer.clone(), context_length)));
-    let mut w = Worker { model, tokenizer, context_length, sessions: HashMap::new(), busy_sessions: HashMap::new(), active: VecDeque::new() };
+    let scheduler = Scheduler::new(model.config().num_layers, req.max_rows, req.prefix_bytes > 0);
+    let prefix = PrefixStore::new(req.prefix_bytes);
+    let mut w = Worker { model, tokenizer, context_length, sessions: HashMap::new(), busy_sessions: HashMap::new(), scheduler, jobs: VecDeque::new(), prefix };
     let mut open = true;
-    while open || !w.active.is_empty() {
+    while open || !w.scheduler.is_idle() || !w.jobs.is_empty() {
         // Block for work only when nothing is running.
-        let first = if w.active.is_empty() {
+        let first = if w.scheduler.is_idle() && w.jobs.is_empty() {
             match rx.recv() {
                 Ok(c) => Some(c),
                 Err(_) => break,
@@ -127,9 +140,24 @@ pub(crate) fn run(req: LoadRequest, rx: Receiver<Command>, ready: Sender<Result<
             w.handle(c);
         }
         if closed.load(Ordering::SeqCst) {
-            w.end_all(super::CLOSED_WHILE_RUNNING);
+            let ended = w.scheduler.end_all(super::CLOSED_WHILE_RUNNING);
+            w.retire(ended);
         }
-        w.tick();
+        // A classify job between decode steps: one while rows decode (bounded
+        // stall), all of them when nothing else runs.
+        let jobs = if w.scheduler.is_idle() { w.jobs.len() } else { w.jobs.len().min(1) };
+        for _ in 0..jobs {
+            let job = w.jobs.pop_front().expect("a queued job");
+            let reply = job.reply.clone();
+            let r = guarded(|| classify::run(&mut w, *job));
+            let _ = reply.send(r);
+        }
+        let model = &w.model;
+        let ended = match guarded(|| Ok(w.scheduler.tick(model))) {
+            Ok(e) => e,
+            Err(e) => w.scheduler.end_all(&e.to_string()),
+        };
+        w.retire(ended);
     }
     // Dropping `w` frees the weights, caches and sessions on this thread.
     let _gpu = mlx::gpu_guard();
@@ -148,15 +176,21 @@ impl Worker {
                     }
                     Some(id) => {
                         self.busy_sessions.insert(id, true);
-                        Some(self.sessions.remove(&id).unwrap_or(Session { caches: self.model.new_caches(), tokens: Vec::new() }))
+                        self.sessions.remove(&id)
                     }
-                    None => None,
+                    None => match guarded(|| self.prefix.lookup(&req.prompt)) {
+                        Ok(s) => s,
+                        Err(e) => {
+                            let _ = req.events.send(Event::Error(e));
+                            return;
+                        }
+                    },
                 };
                 let sid = req.session;
                 let events = req.events.clone();
                 let (model, tok, ctx) = (&self.model, self.tokenizer.as_ref(), self.context_length);
                 match guarded(|| GenState::new(req, model, tok, session, ctx)) {
-                    Ok(g) => self.active.push_back(g),
+                    Ok((g, caches, pos)) => self.scheduler.admit(g, caches, pos),
                     Err(e) => {
                         if let Some(id) = sid {
                             self.busy_sessions.remove(&id);
@@ -165,15 +199,24 @@ impl Worker {
                     }
                 }
             }
-            Command::Classify(req) => {
-                let reply = req.reply.clone();
-                let r = guarded(|| classify::run(self, *req));
+            Command::Classify(req) => self.jobs.push_back(req),
+            Command::SaveSession(id, path, reply) => {
+                let r = match self.sessions.get(&id) {
+                    _ if self.busy_sessions.contains_key(&id) => Err(Error::InvalidArgument("a generation is running in this chat session".into())),
+                    Some(s) => guarded(|| crate::cache::save(&path, &s.caches, &s.tokens)),
+                    None => Err(Error::InvalidArgument("the chat session has no cache yet (nothing was generated in it)".into())),
+                };
                 let _ = reply.send(r);
             }
-            Command::Batch(req) => {
-                let reply = req.reply.clone();
-                let r = guarded(|| batch::run(self, *req));
+            Command::LoadSession(id, path, reply) => {
+                let r = guarded(|| self.load_session(&path)).map(|s| {
+                    self.sessions.insert(id, s);
+                });
                 let _ = reply.send(r);
+            }
+            Command::ClearPrefixCache(reply) => {
+                let _ = reply.send(self.prefix.bytes());
+                self.prefix.clear();
             }
             Command::DropSession(id) => {
                 // A session in use is forgotten when its generation ends.
@@ -185,40 +228,48 @@ impl Worker {
         }
     }
 
-    /// Ends every active generation with the error `why` (cancelled ones as cancelled).
-    fn end_all(&mut self, why: &str) {
-        for mut g in std::mem::take(&mut self.active) {
-            if g.cancelled() {
-                let _ = guarded(|| g.step(&self.model));
-            } else {
-                g.fail(Error::Engine(why.into()));
-            }
-            if let Some(id) = g.session_id() {
-                self.busy_sessions.remove(&id);
-            }
+    /// A session from a cache file, checked against this model.
+    fn load_session(&self, path: &std::path::Path) -> Result<Session> {
+        let (caches, tokens) = crate::cache::load(path)?;
+        let c = self.model.config();
+        let bad = |what: String| Error::InvalidArgument(format!("{}: {what}", path.display()));
+        if caches.len() != c.num_layers {
+            return Err(bad(format!("a cache of {} layers for a model of {}", caches.len(), c.num_layers)));
         }
+        let mut out = Vec::with_capacity(caches.len());
+        for (i, cache) in caches.iter().enumerate() {
+            if cache.offset() != tokens.len() {
+                return Err(bad(format!("layer {i} holds {} positions for {} tokens", cache.offset(), tokens.len())));
+            }
+            // Sessions keep every position (growing caches): a rotating cache that dropped some cannot be one.
+            let g = cache.prefix(cache.offset()).map_err(|e| bad(format!("layer {i}: {e}")))?;
+            if let Some((k, _)) = g.state()? {
+                let s = k.shape();
+                if s.len() != 4 || s[0] != 1 || s[1] as usize != c.num_kv_heads || s[3] as usize != c.head_dim {
+                    return Err(bad(format!("layer {i} keys of shape {s:?}; the model needs [1, {}, T, {}]", c.num_kv_heads, c.head_dim)));
+                }
+            }
+            out.push(g);
+        }
+        if let Some(&t) = tokens.iter().find(|&&t| t as usize >= c.vocab_size) {
+            return Err(bad(format!("token {t} is outside the vocabulary (size {})", c.vocab_size)));
+        }
+        Ok(Session { caches: out, tokens })
     }
 
-    /// One step of every active generation.
-    fn tick(&mut self) {
-        for _ in 0..self.active.len() {
-            let Some(mut g) = self.active.pop_front() else { break };
-            let model = &self.model;
-            match guarded(|| g.step(model)) {
-                Ok(Step::Continue) => self.active.push_back(g),
-                Ok(Step::Done(session)) => {
-                    if let Some((id, s)) = session {
-                        if self.busy_sessions.remove(&id) == Some(true) {
+    /// Returns the caches of ended generations to their sessions, or to the prefix cache.
+    fn retire(&mut self, ended: Vec<Ended>) {
+        for e in ended {
+            match (e.session, e.state) {
+                (Some(id), state) => {
+                    if self.busy_sessions.remove(&id) == Some(true) {
+                        if let Some(s) = state {
                             self.sessions.insert(id, s);
                         }
                     }
                 }
-                Err(e) => {
-                    g.fail(e);
-                    if let Some(id) = g.session_id() {
-                        self.busy_sessions.remove(&id);
-                    }
-                }
+                (None, Some(s)) => self.prefix.insert(s),
+                (None, None) => {}
             }
         }
     }

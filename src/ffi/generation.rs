@@ -333,6 +333,34 @@ pub extern "C" fn gm_session_chat_start(
     })
 }
 
+/// Writes the session's cache (its tokens and KV) to the file `path`
+/// (safetensors); `gm_session_load` starts a session from it, also in another
+/// process. Returns 0, or -1 (see `gm_last_error`: a generation is running in
+/// the session, nothing was generated in it yet, the file cannot be written).
+#[no_mangle]
+pub extern "C" fn gm_session_save(session: *mut gm_session, path: *const c_char) -> i32 {
+    super::guard_status(|| {
+        let ss = handles::get(session)?;
+        let path = c_str(path, "path")?;
+        let guard = ss.session.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(session) = guard.as_ref() else { return Err(invalid("the session is freed")) };
+        ss.model.engine()?.save_session(session, std::path::Path::new(path))
+    })
+}
+
+/// A new session of `model` starting from a cache saved by `gm_session_save`
+/// (checked against the model: layers, heads, head size, vocabulary). The
+/// caller owns the session (`gm_session_free`); NULL on error.
+#[no_mangle]
+pub extern "C" fn gm_session_load(model: *mut gm_model, path: *const c_char) -> *mut gm_session {
+    guard(std::ptr::null_mut(), || {
+        let m = handles::get(model)?;
+        let path = c_str(path, "path")?;
+        let session = m.engine()?.load_session(std::path::Path::new(path))?;
+        Ok(handles::register::<gm_session>(Arc::new(SessionState { model: m, session: Mutex::new(Some(session)) })))
+    })
+}
+
 /// Frees a session and its cache. NULL is a no-op; freeing twice is detected
 /// where possible (reported by `gm_last_error`). A generation running in it
 /// goes on; the cache is dropped when it ends.

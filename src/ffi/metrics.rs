@@ -48,10 +48,15 @@ pub struct gm_metrics {
     /// MLX peak and active memory (process-wide) when the generation ended.
     pub peak_memory_bytes: usize,
     pub active_memory_bytes: usize,
+    /// The most generations that decoded in one step with this one
+    /// (continuous batching). Added after the first release.
+    pub batch_rows_max: usize,
 }
 
 impl SizedStruct for gm_metrics {
     const NAME: &'static str = "gm_metrics";
+    // The first release ended after `active_memory_bytes`.
+    const MIN_SIZE: usize = std::mem::offset_of!(gm_metrics, batch_rows_max);
 }
 
 pub(crate) fn write_metrics(out: *mut gm_metrics, reason: i32, m: &Metrics) -> Result<()> {
@@ -71,6 +76,7 @@ pub(crate) fn write_metrics(out: *mut gm_metrics, reason: i32, m: &Metrics) -> R
             decode_tokens_per_s: m.decode_tokens_per_s,
             peak_memory_bytes: m.peak_memory_bytes,
             active_memory_bytes: m.active_memory_bytes,
+            batch_rows_max: m.batch_rows_max,
         },
     )
 }

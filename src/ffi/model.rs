@@ -105,6 +105,13 @@ pub extern "C" fn gm_model_close(model: *mut gm_model) {
     })
 }
 
+/// Empties the model's prefix cache (`gm_load_options.prefix_cache_bytes`);
+/// returns the bytes it held, or -1 (see `gm_last_error`) for a bad handle.
+#[no_mangle]
+pub extern "C" fn gm_model_clear_prefix_cache(model: *mut gm_model) -> i64 {
+    guard(-1, || Ok(handles::get(model)?.engine()?.clear_prefix_cache()? as i64))
+}
+
 /// What `gm_model_info` reports. The caller owns the struct and sets
 /// `struct_size = sizeof(gm_info)`; the strings in it are owned by the
 /// model and stay valid until `gm_model_close`.

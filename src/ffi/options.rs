@@ -71,6 +71,12 @@ pub struct gm_load_options {
     /// and single-row products sent to `sgemv` (`GM_ON`/`GM_OFF`; `GOMLX_BLAS_GEMV`).
     pub blas_threads: u32,
     pub blas_gemv: i32,
+    /// Most generations decoding in one batch (continuous batching); more wait
+    /// for a row. 0 = the default (`DEFAULT_MAX_BATCH`: 64 on a GPU, 32 on the CPU).
+    pub max_batch: usize,
+    /// Bytes of KV the prefix cache keeps from finished requests (requests
+    /// sharing a prompt prefix skip its prefill); 0 = off.
+    pub prefix_cache_bytes: usize,
 }
 
 /// A knob of `gm_load_options` switched on.
@@ -141,6 +147,8 @@ pub(crate) fn load_settings(ptr: *const gm_load_options) -> Result<LoadSettings>
         cpu_dense_qmm_rows: rows(o.cpu_dense_qmm_rows),
         gpu_dense_qmm_rows: rows(o.gpu_dense_qmm_rows),
         cpu_split_out: rows(o.cpu_split_out),
+        max_batch: (o.max_batch != 0).then_some(o.max_batch),
+        prefix_cache_bytes: (o.prefix_cache_bytes != 0).then_some(o.prefix_cache_bytes),
     };
     let blas_gemv = switch(o.blas_gemv, "blas_gemv")?;
     Ok(LoadSettings { engine, memory_limit: o.memory_limit, cache_limit: o.cache_limit, blas_threads: o.blas_threads as usize, blas_gemv })

@@ -348,15 +348,28 @@ impl RotaryEmbedding {
     }
 
     pub fn forward(&self, x: &Array, offset: usize) -> Result<Array> {
-        Rope { dims: self.dims, traditional: false, base: self.base, scale: self.scale, freqs: self.freqs.as_ref() }.apply(x, offset as i32)
+        self.rope().apply(x, offset as i32)
+    }
+
+    /// With each batch row's own first position (`[B]`).
+    pub fn forward_rows(&self, x: &Array, positions: &Array) -> Result<Array> {
+        self.rope().apply_dynamic(x, positions)
+    }
+
+    fn rope(&self) -> Rope<'_> {
+        Rope { dims: self.dims, traditional: false, base: self.base, scale: self.scale, freqs: self.freqs.as_ref() }
     }
 }
 
 /// Per-forward inputs shared by all layers.
+#[derive(Default)]
 pub struct Context<'a> {
     /// Which absolute positions hold real tokens, `[B, offset + L]` bool (left
     /// padding of batches); None when every position is real.
     pub valid: Option<&'a Array>,
+    /// Each row's position of its first new token (`[B]` int32) when rows of a
+    /// left-padded batch differ; None: the cache's offset for every row.
+    pub positions: Option<&'a Array>,
 }
 
 /// Multi-head attention with grouped KV heads, optional q/k norms, RoPE, and
@@ -414,8 +427,12 @@ impl Attention {
             Some(nm) => nm.forward(&y),
             None => Ok(y),
         };
-        let q = self.rope.forward(&norm(q, &self.q_norm)?, offset)?;
-        let k = self.rope.forward(&norm(k, &self.k_norm)?, offset)?;
+        let rope = |x: Array| match ctx.positions {
+            Some(p) => self.rope.forward_rows(&x, p),
+            None => self.rope.forward(&x, offset),
+        };
+        let q = rope(norm(q, &self.q_norm)?)?;
+        let k = rope(norm(k, &self.k_norm)?)?;
         let att = match cache {
             Some(c) => c.update(k, v)?,
             None => Attend { keys: k, values: v, preceding: 0, ring_slot: None },

@@ -231,7 +231,12 @@ impl Model {
 
     /// Logits for `tokens` `[B, L]`: `[B, L, V]`, or `[B, 1, V]` with `Logits::Last`.
     pub fn forward(&self, tokens: &Array, caches: &mut [KvCache], valid: Option<&Array>, which: Logits) -> Result<Array> {
-        let h = self.hidden(tokens, caches, &Context { valid })?;
+        self.forward_ctx(tokens, caches, &Context { valid, positions: None }, which)
+    }
+
+    /// `forward` with a batch's per-row positions and padding (`Context`).
+    pub fn forward_ctx(&self, tokens: &Array, caches: &mut [KvCache], ctx: &Context, which: Logits) -> Result<Array> {
+        let h = self.hidden(tokens, caches, ctx)?;
         let h = match which {
             Logits::All => h,
             Logits::Last if h.dim(1) == 1 => h,

@@ -130,7 +130,7 @@ pub fn masked_loss_with(logits: &Array, targets: &Array, mask: &Array, how: Expo
 
 /// The forward pass of training: all positions, no KV cache, causal.
 fn forward_logits(model: &Model, inputs: &Array, blocks: Option<&[(Closure, std::ops::Range<usize>)]>, params: &[Array]) -> Result<Array> {
-    let ctx = Context { valid: None };
+    let ctx = Context::default();
     let mut h = model.embed(inputs)?;
     for i in 0..model.config().num_layers {
         h = match blocks {
@@ -214,7 +214,7 @@ pub fn loss_and_grad(model: &Model, batch: &Batch, checkpoint: bool, dropout_key
                 let layer_loras: Vec<&Lora> = loras_ref[range.start / 2..range.end / 2].to_vec();
                 let f = s.lend(move |args: &[Array]| {
                     lora::set_parameters(&layer_loras, &args[1..])?;
-                    Ok(vec![model.block(i, &args[0], None, &Context { valid: None })?])
+                    Ok(vec![model.block(i, &args[0], None, &Context::default())?])
                 })?;
                 v.push((f.checkpoint()?, range.clone()));
             }

@@ -258,6 +258,53 @@ static void test_threads(void) {
   CHECK(ok == THREADS, "%d of %d concurrent chats answered Paris", ok, THREADS);
 }
 
+/* Different prompts on 8 threads: each thread's text is the one it gets alone,
+ * and the streams shared decode steps (continuous batching). */
+#define BATCH_THREADS 8
+
+struct batch_job {
+  char prompt[128];
+  char text[1024];
+  size_t rows;
+  int n;
+};
+
+static void run_job(struct batch_job *j) {
+  gm_message m = {"user", j->prompt};
+  gm_generate_options o = gm_gen_opts(10 + strlen(j->prompt) % 7);
+  gm_generation *g = gm_chat_start(model, &m, 1, &o);
+  j->n = g ? gm_drain(g, NULL, 0, j->text, sizeof j->text) : -1;
+  gm_metrics mt;
+  memset(&mt, 0, sizeof mt);
+  mt.struct_size = sizeof mt;
+  j->rows = (g && gm_generation_metrics(g, &mt) == GM_OK) ? mt.batch_rows_max : 0;
+  gm_generation_free(g);
+}
+
+static void *batch_worker(void *arg) {
+  run_job(arg);
+  return NULL;
+}
+
+static void test_threads_match_solo(void) {
+  static const char *topics[BATCH_THREADS] = {"France", "Japan", "a volcano", "the moon", "Peru", "bread", "rivers", "Norway"};
+  struct batch_job alone[BATCH_THREADS], together[BATCH_THREADS];
+  for (int i = 0; i < BATCH_THREADS; i++) {
+    snprintf(alone[i].prompt, sizeof alone[i].prompt, i % 2 ? "Tell me one fact about %s." : "What is %s known for?", topics[i]);
+    together[i] = alone[i];
+    run_job(&alone[i]);
+  }
+  pthread_t th[BATCH_THREADS];
+  for (int i = 0; i < BATCH_THREADS; i++) pthread_create(&th[i], NULL, batch_worker, &together[i]);
+  size_t shared = 0;
+  for (int i = 0; i < BATCH_THREADS; i++) {
+    pthread_join(th[i], NULL);
+    CHECK(together[i].n > 0 && strcmp(together[i].text, alone[i].text) == 0, "thread %d: '%s' vs alone '%s'", i, together[i].text, alone[i].text);
+    if (together[i].rows > shared) shared = together[i].rows;
+  }
+  CHECK(shared >= 2, "at most %zu streams shared a step", shared);
+}
+
 static void test_close_with_live_generation(const char *path, size_t baseline) {
   gm_model *m = gm_model_load(path, NULL);
   CHECK(m != NULL, "load: %s", gm_err());
@@ -306,6 +353,7 @@ int main(void) {
   test_batch();
   test_cancel();
   test_threads();
+  test_threads_match_solo();
   gm_model_close(model);
   gm_clear_cache();
   CHECK(gm_memory_active() == baseline, "memory after close %zu, baseline %zu", gm_memory_active(), baseline);

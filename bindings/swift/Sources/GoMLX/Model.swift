@@ -94,9 +94,11 @@ public final class Model: Sendable {
     public init(path: String, options: LoadOptions = LoadOptions()) throws {
         let arena = CArena()
         let cPath = try arena.string(path, "path")
-        let h = try options.withC { o in
-            guard let h = gm_model_load(cPath, o) else { throw lastError("gm_model_load") }
-            return h
+        let h = try withExtendedLifetime(arena) {
+            try options.withC { o in
+                guard let h = gm_model_load(cPath, o) else { throw lastError("gm_model_load") }
+                return h
+            }
         }
         var i = gm_info()
         i.struct_size = MemoryLayout<gm_info>.size
@@ -275,7 +277,7 @@ public final class Model: Sendable {
         let dir = try arena.string(directory, "directory")
         var r = gm_discover_result()
         r.struct_size = MemoryLayout<gm_discover_result>.size
-        guard gm_discover(dir, &r) == GM_OK else { throw lastError("gm_discover") }
+        guard withExtendedLifetime(arena, { gm_discover(dir, &r) }) == GM_OK else { throw lastError("gm_discover") }
         defer { gm_discover_result_free(&r) }
         return (0..<r.n).map { i in
             DiscoveredModel(

@@ -1,13 +1,21 @@
-// swift-tools-version:5.9
-// The GoMLX Swift package: a thin wrapper over the gomlx C ABI (include/gomlx.h).
-// Build the library first (cargo build --release --lib in the repository root);
-// see README.md for how the linker finds it.
+// swift-tools-version:6.0
+// GoMLX: a Swift package over the gomlx C ABI (include/gomlx.h).
+//
+// Two ways to get the library (README.md, "Linking"):
+// - from this repository: build it first (`cargo build --release --lib` in the
+//   repository root); the CGoMLX module map links -lgomlx and the tests find
+//   target/release through -L and an rpath;
+// - on macOS, XCFrameworks: `scripts/build-xcframework` writes CGoMLX.xcframework
+//   (libgomlx), CGoMLXMLXC.xcframework (libmlxc) and CGoMLXMLX.xcframework (libmlx
+//   and its Metal kernels) next to this file, which then replace the module map.
 import Foundation
 import PackageDescription
 
-// The repository's library directory (absolute, so the rpath works for tests and apps alike).
-let libDir = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
-    .appendingPathComponent("../../target/release").standardized.path
+let packageDir = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+let usesXCFramework = FileManager.default.fileExists(
+    atPath: packageDir.appendingPathComponent("CGoMLX.xcframework").path)
+let binaryTargets = ["CGoMLX", "CGoMLXMLXC", "CGoMLXMLX"]
+let repoLibDir = packageDir.appendingPathComponent("../../target/release").standardized.path
 
 let package = Package(
     name: "GoMLX",
@@ -15,17 +23,19 @@ let package = Package(
     products: [
         .library(name: "GoMLX", targets: ["GoMLX"]),
     ],
-    targets: [
-        // System library over gomlx.h; links -lgomlx. The header is found through
-        // gomlx.pc (scripts/gomlx-pc) or the include path in module.modulemap.
-        .systemLibrary(name: "CGoMLX", path: "Sources/CGoMLX", pkgConfig: "gomlx"),
-        .target(
-            name: "GoMLX",
-            dependencies: ["CGoMLX"],
-            linkerSettings: [
-                .unsafeFlags(["-L\(libDir)", "-Xlinker", "-rpath", "-Xlinker", libDir]),
+    targets: (usesXCFramework
+        ? binaryTargets.map { .binaryTarget(name: $0, path: "\($0).xcframework") }
+        : [.systemLibrary(name: "CGoMLX", path: "Sources/CGoMLX")]) + [
+        .target(name: "GoMLX", dependencies: usesXCFramework ? binaryTargets.map { .target(name: $0) } : ["CGoMLX"]),
+        .testTarget(
+            name: "GoMLXTests",
+            dependencies: ["GoMLX"],
+            // The repository's library, for `swift test` here (test targets of a
+            // dependency are never built, so apps never see these flags).
+            linkerSettings: usesXCFramework ? [] : [
+                .unsafeFlags(["-L\(repoLibDir)", "-Xlinker", "-rpath", "-Xlinker", repoLibDir]),
             ]
         ),
-        .testTarget(name: "GoMLXTests", dependencies: ["GoMLX"]),
-    ]
+    ],
+    swiftLanguageModes: [.v6]
 )

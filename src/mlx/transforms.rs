@@ -60,23 +60,26 @@ thread_local! {
     static DEPTH: Cell<u32> = const { Cell::new(0) };
 }
 
-/// Exclusive use of MLX's CUDA backend by this thread while it lives.
+/// Exclusive use of MLX's GPU backend (CUDA or Metal) by this thread while it lives.
 ///
 /// MLX's CUDA backend records kernels into CUDA graphs by stream capture; a
 /// CUDA call from another thread meanwhile (an allocation, a free, an
 /// evaluation on another stream) breaks the capture and MLX aborts the
-/// process ("cudaStreamEndCapture ... failed"). So on a CUDA build each engine
+/// process ("cudaStreamEndCapture ... failed"). So on a GPU build each engine
 /// thread holds this while it does MLX work (one step of its requests at a
-/// time, first come first served), and evaluations take it too. Reentrant;
-/// a no-op on CPU-only and Metal builds. Not `Send`: it belongs to its thread.
+/// time, first come first served), and evaluations take it too. Metal builds
+/// take it as well: MLX 0.32.2 is meant to run one stream per thread there,
+/// but that path was still getting race fixes in 0.32.1 and is untested here
+/// (docs/gpu.md, "Metal"). Reentrant; a no-op on CPU-only builds. Not `Send`:
+/// it belongs to its thread.
 pub struct GpuGuard {
     held: bool,
     _not_send: std::marker::PhantomData<*const ()>,
 }
 
-/// Takes the process-wide CUDA lock (see `GpuGuard`).
+/// Takes the process-wide GPU lock (see `GpuGuard`).
 pub fn gpu_guard() -> GpuGuard {
-    if backend() != "cuda" {
+    if backend() == "cpu" {
         return GpuGuard { held: false, _not_send: std::marker::PhantomData };
     }
     if DEPTH.with(|d| d.get()) == 0 {
@@ -100,7 +103,7 @@ impl Drop for GpuGuard {
     }
 }
 
-/// Runs `f` (an evaluation) holding the CUDA lock.
+/// Runs `f` (an evaluation) holding the GPU lock.
 pub(crate) fn serialized<R>(f: impl FnOnce() -> R) -> R {
     let _g = gpu_guard();
     f()

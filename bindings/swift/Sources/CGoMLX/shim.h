@@ -1,2 +1,0 @@
-/* Pulls in the gomlx C ABI from the repository's include/ directory. */
-#include "../../../../include/gomlx.h"

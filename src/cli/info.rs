@@ -96,14 +96,23 @@ fn gguf_entry(path: &Path) -> Option<Value> {
     }))
 }
 
-fn walk_gguf(dir: &Path, depth: usize, found: &mut Vec<Value>) {
+fn walk_gguf(dir: &Path, depth: usize, found: &mut Vec<Value>, seen: &mut std::collections::HashSet<PathBuf>) {
+    // Each directory once (by its canonical path): symlink loops end.
+    let Ok(canonical) = std::fs::canonicalize(dir) else { return };
+    if !seen.insert(canonical) {
+        return;
+    }
     let Ok(entries) = std::fs::read_dir(dir) else { return };
     let mut paths: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
     paths.sort();
     for p in paths {
-        if p.is_dir() && depth < 6 && !p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.') && depth > 0) {
-            walk_gguf(&p, depth + 1, found);
-        } else if p.extension().is_some_and(|e| e == "gguf") {
+        let Ok(meta) = std::fs::metadata(&p) else { continue };
+        if meta.is_dir() {
+            if depth < 6 && !p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.') && depth > 0) {
+                walk_gguf(&p, depth + 1, found, seen);
+            }
+        } else if meta.is_file() && p.extension().is_some_and(|e| e == "gguf") {
+            // Regular files only: a FIFO named x.gguf is skipped, not opened.
             if let Some(e) = gguf_entry(&p) {
                 found.push(e);
             }
@@ -112,6 +121,9 @@ fn walk_gguf(dir: &Path, depth: usize, found: &mut Vec<Value>) {
 }
 
 pub fn run_discover(a: DiscoverArgs) -> CliResult {
+    if a.dir.as_os_str().is_empty() {
+        return Err(runtime("the directory to search is empty (pass a path)"));
+    }
     if !a.dir.is_dir() {
         return Err(runtime(format!("{}: not a directory", a.dir.display())));
     }
@@ -128,6 +140,6 @@ pub fn run_discover(a: DiscoverArgs) -> CliResult {
             })
         })
         .collect();
-    walk_gguf(&a.dir, 0, &mut found);
+    walk_gguf(&a.dir, 0, &mut found, &mut Default::default());
     out(&format!("{}\n", serde_json::to_string_pretty(&Value::Array(found)).unwrap()))
 }

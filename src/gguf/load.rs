@@ -127,7 +127,20 @@ pub enum Reader {
 
 /// The model config and weights of a GGUF file, ready for `Model::from_weights`.
 pub fn config_and_weights(g: &GgufModel, reader: Reader) -> Result<(ModelConfig, Weights)> {
-    let mut config = ModelConfig::from_value(&g.config)?;
+    let mut config = ModelConfig::from_value(&g.config).map_err(|e| g.file.error(format!("the model described by the metadata: {e}")))?;
+    // Block-quantised tensors are matrices in every model; MLX's reader fails
+    // on others with a message that names neither the tensor nor the file.
+    for (_, info) in g.names()? {
+        if info.ty.block().0 > 1 && info.dims.len() != 2 {
+            return Err(g.file.error(format!(
+                "tensor '{}' is {} with {} dimension(s) {:?}; quantised tensors must be matrices",
+                info.name,
+                info.ty.name(),
+                info.dims.len(),
+                info.dims
+            )));
+        }
+    }
     let native = match reader {
         Reader::Auto => is_native(g)?,
         Reader::Mlx => {
@@ -149,10 +162,16 @@ pub fn load_model(path: &Path, opts: &LoadOptions) -> Result<(Model, Tokenizer)>
     let opts = LoadOptions { dtype: Some(opts.dtype.unwrap_or(Dtype::F32)), ..opts.clone() };
     // The tokenizer is built from the metadata on a second thread while this
     // one (which owns the MLX stream) converts the tensors.
+    // Named gomlx-*, it panics quietly (crate::panics); a panic is an error.
     std::thread::scope(|scope| {
-        let tok = scope.spawn(|| tokenizer(&g));
+        let tok = crate::panics::thread("tokenizer")
+            .spawn_scoped(scope, || crate::panics::catch(|| tokenizer(&g)))
+            .map_err(|e| Error::Engine(format!("cannot start the tokenizer thread: {e}")))?;
         let model = config_and_weights(&g, Reader::Auto).and_then(|(config, weights)| Model::from_weights(config, weights, &opts));
-        let tok = tok.join().map_err(|_| Error::Gguf(format!("{}: the tokenizer thread panicked", path.display())))?;
+        let tok = tok
+            .join()
+            .map_err(|_| Error::Gguf(format!("{}: the tokenizer thread panicked", path.display())))?
+            .map_err(|what| Error::Tokenizer(format!("{}: building the tokenizer failed: internal error (panic): {what}", path.display())))?;
         Ok((model?, tok?))
     })
 }

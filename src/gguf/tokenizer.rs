@@ -148,6 +148,53 @@ fn tok_err(file: &GgufFile, msg: impl std::fmt::Display) -> Error {
     Error::Tokenizer(format!("{}: {msg}", file.path().display()))
 }
 
+/// Bounds on the vocabulary before anything is built from it: the token
+/// count, each token's length, and the work of recovering SentencePiece
+/// merges (quadratic in a token's length).
+fn check_vocabulary(file: &GgufFile, tokens: &[String]) -> Result<()> {
+    use crate::limits::{MAX_TOKEN_BYTES, MAX_VOCAB};
+    if tokens.is_empty() || tokens.len() as u64 > MAX_VOCAB {
+        return Err(tok_err(file, format!("tokenizer.ggml.tokens has {} entries (1 to {MAX_VOCAB} allowed)", tokens.len())));
+    }
+    let mut work = 0u64;
+    for (i, t) in tokens.iter().enumerate() {
+        if t.len() > MAX_TOKEN_BYTES {
+            return Err(tok_err(file, format!("tokenizer.ggml.tokens[{i}] is {} bytes long, more than the limit of {MAX_TOKEN_BYTES}", t.len())));
+        }
+        work += (t.len() as u64).pow(2);
+    }
+    if work > MERGE_WORK {
+        return Err(tok_err(
+            file,
+            format!("tokenizer.ggml.tokens is too large to derive merges from (sum of squared token lengths {work}, limit {MERGE_WORK})"),
+        ));
+    }
+    Ok(())
+}
+
+/// Bound on the sum of squared token lengths (bytes): `merges_from_vocab`
+/// looks up every split of every token. Gemma 3's 262k vocabulary: about 10^7.
+const MERGE_WORK: u64 = 1 << 31;
+
+/// An error of the `tokenizers` crate on the tokenizer.json gomlx built from
+/// the metadata, without the line and column of that internal JSON, naming
+/// the metadata the failing part came from.
+fn build_error(file: &GgufFile, j: &Json, e: impl std::fmt::Display) -> Error {
+    let strip = |m: String| match m.rfind(" at line ") {
+        Some(i) if m[i..].contains(" column ") => m[..i].to_string(),
+        _ => m,
+    };
+    let msg = strip(e.to_string());
+    // Which part fails on its own decides what the message blames.
+    let model_fails = serde_json::from_value::<tokenizers::ModelWrapper>(j["model"].clone()).is_err();
+    let what = if model_fails {
+        "the tokenizer's model from tokenizer.ggml.tokens, tokenizer.ggml.merges and tokenizer.ggml.scores"
+    } else {
+        "the tokenizer from tokenizer.ggml.* (special or added tokens, types)"
+    };
+    tok_err(file, format!("building {what}: {msg}"))
+}
+
 fn added(id: usize, content: &str, special: bool) -> Json {
     json!({"id": id, "content": content, "single_word": false, "lstrip": false, "rstrip": false,
            "normalized": false, "special": special})
@@ -159,6 +206,7 @@ impl GgufTokenizer {
         let model = file.require_str("tokenizer.ggml.model")?;
         let tokens: Vec<String> =
             file.require_str_array("tokenizer.ggml.tokens")?.into_iter().map(str::to_owned).collect();
+        check_vocabulary(file, &tokens)?;
         let types = file.get_i64_array("tokenizer.ggml.token_type")?;
         if let Some(t) = &types {
             if t.len() != tokens.len() {
@@ -246,8 +294,7 @@ impl GgufTokenizer {
             json!({"type": "TemplateProcessing", "single": single, "pair": pair, "special_tokens": specials});
 
         let text = serde_json::to_string(&j).map_err(|e| tok_err(file, e))?;
-        let tokenizer: tokenizers::Tokenizer =
-            text.parse().map_err(|e| tok_err(file, format!("building the tokenizer: {e}")))?;
+        let tokenizer: tokenizers::Tokenizer = text.parse().map_err(|e| build_error(file, &j, e))?;
         Ok(GgufTokenizer { tokenizer, json: j, bos, eos, pad, unk, add_bos, add_eos, chat_template })
     }
 

@@ -11,7 +11,7 @@ pub mod policy;
 pub mod weights;
 
 pub use config::{Build, Family, ModelConfig, Quant};
-pub use discover::{discover, DiscoveredModel};
+pub use discover::{discover, walk_dirs, DiscoveredModel};
 pub use layers::Context;
 
 use crate::cache::KvCache;
@@ -94,11 +94,14 @@ pub enum Logits {
 impl Model {
     /// Loads a Hugging Face style directory (config.json + safetensors).
     pub fn load(dir: &Path, opts: &LoadOptions) -> Result<Model> {
+        if dir.as_os_str().is_empty() {
+            return Err(Error::InvalidArgument("the model path is empty (expected a model directory or a .gguf file)".into()));
+        }
         if !dir.is_dir() {
             return Err(Error::Model(format!("{}: not a directory", dir.display())));
         }
         let cfg_path = dir.join("config.json");
-        let text = std::fs::read_to_string(&cfg_path).map_err(|e| Error::io(&cfg_path, e))?;
+        let text = crate::files::read_text(&cfg_path, crate::files::MAX_TEXT_FILE)?;
         let config = ModelConfig::from_json_str(&text).map_err(|e| Error::Model(format!("{}: {e}", dir.display())))?;
         let weights = Weights::load(dir)?;
         Model::from_weights(config, weights, opts)

@@ -239,10 +239,34 @@ pub struct Engine {
 
 static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
 
+/// The longest sequence a model's requests may reach: the load option when
+/// given, else the model's own. Fewer than 2 positions (one prompt token and
+/// one generated) is an error naming where the value came from, never
+/// silently raised to 2.
+pub fn context_length(requested: Option<usize>, model: usize) -> Result<usize> {
+    match requested {
+        Some(n) if n < 2 => Err(Error::InvalidArgument(format!(
+            "context_length {n} is too short: a request needs at least 2 positions (a prompt token and a generated one)"
+        ))),
+        Some(n) => Ok(n),
+        None if model < 2 => Err(Error::Model(format!(
+            "the model's context length (max_position_embeddings) is {model}: a request needs at least 2 positions; pass a context length"
+        ))),
+        None => Ok(model),
+    }
+}
+
 impl Engine {
     /// Loads a model directory (config.json + safetensors, tokenizer files
     /// optional) or a `.gguf` file on a new engine thread.
     pub fn load(path: &Path, opts: &EngineOptions) -> Result<Engine> {
+        if path.as_os_str().is_empty() {
+            return Err(Error::InvalidArgument("the model path is empty (expected a model directory or a .gguf file)".into()));
+        }
+        // Before the weights load: a bad option should not cost a model load.
+        if let Some(n) = opts.context_length {
+            context_length(Some(n), 0)?;
+        }
         let device = opts.device.unwrap_or_else(crate::mlx::default_device);
         let (tx, rx) = mpsc::channel();
         let (ready_tx, ready_rx) = mpsc::channel();
@@ -255,8 +279,7 @@ impl Engine {
         let fuse_projections = fuse_projections && opts.adapter.is_none();
         let load = LoadOptions { dtype: opts.dtype, widen: opts.widen, fuse_projections, compile, ..Default::default() };
         let load = worker::LoadRequest { path: path.to_path_buf(), device, load, context_length: opts.context_length, adapter: opts.adapter.clone() };
-        let thread = std::thread::Builder::new()
-            .name("gomlx-engine".into())
+        let thread = crate::panics::thread("engine")
             .spawn(move || worker::run(load, rx, ready_tx))
             .map_err(|e| Error::Engine(format!("cannot start the engine thread: {e}")))?;
         let (info, tokenizer) = match ready_rx.recv() {
@@ -316,18 +339,32 @@ impl Engine {
     /// Streams a generation from a text prompt (special tokens such as BOS added
     /// as the tokenizer declares).
     pub fn generate(&self, prompt: &str, opts: &GenerateOptions) -> Result<Generation> {
-        let ids = self.require_tokenizer()?.encode(prompt, true)?;
+        let ids = self.encode_prompt(prompt)?;
         self.start(ids, opts, None)
+    }
+
+    /// The token ids `generate` starts from (special tokens added as the
+    /// tokenizer declares). Runs on the calling thread and takes no lock: a
+    /// caller that serialises starts (the C ABI's close) encodes first.
+    pub fn encode_prompt(&self, prompt: &str) -> Result<Vec<u32>> {
+        self.require_tokenizer()?.encode(prompt, true)
     }
 
     /// Renders `messages` with the model's chat template and generates the
     /// assistant's reply. With a session, the KV cache of earlier turns is reused.
     pub fn chat(&self, messages: &[ChatMessage], opts: &GenerateOptions, chat: &ChatOptions, session: Option<&ChatSession>) -> Result<Generation> {
+        let ids = self.encode_chat(messages, chat)?;
+        self.start(ids, opts, session.map(|s| s.id))
+    }
+
+    /// The token ids `chat` starts from: `messages` rendered with the model's
+    /// chat template (bounded: `crate::limits`) and encoded. Runs on the
+    /// calling thread and takes no lock, like `encode_prompt`.
+    pub fn encode_chat(&self, messages: &[ChatMessage], chat: &ChatOptions) -> Result<Vec<u32>> {
         let tok = self.require_tokenizer()?;
         let mut chat = chat.clone();
         chat.add_generation_prompt = true;
-        let ids = tok.encode_chat(messages, &chat, &ChatFormat::Model)?;
-        self.start(ids, opts, session.map(|s| s.id))
+        tok.encode_chat(messages, &chat, &ChatFormat::Model)
     }
 
     /// Generation from prompt ids through a session's prompt cache.
@@ -342,7 +379,7 @@ impl Engine {
     }
 
     fn start(&self, prompt: Vec<u32>, opts: &GenerateOptions, session: Option<u64>) -> Result<Generation> {
-        opts.sampler.validate()?;
+        opts.sampler.validate_for_vocab(self.info.vocab_size)?;
         if prompt.is_empty() {
             return Err(Error::InvalidArgument("the prompt is empty".into()));
         }
@@ -383,7 +420,7 @@ impl Engine {
     }
 
     pub fn batch_generate_tokens(&self, prompts: Vec<Vec<u32>>, opts: &GenerateOptions) -> Result<(Vec<batch::Output>, BatchMetrics)> {
-        opts.sampler.validate()?;
+        opts.sampler.validate_for_vocab(self.info.vocab_size)?;
         if prompts.is_empty() || prompts.iter().any(|p| p.is_empty()) {
             return Err(Error::InvalidArgument("batch generate needs at least one non-empty prompt".into()));
         }

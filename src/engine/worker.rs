@@ -10,7 +10,6 @@ use crate::models::{LoadOptions, Model, ModelInfo};
 use crate::text::Tokenizer;
 use crate::{Error, Result};
 use std::collections::{HashMap, VecDeque};
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::mpsc::{Receiver, Sender, TryRecvError};
@@ -56,14 +55,10 @@ pub(crate) struct Worker {
     active: VecDeque<GenState>,
 }
 
-fn panic_message(p: Box<dyn std::any::Any + Send>) -> Error {
-    let what = p.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| p.downcast_ref::<String>().cloned()).unwrap_or_default();
-    Error::Engine(format!("internal error (panic): {what}"))
-}
-
-/// Runs `f`, turning a panic into an error so one request cannot kill the thread.
+/// Runs `f`, turning a panic into an error so one request cannot kill the
+/// thread; the panic prints nothing (`crate::panics`).
 pub(crate) fn guarded<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
-    catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|p| Err(panic_message(p)))
+    crate::panics::catch(f).unwrap_or_else(|what| Err(Error::Engine(format!("internal error (panic): {what}"))))
 }
 
 fn load(req: &LoadRequest) -> Result<(Model, Option<Arc<Tokenizer>>)> {
@@ -74,11 +69,23 @@ fn load(req: &LoadRequest) -> Result<(Model, Option<Arc<Tokenizer>>)> {
     } else {
         // The tokenizer (0.2-0.9 s of JSON parsing for 128k-262k vocabularies) is
         // built on a second thread while this one reads the weights; it touches no MLX state.
+        // Named gomlx-*, it panics quietly (crate::panics); a panic is an error.
         std::thread::scope(|scope| -> Result<_> {
-            let tokenizer = path.join("tokenizer.json").is_file().then(|| scope.spawn(|| Tokenizer::from_dir(path)));
+            let tokenizer = match path.join("tokenizer.json").is_file() {
+                true => Some(
+                    crate::panics::thread("tokenizer")
+                        .spawn_scoped(scope, || crate::panics::catch(|| Tokenizer::from_dir(path)))
+                        .map_err(|e| Error::Engine(format!("cannot start the tokenizer thread: {e}")))?,
+                ),
+                false => None,
+            };
             let model = Model::load(path, &req.load);
             let tokenizer = match tokenizer {
-                Some(t) => Some(Arc::new(t.join().map_err(|_| Error::Tokenizer(format!("{}: the tokenizer thread panicked", path.display())))??)),
+                Some(t) => Some(Arc::new(
+                    t.join()
+                        .map_err(|_| Error::Tokenizer(format!("{}: the tokenizer thread panicked", path.display())))?
+                        .map_err(|what| Error::Tokenizer(format!("{}: loading the tokenizer failed: internal error (panic): {what}", path.display())))??,
+                )),
                 None => None,
             };
             Ok((model?, tokenizer))
@@ -107,7 +114,16 @@ pub(crate) fn run(req: LoadRequest, rx: Receiver<Command>, ready: Sender<Result<
             return;
         }
     };
-    let context_length = req.context_length.unwrap_or(model.info().context_length).max(2);
+    let context_length = match super::context_length(req.context_length, model.info().context_length) {
+        Ok(n) => n,
+        Err(e) => {
+            let _gpu = mlx::gpu_guard();
+            drop(model);
+            stream::end_thread();
+            let _ = ready.send(Err(e));
+            return;
+        }
+    };
     let _ = ready.send(Ok((model.info().clone(), tokenizer.clone())));
     let mut w = Worker { model, tokenizer, context_length, sessions: HashMap::new(), busy_sessions: HashMap::new(), active: VecDeque::new() };
     let mut open = true;

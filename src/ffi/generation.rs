@@ -115,7 +115,9 @@ pub extern "C" fn gm_generate_start(model: *mut gm_model, prompt: *const c_char,
         let m = handles::get(model)?;
         let prompt = c_str(prompt, "prompt")?;
         let s = options::generate_settings(opts)?;
-        start(&m, |e| e.generate(prompt, &s.opts))
+        // Encoded before `start` takes the model's lock (close needs it).
+        let ids = m.engine()?.encode_prompt(prompt)?;
+        start(&m, |e| e.generate_tokens(ids, &s.opts))
     })
 }
 
@@ -148,7 +150,9 @@ pub extern "C" fn gm_chat_start(model: *mut gm_model, messages: *const gm_messag
         let m = handles::get(model)?;
         let msgs = options::messages(messages, n)?;
         let s = options::generate_settings(opts)?;
-        start(&m, |e| e.chat(&msgs, &s.opts, &chat_options(&s), None))
+        // Rendered and encoded before `start` takes the model's lock (close needs it).
+        let ids = m.engine()?.encode_chat(&msgs, &chat_options(&s))?;
+        start(&m, |e| e.generate_tokens(ids, &s.opts))
     })
 }
 
@@ -326,9 +330,11 @@ pub extern "C" fn gm_session_chat_start(session: *mut gm_session, messages: *con
         let ss = handles::get(session)?;
         let msgs = options::messages(messages, n)?;
         let s = options::generate_settings(opts)?;
+        // Rendered and encoded before any lock is taken (the session's, then the model's).
+        let ids = ss.model.engine()?.encode_chat(&msgs, &chat_options(&s))?;
         let guard = ss.session.lock().unwrap_or_else(|p| p.into_inner());
         let Some(session) = guard.as_ref() else { return Err(invalid("the session is freed")) };
-        start(&ss.model, |e| e.chat(&msgs, &s.opts, &chat_options(&s), Some(session)))
+        start(&ss.model, |e| e.generate_in_session(ids, &s.opts, session))
     })
 }
 

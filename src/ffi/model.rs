@@ -32,7 +32,10 @@ pub(crate) struct ModelState {
 
 impl ModelState {
     /// Runs `start` unless the model is closed, registering the generation's
-    /// cancel flag so `gm_model_close` can stop it.
+    /// cancel flag so `gm_model_close` can stop it. `start` runs under the
+    /// lock `gm_model_close` takes: it must only submit token ids (render and
+    /// encode before, with `Engine::encode_chat` / `encode_prompt`), so a slow
+    /// or hostile template or prompt never holds up close or other starts.
     pub(crate) fn start(&self, start: impl FnOnce(&Engine) -> Result<Generation>) -> Result<(Generation, Arc<LiveGeneration>)> {
         let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
         if self.closed.load(Ordering::SeqCst) {
@@ -104,7 +107,7 @@ pub extern "C" fn gm_model_load(path: *const c_char, opts: *const gm_load_option
             architecture: cstring(&info.architecture),
             dtype: cstring(&info.dtype),
             device: cstring(engine.device().name()),
-            context_length: settings.engine.context_length.unwrap_or(info.context_length).max(2),
+            context_length: crate::engine::context_length(settings.engine.context_length, info.context_length)?,
             engine,
             closed: AtomicBool::new(false),
             live: Mutex::new(Vec::new()),

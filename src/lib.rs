@@ -8,6 +8,8 @@ pub mod engine;
 pub mod error;
 pub mod ffi;
 pub mod files;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod gguf;
 pub mod limits;
 pub mod mlx;

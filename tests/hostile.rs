@@ -607,3 +607,26 @@ fn gguf_tokenizer_errors_name_the_metadata_not_internal_json() {
     let e = gomlx::gguf::GgufTokenizer::from_gguf(&file).err().expect("a 5000-byte token must fail").to_string();
     assert!(e.contains("tokenizer.ggml.tokens[1] is 5000 bytes long"), "{e}");
 }
+
+#[test]
+fn template_fuel_leaves_room_for_long_conversations() {
+    // The real templates (scripts/fetch-tokenizers) render 1 000 messages within a tenth of
+    // the fuel every render gets.
+    let dir = root().join(".cache/tokenizers");
+    let mut messages = Vec::new();
+    for i in 0..500 {
+        messages.push(gomlx::text::ChatMessage::user(&format!("question {i}")));
+        messages.push(gomlx::text::ChatMessage::assistant(&format!("answer {i}")));
+    }
+    let opts = gomlx::text::ChatOptions { add_generation_prompt: true, ..Default::default() };
+    let tokens = gomlx::text::TemplateTokens { bos_token: Some("<s>".into()), eos_token: Some("</s>".into()), ..Default::default() };
+    for name in ["qwen3", "llama3_1", "gemma3"] {
+        let cfg = dir.join(name).join("tokenizer_config.json");
+        let text = std::fs::read_to_string(&cfg).unwrap_or_else(|e| panic!("{}: {e} (run scripts/fetch-tokenizers)", cfg.display()));
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let src = v["chat_template"].as_str().unwrap();
+        let t = gomlx::text::ChatTemplate::with_fuel(src, gomlx::limits::TEMPLATE_FUEL / 10).unwrap();
+        let out = t.render(&messages, &opts, &tokens).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(out.contains("question 499") && out.contains("answer 499"), "{name}");
+    }
+}

@@ -22,9 +22,7 @@ fn main() {
 
     let root = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap());
     let mlx_cmake = find_mlx_cmake_dir(&root);
-    let mlx_lib_dir = mlx_cmake.join("../../../lib").canonicalize().unwrap_or_else(|e| {
-        fail(&format!("MLX lib dir next to {}: {e}", mlx_cmake.display()))
-    });
+    let mlx_lib_dir = mlx_cmake.join("../../../lib").canonicalize().unwrap_or_else(|e| fail(&format!("MLX lib dir next to {}: {e}", mlx_cmake.display())));
 
     let (mlxc_include, mlxc_lib_dir) = match env::var_os("MLX_C_DIR") {
         Some(prefix) => {
@@ -151,8 +149,7 @@ fn find_mlx_cmake_dir(root: &Path) -> PathBuf {
     }
     let venv = env::var_os("GOMLX_VENV").map(PathBuf::from).unwrap_or_else(|| root.join(".venv"));
     let lib = venv.join("lib");
-    let entries = std::fs::read_dir(&lib)
-        .unwrap_or_else(|_| fail(&format!("no project venv at {}", venv.display())));
+    let entries = std::fs::read_dir(&lib).unwrap_or_else(|_| fail(&format!("no project venv at {}", venv.display())));
     for entry in entries.flatten() {
         let dir = entry.path().join("site-packages/mlx/share/cmake/MLX");
         if dir.join("MLXConfig.cmake").exists() {
@@ -207,10 +204,7 @@ fn find_mlx_c_source(root: &Path) -> PathBuf {
     }
     // Not fetched yet: let cargo fetch (and checksum) the pinned package.
     let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new(cargo)
-        .args(["fetch", "--locked", "--manifest-path"])
-        .arg(root.join("deps/mlx-c-src/Cargo.toml"))
-        .status();
+    let status = Command::new(cargo).args(["fetch", "--locked", "--manifest-path"]).arg(root.join("deps/mlx-c-src/Cargo.toml")).status();
     if !matches!(status, Ok(s) if s.success()) {
         fail("cargo fetch of mlx-sys (the mlx-c source) failed");
     }
@@ -218,9 +212,7 @@ fn find_mlx_c_source(root: &Path) -> PathBuf {
 }
 
 fn search_registry() -> Option<PathBuf> {
-    let cargo_home = env::var_os("CARGO_HOME")
-        .map(PathBuf::from)
-        .or_else(|| env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))?;
+    let cargo_home = env::var_os("CARGO_HOME").map(PathBuf::from).or_else(|| env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))?;
     let src = cargo_home.join("registry/src");
     for index in std::fs::read_dir(src).ok()?.flatten() {
         let dir = index.path().join(format!("mlx-sys-{MLX_SYS_VERSION}/src/mlx-c"));

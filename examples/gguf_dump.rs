@@ -1,6 +1,6 @@
 //! Print a GGUF file's metadata (long arrays abbreviated), tensor infos and mapped config.
 //! `cargo run --example gguf_dump -- FILE`
-use gomlx::gguf::{hf_config, GgufFile, Value};
+use gomlx::models::gguf::{hf_config, GgufFile, Value};
 
 fn main() -> gomlx::Result<()> {
     let path = std::env::args().nth(1).expect("usage: gguf_dump FILE");

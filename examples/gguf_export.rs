@@ -4,8 +4,8 @@
 //!
 //!     cargo run --release --example gguf_export -- MODEL.gguf OUT_DIR [--dtype bf16|f32]
 
-use gomlx::gguf::{self, GgufModel, Reader};
 use gomlx::mlx::{io, Dtype};
+use gomlx::models::gguf::{self, GgufModel, Reader};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 

@@ -13,8 +13,7 @@ use gomlx::text::{StreamDecoder, Tokenizer};
 fn main() -> gomlx::Result<()> {
     let root = env!("CARGO_MANIFEST_DIR");
     let corpus: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(format!("{root}/tests/fixtures/text/corpus.json"))
-            .map_err(|e| gomlx::Error::io("tests/fixtures/text/corpus.json", e))?,
+        &std::fs::read_to_string(format!("{root}/tests/fixtures/text/corpus.json")).map_err(|e| gomlx::Error::io("tests/fixtures/text/corpus.json", e))?,
     )
     .map_err(|e| gomlx::Error::InvalidArgument(format!("corpus.json: {e}")))?;
     let lines: Vec<&str> = corpus["lines"].as_array().into_iter().flatten().filter_map(|v| v.as_str()).collect();
@@ -30,7 +29,10 @@ fn main() -> gomlx::Result<()> {
         chunks.push(lines.join("\n"));
     }
     let mb = text.len() as f64 / 1e6;
-    println!("| tokenizer | input | encode MB/s (one call) | encode MB/s (batch of {}) | ids | detok ns/token | detok ns/token first 10% / last 10% |", chunks.len());
+    println!(
+        "| tokenizer | input | encode MB/s (one call) | encode MB/s (batch of {}) | ids | detok ns/token | detok ns/token first 10% / last 10% |",
+        chunks.len()
+    );
     println!("| --- | --- | --- | --- | --- | --- | --- |");
     for name in ["qwen3", "llama3", "llama3_1", "gemma3"] {
         let dir = format!("{root}/.cache/tokenizers/{name}");

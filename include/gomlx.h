@@ -13,6 +13,16 @@
 // Return code of a failed call; `gm_last_error()` says why.
 #define GM_ERROR -1
 
+// `gm_convert_options.mode`: dequantise every tensor (the default).
+#define GM_CONVERT_DEQUANTIZE 0
+
+// `gm_convert_options.mode`: re-quantise Linear/embedding weights with MLX
+// affine quantisation (`bits`, `group_size`), as `mlx_lm.convert -q` does.
+#define GM_CONVERT_QUANTIZE 1
+
+// `gm_convert_options.mode`: keep MLX-representable quantised blocks bit for bit.
+#define GM_CONVERT_KEEP 2
+
 // `gm_token.id` of a text-only piece: text released when the stream ended
 // (held back for a possible stop string or an incomplete character).
 #define GM_NO_TOKEN UINT32_MAX
@@ -43,6 +53,12 @@
 
 // `gm_load_options.device`: the GPU (Metal or CUDA); an error where MLX has none.
 #define GM_DEVICE_GPU 2
+
+// A knob of `gm_load_options` switched on.
+#define GM_ON 1
+
+// A knob of `gm_load_options` switched off (0 is its default).
+#define GM_OFF -1
 
 // The ABI version of this header; bumped on any incompatible change.
 #define GM_ABI_VERSION 1
@@ -201,6 +217,24 @@ typedef struct gm_classify_result {
   // Internal; NULL after `gm_classify_result_free`.
   void *owner;
 } gm_classify_result;
+
+// How to convert (`gm_convert`). Zero-initialise, set `struct_size =
+// sizeof(gm_convert_options)`, then set what you need.
+typedef struct gm_convert_options {
+  size_t struct_size;
+  // `GM_CONVERT_DEQUANTIZE` (0), `GM_CONVERT_QUANTIZE` or `GM_CONVERT_KEEP`.
+  int32_t mode;
+  // Dtype of float tensors and scales/biases ("bfloat16", "float16",
+  // "float32"); NULL: bfloat16 when dequantising, float32 otherwise.
+  const char *dtype;
+  // `GM_CONVERT_QUANTIZE`: bits (2, 3, 4, 5, 6, 8; 0 = 4) and group size (32, 64, 128; 0 = 64).
+  int32_t bits;
+  int32_t group_size;
+} gm_convert_options;
+
+// Called after each tensor with (tensors done, tensors in all, user_data);
+// returning non-zero stops the conversion (`gm_convert` then fails).
+typedef int32_t (*gm_convert_progress_fn)(size_t done, size_t total, void *user_data);
 
 // One chat message. Both strings are read during the call only.
 typedef struct gm_message {
@@ -379,6 +413,28 @@ typedef struct gm_load_options {
   // layers than the model has) fails the load with a message naming it.
   // Read during the call only.
   const char *adapter_path;
+  // CPU: widen floating weights to the compute dtype at load (`GM_ON`) or
+  // keep them as stored (`GM_OFF`); `GOMLX_CPU_WEIGHTS`.
+  int32_t widen;
+  // CPU: expand quantised matrices at load (`GM_ON`/`GM_OFF`); `GOMLX_CPU_DEQUANTIZE`.
+  int32_t dequantize;
+  // Bytes the widened weights may take on the CPU; `GOMLX_CPU_MEMORY_BUDGET`.
+  uint64_t memory_budget;
+  // One matmul for q/k/v (`GM_ON`/`GM_OFF`); `GOMLX_FUSE_PROJECTIONS`.
+  int32_t fuse_projections;
+  // The MLP activation as one compiled kernel (`GM_ON`/`GM_OFF`); `GOMLX_COMPILE`.
+  int32_t compile;
+  // Input rows from which quantised products are dequantised on the CPU /
+  // on a GPU, and output rows from which a CPU product is split over two
+  // streams; negative = never; `GOMLX_CPU_DENSE_QMM_ROWS`,
+  // `GOMLX_GPU_DENSE_QMM_ROWS`, `GOMLX_CPU_SPLIT_OUT`.
+  int64_t cpu_dense_qmm_rows;
+  int64_t gpu_dense_qmm_rows;
+  int64_t cpu_split_out;
+  // Process-wide, like `memory_limit`: BLAS threads (`GOMLX_NUM_THREADS`)
+  // and single-row products sent to `sgemv` (`GM_ON`/`GM_OFF`; `GOMLX_BLAS_GEMV`).
+  uint32_t blas_threads;
+  int32_t blas_gemv;
 } gm_load_options;
 
 // What `gm_model_info` reports. The caller owns the struct and sets
@@ -421,11 +477,17 @@ typedef struct gm_discover_result {
   // Model directories.
   const char *const *paths;
   const char *const *architectures;
-  // 0 when not quantised.
+  // 0 when not quantised (or a GGUF file).
   const int32_t *quant_bits;
   const int32_t *quant_group_sizes;
   // Internal; NULL after `gm_discover_result_free`.
   void *owner;
+  // "safetensors" (a model directory) or "gguf" (a file).
+  const char *const *formats;
+  // Whether gomlx loads the architecture (GGUF files of others are listed too).
+  const bool *supported;
+  // Bytes of the weight files.
+  const uint64_t *size_bytes;
 } gm_discover_result;
 
 #ifdef __cplusplus
@@ -502,6 +564,23 @@ int32_t gm_classify_tokens(struct gm_model *model,
 // copy of an already freed result is detected where possible (reported by
 // `gm_last_error`).
 void gm_classify_result_free(struct gm_classify_result *result);
+
+// Converts the GGUF file `gguf_path` into the directory `out_dir` (created;
+// its files replaced): config.json, model.safetensors, tokenizer.json and
+// tokenizer_config.json. `opts` may be NULL for the defaults; `progress` may
+// be NULL. Strings are read during the call only. Returns 0, or -1 with
+// `gm_last_error()` set (a missing or malformed file, an unsupported
+// architecture, bad options, stopped by `progress`). Blocks the calling
+// thread and does its MLX work on it.
+//
+// # Safety
+// Strings must be NUL-terminated; `opts`, when not NULL, must point to a
+// `gm_convert_options` whose `struct_size` is set.
+int32_t gm_convert(const char *gguf_path,
+                   const char *out_dir,
+                   const struct gm_convert_options *opts,
+                   gm_convert_progress_fn progress,
+                   void *user_data);
 
 // The message of the calling thread's most recent failed gomlx call, or NULL
 // if the most recent call succeeded.
@@ -684,8 +763,10 @@ void gm_model_close(struct gm_model *model);
 // too small. Any thread.
 int32_t gm_model_info(const struct gm_model *model, struct gm_info *out);
 
-// Finds model directories (config.json of a supported architecture plus
-// safetensors weights) at or below `dir`, sorted by path. Returns 0 and fills
+// Finds models at or below `dir`, sorted by path: directories (config.json
+// of a supported architecture plus safetensors weights) and `.gguf` files
+// (`supported` says whether gomlx loads their architecture), as `gomlx
+// discover` lists them. Returns 0 and fills
 // `*out` (possibly with n = 0); -1 (see `gm_last_error`) when `dir` is NULL,
 // not UTF-8 or not a directory, or `out` is bad; `*out` is then left empty
 // (safe to pass to `gm_discover_result_free`) when its struct_size was valid.

@@ -259,9 +259,8 @@ impl Rotating {
         if self.idx == 0 {
             return Ok(Some((k.clone(), v.clone())));
         }
-        let order = |a: &Array| -> Result<Array> {
-            mlx::concatenate(&[&a.slice_axis(2, self.idx as i32, n as i32)?, &a.slice_axis(2, 0, self.idx as i32)?], 2)
-        };
+        let order =
+            |a: &Array| -> Result<Array> { mlx::concatenate(&[&a.slice_axis(2, self.idx as i32, n as i32)?, &a.slice_axis(2, 0, self.idx as i32)?], 2) };
         Ok(Some((order(k)?, order(v)?)))
     }
 

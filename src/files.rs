@@ -23,10 +23,7 @@ pub fn check_regular(path: &Path) -> Result<std::fs::Metadata> {
     }
     let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
     if !meta.is_file() {
-        return Err(Error::io(
-            path,
-            std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("not a regular file ({})", kind(&meta))),
-        ));
+        return Err(Error::io(path, std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("not a regular file ({})", kind(&meta)))));
     }
     Ok(meta)
 }
@@ -70,19 +67,13 @@ pub fn open_regular(path: &Path) -> Result<(std::fs::File, u64)> {
 pub fn read_text(path: &Path, max: u64) -> Result<String> {
     let (file, len) = open_regular(path)?;
     if len > max {
-        return Err(Error::io(
-            path,
-            std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{len} bytes, more than the {max} this file may have")),
-        ));
+        return Err(Error::io(path, std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{len} bytes, more than the {max} this file may have"))));
     }
     let mut text = String::with_capacity(len as usize);
     // `take` bounds the read even if the file grows meanwhile.
     file.take(max + 1).read_to_string(&mut text).map_err(|e| Error::io(path, e))?;
     if text.len() as u64 > max {
-        return Err(Error::io(
-            path,
-            std::io::Error::new(std::io::ErrorKind::InvalidData, format!("more than the {max} bytes this file may have")),
-        ));
+        return Err(Error::io(path, std::io::Error::new(std::io::ErrorKind::InvalidData, format!("more than the {max} bytes this file may have"))));
     }
     Ok(text)
 }

@@ -5,7 +5,7 @@
 //! answer to bad input, while a panic, an abort, a hang or a runaway
 //! allocation is a bug. None calls into MLX.
 
-use crate::gguf::{GgufFile, GgufModel, GgufTokenizer};
+use crate::models::gguf::{GgufFile, GgufModel, GgufTokenizer};
 use crate::text::{ChatMessage, ChatOptions, ChatTemplate, TemplateTokens, Tokenizer};
 use std::path::Path;
 
@@ -59,7 +59,11 @@ pub fn chat_template(data: &[u8]) {
     let (source, content) = text.split_once('\0').unwrap_or((text, "What is the capital of France?"));
     let Ok(t) = ChatTemplate::with_fuel(source, TEMPLATE_FUZZ_FUEL) else { return };
     let messages = [ChatMessage::system("You are helpful."), ChatMessage::user(content), ChatMessage::assistant("Paris.")];
-    let opts = ChatOptions { add_generation_prompt: true, now: chrono::NaiveDate::from_ymd_opt(2026, 1, 2).and_then(|d| d.and_hms_opt(3, 4, 5)), ..Default::default() };
+    let opts = ChatOptions {
+        add_generation_prompt: true,
+        now: chrono::NaiveDate::from_ymd_opt(2026, 1, 2).and_then(|d| d.and_hms_opt(3, 4, 5)),
+        ..Default::default()
+    };
     let tokens = TemplateTokens { bos_token: Some("<s>".into()), eos_token: Some("</s>".into()), ..Default::default() };
     let _ = t.render(&messages, &opts, &tokens);
 }
@@ -75,13 +79,16 @@ pub fn adapter(data: &[u8]) {
     let rest = &data[4..];
     let (cfg, st) = rest.split_at(n.min(rest.len()));
     let Ok(cfg) = std::str::from_utf8(cfg) else { return };
-    let Ok(cfg) = crate::train::adapters::parse_config(cfg, Path::new("adapter_config.json")) else { return };
+    let Ok(cfg) = crate::models::adapters::parse_config(cfg, Path::new("adapter_config.json")) else { return };
     let Ok(header) = crate::mlx::safetensors_header::parse(st) else { return };
-    let _ = crate::train::adapters::check_header(&cfg, &header, Path::new("adapters.safetensors"));
+    let _ = crate::models::adapters::check_header(&cfg, &header, Path::new("adapters.safetensors"));
 }
 
+/// A fuzz target: arbitrary bytes in, returns whatever they are.
+pub type Target = fn(&[u8]);
+
 /// Every target by name, for the smoke test and the corpus tools.
-pub const TARGETS: [(&str, fn(&[u8])); 6] = [
+pub const TARGETS: [(&str, Target); 6] = [
     ("gguf", gguf),
     ("gguf_tokenizer", gguf_tokenizer),
     ("safetensors", safetensors),

@@ -10,7 +10,6 @@ pub mod ffi;
 pub mod files;
 #[doc(hidden)]
 pub mod fuzz;
-pub mod gguf;
 pub mod limits;
 pub mod mlx;
 pub mod models;

@@ -157,9 +157,7 @@ impl SamplerConfig {
         }
         let mut row = vec![0f32; vocab_size];
         for &(id, b) in &self.logit_bias {
-            let slot = row
-                .get_mut(id as usize)
-                .ok_or_else(|| invalid("logit_bias", &format!("token id must be < the vocabulary size {vocab_size}"), id))?;
+            let slot = row.get_mut(id as usize).ok_or_else(|| invalid("logit_bias", &format!("token id must be < the vocabulary size {vocab_size}"), id))?;
             *slot += b;
         }
         if row.iter().all(|&b| b == f32::NEG_INFINITY) {
@@ -330,9 +328,7 @@ impl Sampler {
     fn check_batch(&self, b: i32, what: &str) -> Result<()> {
         let have = self.window.as_ref().or(self.counts.as_ref()).map(|h| h.dim(0));
         match have {
-            Some(h) if h != b => Err(Error::InvalidArgument(format!(
-                "{what} has {b} rows but the sampler's history has {h} (use select_rows or reset)"
-            ))),
+            Some(h) if h != b => Err(Error::InvalidArgument(format!("{what} has {b} rows but the sampler's history has {h} (use select_rows or reset)"))),
             _ => Ok(()),
         }
     }
@@ -420,10 +416,7 @@ impl Sampler {
     fn check_logits(&self, logits: &Array) -> Result<()> {
         let shape = logits.shape();
         if shape.len() != 2 || shape[1] != self.vocab {
-            return Err(Error::InvalidArgument(format!(
-                "logits must have shape [B, {}], got {shape:?}",
-                self.vocab
-            )));
+            return Err(Error::InvalidArgument(format!("logits must have shape [B, {}], got {shape:?}", self.vocab)));
         }
         if !logits.dtype().is_float() {
             return Err(Error::InvalidArgument(format!("logits must be floating point, got {}", logits.dtype())));
@@ -446,11 +439,7 @@ impl Sampler {
         if let Some(w) = &self.window {
             let p = self.config.repetition_penalty;
             let at = x.take_along_axis(w, 1)?;
-            let penalised = mlx::where_(
-                &at.less(&Array::scalar(0f32))?,
-                &at.mul_scalar(p)?,
-                &at.mul_scalar(1.0 / p)?,
-            )?;
+            let penalised = mlx::where_(&at.less(&Array::scalar(0f32))?, &at.mul_scalar(p)?, &at.mul_scalar(1.0 / p)?)?;
             // Duplicate ids in the window write the same value.
             x = x.put_along_axis(w, &penalised, 1)?;
         }

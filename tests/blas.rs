@@ -2,7 +2,7 @@
 //! of the mlx-cpu wheel's bundled reference BLAS by build.rs), never the
 //! reference one, which is ~30× slower for every float32 matmul.
 
-use gomlx::mlx::{self, blas, random, Dtype, DeviceKind, Stream};
+use gomlx::mlx::{self, blas, random, DeviceKind, Dtype, Stream};
 use std::time::Instant;
 
 #[test]
@@ -57,7 +57,21 @@ fn float32_matmul_is_fast_on_the_cpu() {
 
 /// Naive row-major reference for C = alpha·op(A)·op(B) + beta·C.
 #[allow(clippy::too_many_arguments)]
-fn reference_gemm(ta: bool, tb: bool, m: usize, n: usize, k: usize, alpha: f32, a: &[f32], lda: usize, b: &[f32], ldb: usize, beta: f32, c: &mut [f32], ldc: usize) {
+fn reference_gemm(
+    ta: bool,
+    tb: bool,
+    m: usize,
+    n: usize,
+    k: usize,
+    alpha: f32,
+    a: &[f32],
+    lda: usize,
+    b: &[f32],
+    ldb: usize,
+    beta: f32,
+    c: &mut [f32],
+    ldc: usize,
+) {
     for i in 0..m {
         for j in 0..n {
             let mut s = 0f32;
@@ -93,7 +107,22 @@ fn gemv_forwarding_matches_a_naive_gemm() {
                     reference_gemm(ta, tb, m, n, k, alpha, &a, lda, &b, ldb, beta, &mut want, ldc);
                     let t = |x: bool| if x { 112 } else { 111 };
                     unsafe {
-                        blas::cblas_sgemm(101, t(ta), t(tb), m as i32, n as i32, k as i32, alpha, a.as_ptr(), lda as i32, b.as_ptr(), ldb as i32, beta, got.as_mut_ptr(), ldc as i32);
+                        blas::cblas_sgemm(
+                            101,
+                            t(ta),
+                            t(tb),
+                            m as i32,
+                            n as i32,
+                            k as i32,
+                            alpha,
+                            a.as_ptr(),
+                            lda as i32,
+                            b.as_ptr(),
+                            ldb as i32,
+                            beta,
+                            got.as_mut_ptr(),
+                            ldc as i32,
+                        );
                     }
                     for i in 0..m {
                         for j in 0..n {

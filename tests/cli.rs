@@ -326,7 +326,12 @@ fn convert_output_loads_in_mlx_lm() {
 fn llama_with_tokenizer(d: &Path) -> PathBuf {
     let m = d.join("model");
     std::fs::create_dir_all(&m).unwrap();
-    for (dir, f) in [("models/llama_tied", "config.json"), ("models/llama_tied", "model.safetensors"), ("lora/tokenizer", "tokenizer.json"), ("lora/tokenizer", "tokenizer_config.json")] {
+    for (dir, f) in [
+        ("models/llama_tied", "config.json"),
+        ("models/llama_tied", "model.safetensors"),
+        ("lora/tokenizer", "tokenizer.json"),
+        ("lora/tokenizer", "tokenizer_config.json"),
+    ] {
         std::fs::copy(root().join("tests/fixtures").join(dir).join(f), m.join(f)).unwrap();
     }
     m
@@ -389,8 +394,26 @@ fn adapter_path_applies_mlx_lm_adapters() {
 #[test]
 fn bench_compares_with_mlx_lm() {
     let m = smollm2();
-    let o = gomlx(&["bench", "--model", s(&m), "--compare", "mlx-lm", "--reps", "1", "--prefill-tokens", "16", "--decode-tokens", "4",
-        "--classify-prompts", "2", "--prompt-tokens", "8", "--prefix-tokens", "8", "--json"]);
+    let o = gomlx(&[
+        "bench",
+        "--model",
+        s(&m),
+        "--compare",
+        "mlx-lm",
+        "--reps",
+        "1",
+        "--prefill-tokens",
+        "16",
+        "--decode-tokens",
+        "4",
+        "--classify-prompts",
+        "2",
+        "--prompt-tokens",
+        "8",
+        "--prefix-tokens",
+        "8",
+        "--json",
+    ]);
     let r: Value = serde_json::from_str(&ok(&o)).unwrap();
     for key in ["load_s", "ttft_s", "prefill_tok_s", "decode_tok_s", "classify_prompts_s", "classify_prefixed_prompts_s", "peak_memory_bytes"] {
         let x = &r["metrics"][key];
@@ -412,7 +435,22 @@ fn bench_classify_only_markdown_row() {
     let m = smollm2();
     let md = std::env::temp_dir().join(format!("gomlx-bench-row-{}.md", std::process::id()));
     let _ = std::fs::remove_file(&md);
-    let o = gomlx(&["bench", "--model", s(&m), "--reps", "1", "--classify-only", "--classify-prompts", "2", "--prompt-tokens", "8", "--prefix-tokens", "8", "--markdown", s(&md)]);
+    let o = gomlx(&[
+        "bench",
+        "--model",
+        s(&m),
+        "--reps",
+        "1",
+        "--classify-only",
+        "--classify-prompts",
+        "2",
+        "--prompt-tokens",
+        "8",
+        "--prefix-tokens",
+        "8",
+        "--markdown",
+        s(&md),
+    ]);
     ok(&o);
     let text = std::fs::read_to_string(&md).unwrap();
     std::fs::remove_file(&md).ok();

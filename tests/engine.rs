@@ -237,7 +237,7 @@ fn batch_generate_equals_individual_greedy_runs() {
         assert_eq!(m.prompts, 4);
         for (i, p) in prompts.iter().enumerate() {
             assert_eq!(out[i].tokens, run(&engine, p, &opts).0, "{case}: row {i}");
-            assert_eq!(out[i].finish_reason, "length");
+            assert_eq!(out[i].finish_reason, FinishReason::Length);
         }
     }
 }
@@ -277,7 +277,11 @@ fn second_chat_turn_encodes_only_new_tokens() {
     // Only what follows the cached first turn is evaluated: the new user turn
     // and at most the end-of-turn tokens after the cached answer.
     let new_turn = tok.encode("<|im_start|>user\nAnd of Germany?<|im_end|>\n<|im_start|>assistant\n", false).unwrap().len();
-    assert!(m2.prompt_tokens_evaluated <= new_turn + 3 && m2.prompt_tokens_evaluated >= new_turn, "{} evaluated, new turn {new_turn}", m2.prompt_tokens_evaluated);
+    assert!(
+        m2.prompt_tokens_evaluated <= new_turn + 3 && m2.prompt_tokens_evaluated >= new_turn,
+        "{} evaluated, new turn {new_turn}",
+        m2.prompt_tokens_evaluated
+    );
     // Same tokens as encoding the whole history without a session.
     let mut g3 = engine.chat(&history, &opts, &ChatOptions::default(), None).unwrap();
     let (third, ids3) = g3.collect_text().unwrap();

@@ -37,7 +37,11 @@ fn memory_returns_to_baseline_after_mixed_requests_and_close() {
     std::thread::sleep(Duration::from_millis(50));
     let baseline = memory::active().unwrap();
     for i in 0..20 {
-        let sampler = if i % 2 == 0 { SamplerConfig::default() } else { SamplerConfig { temperature: 0.8, top_p: 0.9, seed: Some(i), repetition_penalty: 1.1, ..Default::default() } };
+        let sampler = if i % 2 == 0 {
+            SamplerConfig::default()
+        } else {
+            SamplerConfig { temperature: 0.8, top_p: 0.9, seed: Some(i), repetition_penalty: 1.1, ..Default::default() }
+        };
         let opts = GenerateOptions { max_tokens: 8 + i as usize, ignore_eos: true, sampler, ..Default::default() };
         match i % 4 {
             0 => drop(run(&engine, &prompt, &opts)),

@@ -14,11 +14,8 @@ fn dir(kind: &str, target: &str) -> PathBuf {
 
 fn inputs(d: &Path) -> Vec<(String, Vec<u8>)> {
     let Ok(entries) = std::fs::read_dir(d) else { return Vec::new() };
-    let mut v: Vec<(String, Vec<u8>)> = entries
-        .flatten()
-        .filter(|e| e.path().is_file())
-        .map(|e| (e.file_name().to_string_lossy().into_owned(), std::fs::read(e.path()).unwrap()))
-        .collect();
+    let mut v: Vec<(String, Vec<u8>)> =
+        entries.flatten().filter(|e| e.path().is_file()).map(|e| (e.file_name().to_string_lossy().into_owned(), std::fs::read(e.path()).unwrap())).collect();
     v.sort();
     v
 }

@@ -75,8 +75,8 @@ fn gemma3_270m_continues_like_transformers() {
 
 #[test]
 fn mlx_reader_and_gomlx_decoders_give_the_same_weights() {
-    use gomlx::gguf::{config_and_weights, is_native, GgufModel, Reader};
     use gomlx::mlx::dequantize;
+    use gomlx::models::gguf::{config_and_weights, is_native, GgufModel, Reader};
     let g = GgufModel::open(model("SmolLM2-135M-Instruct.Q4_1.gguf")).unwrap();
     assert!(is_native(&g).unwrap(), "SmolLM2 is Q4_1 + Q8_0: MLX's reader loads it");
     let (ca, _) = config_and_weights(&g, Reader::Mlx).unwrap();

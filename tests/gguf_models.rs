@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use gomlx::gguf::{GgufModel, GgufTokenizer};
+use gomlx::models::gguf::{GgufModel, GgufTokenizer};
 use serde_json::Value;
 
 const SMOL: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
@@ -86,9 +86,22 @@ fn check_config(model: &str, fixture_name: &str) {
     let r = fixture(fixture_name);
     let want = &r["config"];
     for key in [
-        "model_type", "hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads", "head_dim",
-        "intermediate_size", "max_position_embeddings", "vocab_size", "tie_word_embeddings", "sliding_window",
-        "query_pre_attn_scalar", "hidden_activation", "bos_token_id", "eos_token_id", "pad_token_id",
+        "model_type",
+        "hidden_size",
+        "num_hidden_layers",
+        "num_attention_heads",
+        "num_key_value_heads",
+        "head_dim",
+        "intermediate_size",
+        "max_position_embeddings",
+        "vocab_size",
+        "tie_word_embeddings",
+        "sliding_window",
+        "query_pre_attn_scalar",
+        "hidden_activation",
+        "bos_token_id",
+        "eos_token_id",
+        "pad_token_id",
     ] {
         if want.get(key).is_none() || want[key].is_null() {
             continue;

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use gomlx::gguf::{hf_config, GgmlType, GgufFile, GgufModel, TensorData, Value};
+use gomlx::models::gguf::{hf_config, GgmlType, GgufFile, GgufModel, TensorData, Value};
 
 /// A minimal GGUF writer for tests.
 struct W {

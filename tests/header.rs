@@ -10,12 +10,7 @@ fn committed_header_is_current() {
     let mut fresh = Vec::new();
     // Only src/ffi (and the modules it declares) is the ABI: parsing the whole
     // crate would export every public constant and type of the engine too.
-    cbindgen::Builder::new()
-        .with_src(root.join("src/ffi/mod.rs"))
-        .with_config(config)
-        .generate()
-        .expect("cbindgen generation")
-        .write(&mut fresh);
+    cbindgen::Builder::new().with_src(root.join("src/ffi/mod.rs")).with_config(config).generate().expect("cbindgen generation").write(&mut fresh);
     let fresh = String::from_utf8(fresh).unwrap();
     let path = root.join("include/gomlx.h");
     if std::env::var_os("GOMLX_BLESS").is_some() {

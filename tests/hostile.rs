@@ -126,18 +126,27 @@ fn config_sizes_are_bounded_before_allocation() {
 
 #[test]
 fn invalid_config_values_are_named() {
-    let cases: Vec<(&str, Box<dyn Fn(&mut serde_json::Value)>, &str)> = vec![
-        ("mistral window 0", Box::new(|c| {
-            c["model_type"] = "mistral".into();
-            c["sliding_window"] = 0.into();
-        }), "sliding_window is 0, must be at least 1"),
+    type Edit = Box<dyn Fn(&mut serde_json::Value)>;
+    let cases: Vec<(&str, Edit, &str)> = vec![
+        (
+            "mistral window 0",
+            Box::new(|c| {
+                c["model_type"] = "mistral".into();
+                c["sliding_window"] = 0.into();
+            }),
+            "sliding_window is 0, must be at least 1",
+        ),
         ("eps < 0", Box::new(|c| c["rms_norm_eps"] = (-1e-6).into()), "rms_norm_eps is -0.000001, must be a finite number > 0"),
         ("theta 0", Box::new(|c| c["rope_theta"] = 0.0.into()), "rope_theta is 0, must be a finite number > 0"),
         ("odd head_dim", Box::new(|c| c["head_dim"] = 15.into()), "head_dim 15 must be even"),
         ("hidden % heads", Box::new(|c| c["num_attention_heads"] = 3.into()), "num_attention_heads"),
-        ("llama3 factors", Box::new(|c| {
-            c["rope_scaling"] = serde_json::json!({"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 4.0, "high_freq_factor": 4.0});
-        }), "high_freq_factor (4) must be greater than low_freq_factor (4)"),
+        (
+            "llama3 factors",
+            Box::new(|c| {
+                c["rope_scaling"] = serde_json::json!({"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 4.0, "high_freq_factor": 4.0});
+            }),
+            "high_freq_factor (4) must be greater than low_freq_factor (4)",
+        ),
         ("softcap 0", Box::new(|c| c["final_logit_softcapping"] = 0.0.into()), "final_logit_softcapping is 0"),
     ];
     for (what, edit, needle) in cases {
@@ -147,7 +156,9 @@ fn invalid_config_values_are_named() {
     }
     // Gemma's window too, and its attention scalar.
     let gemma = root().join("tests/fixtures/models/gemma3_text");
-    for (key, value, needle) in [("sliding_window", serde_json::json!(0), "sliding_window is 0"), ("query_pre_attn_scalar", serde_json::json!(0.0), "query_pre_attn_scalar is 0")] {
+    for (key, value, needle) in
+        [("sliding_window", serde_json::json!(0), "sliding_window is 0"), ("query_pre_attn_scalar", serde_json::json!(0.0), "query_pre_attn_scalar is 0")]
+    {
         let d = scratch("gemma");
         std::fs::copy(gemma.join("model.safetensors"), d.join("model.safetensors")).unwrap();
         let mut cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(gemma.join("config.json")).unwrap()).unwrap();
@@ -308,10 +319,9 @@ fn fifos_empty_paths_and_short_contexts_are_errors() {
     load_fails(Path::new(""), &["the model path is empty"]);
 
     let m = model_dir("ctx", |_| {});
-    let e = load(&m, 1).err().expect("context_length 1 must fail");
+    let e = load(&m, 1).expect_err("context_length 1 must fail");
     assert!(e.contains("context_length 1 is too short"), "{e}");
-    let e = load_fails(&model_dir("ctx-model", |c| c["max_position_embeddings"] = 1.into()), &["max_position_embeddings"]);
-    assert!(e.contains("is 1"), "{e}");
+    load_fails(&model_dir("ctx-model", |c| c["max_position_embeddings"] = 1.into()), &["context length 1 is too short"]);
     let ok = load(&m, 2).expect("context_length 2 loads");
     gm_model_close(ok);
 }
@@ -326,7 +336,7 @@ fn discover_ends_on_symlink_loops_and_skips_fifos() {
         std::fs::copy(fx.join(f), m.join(f)).unwrap();
     }
     std::os::unix::fs::symlink(&d, d.join("models/loop")).unwrap();
-    std::os::unix::fs::symlink(&d.join("models"), m.join("up")).unwrap();
+    std::os::unix::fs::symlink(d.join("models"), m.join("up")).unwrap();
     let fifo_dir = d.join("models/fifo");
     std::fs::create_dir_all(&fifo_dir).unwrap();
     std::fs::copy(fx.join("model.safetensors"), fifo_dir.join("model.safetensors")).unwrap();
@@ -406,7 +416,7 @@ fn templates_are_bounded_and_never_hold_up_close() {
     set_template(&d, "{% for i in range(100000) %}{% for j in range(100000) %}{% for k in range(100000) %}x{% endfor %}{% endfor %}{% endfor %}");
     let m = load(&d, 0).unwrap();
     let t = Instant::now();
-    let e = chat_start(m, "hi", &gen_opts(4)).err().expect("a template that never ends must fail");
+    let e = chat_start(m, "hi", &gen_opts(4)).expect_err("a template that never ends must fail");
     assert!(e.contains("chat template") && e.contains("limit of") && e.contains("instructions"), "{e}");
     assert!(t.elapsed() < Duration::from_secs(60), "the fuel ran for {:?}", t.elapsed());
     gm_model_close(m);
@@ -414,7 +424,7 @@ fn templates_are_bounded_and_never_hold_up_close() {
     let d = model_dir("template-big", |_| {});
     set_template(&d, "{% for i in range(100) %}{{ 'x' * 10000000 }}{% endfor %}");
     let m = load(&d, 0).unwrap();
-    let e = chat_start(m, "hi", &gen_opts(4)).err().expect("a template that writes a gigabyte must fail");
+    let e = chat_start(m, "hi", &gen_opts(4)).expect_err("a template that writes a gigabyte must fail");
     assert!(e.contains("the rendered prompt exceeds the limit of"), "{e}");
     gm_model_close(m);
 
@@ -468,7 +478,7 @@ fn tokenizer_panics_child() {
     let e = last_error();
     assert!(e.contains("tokenizer") && e.contains("retry-limit"), "{e}");
     // The chat path (rendered, then encoded) and batched encoding on gomlx's threads.
-    let e = chat_start(m, CATASTROPHIC, &gen_opts(2)).err().expect("chat must fail");
+    let e = chat_start(m, CATASTROPHIC, &gen_opts(2)).expect_err("chat must fail");
     assert!(e.contains("retry-limit"), "{e}");
     let prompts: Vec<CString> = (0..64).map(|i| c(if i == 40 { CATASTROPHIC } else { "abc" })).collect();
     let ptrs: Vec<*const c_char> = prompts.iter().map(|p| p.as_ptr()).collect();
@@ -514,7 +524,7 @@ fn sampling_edges() {
     let mut o = gen_opts(4);
     o.logit_bias = bans.as_ptr();
     o.n_logit_bias = bans.len();
-    let e = tokens_start(m, &prompt, &o).err().expect("all banned must fail");
+    let e = tokens_start(m, &prompt, &o).expect_err("all banned must fail");
     assert!(e.contains("bans every token"), "{e}");
     // Banning all but one gives that one.
     let mut o2 = o;
@@ -592,8 +602,8 @@ fn gguf_tokenizer_errors_name_the_metadata_not_internal_json() {
         .kv("tokenizer.ggml.model", 8, gs("gpt2"))
         .kv("tokenizer.ggml.tokens", 9, strs(&["a", "b", "ab"]))
         .kv("tokenizer.ggml.merges", 9, strs(&["a c"]));
-    let file = gomlx::gguf::GgufFile::from_bytes("merges.gguf", &g.bytes()).unwrap();
-    let e = gomlx::gguf::GgufTokenizer::from_gguf(&file).err().expect("a merge of unknown tokens must fail").to_string();
+    let file = gomlx::models::gguf::GgufFile::from_bytes("merges.gguf", &g.bytes()).unwrap();
+    let e = gomlx::models::gguf::GgufTokenizer::from_gguf(&file).expect_err("a merge of unknown tokens must fail").to_string();
     assert!(e.contains("merges.gguf") && e.contains("tokenizer.ggml.merges"), "{e}");
     assert!(!e.contains("column"), "{e}");
     // A token longer than any vocabulary has.
@@ -603,8 +613,8 @@ fn gguf_tokenizer_errors_name_the_metadata_not_internal_json() {
         .kv("tokenizer.ggml.model", 8, gs("gpt2"))
         .kv("tokenizer.ggml.tokens", 9, strs(&["a", &long]))
         .kv("tokenizer.ggml.merges", 9, strs(&[]));
-    let file = gomlx::gguf::GgufFile::from_bytes("long.gguf", &g.bytes()).unwrap();
-    let e = gomlx::gguf::GgufTokenizer::from_gguf(&file).err().expect("a 5000-byte token must fail").to_string();
+    let file = gomlx::models::gguf::GgufFile::from_bytes("long.gguf", &g.bytes()).unwrap();
+    let e = gomlx::models::gguf::GgufTokenizer::from_gguf(&file).expect_err("a 5000-byte token must fail").to_string();
     assert!(e.contains("tokenizer.ggml.tokens[1] is 5000 bytes long"), "{e}");
 }
 

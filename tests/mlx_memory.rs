@@ -34,4 +34,3 @@ fn memory_limits_round_trip() {
     big.eval().unwrap();
     assert!(memory::peak().unwrap() >= 4 * 1024 * 1024);
 }
-

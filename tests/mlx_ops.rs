@@ -55,7 +55,7 @@ fn elementwise_functions() {
     close(&x.tanh().unwrap().to_vec::<f32>().unwrap(), &xs.map(f32::tanh), 1e-6);
     close(&x.sigmoid().unwrap().to_vec::<f32>().unwrap(), &xs.map(|v| 1.0 / (1.0 + (-v).exp())), 1e-6);
     // erf(0.5) = 0.5204998778, erf(2) = 0.9953222650
-    close(&x.erf().unwrap().to_vec::<f32>().unwrap(), &[-0.8427007929, 0.0, 0.5204998778, 0.9953222650], 1e-6);
+    close(&x.erf().unwrap().to_vec::<f32>().unwrap(), &[-0.842_700_8, 0.0, 0.520_499_9, 0.995_322_3], 1e-6);
     let pos = arr(&[1.0, 4.0], &[2]);
     close(&pos.log().unwrap().to_vec::<f32>().unwrap(), &[0.0, 4f32.ln()], 1e-6);
     close(&pos.rsqrt().unwrap().to_vec::<f32>().unwrap(), &[1.0, 0.5], 1e-6);
@@ -81,7 +81,7 @@ fn shape_ops() {
     assert_eq!(a.transpose(&[2, 0, 1]).unwrap().shape(), vec![4, 2, 3]);
     assert_eq!(a.swapaxes(0, 2).unwrap().to_vec::<i32>().unwrap()[..4], [0, 12, 4, 16]);
     assert_eq!(a.expand_dims(&[0]).unwrap().shape(), vec![1, 2, 3, 4]);
-    assert_eq!(a.reshape(&[6, 4]).unwrap().squeeze(&[]).is_err(), false);
+    assert!(a.reshape(&[6, 4]).unwrap().squeeze(&[]).is_ok());
     let parts = a.split(2, 2).unwrap();
     assert_eq!(parts.len(), 2);
     assert_eq!(parts[1].to_vec::<i32>().unwrap()[..2], [2, 3]);
@@ -153,6 +153,7 @@ fn rope_matches_naive_rotation() {
     close(&rope.apply_dynamic(&x, &off).unwrap().to_vec::<f32>().unwrap(), &naive_rope(&v, l, d, 10000.0, 11), 1e-5);
 }
 
+#[allow(clippy::too_many_arguments)] // the reference keeps attention's own parameter list
 fn naive_attention(q: &[f32], k: &[f32], v: &[f32], lq: usize, lk: usize, d: usize, scale: f32, causal: bool) -> Vec<f32> {
     let mut out = vec![0.0; lq * d];
     for i in 0..lq {

@@ -3,8 +3,8 @@
 mod common;
 
 use common::*;
-use gomlx::models::{discover, LoadOptions, Model};
 use gomlx::mlx::Array;
+use gomlx::models::{discover, LoadOptions, Model};
 
 fn load_err(dir: &std::path::Path) -> String {
     match Model::load(dir, &LoadOptions::default()) {

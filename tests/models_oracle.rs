@@ -194,7 +194,7 @@ fn fused_and_compiled_layers_match_the_oracle() {
         let r = reference(&dir);
         for (fuse, compile) in [(true, false), (false, true), (true, true)] {
             eprintln!("{case} fuse={fuse} compile={compile} on {}", device().name());
-            let opts = LoadOptions { fuse_projections: fuse, compile, dequantize: Some(false), ..Default::default() };
+            let opts = LoadOptions { fuse_projections: Some(fuse), compile: Some(compile), dequantize: Some(false), ..Default::default() };
             let (got, _, _) = logits_with(&dir, &opts, &r.inputs);
             let err = rel_error(&got, &r.logits);
             let tol = f32_tol();
@@ -404,7 +404,12 @@ fn engine_tokens_are_the_full_forwards() {
             }
         }
     }
-    assert!(failures.is_empty(), "the engine's tokens are not the full forward's (bounds {:e}, {:e} of the logits' scale): {failures:#?}", 2.0 * f32_tol(), 4.0 * f32_tol());
+    assert!(
+        failures.is_empty(),
+        "the engine's tokens are not the full forward's (bounds {:e}, {:e} of the logits' scale): {failures:#?}",
+        2.0 * f32_tol(),
+        4.0 * f32_tol()
+    );
 }
 
 /// Causality: the logits at the reference prompt's positions do not depend on
@@ -424,7 +429,11 @@ fn prefix_logits_do_not_depend_on_what_follows() {
         let (long, _, _) = logits_with(&dir, &LoadOptions::default(), &[&r.inputs[..], &r.greedy[..]].concat());
         let err = rel_error(&long[..short.len()], &short);
         let ref_err = rel_error(&long[..short.len()], &r.logits);
-        eprintln!("{case} on {}: {n} positions alone vs within {}: relative error {err:e}; the longer forward against the reference {ref_err:e}", device().name(), n + r.greedy.len());
+        eprintln!(
+            "{case} on {}: {n} positions alone vs within {}: relative error {err:e}; the longer forward against the reference {ref_err:e}",
+            device().name(),
+            n + r.greedy.len()
+        );
         if !(err < f32_tol() && ref_err < f32_tol()) {
             failures.push(format!("{case}: {err:e} between the two forwards, {ref_err:e} against the reference"));
         }

@@ -257,10 +257,7 @@ fn repetition_penalty_over_the_context_window() {
     let mut s = sampler(SamplerConfig { repetition_penalty: 1.5, ..Default::default() }, 6);
     s.observe_prompt(&Array::from_slice(&[2u32, 2, 2, 5, 1, 0], &[2, 3]).unwrap()).unwrap();
     let two = arr(&[3.0, 3.0, 3.0, 3.0, 3.0, -3.0, 3.0, 3.0, 3.0, 3.0, 3.0, -3.0], &[2, 6]);
-    assert_eq!(
-        f32s(&s.process_logits(&two).unwrap()),
-        vec![3.0, 3.0, 2.0, 3.0, 3.0, -3.0, 2.0, 2.0, 3.0, 3.0, 3.0, -4.5]
-    );
+    assert_eq!(f32s(&s.process_logits(&two).unwrap()), vec![3.0, 3.0, 2.0, 3.0, 3.0, -3.0, 2.0, 2.0, 3.0, 3.0, 3.0, -4.5]);
     // Keeping only row 1 of the history.
     s.select_rows(&ids(&[1])).unwrap();
     assert_eq!(u32s(s.history().0.unwrap()), vec![5, 1, 0]);
@@ -295,13 +292,7 @@ fn processors_apply_in_mlx_lm_order() {
     // bias, then repetition, then presence/frequency:
     // id 0: 1.0 - 3 = -2 → ×2 = -4 → -1 (presence) - 0.5 (frequency) = -5.5.
     // id 1: 4.0 + 0 → /2 = 2 → -1 - 2×0.5 = 0.
-    let c = SamplerConfig {
-        logit_bias: vec![(0, -3.0)],
-        repetition_penalty: 2.0,
-        presence_penalty: 1.0,
-        frequency_penalty: 0.5,
-        ..Default::default()
-    };
+    let c = SamplerConfig { logit_bias: vec![(0, -3.0)], repetition_penalty: 2.0, presence_penalty: 1.0, frequency_penalty: 0.5, ..Default::default() };
     let mut s = sampler(c, 3);
     s.observe(&ids(&[0])).unwrap();
     s.observe(&ids(&[1])).unwrap();
@@ -438,15 +429,7 @@ fn bad_inputs_are_errors() {
 
 #[test]
 fn config_round_trips_through_json() {
-    let c = SamplerConfig {
-        temperature: 0.7,
-        top_p: 0.9,
-        logit_bias: vec![(3, -1.5)],
-        seed: Some(7),
-        logprobs: true,
-        top_logprobs: 2,
-        ..Default::default()
-    };
+    let c = SamplerConfig { temperature: 0.7, top_p: 0.9, logit_bias: vec![(3, -1.5)], seed: Some(7), logprobs: true, top_logprobs: 2, ..Default::default() };
     let j = serde_json::to_string(&c).unwrap();
     assert_eq!(serde_json::from_str::<SamplerConfig>(&j).unwrap(), c);
     // Missing fields take their defaults; unknown ones are rejected.

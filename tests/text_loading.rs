@@ -77,14 +77,7 @@ fn template_sources_and_names() {
     cleanup(&dir);
 
     // chat_template.jinja wins over tokenizer_config.json, chat_template.json is read too.
-    let dir = model_dir(
-        "jinja",
-        "llama3",
-        &[
-            ("tokenizer_config.json", list.to_string()),
-            ("chat_template.jinja", "J{{ messages | length }}\n".into()),
-        ],
-    );
+    let dir = model_dir("jinja", "llama3", &[("tokenizer_config.json", list.to_string()), ("chat_template.jinja", "J{{ messages | length }}\n".into())]);
     let tok = Tokenizer::from_dir(&dir).unwrap();
     assert_eq!(tok.apply_chat_template(&msgs, &ChatOptions::default(), &ChatFormat::Model).unwrap(), "J1");
     cleanup(&dir);
@@ -125,8 +118,7 @@ fn from_parts_builds_a_gguf_style_tokenizer() {
     assert_eq!(tok.encode(&corpus()[0], true).unwrap(), ids(&case["ids"]));
     assert_eq!(tok.eos_ids(), &[1, 106]);
     let chat = fx["chat"].as_array().unwrap().iter().find(|c| c["case"] == "single/agp=True").unwrap();
-    let msgs: Vec<ChatMessage> =
-        chat["messages"].as_array().unwrap().iter().map(|m| ChatMessage::from_json(m.clone()).unwrap()).collect();
+    let msgs: Vec<ChatMessage> = chat["messages"].as_array().unwrap().iter().map(|m| ChatMessage::from_json(m.clone()).unwrap()).collect();
     let opts = ChatOptions { add_generation_prompt: true, ..Default::default() };
     assert_eq!(tok.apply_chat_template(&msgs, &opts, &ChatFormat::Model).unwrap(), chat["rendered"].as_str().unwrap());
 

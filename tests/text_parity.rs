@@ -25,11 +25,7 @@ fn encode_and_decode_match_python_tokenizers() {
             let want_plain = ids(&case["ids_no_special"]);
             assert_eq!(tok.encode(text, false).unwrap(), want_plain, "{name} line {line} (no special)");
             assert_eq!(tok.decode(&want, true).unwrap(), case["decode"].as_str().unwrap(), "{name} line {line} decode");
-            assert_eq!(
-                tok.decode(&want, false).unwrap(),
-                case["decode_keep_special"].as_str().unwrap(),
-                "{name} line {line} decode keeping specials"
-            );
+            assert_eq!(tok.decode(&want, false).unwrap(), case["decode_keep_special"].as_str().unwrap(), "{name} line {line} decode keeping specials");
         }
         let texts: Vec<&str> = corpus.iter().map(String::as_str).collect();
         let batch = tok.encode_batch(&texts, true).unwrap();
@@ -60,11 +56,7 @@ fn special_tokens_match_transformers() {
 }
 
 fn options(case: &Value, pinned_now: NaiveDateTime) -> ChatOptions {
-    let mut opts = ChatOptions {
-        add_generation_prompt: case["add_generation_prompt"].as_bool().unwrap(),
-        now: Some(pinned_now),
-        ..Default::default()
-    };
+    let mut opts = ChatOptions { add_generation_prompt: case["add_generation_prompt"].as_bool().unwrap(), now: Some(pinned_now), ..Default::default() };
     for (k, v) in case["kwargs"].as_object().unwrap() {
         if k == "tools" {
             opts.tools = Some(v.as_array().unwrap().clone());
@@ -78,20 +70,14 @@ fn options(case: &Value, pinned_now: NaiveDateTime) -> ChatOptions {
 #[test]
 fn chat_templates_render_like_transformers() {
     let corpus = fixture("corpus.json");
-    let pinned_now = NaiveDateTime::parse_from_str(corpus["pinned_now"].as_str().unwrap(), "%Y-%m-%dT%H:%M:%S")
-        .expect("pinned_now");
+    let pinned_now = NaiveDateTime::parse_from_str(corpus["pinned_now"].as_str().unwrap(), "%Y-%m-%dT%H:%M:%S").expect("pinned_now");
     let mut checked = 0;
     for name in NAMES {
         let tok = load(name);
         let fx = fixture(&format!("{name}.json"));
         for case in fx["chat"].as_array().unwrap() {
             let label = format!("{name} {}", case["case"].as_str().unwrap());
-            let messages: Vec<ChatMessage> = case["messages"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|m| ChatMessage::from_json(m.clone()).unwrap())
-                .collect();
+            let messages: Vec<ChatMessage> = case["messages"].as_array().unwrap().iter().map(|m| ChatMessage::from_json(m.clone()).unwrap()).collect();
             let format = match case["template"].as_str() {
                 None => ChatFormat::Model,
                 Some(key) => {

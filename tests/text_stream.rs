@@ -2,7 +2,7 @@
 
 mod text_support;
 
-use gomlx::text::{FinishReason, StreamDecoder, TextStream, Tokenizer};
+use gomlx::text::{StreamDecoder, StreamEnd, TextStream, Tokenizer};
 use text_support::*;
 
 /// Streams `ids` and returns the pieces, one per id plus the final flush.
@@ -103,7 +103,7 @@ fn stop_string_spanning_tokens_is_not_emitted() {
                 break;
             }
         }
-        assert_eq!(reason, Some(FinishReason::Stop(stop.to_string())), "{name}");
+        assert_eq!(reason, Some(StreamEnd::Stop(stop.to_string())), "{name}");
         assert_eq!(out, decoded[..decoded.find(stop).unwrap()], "{name}");
         assert!(ts.push(ids[0]).is_err(), "{name}: pushing after the end is an error");
     }
@@ -124,7 +124,7 @@ fn eos_ends_the_stream_without_text() {
         }
         let step = ts.push(eos).unwrap();
         out.push_str(&step.text);
-        assert_eq!(step.finished, Some(FinishReason::Eos(eos)), "{name}");
+        assert_eq!(step.finished, Some(StreamEnd::Eos(eos)), "{name}");
         assert_eq!(out, tok.decode(&ids, true).unwrap(), "{name}");
     }
 }

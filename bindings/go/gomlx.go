@@ -173,16 +173,20 @@ func SetCacheLimit(bytes uint64) uint64 { return uint64(C.gm_set_cache_limit(C.s
 // ClearCache returns MLX's cached buffers to the system.
 func ClearCache() { C.gm_clear_cache() }
 
-// DiscoveredModel is a model directory found by Discover.
+// DiscoveredModel is a model found by Discover.
 type DiscoveredModel struct {
-	Path           string
+	Path           string // a model directory or a .gguf file
 	Architecture   string
-	QuantBits      int // 0 when not quantised
+	QuantBits      int // 0 when not quantised (or GGUF)
 	QuantGroupSize int
+	Format         string // "safetensors" or "gguf"
+	Supported      bool   // whether gomlx loads the architecture
+	SizeBytes      uint64 // bytes of the weight files
 }
 
-// Discover finds model directories (config.json of a supported architecture
-// plus safetensors weights) at or below dir, sorted by path.
+// Discover finds models at or below dir, sorted by path: directories
+// (config.json of a supported architecture plus safetensors weights) and
+// .gguf files, as `gomlx discover` lists them.
 func Discover(dir string) ([]DiscoveredModel, error) {
 	var m cmem
 	defer m.free()
@@ -205,8 +209,11 @@ func Discover(dir string) ([]DiscoveredModel, error) {
 	archs := unsafe.Slice(r.architectures, n)
 	bits := unsafe.Slice(r.quant_bits, n)
 	groups := unsafe.Slice(r.quant_group_sizes, n)
+	formats := unsafe.Slice(r.formats, n)
+	supported := unsafe.Slice(r.supported, n)
+	sizes := unsafe.Slice(r.size_bytes, n)
 	for i := range out {
-		out[i] = DiscoveredModel{C.GoString(paths[i]), C.GoString(archs[i]), int(bits[i]), int(groups[i])}
+		out[i] = DiscoveredModel{C.GoString(paths[i]), C.GoString(archs[i]), int(bits[i]), int(groups[i]), C.GoString(formats[i]), bool(supported[i]), uint64(sizes[i])}
 	}
 	return out, nil
 }

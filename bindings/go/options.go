@@ -28,6 +28,39 @@ type loadConfig struct {
 	memoryLimit   uint64
 	cacheLimit    uint64
 	adapter       string
+	tuning        Tuning
+}
+
+// Tuning holds the device-strategy knobs (docs/tuning.md). A nil field takes
+// the GOMLX_* environment variable, else the default.
+type Tuning struct {
+	Widen           *bool  // CPU: widen weights at load (GOMLX_CPU_WEIGHTS)
+	Dequantize      *bool  // CPU: expand quantised matrices at load (GOMLX_CPU_DEQUANTIZE)
+	MemoryBudget    uint64 // CPU: bytes the widened weights may take; 0 = default (GOMLX_CPU_MEMORY_BUDGET)
+	FuseProjections *bool  // one matmul for q/k/v (GOMLX_FUSE_PROJECTIONS)
+	Compile         *bool  // compiled MLP activation (GOMLX_COMPILE)
+	CPUDenseQMMRows int    // 0 = default, negative = never (GOMLX_CPU_DENSE_QMM_ROWS)
+	GPUDenseQMMRows int    // 0 = default, negative = never (GOMLX_GPU_DENSE_QMM_ROWS)
+	CPUSplitOut     int    // 0 = default, negative = never (GOMLX_CPU_SPLIT_OUT)
+	BLASThreads     int    // process-wide; 0 = default (GOMLX_NUM_THREADS)
+	BLASGemv        *bool  // process-wide (GOMLX_BLAS_GEMV)
+}
+
+// WithTuning sets device-strategy knobs for this model (and the process-wide BLAS ones).
+func WithTuning(t Tuning) LoadOption { return func(c *loadConfig) { c.tuning = t } }
+
+// Bool is a helper for Tuning's optional switches: gomlx.Bool(true).
+func Bool(v bool) *bool { return &v }
+
+func onOff(v *bool) C.int32_t {
+	switch {
+	case v == nil:
+		return 0
+	case *v:
+		return C.GM_ON
+	default:
+		return C.GM_OFF
+	}
 }
 
 // LoadOption configures LoadModel.
@@ -64,6 +97,14 @@ func (c *loadConfig) toC(m *cmem) (*C.gm_load_options, error) {
 	o.context_length = C.size_t(c.contextLength)
 	o.memory_limit = C.size_t(c.memoryLimit)
 	o.cache_limit = C.size_t(c.cacheLimit)
+	t := c.tuning
+	if t.BLASThreads < 0 {
+		return nil, fmt.Errorf("gomlx: BLAS threads %d < 0", t.BLASThreads)
+	}
+	o.widen, o.dequantize, o.fuse_projections, o.compile, o.blas_gemv = onOff(t.Widen), onOff(t.Dequantize), onOff(t.FuseProjections), onOff(t.Compile), onOff(t.BLASGemv)
+	o.memory_budget = C.uint64_t(t.MemoryBudget)
+	o.cpu_dense_qmm_rows, o.gpu_dense_qmm_rows, o.cpu_split_out = C.int64_t(t.CPUDenseQMMRows), C.int64_t(t.GPUDenseQMMRows), C.int64_t(t.CPUSplitOut)
+	o.blas_threads = C.uint32_t(t.BLASThreads)
 	var err error
 	if c.dtype != "" {
 		if o.dtype, err = m.str("dtype", c.dtype); err != nil {

@@ -20,10 +20,10 @@
 //! measured process, so that a machine shared through that lock runs nothing
 //! else meanwhile but can run other work between repetitions.
 
-use super::convert::{self, Mode, Plan};
 use super::{bar, check_model_path, out, runtime, usage, CliResult, DeviceArg, DtypeArg, ModelArgs, WeightsArg};
 use gomlx::engine::{ClassifyOptions, Engine, GenerateOptions};
 use gomlx::mlx::{self, memory, Dtype};
+use gomlx::models::convert::{self, Mode, Plan};
 use gomlx::text::Tokenizer;
 use serde_json::{json, Map, Value};
 use std::path::{Path, PathBuf};
@@ -212,7 +212,6 @@ fn ids(v: &Value) -> Vec<u32> {
     v.as_array().map(|a| a.iter().filter_map(|x| x.as_u64().map(|x| x as u32)).collect()).unwrap_or_default()
 }
 
-
 // ---------------------------------------------------------------------------
 // One gomlx repetition (in its own process).
 
@@ -229,7 +228,7 @@ fn worker(a: &Args, path: &Path) -> CliResult {
     let mut o = Map::new();
     memory::reset_peak()?;
     let t = Instant::now();
-    let engine = Engine::load(&a.model.model, &a.model.engine_options())?;
+    let engine = Engine::load(&a.model.model, &a.model.engine_options()?)?;
     o.insert("load_s".into(), json!(t.elapsed().as_secs_f64()));
     // MLX's peak after each step, to tell where it is reached. Classify resets
     // the peak for its own metrics, so the run's peak is the largest of these.
@@ -297,7 +296,10 @@ fn generate_steps(engine: &Engine, w: &Value, o: &mut Map<String, Value>, steps:
     if let Some(m) = g.metrics() {
         // The engine's own split of a decode step (graph build / queue / wait), per token.
         let per = |s: f64| 1e3 * s / tokens.len().saturating_sub(1).max(1) as f64;
-        o.insert("decode_profile_ms".into(), json!({"step": per(m.decode_s), "build": per(m.decode_build_s), "queue": per(m.decode_queue_s), "wait": per(m.decode_wait_s)}));
+        o.insert(
+            "decode_profile_ms".into(),
+            json!({"step": per(m.decode_s), "build": per(m.decode_build_s), "queue": per(m.decode_queue_s), "wait": per(m.decode_wait_s)}),
+        );
     }
     let rate = if times.len() > 1 { (times.len() - 1) as f64 / (times[times.len() - 1] - times[0]).as_secs_f64() } else { 0.0 };
     o.insert("decode_tokens".into(), json!(tokens.len()));
@@ -498,7 +500,15 @@ fn machine() -> Value {
         true if cfg!(target_os = "macos") => "Apple GPU (Metal)".to_string(),
         true => nvidia_gpu().unwrap_or_else(|| "NVIDIA GPU (CUDA)".into()),
     };
-    let backend = if mlx::default_device() == mlx::DeviceKind::Gpu { if cfg!(target_os = "macos") { "metal" } else { "cuda" } } else { "cpu" };
+    let backend = if mlx::default_device() == mlx::DeviceKind::Gpu {
+        if cfg!(target_os = "macos") {
+            "metal"
+        } else {
+            "cuda"
+        }
+    } else {
+        "cpu"
+    };
     let blas = if cfg!(target_os = "linux") { json!(mlx::blas::info().summary()) } else { Value::Null };
     json!({"cpu": cpu, "cores": cores, "gpu": gpu, "backend": backend, "mlx": mlx::version(), "os": std::env::consts::OS, "gomlx_blas": blas})
 }
@@ -519,7 +529,7 @@ fn mlx_dir(a: &Args) -> CliResult<PathBuf> {
     let dir = repo_file(".cache").join("bench-models/converted").join(format!("{stem}-keep-{}", dtype.name()));
     if !dir.join("config.json").is_file() || !dir.join("model.safetensors").is_file() {
         let _held = lock(a.lock.as_deref())?;
-        convert::convert(m, &dir, Plan { mode: Mode::Keep, dtype }, true)?;
+        convert::convert(m, &dir, Plan { mode: Mode::Keep, dtype }, &mut |_, _| true)?;
     }
     Ok(dir)
 }
@@ -564,7 +574,7 @@ pub fn run(a: Args) -> CliResult {
     check_model_path(&a.model.model)?;
     // The workload, from the model's own tokenizer.
     let tok = if a.model.model.is_file() {
-        gomlx::gguf::tokenizer(&gomlx::gguf::GgufModel::open(&a.model.model)?)?
+        gomlx::models::gguf::tokenizer(&gomlx::models::gguf::GgufModel::open(&a.model.model)?)?
     } else {
         Tokenizer::from_dir(&a.model.model)?
     };
@@ -732,7 +742,12 @@ pub fn run(a: Args) -> CliResult {
     } else {
         let mut s = format!("{name}, {} reps, medians\n", a.reps);
         if let Some(m) = &report["mlx_lm"].as_object() {
-            s.push_str(&format!("mlx-lm: {} weights, {} compute, {:.0} MiB\n", m["weights"].as_str().unwrap_or("?"), m["dtype"].as_str().unwrap_or("?"), m["weight_bytes"].as_f64().unwrap_or(0.0) / (1u64 << 20) as f64));
+            s.push_str(&format!(
+                "mlx-lm: {} weights, {} compute, {:.0} MiB\n",
+                m["weights"].as_str().unwrap_or("?"),
+                m["dtype"].as_str().unwrap_or("?"),
+                m["weight_bytes"].as_f64().unwrap_or(0.0) / (1u64 << 20) as f64
+            ));
         }
         for r in &rows {
             s.push_str(&format!(
@@ -778,7 +793,11 @@ fn append_markdown(path: &Path, r: &Value, compare: bool) -> CliResult {
     let w = &r["workload"];
     let mut rows = String::new();
     for v in r["gomlx"].as_array().into_iter().flatten() {
-        let theirs = if compare { format!("{} → {}", r["mlx_lm"]["weights"].as_str().unwrap_or("?"), r["mlx_lm"]["dtype"].as_str().unwrap_or("?")) } else { "–".into() };
+        let theirs = if compare {
+            format!("{} → {}", r["mlx_lm"]["weights"].as_str().unwrap_or("?"), r["mlx_lm"]["dtype"].as_str().unwrap_or("?"))
+        } else {
+            "–".into()
+        };
         let mut row = format!(
             "| {} | {}, {} cores, GPU: {} | {} (MLX {}) | {} | {} → {} ({}) | {} | {}/{}/{}×{}+{} | {} |",
             r["date"].as_str().unwrap_or(""),

@@ -1,10 +1,9 @@
 //! `gomlx info` and `gomlx discover`.
 
-use super::{load_engine, out, runtime, CliResult, ModelArgs};
+use super::{load_engine, out, CliResult, ModelArgs};
 use gomlx::mlx::{self, Array};
 use serde_json::{json, Value};
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 #[derive(clap::Args, Debug)]
 pub struct InfoArgs {
@@ -52,7 +51,7 @@ pub fn run_info(a: InfoArgs) -> CliResult {
             mlx::blas::info().summary()
         ));
     };
-    let margs = ModelArgs { model, device: a.device, dtype: a.dtype, context_length: None, weights: a.weights, adapter_path: None };
+    let margs = ModelArgs { model, device: a.device, dtype: a.dtype, context_length: None, weights: a.weights, adapter_path: None, tune: Vec::new() };
     let (engine, load_s) = load_engine(&margs)?;
     let tokenizer = engine.tokenizer().map(|t| {
         json!({
@@ -77,69 +76,20 @@ pub fn run_info(a: InfoArgs) -> CliResult {
     out(&format!("{}\n", serde_json::to_string_pretty(&j).unwrap()))
 }
 
-fn gguf_entry(path: &Path) -> Option<Value> {
-    let f = gomlx::gguf::GgufFile::open(path).ok()?;
-    let arch = f.architecture().ok()?.to_string();
-    // The tensor types by count, e.g. {"q4_1": 211, "f32": 61}.
-    let mut types: BTreeMap<String, usize> = BTreeMap::new();
-    for t in &f.tensors {
-        *types.entry(t.ty.name().to_lowercase()).or_default() += 1;
-    }
-    let supported = gomlx::gguf::Arch::from_gguf(&arch).is_some();
-    Some(json!({
-        "path": path,
-        "format": "gguf",
-        "architecture": arch,
-        "supported": supported,
-        "tensor_types": types,
-        "size_bytes": std::fs::metadata(path).map(|m| m.len()).unwrap_or(0),
-    }))
-}
-
-fn walk_gguf(dir: &Path, depth: usize, found: &mut Vec<Value>, seen: &mut std::collections::HashSet<PathBuf>) {
-    // Each directory once (by its canonical path): symlink loops end.
-    let Ok(canonical) = std::fs::canonicalize(dir) else { return };
-    if !seen.insert(canonical) {
-        return;
-    }
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
-    let mut paths: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
-    paths.sort();
-    for p in paths {
-        let Ok(meta) = std::fs::metadata(&p) else { continue };
-        if meta.is_dir() {
-            if depth < 6 && !p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.') && depth > 0) {
-                walk_gguf(&p, depth + 1, found, seen);
-            }
-        } else if meta.is_file() && p.extension().is_some_and(|e| e == "gguf") {
-            // Regular files only: a FIFO named x.gguf is skipped, not opened.
-            if let Some(e) = gguf_entry(&p) {
-                found.push(e);
-            }
-        }
-    }
-}
-
 pub fn run_discover(a: DiscoverArgs) -> CliResult {
-    if a.dir.as_os_str().is_empty() {
-        return Err(runtime("the directory to search is empty (pass a path)"));
-    }
-    if !a.dir.is_dir() {
-        return Err(runtime(format!("{}: not a directory", a.dir.display())));
-    }
-    let mut found: Vec<Value> = gomlx::models::discover(&a.dir)?
+    let found: Vec<Value> = gomlx::models::discover(&a.dir)?
         .into_iter()
         .map(|m| {
-            json!({
-                "path": m.path,
-                "format": "safetensors",
-                "architecture": m.architecture,
-                "supported": true,
-                "quant_bits": m.quant_bits,
-                "quant_group_size": m.quant_group_size,
-            })
+            let mut v = json!({"path": m.path, "format": m.format, "architecture": m.architecture, "supported": m.supported});
+            if m.format == "gguf" {
+                v["tensor_types"] = json!(m.tensor_types);
+                v["size_bytes"] = json!(m.size_bytes);
+            } else {
+                v["quant_bits"] = json!(m.quant_bits);
+                v["quant_group_size"] = json!(m.quant_group_size);
+            }
+            v
         })
         .collect();
-    walk_gguf(&a.dir, 0, &mut found, &mut Default::default());
     out(&format!("{}\n", serde_json::to_string_pretty(&Value::Array(found)).unwrap()))
 }

@@ -6,6 +6,7 @@ mod classify;
 mod convert;
 mod generate;
 mod info;
+mod lora;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use gomlx::engine::{Engine, EngineOptions};
@@ -40,16 +41,8 @@ enum Command {
     Convert(convert::Args),
     /// Measure load, prefill, decode, time to first token, classify and memory; optionally against mlx-lm.
     Bench(bench::Args),
-    /// LoRA fine-tuning from JSONL (`gomlx lora --help` lists the options).
-    Lora(LoraArgs),
-}
-
-/// The options of `gomlx lora`, parsed by the training module itself.
-#[derive(clap::Args, Debug)]
-#[command(disable_help_flag = true)]
-pub struct LoraArgs {
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-    args: Vec<String>,
+    /// LoRA fine-tuning from JSONL, adapters in mlx-lm's layout.
+    Lora(lora::Args),
 }
 
 /// How a command failed: usage errors exit 2, runtime errors 1.
@@ -140,10 +133,7 @@ fn run_command(command: Command) -> CliResult {
         Command::Discover(a) => info::run_discover(a),
         Command::Convert(a) => convert::run(a),
         Command::Bench(a) => bench::run(a),
-        Command::Lora(a) => gomlx::train::cli::lora_command(&a.args).map_err(|e| match e {
-            gomlx::Error::InvalidArgument(m) => CliError::Usage(m),
-            other => CliError::from(other),
-        }),
+        Command::Lora(a) => lora::run(a),
     }
 }
 
@@ -199,6 +189,10 @@ pub struct ModelArgs {
     /// A LoRA adapter directory (adapters.safetensors + adapter_config.json, from gomlx lora or mlx_lm.lora) to apply.
     #[arg(long, value_name = "DIR")]
     pub adapter_path: Option<PathBuf>,
+    /// A device-strategy knob, NAME=VALUE (repeatable; docs/tuning.md lists them),
+    /// e.g. --tune compile=true --tune gpu_dense_qmm_rows=64.
+    #[arg(long, value_name = "NAME=VALUE")]
+    pub tune: Vec<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -208,8 +202,8 @@ pub enum WeightsArg {
 }
 
 impl ModelArgs {
-    pub fn engine_options(&self) -> EngineOptions {
-        EngineOptions {
+    pub fn engine_options(&self) -> CliResult<EngineOptions> {
+        let mut o = EngineOptions {
             device: self.device.map(|d| match d {
                 DeviceArg::Cpu => DeviceKind::Cpu,
                 DeviceArg::Gpu => DeviceKind::Gpu,
@@ -218,7 +212,13 @@ impl ModelArgs {
             context_length: self.context_length,
             widen: self.weights.map(|w| w == WeightsArg::Widened),
             adapter: self.adapter_path.clone(),
+            ..Default::default()
+        };
+        for t in &self.tune {
+            let (name, value) = t.split_once('=').ok_or_else(|| usage(format!("--tune {t}: expected NAME=VALUE")))?;
+            o.set_knob(name.trim(), value).map_err(|e| usage(e.to_string()))?;
         }
+        Ok(o)
     }
 }
 
@@ -318,7 +318,7 @@ pub fn load_engine(args: &ModelArgs) -> CliResult<(Engine, f64)> {
     check_model_path(&args.model)?;
     let pb = spinner(format!("loading {}", args.model.display()));
     let t = Instant::now();
-    let engine = Engine::load(&args.model, &args.engine_options());
+    let engine = Engine::load(&args.model, &args.engine_options()?);
     if let Some(pb) = pb {
         pb.finish_and_clear();
     }

@@ -18,7 +18,7 @@ use std::time::Instant;
 pub struct Output {
     pub text: String,
     pub tokens: Vec<u32>,
-    pub finish_reason: &'static str,
+    pub finish_reason: FinishReason,
 }
 
 pub(crate) struct Request {
@@ -121,7 +121,7 @@ pub(crate) fn run(w: &mut Worker, req: Request) -> Result<(Vec<Output>, BatchMet
                     if let Some(t) = &mut row.text {
                         row.out.push_str(&t.finish()?);
                     }
-                    outputs[row.prompt] = Some(Output { text: std::mem::take(&mut row.out), tokens: std::mem::take(&mut row.tokens), finish_reason: reason.as_str() });
+                    outputs[row.prompt] = Some(Output { text: std::mem::take(&mut row.out), tokens: std::mem::take(&mut row.tokens), finish_reason: reason });
                 }
                 None => keep.push(r as i32),
             }

@@ -51,7 +51,13 @@ fn lcp(a: &[u32], b: &[u32]) -> usize {
 }
 
 impl GenState {
-    pub fn new(req: Box<GenerateRequest>, model: &Model, tokenizer: Option<&Arc<Tokenizer>>, session: Option<Session>, context_length: usize) -> Result<GenState> {
+    pub fn new(
+        req: Box<GenerateRequest>,
+        model: &Model,
+        tokenizer: Option<&Arc<Tokenizer>>,
+        session: Option<Session>,
+        context_length: usize,
+    ) -> Result<GenState> {
         let prompt_len = req.prompt.len();
         if prompt_len >= context_length {
             return Err(Error::InvalidArgument(format!("the prompt has {prompt_len} tokens; the context length is {context_length}")));
@@ -168,11 +174,7 @@ impl GenState {
     fn decode(&mut self, model: &Model) -> Result<Step> {
         let current = self.pending.take().expect("a pending token in decode");
         // Queue the next step before reading this token back.
-        let next = if self.generated + 1 < self.limit {
-            Some(self.queue_next(model, &current.tokens.reshape(&[1, 1])?)?)
-        } else {
-            None
-        };
+        let next = if self.generated + 1 < self.limit { Some(self.queue_next(model, &current.tokens.reshape(&[1, 1])?)?) } else { None };
         let wait = Instant::now();
         let id = current.tokens.item::<u32>()?;
         if self.decode_start.is_some() {
@@ -258,6 +260,11 @@ impl GenState {
         m.active_memory_bytes = memory::active()?;
         self.send(Event::Done(reason, self.metrics.clone()));
         Ok(Step::Done(session))
+    }
+
+    /// Whether the caller asked to stop it.
+    pub fn cancelled(&self) -> bool {
+        self.req.cancel.load(Ordering::Relaxed)
     }
 
     pub fn session_id(&self) -> Option<u64> {

@@ -44,6 +44,59 @@ pub struct EngineOptions {
     /// A LoRA adapter directory in mlx-lm's layout (`adapters.safetensors` +
     /// `adapter_config.json`, as `gomlx lora` and `mlx_lm.lora` write) applied at load.
     pub adapter: Option<PathBuf>,
+    /// Device-strategy knobs (`LoadOptions` documents each; docs/tuning.md):
+    /// None takes the `GOMLX_*` environment variable, else the default.
+    pub dequantize: Option<bool>,
+    pub memory_budget: Option<u64>,
+    pub fuse_projections: Option<bool>,
+    pub compile: Option<bool>,
+    pub cpu_dense_qmm_rows: Option<usize>,
+    pub gpu_dense_qmm_rows: Option<usize>,
+    pub cpu_split_out: Option<usize>,
+}
+
+impl EngineOptions {
+    /// Sets a device-strategy knob by its field name from text (`gomlx --tune
+    /// name=value`): `widen`, `dequantize`, `fuse_projections`, `compile`
+    /// (true/false), `memory_budget` (bytes, K/M/G suffixes), `cpu_dense_qmm_rows`,
+    /// `gpu_dense_qmm_rows`, `cpu_split_out` (counts; 0 = never).
+    pub fn set_knob(&mut self, name: &str, value: &str) -> Result<()> {
+        let bad = |what: &str| Error::InvalidArgument(format!("knob {name}: '{value}' is not {what}"));
+        let flag = || crate::models::tuning::parse_flag(value).ok_or_else(|| bad("true or false"));
+        let count = || value.trim().parse::<usize>().map_err(|_| bad("a count"));
+        match name {
+            "widen" => self.widen = Some(flag()?),
+            "dequantize" => self.dequantize = Some(flag()?),
+            "fuse_projections" => self.fuse_projections = Some(flag()?),
+            "compile" => self.compile = Some(flag()?),
+            "memory_budget" => self.memory_budget = Some(crate::models::tuning::parse_bytes(value).ok_or_else(|| bad("a byte count"))?),
+            "cpu_dense_qmm_rows" => self.cpu_dense_qmm_rows = Some(count()?),
+            "gpu_dense_qmm_rows" => self.gpu_dense_qmm_rows = Some(count()?),
+            "cpu_split_out" => self.cpu_split_out = Some(count()?),
+            _ => {
+                return Err(Error::InvalidArgument(format!(
+                    "unknown knob '{name}' (known: widen, dequantize, memory_budget, fuse_projections, compile, cpu_dense_qmm_rows, gpu_dense_qmm_rows, cpu_split_out)"
+                )))
+            }
+        }
+        Ok(())
+    }
+
+    /// The models layer's options these describe.
+    pub fn load_options(&self) -> LoadOptions {
+        LoadOptions {
+            dtype: self.dtype,
+            widen: self.widen,
+            dequantize: self.dequantize,
+            memory_budget: self.memory_budget,
+            fuse_projections: self.fuse_projections,
+            compile: self.compile,
+            cpu_dense_qmm_rows: self.cpu_dense_qmm_rows,
+            gpu_dense_qmm_rows: self.gpu_dense_qmm_rows,
+            cpu_split_out: self.cpu_split_out,
+            adapter: self.adapter.clone(),
+        }
+    }
 }
 
 /// Options of one generation.
@@ -77,8 +130,10 @@ pub struct Token {
     pub top_logprobs: Vec<(u32, f32)>,
 }
 
-/// Why a generation ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Why a generation ended: the one finish reason of gomlx (the C ABI's
+/// `GM_FINISH_*` codes and the CLI's names map from it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum FinishReason {
     Eos,
     Length,
@@ -97,11 +152,11 @@ impl FinishReason {
     }
 }
 
-impl From<crate::text::FinishReason> for FinishReason {
-    fn from(f: crate::text::FinishReason) -> Self {
+impl From<crate::text::StreamEnd> for FinishReason {
+    fn from(f: crate::text::StreamEnd) -> Self {
         match f {
-            crate::text::FinishReason::Eos(_) => FinishReason::Eos,
-            crate::text::FinishReason::Stop(_) => FinishReason::Stop,
+            crate::text::StreamEnd::Eos(_) => FinishReason::Eos,
+            crate::text::StreamEnd::Stop(_) => FinishReason::Stop,
         }
     }
 }
@@ -210,6 +265,9 @@ pub struct ChatSession {
     engine: std::sync::Weak<Shared>,
 }
 
+/// The error a generation cut short by `Engine::close` ends with.
+pub const CLOSED_WHILE_RUNNING: &str = "the model was closed while this generation was running";
+
 impl Drop for ChatSession {
     fn drop(&mut self) {
         if let Some(shared) = self.engine.upgrade() {
@@ -223,6 +281,8 @@ impl Drop for ChatSession {
 struct Shared {
     tx: Mutex<Option<Sender<Command>>>,
     thread: Mutex<Option<JoinHandle<()>>>,
+    /// Set by `close`; the engine thread then ends running generations with `CLOSED_WHILE_RUNNING`.
+    closed: Arc<AtomicBool>,
 }
 
 /// A loaded model and its engine thread. Cheap to clone; every clone talks to
@@ -235,54 +295,35 @@ pub struct Engine {
     tokenizer: Option<Arc<Tokenizer>>,
     device: DeviceKind,
     path: PathBuf,
+    context_length: usize,
 }
 
 static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
-
-/// The longest sequence a model's requests may reach: the load option when
-/// given, else the model's own. Fewer than 2 positions (one prompt token and
-/// one generated) is an error naming where the value came from, never
-/// silently raised to 2.
-pub fn context_length(requested: Option<usize>, model: usize) -> Result<usize> {
-    match requested {
-        Some(n) if n < 2 => Err(Error::InvalidArgument(format!(
-            "context_length {n} is too short: a request needs at least 2 positions (a prompt token and a generated one)"
-        ))),
-        Some(n) => Ok(n),
-        None if model < 2 => Err(Error::Model(format!(
-            "the model's context length (max_position_embeddings) is {model}: a request needs at least 2 positions; pass a context length"
-        ))),
-        None => Ok(model),
-    }
-}
 
 impl Engine {
     /// Loads a model directory (config.json + safetensors, tokenizer files
     /// optional) or a `.gguf` file on a new engine thread.
     pub fn load(path: &Path, opts: &EngineOptions) -> Result<Engine> {
-        if path.as_os_str().is_empty() {
-            return Err(Error::InvalidArgument("the model path is empty (expected a model directory or a .gguf file)".into()));
-        }
-        // Before the weights load: a bad option should not cost a model load.
-        if let Some(n) = opts.context_length {
-            context_length(Some(n), 0)?;
-        }
         let device = opts.device.unwrap_or_else(crate::mlx::default_device);
+        if let Some(n) = opts.context_length.filter(|&n| n < 2) {
+            return Err(Error::InvalidArgument(format!(
+                "context_length {n} is too short: a request needs at least one prompt token and one generated position"
+            )));
+        }
         let (tx, rx) = mpsc::channel();
         let (ready_tx, ready_rx) = mpsc::channel();
         if let Some(dir) = &opts.adapter {
-            // Before the weights load: a wrong path should not cost a model load.
-            crate::train::adapters::check_adapter_dir(dir)?;
+            // Before the engine thread starts: a wrong path should not cost a thread.
+            crate::models::adapters::check_adapter_dir(dir)?;
         }
-        let (fuse_projections, compile) = crate::models::policy::inference_build(device);
-        // Adapters attach to each projection, so a model with one keeps q/k/v separate.
-        let fuse_projections = fuse_projections && opts.adapter.is_none();
-        let load = LoadOptions { dtype: opts.dtype, widen: opts.widen, fuse_projections, compile, ..Default::default() };
-        let load = worker::LoadRequest { path: path.to_path_buf(), device, load, context_length: opts.context_length, adapter: opts.adapter.clone() };
-        let thread = crate::panics::thread("engine")
-            .spawn(move || worker::run(load, rx, ready_tx))
+        let load = worker::LoadRequest { path: path.to_path_buf(), device, load: opts.load_options(), context_length: opts.context_length };
+        let closed = Arc::new(AtomicBool::new(false));
+        let closed_flag = closed.clone();
+        let thread = std::thread::Builder::new()
+            .name("gomlx-engine".into())
+            .spawn(move || worker::run(load, rx, ready_tx, closed_flag))
             .map_err(|e| Error::Engine(format!("cannot start the engine thread: {e}")))?;
-        let (info, tokenizer) = match ready_rx.recv() {
+        let (info, tokenizer, context_length) = match ready_rx.recv() {
             Ok(Ok(v)) => v,
             Ok(Err(e)) => {
                 let _ = thread.join();
@@ -294,11 +335,12 @@ impl Engine {
             }
         };
         Ok(Engine {
-            shared: Arc::new(Shared { tx: Mutex::new(Some(tx)), thread: Mutex::new(Some(thread)) }),
+            shared: Arc::new(Shared { tx: Mutex::new(Some(tx)), thread: Mutex::new(Some(thread)), closed }),
             info: Arc::new(info),
             tokenizer,
             device,
             path: path.to_path_buf(),
+            context_length,
         })
     }
 
@@ -312,6 +354,17 @@ impl Engine {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The longest sequence a request may reach (prompt + output): the load
+    /// option, else the model's.
+    pub fn context_length(&self) -> usize {
+        self.context_length
+    }
+
+    /// Whether `close` was called (on any clone).
+    pub fn is_closed(&self) -> bool {
+        self.shared.closed.load(Ordering::SeqCst)
     }
 
     /// The model's tokenizer, if it has one.
@@ -339,15 +392,8 @@ impl Engine {
     /// Streams a generation from a text prompt (special tokens such as BOS added
     /// as the tokenizer declares).
     pub fn generate(&self, prompt: &str, opts: &GenerateOptions) -> Result<Generation> {
-        let ids = self.encode_prompt(prompt)?;
+        let ids = self.require_tokenizer()?.encode(prompt, true)?;
         self.start(ids, opts, None)
-    }
-
-    /// The token ids `generate` starts from (special tokens added as the
-    /// tokenizer declares). Runs on the calling thread and takes no lock: a
-    /// caller that serialises starts (the C ABI's close) encodes first.
-    pub fn encode_prompt(&self, prompt: &str) -> Result<Vec<u32>> {
-        self.require_tokenizer()?.encode(prompt, true)
     }
 
     /// Renders `messages` with the model's chat template and generates the
@@ -358,8 +404,8 @@ impl Engine {
     }
 
     /// The token ids `chat` starts from: `messages` rendered with the model's
-    /// chat template (bounded: `crate::limits`) and encoded. Runs on the
-    /// calling thread and takes no lock, like `encode_prompt`.
+    /// chat template (bounded: `crate::limits`) and encoded, on the calling
+    /// thread; callers render before they take a lock of their own.
     pub fn encode_chat(&self, messages: &[ChatMessage], chat: &ChatOptions) -> Result<Vec<u32>> {
         let tok = self.require_tokenizer()?;
         let mut chat = chat.clone();
@@ -404,7 +450,12 @@ impl Engine {
     }
 
     /// `classify` on token ids; `labels` are (label, first token id) pairs.
-    pub fn classify_tokens(&self, prompts: Vec<Vec<u32>>, labels: Option<Vec<(String, u32)>>, opts: &ClassifyOptions) -> Result<(Vec<ClassifyResult>, BatchMetrics)> {
+    pub fn classify_tokens(
+        &self,
+        prompts: Vec<Vec<u32>>,
+        labels: Option<Vec<(String, u32)>>,
+        opts: &ClassifyOptions,
+    ) -> Result<(Vec<ClassifyResult>, BatchMetrics)> {
         if prompts.iter().any(|p| p.is_empty()) {
             return Err(Error::InvalidArgument("a prompt is empty".into()));
         }
@@ -429,9 +480,13 @@ impl Engine {
         rx.recv().map_err(|_| Error::Engine("the engine thread stopped during batch generate".into()))?
     }
 
-    /// Stops the engine thread after running requests end and frees the model.
-    /// Later calls on any clone fail with "the model is closed".
+    /// Closes the model: running generations end within one step with the
+    /// error `CLOSED_WHILE_RUNNING` (after the tokens already made), a running
+    /// or queued classify or batch call finishes, then the engine thread stops
+    /// and frees the weights. Later calls on any clone fail with "the model is
+    /// closed". Blocks until the thread has ended; idempotent.
     pub fn close(&self) {
+        self.shared.closed.store(true, Ordering::SeqCst);
         self.shared.tx.lock().unwrap().take();
         if let Some(t) = self.shared.thread.lock().unwrap().take() {
             let _ = t.join();
@@ -441,6 +496,8 @@ impl Engine {
 
 impl Drop for Shared {
     fn drop(&mut self) {
+        // The last clone is gone: nobody reads the generations any more.
+        self.closed.store(true, Ordering::SeqCst);
         self.tx.lock().unwrap().take();
         if let Some(t) = self.thread.lock().unwrap().take() {
             let _ = t.join();

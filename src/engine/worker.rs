@@ -11,7 +11,7 @@ use crate::text::Tokenizer;
 use crate::{Error, Result};
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, Sender, TryRecvError};
 use std::sync::Arc;
 
@@ -20,7 +20,6 @@ pub(crate) struct LoadRequest {
     pub device: DeviceKind,
     pub load: LoadOptions,
     pub context_length: Option<usize>,
-    pub adapter: Option<PathBuf>,
 }
 
 pub(crate) struct GenerateRequest {
@@ -62,42 +61,14 @@ pub(crate) fn guarded<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
 }
 
 fn load(req: &LoadRequest) -> Result<(Model, Option<Arc<Tokenizer>>)> {
-    let path = &req.path;
-    let (mut model, tokenizer) = if path.extension().is_some_and(|e| e == "gguf") {
-        let (model, tokenizer) = crate::gguf::load_model(path, &req.load)?;
-        (model, Some(Arc::new(tokenizer)))
-    } else {
-        // The tokenizer (0.2-0.9 s of JSON parsing for 128k-262k vocabularies) is
-        // built on a second thread while this one reads the weights; it touches no MLX state.
-        // Named gomlx-*, it panics quietly (crate::panics); a panic is an error.
-        std::thread::scope(|scope| -> Result<_> {
-            let tokenizer = match path.join("tokenizer.json").is_file() {
-                true => Some(
-                    crate::panics::thread("tokenizer")
-                        .spawn_scoped(scope, || crate::panics::catch(|| Tokenizer::from_dir(path)))
-                        .map_err(|e| Error::Engine(format!("cannot start the tokenizer thread: {e}")))?,
-                ),
-                false => None,
-            };
-            let model = Model::load(path, &req.load);
-            let tokenizer = match tokenizer {
-                Some(t) => Some(Arc::new(
-                    t.join()
-                        .map_err(|_| Error::Tokenizer(format!("{}: the tokenizer thread panicked", path.display())))?
-                        .map_err(|what| Error::Tokenizer(format!("{}: loading the tokenizer failed: internal error (panic): {what}", path.display())))??,
-                )),
-                None => None,
-            };
-            Ok((model?, tokenizer))
-        })?
-    };
-    if let Some(dir) = &req.adapter {
-        crate::train::adapters::apply_adapter_dir(&mut model, dir, path)?;
-    }
-    Ok((model, tokenizer))
+    let loaded = crate::models::load(&req.path, &req.load)?;
+    Ok((loaded.model, loaded.tokenizer.map(Arc::new)))
 }
 
-pub(crate) fn run(req: LoadRequest, rx: Receiver<Command>, ready: Sender<Result<(ModelInfo, Option<Arc<Tokenizer>>)>>) {
+/// What a loaded engine tells its caller: the model, its tokenizer and the context length.
+pub(crate) type Ready = (ModelInfo, Option<Arc<Tokenizer>>, usize);
+
+pub(crate) fn run(req: LoadRequest, rx: Receiver<Command>, ready: Sender<Result<Ready>>, closed: Arc<AtomicBool>) {
     // All MLX work of this thread happens while it holds the GPU guard (a no-op
     // unless MLX is a CUDA build), taken per unit of work, never while idle.
     let loaded = guarded(|| {
@@ -114,17 +85,15 @@ pub(crate) fn run(req: LoadRequest, rx: Receiver<Command>, ready: Sender<Result<
             return;
         }
     };
-    let context_length = match super::context_length(req.context_length, model.info().context_length) {
-        Ok(n) => n,
-        Err(e) => {
-            let _gpu = mlx::gpu_guard();
-            drop(model);
-            stream::end_thread();
-            let _ = ready.send(Err(e));
-            return;
-        }
-    };
-    let _ = ready.send(Ok((model.info().clone(), tokenizer.clone())));
+    let context_length = req.context_length.unwrap_or(model.info().context_length);
+    if context_length < 2 {
+        let _ = ready.send(Err(Error::Model(format!("{}: the model's context length {context_length} is too short", req.path.display()))));
+        let _gpu = mlx::gpu_guard();
+        drop(model);
+        stream::end_thread();
+        return;
+    }
+    let _ = ready.send(Ok((model.info().clone(), tokenizer.clone(), context_length)));
     let mut w = Worker { model, tokenizer, context_length, sessions: HashMap::new(), busy_sessions: HashMap::new(), active: VecDeque::new() };
     let mut open = true;
     while open || !w.active.is_empty() {
@@ -151,6 +120,9 @@ pub(crate) fn run(req: LoadRequest, rx: Receiver<Command>, ready: Sender<Result<
         let _gpu = mlx::gpu_guard();
         for c in cmds {
             w.handle(c);
+        }
+        if closed.load(Ordering::SeqCst) {
+            w.end_all(super::CLOSED_WHILE_RUNNING);
         }
         w.tick();
     }
@@ -204,6 +176,20 @@ impl Worker {
                     *keep = false;
                 }
                 self.sessions.remove(&id);
+            }
+        }
+    }
+
+    /// Ends every active generation with the error `why` (cancelled ones as cancelled).
+    fn end_all(&mut self, why: &str) {
+        for mut g in std::mem::take(&mut self.active) {
+            if g.cancelled() {
+                let _ = guarded(|| g.step(&self.model));
+            } else {
+                g.fail(Error::Engine(why.into()));
+            }
+            if let Some(id) = g.session_id() {
+                self.busy_sessions.remove(&id);
             }
         }
     }

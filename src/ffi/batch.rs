@@ -2,7 +2,7 @@
 
 use super::classify::token_prompts;
 use super::handles;
-use super::metrics::{check_batch_metrics, finish_code_str, gm_batch_metrics, write_batch_metrics};
+use super::metrics::{check_batch_metrics, finish_code, gm_batch_metrics, write_batch_metrics};
 use super::model::gm_model;
 use super::options::{self, gm_generate_options};
 use super::{c_strs, cstring, guard, guard_status, invalid, read_opts, write_sized, SizedStruct};
@@ -46,7 +46,15 @@ struct Owner {
 }
 
 fn empty() -> gm_batch_result {
-    gm_batch_result { struct_size: 0, n: 0, texts: std::ptr::null(), tokens: std::ptr::null(), token_offsets: std::ptr::null(), finish_reasons: std::ptr::null(), owner: std::ptr::null_mut() }
+    gm_batch_result {
+        struct_size: 0,
+        n: 0,
+        texts: std::ptr::null(),
+        tokens: std::ptr::null(),
+        token_offsets: std::ptr::null(),
+        finish_reasons: std::ptr::null(),
+        owner: std::ptr::null_mut(),
+    }
 }
 
 fn write_result(out: *mut gm_batch_result, outputs: Vec<BatchOutput>) -> Result<()> {
@@ -57,7 +65,7 @@ fn write_result(out: *mut gm_batch_result, outputs: Vec<BatchOutput>) -> Result<
         o._strings.push(c);
         o.tokens.extend_from_slice(&r.tokens);
         o.offsets.push(o.tokens.len());
-        o.reasons.push(finish_code_str(r.finish_reason));
+        o.reasons.push(finish_code(r.finish_reason));
     }
     let o = Box::new(o);
     let r = gm_batch_result {
@@ -82,7 +90,14 @@ fn write_result(out: *mut gm_batch_result, outputs: Vec<BatchOutput>) -> Result<
 /// not NULL. On error returns -1 (see `gm_last_error`), `*out` left empty.
 /// Blocks until every row has finished; any thread; not cancellable.
 #[no_mangle]
-pub extern "C" fn gm_batch_generate(model: *mut gm_model, prompts: *const *const c_char, n: usize, opts: *const gm_generate_options, out: *mut gm_batch_result, metrics: *mut gm_batch_metrics) -> i32 {
+pub extern "C" fn gm_batch_generate(
+    model: *mut gm_model,
+    prompts: *const *const c_char,
+    n: usize,
+    opts: *const gm_generate_options,
+    out: *mut gm_batch_result,
+    metrics: *mut gm_batch_metrics,
+) -> i32 {
     guard_status(|| {
         write_sized(out, "out", empty())?;
         check_batch_metrics(metrics)?;

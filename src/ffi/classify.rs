@@ -134,7 +134,14 @@ fn write_result(out: *mut gm_classify_result, results: Vec<ClassifyResult>, labe
 /// one model are served one after another by its engine thread). Not
 /// cancellable.
 #[no_mangle]
-pub extern "C" fn gm_classify(model: *mut gm_model, prompts: *const *const c_char, n: usize, opts: *const gm_classify_options, out: *mut gm_classify_result, metrics: *mut gm_batch_metrics) -> i32 {
+pub extern "C" fn gm_classify(
+    model: *mut gm_model,
+    prompts: *const *const c_char,
+    n: usize,
+    opts: *const gm_classify_options,
+    out: *mut gm_classify_result,
+    metrics: *mut gm_batch_metrics,
+) -> i32 {
     guard_status(|| {
         write_sized(out, "out", empty())?;
         check_batch_metrics(metrics)?;

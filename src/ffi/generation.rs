@@ -2,13 +2,13 @@
 //! chat sessions that keep their KV cache between turns.
 
 use super::handles::{self, Handle};
-use super::metrics::{finish_code, write_metrics, GM_FINISH_CANCELLED, GM_FINISH_ERROR, GM_FINISH_NONE};
-use super::model::{gm_model, LiveGeneration, ModelState};
+use super::metrics::{finish_code, write_metrics, GM_FINISH_ERROR, GM_FINISH_NONE};
+use super::model::{gm_model, ModelState};
 use super::options::{self, gm_generate_options, gm_message};
 use super::{c_slice, c_str, cstring, guard, invalid, write_sized, SizedStruct, GM_ERROR};
 use crate::engine::{ChatSession, Engine, Generation, Metrics};
 use crate::text::ChatOptions;
-use crate::{Error, Result};
+use crate::Result;
 use std::ffi::{c_char, CString};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -53,7 +53,7 @@ impl SizedStruct for gm_token {
     const NAME: &'static str = "gm_token";
 }
 
-struct Stream {
+struct TokenStream {
     gen: Option<Generation>,
     /// Storage for the last token handed out.
     text: CString,
@@ -64,38 +64,35 @@ struct Stream {
     metrics: Option<Metrics>,
 }
 
-pub(crate) struct GenState {
-    flag: Arc<LiveGeneration>,
-    user_cancelled: AtomicBool,
-    model: Arc<ModelState>,
-    stream: Mutex<Stream>,
+pub(crate) struct GenerationState {
+    /// The generation's cancel flag, settable while another thread waits in `gm_generate_next`.
+    cancel: Arc<AtomicBool>,
+    stream: Mutex<TokenStream>,
 }
 
 /// A running generation (opaque). Created by `gm_generate_start`,
 /// `gm_generate_tokens_start`, `gm_chat_start` or `gm_session_chat_start`;
 /// freed by `gm_generation_free`.
 pub struct gm_generation {
-    state: Arc<GenState>,
+    state: Arc<GenerationState>,
 }
 
 impl Handle for gm_generation {
     const KIND: &'static str = "gm_generation";
-    type State = GenState;
-    fn new(state: Arc<GenState>) -> Self {
+    type State = GenerationState;
+    fn new(state: Arc<GenerationState>) -> Self {
         gm_generation { state }
     }
-    fn state(&self) -> &Arc<GenState> {
+    fn state(&self) -> &Arc<GenerationState> {
         &self.state
     }
 }
 
 fn start(model: &Arc<ModelState>, f: impl FnOnce(&Engine) -> Result<Generation>) -> Result<*mut gm_generation> {
-    let (gen, flag) = model.start(f)?;
-    let state = GenState {
-        flag,
-        user_cancelled: AtomicBool::new(false),
-        model: model.clone(),
-        stream: Mutex::new(Stream { gen: Some(gen), text: CString::default(), tops: Vec::new(), tail_sent: false, reason: GM_FINISH_NONE, metrics: None }),
+    let gen = f(model.engine()?)?;
+    let state = GenerationState {
+        cancel: gen.canceller(),
+        stream: Mutex::new(TokenStream { gen: Some(gen), text: CString::default(), tops: Vec::new(), tail_sent: false, reason: GM_FINISH_NONE, metrics: None }),
     };
     Ok(handles::register::<gm_generation>(Arc::new(state)))
 }
@@ -115,9 +112,7 @@ pub extern "C" fn gm_generate_start(model: *mut gm_model, prompt: *const c_char,
         let m = handles::get(model)?;
         let prompt = c_str(prompt, "prompt")?;
         let s = options::generate_settings(opts)?;
-        // Encoded before `start` takes the model's lock (close needs it).
-        let ids = m.engine()?.encode_prompt(prompt)?;
-        start(&m, |e| e.generate_tokens(ids, &s.opts))
+        start(&m, |e| e.generate(prompt, &s.opts))
     })
 }
 
@@ -150,9 +145,7 @@ pub extern "C" fn gm_chat_start(model: *mut gm_model, messages: *const gm_messag
         let m = handles::get(model)?;
         let msgs = options::messages(messages, n)?;
         let s = options::generate_settings(opts)?;
-        // Rendered and encoded before `start` takes the model's lock (close needs it).
-        let ids = m.engine()?.encode_chat(&msgs, &chat_options(&s))?;
-        start(&m, |e| e.generate_tokens(ids, &s.opts))
+        start(&m, |e| e.chat(&msgs, &s.opts, &chat_options(&s), None))
     })
 }
 
@@ -205,10 +198,6 @@ pub extern "C" fn gm_generate_next(gen: *mut gm_generation, out: *mut gm_token) 
                 let reason = stream.finish_reason().map(finish_code).unwrap_or(GM_FINISH_ERROR);
                 s.metrics = stream.metrics().cloned();
                 s.gen = None;
-                if reason == GM_FINISH_CANCELLED && g.model.closed.load(Ordering::SeqCst) && !g.user_cancelled.load(Ordering::SeqCst) {
-                    s.reason = GM_FINISH_ERROR;
-                    return Err(Error::Engine("the model was closed while this generation was running".into()));
-                }
                 s.reason = reason;
                 Ok(0)
             }
@@ -217,7 +206,11 @@ pub extern "C" fn gm_generate_next(gen: *mut gm_generation, out: *mut gm_token) 
 }
 
 fn write_token(out: *mut gm_token, id: u32, text: &CString, logprob: f32, tops: *const gm_top_logprob, n_tops: usize) -> Result<()> {
-    write_sized(out, "out", gm_token { struct_size: 0, id, text: text.as_ptr(), text_len: text.as_bytes().len(), logprob, top_logprobs: tops, n_top_logprobs: n_tops })
+    write_sized(
+        out,
+        "out",
+        gm_token { struct_size: 0, id, text: text.as_ptr(), text_len: text.as_bytes().len(), logprob, top_logprobs: tops, n_top_logprobs: n_tops },
+    )
 }
 
 /// Asks the generation to stop; the engine stops within one step, and
@@ -232,8 +225,7 @@ pub extern "C" fn gm_generation_cancel(gen: *mut gm_generation) {
             return Ok(());
         }
         let g = handles::get(gen)?;
-        g.user_cancelled.store(true, Ordering::SeqCst);
-        g.flag.cancel.store(true, Ordering::SeqCst);
+        g.cancel.store(true, Ordering::SeqCst);
         Ok(())
     })
 }
@@ -281,7 +273,7 @@ pub extern "C" fn gm_generation_free(gen: *mut gm_generation) {
             return Ok(());
         }
         let g = handles::take(gen)?;
-        g.flag.cancel.store(true, Ordering::SeqCst);
+        g.cancel.store(true, Ordering::SeqCst);
         Ok(())
     })
 }
@@ -325,12 +317,17 @@ pub extern "C" fn gm_session_new(model: *mut gm_model) -> *mut gm_session {
 /// cached prefix is reused. One generation per session at a time (a second
 /// one fails when it starts). NULL on error (see `gm_last_error`).
 #[no_mangle]
-pub extern "C" fn gm_session_chat_start(session: *mut gm_session, messages: *const gm_message, n: usize, opts: *const gm_generate_options) -> *mut gm_generation {
+pub extern "C" fn gm_session_chat_start(
+    session: *mut gm_session,
+    messages: *const gm_message,
+    n: usize,
+    opts: *const gm_generate_options,
+) -> *mut gm_generation {
     guard(std::ptr::null_mut(), || {
         let ss = handles::get(session)?;
         let msgs = options::messages(messages, n)?;
         let s = options::generate_settings(opts)?;
-        // Rendered and encoded before any lock is taken (the session's, then the model's).
+        // Rendered and encoded before the session's lock is taken (gm_session_free needs it).
         let ids = ss.model.engine()?.encode_chat(&msgs, &chat_options(&s))?;
         let guard = ss.session.lock().unwrap_or_else(|p| p.into_inner());
         let Some(session) = guard.as_ref() else { return Err(invalid("the session is freed")) };

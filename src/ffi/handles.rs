@@ -89,6 +89,6 @@ pub(crate) fn take_owner<T>(ptr: *mut std::ffi::c_void, kind: &'static str) -> O
 const _: () = {
     const fn shared<T: Send + Sync>() {}
     shared::<super::model::ModelState>();
-    shared::<super::generation::GenState>();
+    shared::<super::generation::GenerationState>();
     shared::<super::generation::SessionState>();
 };

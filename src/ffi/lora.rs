@@ -4,7 +4,7 @@
 use super::{c_str, guard_status, read_opts, write_sized, SizedStruct};
 use crate::mlx::Dtype;
 use crate::train::run::{run, RunOptions};
-use crate::train::{Control, FuseMode, Schedule};
+use crate::train::{Control, FuseMode};
 use crate::Result;
 use std::ffi::{c_char, c_void};
 use std::path::PathBuf;
@@ -119,11 +119,10 @@ fn opt_path(p: *const c_char, what: &str) -> Result<Option<PathBuf>> {
     }
 }
 
-fn or<T: PartialEq + Default>(v: T, default: T) -> T {
-    if v == T::default() {
-        default
-    } else {
-        v
+/// Sets `field` to `v` unless `v` is zero (the C options' "default").
+fn set<T: PartialEq + Default>(field: &mut T, v: T) {
+    if v != T::default() {
+        *field = v;
     }
 }
 
@@ -139,25 +138,31 @@ fn options(model: &str, data: &str, o: &gm_lora_options) -> Result<RunOptions> {
     if !o.targets.is_null() {
         r.train.lora.targets = c_str(o.targets, "targets")?.split(',').map(|s| s.trim().to_string()).collect();
     }
-    r.train.iters = or(o.iters, 100) as usize;
-    r.train.batch_size = or(o.batch_size, 4) as usize;
-    r.train.lora.rank = or(o.rank, 8) as i32;
-    r.train.lora.num_layers = if o.num_layers == 0 { None } else { Some(o.num_layers as usize) };
-    r.train.lora.scale = if o.alpha > 0.0 { o.alpha / r.train.lora.rank as f32 } else { or(o.scale, 20.0) };
-    r.train.lora.dropout = o.dropout;
-    r.train.lora.dtype = if o.lora_bf16 != 0 { Dtype::BF16 } else { Dtype::F32 };
-    r.train.lora.seed = o.seed;
-    r.train.adamw.weight_decay = or(o.weight_decay, 0.01);
-    r.train.grad_clip = if o.grad_clip > 0.0 { Some(o.grad_clip) } else { None };
-    let warmup = o.warmup as usize;
-    let decay = if o.cosine != 0 { Some(r.train.iters.saturating_sub(warmup + 1).max(1)) } else { None };
-    r.train.schedule = Schedule { lr: or(o.learning_rate, 1e-5), warmup, warmup_init: 0.0, decay_steps: decay, min_lr: o.min_lr };
-    r.train.max_seq_length = or(o.max_seq_length, 2048) as usize;
-    r.train.grad_checkpoint = o.grad_checkpoint != 0;
+    // Zero fields keep the library's defaults (`TrainConfig`, `LoraConfig`).
+    let t = &mut r.train;
+    set(&mut t.iters, o.iters as usize);
+    set(&mut t.batch_size, o.batch_size as usize);
+    set(&mut t.lora.rank, o.rank as i32);
+    let l = &mut t.lora;
+    l.num_layers = if o.num_layers == 0 { None } else { Some(o.num_layers as usize) };
+    if o.alpha > 0.0 {
+        l.scale = o.alpha / l.rank as f32;
+    } else {
+        set(&mut l.scale, o.scale);
+    }
+    l.dropout = o.dropout;
+    l.dtype = if o.lora_bf16 != 0 { Dtype::BF16 } else { Dtype::F32 };
+    l.seed = o.seed;
+    set(&mut t.adamw.weight_decay, o.weight_decay);
+    t.grad_clip = if o.grad_clip > 0.0 { Some(o.grad_clip) } else { None };
+    let lr = if o.learning_rate != 0.0 { o.learning_rate } else { t.schedule.lr };
+    t.set_schedule(lr, o.warmup as usize, o.cosine != 0, o.min_lr);
+    set(&mut t.max_seq_length, o.max_seq_length as usize);
+    t.grad_checkpoint = o.grad_checkpoint != 0;
     r.data_options.mask_prompt = o.mask_prompt != 0;
     r.fuse_mode = if o.fuse_dequantize != 0 { FuseMode::Dequantize } else { FuseMode::Requantize };
-    r.train.val_every = or(o.val_every, 200) as usize;
-    r.train.save_every = or(o.save_every, 100) as usize;
+    set(&mut r.train.val_every, o.val_every as usize);
+    set(&mut r.train.save_every, o.save_every as usize);
     r.train.seed = o.seed;
     Ok(r)
 }

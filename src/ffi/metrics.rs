@@ -26,16 +26,6 @@ pub(crate) fn finish_code(r: FinishReason) -> i32 {
     }
 }
 
-pub(crate) fn finish_code_str(r: &str) -> i32 {
-    match r {
-        "eos" => GM_FINISH_EOS,
-        "length" => GM_FINISH_LENGTH,
-        "stop" => GM_FINISH_STOP,
-        "cancelled" => GM_FINISH_CANCELLED,
-        _ => GM_FINISH_ERROR,
-    }
-}
-
 /// How one generation went (`gm_generation_metrics`). The caller owns it and
 /// sets `struct_size = sizeof(gm_metrics)` before the call.
 #[repr(C)]

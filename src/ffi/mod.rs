@@ -13,7 +13,9 @@
 //! that call.
 //!
 //! Option and result structs start with `struct_size` (the caller's
-//! `sizeof`): smaller than this header's size is an error naming the struct;
+//! `sizeof`): a struct that grew keeps accepting the size of its first
+//! release (`SizedStruct::MIN_SIZE`; the fields such a caller lacks take their
+//! zero defaults and are not written); smaller is an error naming the struct;
 //! larger is accepted and only the fields known here are read or written.
 
 #![allow(non_camel_case_types)]
@@ -24,6 +26,7 @@
 mod batch;
 mod blas;
 mod classify;
+mod convert;
 mod error;
 mod generation;
 mod handles;
@@ -37,6 +40,7 @@ mod version;
 pub use batch::*;
 pub use blas::*;
 pub use classify::*;
+pub use convert::*;
 pub use error::*;
 pub use generation::*;
 pub use lora::*;
@@ -133,40 +137,51 @@ pub(crate) fn write_out<T>(ptr: *mut T, what: &str, value: T) -> Result<()> {
     Ok(())
 }
 
-/// A struct that starts with `size_t struct_size`.
-pub(crate) trait SizedStruct {
+/// A struct that starts with `size_t struct_size`, made of integers, floats
+/// and pointers only (all-zero bytes are a valid value: the defaults).
+pub(crate) trait SizedStruct: Sized {
     const NAME: &'static str;
+    /// The size of the struct's first release; callers compiled against it stay valid.
+    const MIN_SIZE: usize = std::mem::size_of::<Self>();
 }
 
-/// Checks the `struct_size` of a caller's struct at `ptr` (not NULL).
-pub(crate) fn check_size<T: SizedStruct>(ptr: *const T) -> Result<()> {
+/// Checks the `struct_size` of a caller's struct at `ptr` (not NULL); returns
+/// how many of its bytes this library may read or write.
+pub(crate) fn check_size<T: SizedStruct>(ptr: *const T) -> Result<usize> {
     let size = unsafe { (ptr as *const usize).read_unaligned() };
-    let need = std::mem::size_of::<T>();
+    let need = T::MIN_SIZE;
     if size < need {
         return Err(invalid(format!("{}.struct_size is {size}; this library needs at least {need} (sizeof({}))", T::NAME, T::NAME)));
     }
-    Ok(())
+    Ok(size.min(std::mem::size_of::<T>()))
 }
 
-/// Reads a caller's options struct: NULL gives `None` (defaults).
+/// Reads a caller's options struct: NULL gives `None` (defaults); fields past
+/// an older caller's `struct_size` are zero.
 pub(crate) fn read_opts<T: SizedStruct + Copy>(ptr: *const T) -> Result<Option<T>> {
     if ptr.is_null() {
         return Ok(None);
     }
-    check_size(ptr)?;
-    Ok(Some(unsafe { ptr.read_unaligned() }))
+    let n = check_size(ptr)?;
+    let mut v = std::mem::MaybeUninit::<T>::zeroed();
+    // SAFETY: T is plain data (SizedStruct), all-zero is valid, and n ≤ both sizes.
+    unsafe {
+        std::ptr::copy_nonoverlapping(ptr as *const u8, v.as_mut_ptr() as *mut u8, n);
+        Ok(Some(v.assume_init()))
+    }
 }
 
 /// Writes a result struct into the caller's (whose `struct_size` is kept);
-/// only the fields this library knows are written.
+/// only the fields this library knows and the caller's struct has are written.
 pub(crate) fn write_sized<T: SizedStruct>(ptr: *mut T, what: &str, value: T) -> Result<()> {
     if ptr.is_null() {
         return Err(invalid(format!("{what} is NULL")));
     }
-    check_size(ptr)?;
+    let n = check_size(ptr)?;
     let size = unsafe { (ptr as *const usize).read_unaligned() };
+    let value = std::mem::ManuallyDrop::new(value);
     unsafe {
-        ptr.write_unaligned(value);
+        std::ptr::copy_nonoverlapping(&*value as *const T as *const u8, ptr as *mut u8, n);
         (ptr as *mut usize).write_unaligned(size);
     }
     Ok(())

@@ -3,62 +3,30 @@
 use super::handles::{self, Handle};
 use super::options::{self, gm_load_options};
 use super::{c_str, cstring, guard, guard_status, invalid, write_sized, SizedStruct};
-use crate::engine::{Engine, Generation};
+use crate::engine::Engine;
 use crate::mlx::memory;
 use crate::Result;
 use std::ffi::{c_char, c_void, CString};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::Arc;
 
-/// A cancel flag of a live generation, as the model sees it.
-pub(crate) struct LiveGeneration {
-    pub cancel: Arc<AtomicBool>,
-}
-
+/// A model handle's state: the engine (which owns the model's lifecycle) and
+/// the strings `gm_model_info` hands out.
 pub(crate) struct ModelState {
     pub engine: Engine,
-    /// Set by `gm_model_close`; generations that end cancelled because of it
-    /// report an error instead.
-    pub closed: AtomicBool,
-    /// Generations started on this model, to cancel on close. Guarded with
-    /// `closed` so no generation starts after close took the list.
-    pub live: Mutex<Vec<Weak<LiveGeneration>>>,
     architecture: CString,
     dtype: CString,
     device: CString,
-    context_length: usize,
 }
 
 impl ModelState {
-    /// Runs `start` unless the model is closed, registering the generation's
-    /// cancel flag so `gm_model_close` can stop it. `start` runs under the
-    /// lock `gm_model_close` takes: it must only submit token ids (render and
-    /// encode before, with `Engine::encode_chat` / `encode_prompt`), so a slow
-    /// or hostile template or prompt never holds up close or other starts.
-    pub(crate) fn start(&self, start: impl FnOnce(&Engine) -> Result<Generation>) -> Result<(Generation, Arc<LiveGeneration>)> {
-        let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
-        if self.closed.load(Ordering::SeqCst) {
-            return Err(closed_error());
-        }
-        let gen = start(&self.engine)?;
-        let flag = Arc::new(LiveGeneration { cancel: gen.canceller() });
-        live.retain(|w| w.strong_count() > 0);
-        live.push(Arc::downgrade(&flag));
-        Ok((gen, flag))
-    }
-
     /// The engine, unless the model is closed.
     pub(crate) fn engine(&self) -> Result<&Engine> {
-        if self.closed.load(Ordering::SeqCst) {
-            return Err(closed_error());
+        if self.engine.is_closed() {
+            return Err(crate::Error::Engine("the model is closed".into()));
         }
         Ok(&self.engine)
     }
-}
-
-pub(crate) fn closed_error() -> crate::Error {
-    crate::Error::Engine("the model is closed".into())
 }
 
 /// A loaded model (opaque). Created by `gm_model_load`, freed by `gm_model_close`.
@@ -101,17 +69,15 @@ pub extern "C" fn gm_model_load(path: *const c_char, opts: *const gm_load_option
         if settings.cache_limit != 0 {
             memory::set_cache_limit(settings.cache_limit)?;
         }
+        if settings.blas_threads != 0 {
+            crate::mlx::blas::set_threads(settings.blas_threads);
+        }
+        if let Some(on) = settings.blas_gemv {
+            crate::mlx::blas::set_gemv_forwarding(on);
+        }
         let engine = Engine::load(Path::new(path), &settings.engine)?;
         let info = engine.info();
-        let state = ModelState {
-            architecture: cstring(&info.architecture),
-            dtype: cstring(&info.dtype),
-            device: cstring(engine.device().name()),
-            context_length: crate::engine::context_length(settings.engine.context_length, info.context_length)?,
-            engine,
-            closed: AtomicBool::new(false),
-            live: Mutex::new(Vec::new()),
-        };
+        let state = ModelState { architecture: cstring(&info.architecture), dtype: cstring(&info.dtype), device: cstring(engine.device().name()), engine };
         Ok(handles::register::<gm_model>(Arc::new(state)))
     })
 }
@@ -134,23 +100,9 @@ pub extern "C" fn gm_model_close(model: *mut gm_model) {
         if model.is_null() {
             return Ok(());
         }
-        let state = handles::take(model)?;
-        close_state(&state);
+        handles::take(model)?.engine.close();
         Ok(())
     })
-}
-
-pub(crate) fn close_state(state: &ModelState) {
-    {
-        let mut live = state.live.lock().unwrap_or_else(|p| p.into_inner());
-        state.closed.store(true, Ordering::SeqCst);
-        for g in live.drain(..) {
-            if let Some(g) = g.upgrade() {
-                g.cancel.store(true, Ordering::SeqCst);
-            }
-        }
-    }
-    state.engine.close();
 }
 
 /// What `gm_model_info` reports. The caller owns the struct and sets
@@ -209,7 +161,7 @@ pub extern "C" fn gm_model_info(model: *const gm_model, out: *mut gm_info) -> i3
                 num_heads: i.num_heads,
                 num_kv_heads: i.num_kv_heads,
                 head_dim: i.head_dim,
-                context_length: s.context_length,
+                context_length: s.engine.context_length(),
                 sliding_window: i.sliding_window.unwrap_or(0),
                 dtype: s.dtype.as_ptr(),
                 quant_bits: i.quant_bits.unwrap_or(0),
@@ -235,23 +187,34 @@ pub struct gm_discover_result {
     /// Model directories.
     pub paths: *const *const c_char,
     pub architectures: *const *const c_char,
-    /// 0 when not quantised.
+    /// 0 when not quantised (or a GGUF file).
     pub quant_bits: *const i32,
     pub quant_group_sizes: *const i32,
     /// Internal; NULL after `gm_discover_result_free`.
     pub owner: *mut c_void,
+    /// "safetensors" (a model directory) or "gguf" (a file).
+    pub formats: *const *const c_char,
+    /// Whether gomlx loads the architecture (GGUF files of others are listed too).
+    pub supported: *const bool,
+    /// Bytes of the weight files.
+    pub size_bytes: *const u64,
 }
 
 impl SizedStruct for gm_discover_result {
     const NAME: &'static str = "gm_discover_result";
+    // The first release ended after `owner`.
+    const MIN_SIZE: usize = std::mem::offset_of!(gm_discover_result, formats);
 }
 
 struct DiscoverOwner {
     _strings: Vec<CString>,
     paths: Vec<*const c_char>,
     archs: Vec<*const c_char>,
+    formats: Vec<*const c_char>,
     bits: Vec<i32>,
     groups: Vec<i32>,
+    supported: Vec<bool>,
+    sizes: Vec<u64>,
 }
 
 const DISCOVER_OWNER: &str = "gm_discover_result";
@@ -265,11 +228,16 @@ fn empty_discover() -> gm_discover_result {
         quant_bits: std::ptr::null(),
         quant_group_sizes: std::ptr::null(),
         owner: std::ptr::null_mut(),
+        formats: std::ptr::null(),
+        supported: std::ptr::null(),
+        size_bytes: std::ptr::null(),
     }
 }
 
-/// Finds model directories (config.json of a supported architecture plus
-/// safetensors weights) at or below `dir`, sorted by path. Returns 0 and fills
+/// Finds models at or below `dir`, sorted by path: directories (config.json
+/// of a supported architecture plus safetensors weights) and `.gguf` files
+/// (`supported` says whether gomlx loads their architecture), as `gomlx
+/// discover` lists them. Returns 0 and fills
 /// `*out` (possibly with n = 0); -1 (see `gm_last_error`) when `dir` is NULL,
 /// not UTF-8 or not a directory, or `out` is bad; `*out` is then left empty
 /// (safe to pass to `gm_discover_result_free`) when its struct_size was valid.
@@ -282,20 +250,25 @@ pub extern "C" fn gm_discover(dir: *const c_char, out: *mut gm_discover_result) 
         let mut strings = Vec::new();
         let mut paths = Vec::new();
         let mut archs = Vec::new();
+        let mut formats = Vec::new();
         for m in &found {
             let p = cstring(&m.path.to_string_lossy());
             let a = cstring(&m.architecture);
+            let f = cstring(m.format);
             paths.push(p.as_ptr());
             archs.push(a.as_ptr());
-            strings.push(p);
-            strings.push(a);
+            formats.push(f.as_ptr());
+            strings.extend([p, a, f]);
         }
         let owner = Box::new(DiscoverOwner {
             _strings: strings,
             paths,
             archs,
+            formats,
             bits: found.iter().map(|m| m.quant_bits.unwrap_or(0)).collect(),
             groups: found.iter().map(|m| m.quant_group_size.unwrap_or(0)).collect(),
+            supported: found.iter().map(|m| m.supported).collect(),
+            sizes: found.iter().map(|m| m.size_bytes).collect(),
         });
         let r = gm_discover_result {
             struct_size: 0,
@@ -305,6 +278,9 @@ pub extern "C" fn gm_discover(dir: *const c_char, out: *mut gm_discover_result) 
             quant_bits: owner.bits.as_ptr(),
             quant_group_sizes: owner.groups.as_ptr(),
             owner: std::ptr::null_mut(),
+            formats: owner.formats.as_ptr(),
+            supported: owner.supported.as_ptr(),
+            size_bytes: owner.sizes.as_ptr(),
         };
         let owner = handles::register_owner(owner, DISCOVER_OWNER);
         write_sized(out, "out", gm_discover_result { owner, ..r })

@@ -47,10 +47,58 @@ pub struct gm_load_options {
     /// layers than the model has) fails the load with a message naming it.
     /// Read during the call only.
     pub adapter_path: *const c_char,
+    // Device-strategy knobs (docs/tuning.md; callers built before they were added get the
+    // defaults). 0 = the `GOMLX_*` environment variable, else the built-in default.
+    /// CPU: widen floating weights to the compute dtype at load (`GM_ON`) or
+    /// keep them as stored (`GM_OFF`); `GOMLX_CPU_WEIGHTS`.
+    pub widen: i32,
+    /// CPU: expand quantised matrices at load (`GM_ON`/`GM_OFF`); `GOMLX_CPU_DEQUANTIZE`.
+    pub dequantize: i32,
+    /// Bytes the widened weights may take on the CPU; `GOMLX_CPU_MEMORY_BUDGET`.
+    pub memory_budget: u64,
+    /// One matmul for q/k/v (`GM_ON`/`GM_OFF`); `GOMLX_FUSE_PROJECTIONS`.
+    pub fuse_projections: i32,
+    /// The MLP activation as one compiled kernel (`GM_ON`/`GM_OFF`); `GOMLX_COMPILE`.
+    pub compile: i32,
+    /// Input rows from which quantised products are dequantised on the CPU /
+    /// on a GPU, and output rows from which a CPU product is split over two
+    /// streams; negative = never; `GOMLX_CPU_DENSE_QMM_ROWS`,
+    /// `GOMLX_GPU_DENSE_QMM_ROWS`, `GOMLX_CPU_SPLIT_OUT`.
+    pub cpu_dense_qmm_rows: i64,
+    pub gpu_dense_qmm_rows: i64,
+    pub cpu_split_out: i64,
+    /// Process-wide, like `memory_limit`: BLAS threads (`GOMLX_NUM_THREADS`)
+    /// and single-row products sent to `sgemv` (`GM_ON`/`GM_OFF`; `GOMLX_BLAS_GEMV`).
+    pub blas_threads: u32,
+    pub blas_gemv: i32,
 }
+
+/// A knob of `gm_load_options` switched on.
+pub const GM_ON: i32 = 1;
+/// A knob of `gm_load_options` switched off (0 is its default).
+pub const GM_OFF: i32 = -1;
 
 impl SizedStruct for gm_load_options {
     const NAME: &'static str = "gm_load_options";
+    // The first release ended after `adapter_path`.
+    const MIN_SIZE: usize = std::mem::offset_of!(gm_load_options, widen);
+}
+
+fn switch(v: i32, what: &str) -> Result<Option<bool>> {
+    match v {
+        0 => Ok(None),
+        GM_ON => Ok(Some(true)),
+        GM_OFF => Ok(Some(false)),
+        other => Err(invalid(format!("gm_load_options.{what} is {other} (expected 0, GM_ON or GM_OFF)"))),
+    }
+}
+
+fn rows(v: i64) -> Option<usize> {
+    match v {
+        0 => None,
+        n if n < 0 => Some(0),
+        n => Some(n as usize),
+    }
 }
 
 /// The engine's options and the process-wide limits to set first.
@@ -58,11 +106,13 @@ pub(crate) struct LoadSettings {
     pub engine: EngineOptions,
     pub memory_limit: usize,
     pub cache_limit: usize,
+    pub blas_threads: usize,
+    pub blas_gemv: Option<bool>,
 }
 
 pub(crate) fn load_settings(ptr: *const gm_load_options) -> Result<LoadSettings> {
     let Some(o) = read_opts(ptr)? else {
-        return Ok(LoadSettings { engine: EngineOptions::default(), memory_limit: 0, cache_limit: 0 });
+        return Ok(LoadSettings { engine: EngineOptions::default(), memory_limit: 0, cache_limit: 0, blas_threads: 0, blas_gemv: None });
     };
     let device = match o.device {
         GM_DEVICE_DEFAULT => None,
@@ -78,7 +128,22 @@ pub(crate) fn load_settings(ptr: *const gm_load_options) -> Result<LoadSettings>
     let dtype = opt_c_str(o.dtype, "gm_load_options.dtype")?.map(Dtype::parse).transpose()?;
     let context_length = if o.context_length == 0 { None } else { Some(o.context_length) };
     let adapter = opt_c_str(o.adapter_path, "gm_load_options.adapter_path")?.map(PathBuf::from);
-    Ok(LoadSettings { engine: EngineOptions { device, dtype, context_length, widen: None, adapter }, memory_limit: o.memory_limit, cache_limit: o.cache_limit })
+    let engine = EngineOptions {
+        device,
+        dtype,
+        context_length,
+        adapter,
+        widen: switch(o.widen, "widen")?,
+        dequantize: switch(o.dequantize, "dequantize")?,
+        memory_budget: (o.memory_budget != 0).then_some(o.memory_budget),
+        fuse_projections: switch(o.fuse_projections, "fuse_projections")?,
+        compile: switch(o.compile, "compile")?,
+        cpu_dense_qmm_rows: rows(o.cpu_dense_qmm_rows),
+        gpu_dense_qmm_rows: rows(o.gpu_dense_qmm_rows),
+        cpu_split_out: rows(o.cpu_split_out),
+    };
+    let blas_gemv = switch(o.blas_gemv, "blas_gemv")?;
+    Ok(LoadSettings { engine, memory_limit: o.memory_limit, cache_limit: o.cache_limit, blas_threads: o.blas_threads as usize, blas_gemv })
 }
 
 /// An additive bias on one token's logit (`-INFINITY` bans the token).
@@ -181,7 +246,13 @@ pub(crate) fn generate_settings(ptr: *const gm_generate_options) -> Result<Gener
             Err(e) => return Err(invalid(format!("gm_generate_options.chat_template_args is not JSON: {e}"))),
         },
     };
-    let opts = GenerateOptions { max_tokens: or(o.max_tokens, d.max_tokens), sampler, stop, ignore_eos: o.ignore_eos, prefill_chunk: or(o.prefill_chunk, d.prefill_chunk) };
+    let opts = GenerateOptions {
+        max_tokens: or(o.max_tokens, d.max_tokens),
+        sampler,
+        stop,
+        ignore_eos: o.ignore_eos,
+        prefill_chunk: or(o.prefill_chunk, d.prefill_chunk),
+    };
     Ok(GenerateSettings { opts, template_args })
 }
 

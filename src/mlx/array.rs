@@ -172,15 +172,10 @@ impl Array {
     pub fn from_slice<T: Element>(data: &[T], shape: &[i32]) -> Result<Array> {
         let n: i64 = shape.iter().map(|&d| d as i64).product();
         if shape.iter().any(|&d| d < 0) || n as usize != data.len() {
-            return Err(Error::InvalidArgument(format!(
-                "shape {shape:?} holds {n} elements but {} were given",
-                data.len()
-            )));
+            return Err(Error::InvalidArgument(format!("shape {shape:?} holds {n} elements but {} were given", data.len())));
         }
         status::init();
-        let raw = unsafe {
-            sys::mlx_array_new_data(data.as_ptr() as *const c_void, shape.as_ptr(), shape.len() as i32, T::DTYPE.raw())
-        };
+        let raw = unsafe { sys::mlx_array_new_data(data.as_ptr() as *const c_void, shape.as_ptr(), shape.len() as i32, T::DTYPE.raw()) };
         Ok(Array { raw })
     }
 

@@ -57,8 +57,8 @@ impl BlasInfo {
         if gemv_forwarding() {
             extra.push("matrix-vector GEMMs via sgemv".into());
         }
-        if self.lapack_library.is_some() && self.lapack_library != self.library {
-            extra.push(format!("LAPACK {}", self.lapack_library.as_ref().unwrap().display()));
+        if let Some(lapack) = self.lapack_library.as_ref().filter(|l| Some(*l) != self.library.as_ref()) {
+            extra.push(format!("LAPACK {}", lapack.display()));
         }
         if !extra.is_empty() {
             s.push_str(&format!(" ({})", extra.join(", ")));
@@ -137,12 +137,7 @@ fn defining_file(name: &str) -> Option<PathBuf> {
 
 /// The file holding the code at `addr`, symlinks resolved.
 fn file_of(addr: *mut c_void) -> Option<PathBuf> {
-    let mut info = DlInfo {
-        dli_fname: std::ptr::null(),
-        dli_fbase: std::ptr::null_mut(),
-        dli_sname: std::ptr::null(),
-        dli_saddr: std::ptr::null_mut(),
-    };
+    let mut info = DlInfo { dli_fname: std::ptr::null(), dli_fbase: std::ptr::null_mut(), dli_sname: std::ptr::null(), dli_saddr: std::ptr::null_mut() };
     if unsafe { dladdr(addr, &mut info) } == 0 || info.dli_fname.is_null() {
         return None;
     }
@@ -259,7 +254,26 @@ extern "C" {
 struct Next {
     sgemm: Option<SgemmFn>,
     sgemv: Option<SgemvFn>,
-    forward_gemv: bool,
+}
+
+/// Whether single-row products go to `sgemv`: 0 unset (`GOMLX_BLAS_GEMV`, else on), 1 on, 2 off.
+static GEMV: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+
+/// Sends single-row float32 products to `sgemv` (true, the default) or leaves
+/// them to the BLAS's `sgemm`; process-wide, overriding `GOMLX_BLAS_GEMV`.
+pub fn set_gemv_forwarding(on: bool) {
+    GEMV.store(if on { 1 } else { 2 }, std::sync::atomic::Ordering::Relaxed);
+}
+
+fn forward_gemv() -> bool {
+    match GEMV.load(std::sync::atomic::Ordering::Relaxed) {
+        1 => true,
+        2 => false,
+        _ => {
+            static ENV: OnceLock<bool> = OnceLock::new();
+            *ENV.get_or_init(|| !matches!(std::env::var("GOMLX_BLAS_GEMV").as_deref(), Ok("0") | Ok("off") | Ok("false")))
+        }
+    }
 }
 
 #[cfg(target_os = "linux")]
@@ -276,7 +290,9 @@ fn next() -> &'static Next {
         if sgemm.is_none() {
             // Not found after this object (unusual link order): ask the BLAS directly.
             for lib in [c"libopenblas.so.0", c"libblas.so.3"] {
-                let h = unsafe { dlopen(lib.as_ptr(), 1 /* RTLD_LAZY */) };
+                let h = unsafe {
+                    dlopen(lib.as_ptr(), 1 /* RTLD_LAZY */)
+                };
                 if !h.is_null() {
                     sgemm = find(h, "cblas_sgemm");
                     if sgemm.is_some() {
@@ -286,11 +302,9 @@ fn next() -> &'static Next {
             }
         }
         let sgemv = find(RTLD_DEFAULT, "cblas_sgemv").or_else(|| find(RTLD_NEXT, "cblas_sgemv"));
-        let forward_gemv = !matches!(std::env::var("GOMLX_BLAS_GEMV").as_deref(), Ok("0") | Ok("off") | Ok("false"));
         Next {
             sgemm: sgemm.map(|p| unsafe { std::mem::transmute::<*mut c_void, SgemmFn>(p) }),
             sgemv: sgemv.map(|p| unsafe { std::mem::transmute::<*mut c_void, SgemvFn>(p) }),
-            forward_gemv,
         }
     })
 }
@@ -305,7 +319,7 @@ pub fn gemv_forwarding() -> bool {
 #[cfg(target_os = "linux")]
 pub fn gemv_forwarding() -> bool {
     let own = cblas_sgemm as SgemmFn as *mut c_void;
-    symbol("cblas_sgemm") == Some(own) && next().forward_gemv && next().sgemv.is_some()
+    symbol("cblas_sgemm") == Some(own) && forward_gemv() && next().sgemv.is_some()
 }
 
 #[cfg(target_os = "linux")]
@@ -317,12 +331,24 @@ pub fn gemv_forwarding() -> bool {
 #[no_mangle]
 #[allow(clippy::too_many_arguments)]
 pub unsafe extern "C" fn cblas_sgemm(
-    order: c_int, trans_a: c_int, trans_b: c_int, m: c_int, n: c_int, k: c_int, alpha: f32,
-    a: *const f32, lda: c_int, b: *const f32, ldb: c_int, beta: f32, c: *mut f32, ldc: c_int,
+    order: c_int,
+    trans_a: c_int,
+    trans_b: c_int,
+    m: c_int,
+    n: c_int,
+    k: c_int,
+    alpha: f32,
+    a: *const f32,
+    lda: c_int,
+    b: *const f32,
+    ldb: c_int,
+    beta: f32,
+    c: *mut f32,
+    ldc: c_int,
 ) {
     let nx = next();
     let plain = |t: c_int| t == NO_TRANS || t == TRANS;
-    if let (true, Some(gemv)) = (nx.forward_gemv && order == ROW_MAJOR && plain(trans_a) && plain(trans_b) && k > 0, nx.sgemv) {
+    if let (true, Some(gemv)) = (forward_gemv() && order == ROW_MAJOR && plain(trans_a) && plain(trans_b) && k > 0, nx.sgemv) {
         if m == 1 {
             // c[1,N] = alpha · a[1,K] · op(B)[K,N] + beta · c  ⇔  c = alpha · op(B)ᵀ a + beta · c
             let inc_a = if trans_a == NO_TRANS { 1 } else { lda };

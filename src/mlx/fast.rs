@@ -26,9 +26,7 @@ pub struct Rope<'a> {
 impl Rope<'_> {
     pub fn apply(&self, x: &Array, offset: i32) -> Result<Array> {
         let base = sys::mlx_optional_float { value: self.base.unwrap_or(0.0), has_value: self.base.is_some() };
-        Array::op(|r, s| unsafe {
-            sys::mlx_fast_rope(r, x.raw(), self.dims, self.traditional, base, self.scale, offset, optional_raw(self.freqs), s)
-        })
+        Array::op(|r, s| unsafe { sys::mlx_fast_rope(r, x.raw(), self.dims, self.traditional, base, self.scale, offset, optional_raw(self.freqs), s) })
     }
 
     /// Same with the offset held in an array (one per batch row, or a scalar).

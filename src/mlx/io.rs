@@ -9,8 +9,7 @@ use std::ffi::{CStr, CString};
 use std::path::Path;
 
 fn c_path(path: &Path) -> Result<CString> {
-    CString::new(path.to_string_lossy().as_bytes())
-        .map_err(|_| Error::InvalidArgument(format!("path contains a NUL byte: {}", path.display())))
+    CString::new(path.to_string_lossy().as_bytes()).map_err(|_| Error::InvalidArgument(format!("path contains a NUL byte: {}", path.display())))
 }
 
 struct ArrayMap(sys::mlx_map_string_to_array);

@@ -151,9 +151,7 @@ impl Array {
 
     /// `self[start..stop:strides]` per axis (all three as long as ndim).
     pub fn slice(&self, start: &[i32], stop: &[i32], strides: &[i32]) -> Result<Array> {
-        Array::op(|r, s| unsafe {
-            sys::mlx_slice(r, self.raw(), start.as_ptr(), start.len(), stop.as_ptr(), stop.len(), strides.as_ptr(), strides.len(), s)
-        })
+        Array::op(|r, s| unsafe { sys::mlx_slice(r, self.raw(), start.as_ptr(), start.len(), stop.as_ptr(), stop.len(), strides.as_ptr(), strides.len(), s) })
     }
 
     /// `self[..., start:stop]` on one axis.
@@ -177,9 +175,7 @@ impl Array {
 
     /// Slice starting at positions held in an array (no host sync for the offset).
     pub fn slice_dynamic(&self, start: &Array, axes: &[i32], sizes: &[i32]) -> Result<Array> {
-        Array::op(|r, s| unsafe {
-            sys::mlx_slice_dynamic(r, self.raw(), start.raw(), axes.as_ptr(), axes.len(), sizes.as_ptr(), sizes.len(), s)
-        })
+        Array::op(|r, s| unsafe { sys::mlx_slice_dynamic(r, self.raw(), start.raw(), axes.as_ptr(), axes.len(), sizes.as_ptr(), sizes.len(), s) })
     }
 
     pub fn slice_update_dynamic(&self, update: &Array, start: &Array, axes: &[i32]) -> Result<Array> {
@@ -239,9 +235,7 @@ impl Array {
 
     pub fn split_at(&self, indices: &[i32], axis: i32) -> Result<Vec<Array>> {
         let mut out = VectorArray::new();
-        super::status::check(unsafe {
-            sys::mlx_split_sections(out.raw_mut(), self.raw(), indices.as_ptr(), indices.len(), axis, super::stream::current())
-        })?;
+        super::status::check(unsafe { sys::mlx_split_sections(out.raw_mut(), self.raw(), indices.as_ptr(), indices.len(), axis, super::stream::current()) })?;
         out.into_vec()
     }
 }
@@ -307,7 +301,18 @@ pub fn dequantize(w: &Array, scales: &Array, biases: &Array, group_size: i32, bi
     };
     let (scales, biases) = (widen(scales)?, widen(biases)?);
     Array::op(|r, s| unsafe {
-        sys::mlx_dequantize(r, w.raw(), scales.raw(), biases.raw(), opt_int(Some(group_size)), opt_int(Some(bits)), mode.as_ptr(), null_array(), opt_dtype(dtype), s)
+        sys::mlx_dequantize(
+            r,
+            w.raw(),
+            scales.raw(),
+            biases.raw(),
+            opt_int(Some(group_size)),
+            opt_int(Some(bits)),
+            mode.as_ptr(),
+            null_array(),
+            opt_dtype(dtype),
+            s,
+        )
     })
 }
 

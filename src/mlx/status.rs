@@ -17,11 +17,7 @@ thread_local! {
 }
 
 unsafe extern "C" fn handler(msg: *const c_char, _data: *mut c_void) {
-    let text = if msg.is_null() {
-        "unknown MLX error".to_string()
-    } else {
-        CStr::from_ptr(msg).to_string_lossy().into_owned()
-    };
+    let text = if msg.is_null() { "unknown MLX error".to_string() } else { CStr::from_ptr(msg).to_string_lossy().into_owned() };
     // Never unwind into C++: with_borrow_mut cannot panic here as nothing else borrows.
     let _ = LAST.try_with(|l| *l.borrow_mut() = Some(without_location(&text).to_string()));
 }
@@ -96,7 +92,10 @@ mod tests {
     #[test]
     fn locations_are_dropped() {
         use super::without_location as w;
-        assert_eq!(w("[reshape] Cannot reshape array of size 6 into shape (4). at /root/src/mlx-c/mlx/c/ops.cpp:2175"), "[reshape] Cannot reshape array of size 6 into shape (4).");
+        assert_eq!(
+            w("[reshape] Cannot reshape array of size 6 into shape (4). at /root/src/mlx-c/mlx/c/ops.cpp:2175"),
+            "[reshape] Cannot reshape array of size 6 into shape (4)."
+        );
         assert_eq!(w("look at this"), "look at this");
         assert_eq!(w("x at y:12"), "x at y:12");
     }

@@ -74,9 +74,7 @@ impl Stream {
     /// A new stream of its own on `kind`, e.g. for a model's engine thread.
     pub fn new(kind: DeviceKind) -> Result<Stream> {
         if kind == DeviceKind::Gpu && !gpu_available() {
-            return Err(crate::Error::InvalidArgument(
-                "device gpu requested but this MLX build has no GPU available".into(),
-            ));
+            return Err(crate::Error::InvalidArgument("device gpu requested but this MLX build has no GPU available".into()));
         }
         let dev = Device::new(kind);
         let raw = unsafe { sys::mlx_stream_new_device(dev.0) };

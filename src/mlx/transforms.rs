@@ -88,11 +88,13 @@ pub fn gpu_guard() -> GpuGuard {
 
 impl Drop for GpuGuard {
     fn drop(&mut self) {
-        if self.held && DEPTH.with(|d| {
-            let n = d.get() - 1;
-            d.set(n);
-            n == 0
-        }) {
+        if self.held
+            && DEPTH.with(|d| {
+                let n = d.get() - 1;
+                d.set(n);
+                n == 0
+            })
+        {
             GPU.release();
         }
     }

@@ -5,19 +5,24 @@
 //! (`rope_parameters`, `layer_types`, `dtype`). Multimodal Gemma 3 checkpoints
 //! nest the text model under `text_config`.
 
+use super::family::{Defaults, Family};
 use crate::mlx::Dtype;
 use crate::{Error, Result};
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 
-/// The architecture families gomlx implements, by `model_type`.
-pub const SUPPORTED: &[&str] = &["llama", "mistral", "qwen2", "qwen3", "gemma3_text", "gemma3"];
+/// Every `model_type` a registered family loads.
+pub fn supported() -> Vec<&'static str> {
+    super::families().iter().flat_map(|f| f.model_types().iter().copied()).collect()
+}
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Family {
-    /// Llama 3, Mistral, Qwen 2, Qwen 3: one decoder, differences in config.
-    Llama,
-    Gemma3,
+/// The family that loads `model_type`.
+pub fn family_of(model_type: &str) -> Result<&'static dyn Family> {
+    super::families()
+        .iter()
+        .copied()
+        .find(|f| f.model_types().contains(&model_type))
+        .ok_or_else(|| Error::Model(format!("unsupported model_type '{model_type}' (supported: {})", supported().join(", "))))
 }
 
 /// How positions are encoded on one kind of layer.
@@ -25,9 +30,16 @@ pub enum Family {
 pub enum RopeScaling {
     None,
     /// Positions divided by `factor` (scale 1/factor).
-    Linear { factor: f32 },
+    Linear {
+        factor: f32,
+    },
     /// Llama 3.1's frequency-dependent scaling.
-    Llama3 { factor: f32, low_freq_factor: f32, high_freq_factor: f32, original_max_position: f32 },
+    Llama3 {
+        factor: f32,
+        low_freq_factor: f32,
+        high_freq_factor: f32,
+        original_max_position: f32,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -64,7 +76,8 @@ impl Quantization {
 #[derive(Clone, Debug, PartialEq)]
 pub struct ModelConfig {
     pub model_type: String,
-    pub family: Family,
+    /// The name of the family that loads it (`Family::name`).
+    pub family: &'static str,
     pub vocab_size: usize,
     pub hidden_size: usize,
     pub num_layers: usize,
@@ -106,6 +119,8 @@ pub struct Build {
     pub fuse_projections: bool,
     /// The gated MLP activation as one compiled, fused kernel.
     pub compile_activations: bool,
+    /// How products run on the device.
+    pub products: super::strategy::Products,
 }
 
 fn get<'a>(obj: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
@@ -115,10 +130,7 @@ fn get<'a>(obj: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
 fn usize_field(obj: &Map<String, Value>, key: &str) -> Result<Option<usize>> {
     match get(obj, key) {
         None => Ok(None),
-        Some(v) => v
-            .as_u64()
-            .map(|n| Some(n as usize))
-            .ok_or_else(|| Error::Model(format!("config.json: '{key}' must be a non-negative integer, found {v}"))),
+        Some(v) => v.as_u64().map(|n| Some(n as usize)).ok_or_else(|| Error::Model(format!("config.json: '{key}' must be a non-negative integer, found {v}"))),
     }
 }
 
@@ -129,10 +141,7 @@ fn require(obj: &Map<String, Value>, key: &str) -> Result<usize> {
 fn f32_field(obj: &Map<String, Value>, key: &str) -> Result<Option<f32>> {
     match get(obj, key) {
         None => Ok(None),
-        Some(v) => v
-            .as_f64()
-            .map(|n| Some(n as f32))
-            .ok_or_else(|| Error::Model(format!("config.json: '{key}' must be a number, found {v}"))),
+        Some(v) => v.as_f64().map(|n| Some(n as f32)).ok_or_else(|| Error::Model(format!("config.json: '{key}' must be a number, found {v}"))),
     }
 }
 
@@ -154,22 +163,10 @@ impl ModelConfig {
             Some(text) => (text, get(top, "model_type").and_then(Value::as_str)),
             None => (top, None),
         };
-        let model_type = get(obj, "model_type")
-            .and_then(Value::as_str)
-            .or(outer_type)
-            .ok_or_else(|| Error::Model("config.json: missing 'model_type'".into()))?
-            .to_string();
-        let family = match model_type.as_str() {
-            "llama" | "mistral" | "qwen2" | "qwen3" => Family::Llama,
-            "gemma3_text" | "gemma3" => Family::Gemma3,
-            other => {
-                return Err(Error::Model(format!(
-                    "unsupported model_type '{other}' (supported: {})",
-                    SUPPORTED.join(", ")
-                )))
-            }
-        };
-        let gemma = family == Family::Gemma3;
+        let model_type =
+            get(obj, "model_type").and_then(Value::as_str).or(outer_type).ok_or_else(|| Error::Model("config.json: missing 'model_type'".into()))?.to_string();
+        let family = family_of(&model_type)?;
+        let d = family.defaults(&model_type);
 
         let hidden_size = require(obj, "hidden_size")?;
         let num_layers = require(obj, "num_hidden_layers")?;
@@ -187,23 +184,21 @@ impl ModelConfig {
         // Sizes are bounded before any of them sizes an allocation (sliding_layers below).
         check_sizes(hidden_size, num_layers, num_heads, num_kv_heads, explicit_head_dim, head_dim, vocab_size, intermediate_size)?;
         let rms_norm_eps = f32_field(obj, "rms_norm_eps")?.unwrap_or(1e-6);
-        let max_position_embeddings = usize_field(obj, "max_position_embeddings")?.unwrap_or(if gemma { 131072 } else { 4096 });
-        let tie_word_embeddings = bool_field(obj, "tie_word_embeddings")
-            .or_else(|| bool_field(top, "tie_word_embeddings"))
-            .unwrap_or(gemma);
+        let max_position_embeddings = usize_field(obj, "max_position_embeddings")?.unwrap_or(d.max_position_embeddings);
+        let tie_word_embeddings = bool_field(obj, "tie_word_embeddings").or_else(|| bool_field(top, "tie_word_embeddings")).unwrap_or(d.tie_word_embeddings);
 
         let attention_bias = bool_field(obj, "attention_bias").unwrap_or(false);
-        let qkv_bias = model_type == "qwen2" || attention_bias;
-        let o_bias = attention_bias && model_type != "qwen2";
+        let qkv_bias = d.qkv_bias || attention_bias;
+        let o_bias = attention_bias && !d.qkv_bias;
         let mlp_bias = bool_field(obj, "mlp_bias").unwrap_or(false);
-        let qk_norm = model_type == "qwen3" || gemma;
+        let qk_norm = d.qk_norm;
 
-        let (rope, rope_local) = parse_rope(obj, gemma)?;
+        let (rope, rope_local) = parse_rope(obj, &d)?;
 
-        let sliding_window = if gemma || model_type == "mistral" { usize_field(obj, "sliding_window")? } else { None };
-        let sliding = sliding_layers(obj, num_layers, gemma, sliding_window)?;
+        let sliding_window = if d.sliding_window { usize_field(obj, "sliding_window")? } else { None };
+        let sliding = sliding_layers(obj, num_layers, d.sliding_window_pattern, sliding_window)?;
 
-        let attn_scale = if gemma {
+        let attn_scale = if d.query_pre_attn_scalar {
             let q = f32_field(obj, "query_pre_attn_scalar")?.unwrap_or(head_dim as f32);
             positive("query_pre_attn_scalar", q)?;
             1.0 / q.sqrt()
@@ -222,9 +217,9 @@ impl ModelConfig {
 
         let quantization = parse_quantization(get(top, "quantization").or_else(|| get(top, "quantization_config")))?;
 
-        let config = ModelConfig {
+        let mut cfg = ModelConfig {
             model_type,
-            family,
+            family: family.name(),
             vocab_size,
             hidden_size,
             num_layers,
@@ -249,8 +244,9 @@ impl ModelConfig {
             quantization,
             build: Build::default(),
         };
-        check_values(&config, obj)?;
-        Ok(config)
+        family.configure(obj, &mut cfg)?;
+        check_values(&cfg, obj)?;
+        Ok(cfg)
     }
 }
 
@@ -274,13 +270,11 @@ fn check_sizes(
     check(CFG, "num_key_value_heads", kv_heads as u64, 1, MAX_HEADS)?;
     check(CFG, "vocab_size", vocab as u64, 1, MAX_VOCAB)?;
     check(CFG, "intermediate_size", intermediate as u64, 1, MAX_INTERMEDIATE)?;
-    if explicit_head_dim.is_none() && hidden % heads != 0 {
-        return Err(Error::Model(format!(
-            "config.json: hidden_size ({hidden}) is not a multiple of num_attention_heads ({heads}) and there is no head_dim"
-        )));
+    if explicit_head_dim.is_none() && !hidden.is_multiple_of(heads) {
+        return Err(Error::Model(format!("config.json: hidden_size ({hidden}) is not a multiple of num_attention_heads ({heads}) and there is no head_dim")));
     }
     check(CFG, "head_dim", head_dim as u64, 1, MAX_HEAD_DIM)?;
-    if head_dim % 2 != 0 {
+    if !head_dim.is_multiple_of(2) {
         return Err(Error::Model(format!("config.json: head_dim {head_dim} must be even (RoPE rotates pairs of dimensions)")));
     }
     Ok(())
@@ -333,8 +327,9 @@ fn check_values(c: &ModelConfig, obj: &Map<String, Value>) -> Result<()> {
 }
 
 /// Global and local RoPE settings from either dialect.
-fn parse_rope(obj: &Map<String, Value>, gemma: bool) -> Result<(Rope, Option<Rope>)> {
-    let default_theta = if gemma { 1_000_000.0 } else { 10_000.0 };
+fn parse_rope(obj: &Map<String, Value>, d: &Defaults) -> Result<(Rope, Option<Rope>)> {
+    let default_theta = d.rope_theta;
+    let local_theta = d.local_rope_theta;
     let params = get(obj, "rope_parameters").and_then(Value::as_object);
     // transformers 5 Gemma 3: {"full_attention": {...}, "sliding_attention": {...}}.
     if let Some(p) = params {
@@ -344,7 +339,7 @@ fn parse_rope(obj: &Map<String, Value>, gemma: bool) -> Result<(Rope, Option<Rop
                 Some(s) => Some(rope_from(s, 10_000.0)?),
                 None => None,
             };
-            return Ok((global, local.or(if gemma { Some(Rope { theta: 10_000.0, scaling: RopeScaling::None }) } else { None })));
+            return Ok((global, local.or(local_theta.map(|theta| Rope { theta, scaling: RopeScaling::None }))));
         }
     }
     let theta = match f32_field(obj, "rope_theta")? {
@@ -359,10 +354,9 @@ fn parse_rope(obj: &Map<String, Value>, gemma: bool) -> Result<(Rope, Option<Rop
         Some(s) => scaling_from(s)?,
         None => RopeScaling::None,
     };
-    let local = if gemma {
-        Some(Rope { theta: f32_field(obj, "rope_local_base_freq")?.unwrap_or(10_000.0), scaling: RopeScaling::None })
-    } else {
-        None
+    let local = match local_theta {
+        Some(t) => Some(Rope { theta: f32_field(obj, "rope_local_base_freq")?.unwrap_or(t), scaling: RopeScaling::None }),
+        None => None,
     };
     Ok((Rope { theta, scaling }, local))
 }
@@ -388,7 +382,7 @@ fn scaling_from(s: &Map<String, Value>) -> Result<RopeScaling> {
 }
 
 /// Which layers use sliding-window attention.
-fn sliding_layers(obj: &Map<String, Value>, n: usize, gemma: bool, window: Option<usize>) -> Result<Vec<bool>> {
+fn sliding_layers(obj: &Map<String, Value>, n: usize, pattern: Option<usize>, window: Option<usize>) -> Result<Vec<bool>> {
     if let Some(types) = get(obj, "layer_types").and_then(Value::as_array) {
         if types.len() != n {
             return Err(Error::Model(format!("config.json: layer_types has {} entries for {n} layers", types.len())));
@@ -402,8 +396,8 @@ fn sliding_layers(obj: &Map<String, Value>, n: usize, gemma: bool, window: Optio
             })
             .collect();
     }
-    if gemma && window.is_some() {
-        let pattern = usize_field(obj, "sliding_window_pattern")?.unwrap_or(6).max(1);
+    if let (Some(default), Some(_)) = (pattern, window) {
+        let pattern = usize_field(obj, "sliding_window_pattern")?.unwrap_or(default).max(1);
         return Ok((0..n).map(|i| (i + 1) % pattern != 0).collect());
     }
     // Mistral-style: a window on every layer when configured.

@@ -3,12 +3,13 @@
 //! masks, and the two MLP kinds.
 
 use super::config::{ModelConfig, Quant, Rope as RopeConfig, RopeScaling};
+use super::lora::Lora;
+use super::strategy::{dense_product, quantized_product, Products};
 use super::weights::Weights;
 use crate::cache::{Attend, KvCache};
 use crate::mlx::fast::{self, AttentionMask, Rope};
 use crate::mlx::{self, Array};
 use crate::{Error, Result};
-use std::sync::Mutex;
 
 /// `y = x Wᵀ (+ b)`, with W dense or MLX-affine-quantised, plus an optional
 /// LoRA adapter: `y + scale · ((dropout(x) A) B)` (A `[in, r]`, B `[r, out]`,
@@ -16,81 +17,13 @@ use std::sync::Mutex;
 pub struct Linear {
     pub base: LinearBase,
     pub lora: Option<Lora>,
+    /// How products run on this device (`strategy`).
+    pub products: Products,
 }
 
 pub enum LinearBase {
     Dense { wt: Array, bias: Option<Array> },
     Quantized { w: Array, scales: Array, biases: Array, q: Quant, bias: Option<Array> },
-}
-
-/// A LoRA adapter on one `Linear`. The matrices sit behind mutexes so that a
-/// training step can swap in the traced arguments of `value_and_grad` (and a
-/// checkpointed layer its own) while the model is shared immutably.
-pub struct Lora {
-    a: Mutex<Array>,
-    b: Mutex<Array>,
-    pub scale: f32,
-    pub dropout: f32,
-    /// Set during training steps: the PRNG key of this step's dropout mask.
-    /// Keeping it fixed for a step makes a checkpoint's recomputation see the same mask.
-    dropout_key: Mutex<Option<Array>>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-impl Lora {
-    /// `a`: `[in, r]`, `b`: `[r, out]`.
-    pub fn new(a: Array, b: Array, scale: f32, dropout: f32) -> Result<Lora> {
-        if a.ndim() != 2 || b.ndim() != 2 || a.dim(1) != b.dim(0) {
-            return Err(Error::InvalidArgument(format!("LoRA shapes {:?} and {:?} do not chain", a.shape(), b.shape())));
-        }
-        if !(0.0..1.0).contains(&dropout) {
-            return Err(Error::InvalidArgument(format!("LoRA dropout must be in [0, 1), got {dropout}")));
-        }
-        Ok(Lora { a: Mutex::new(a), b: Mutex::new(b), scale, dropout, dropout_key: Mutex::new(None) })
-    }
-
-    pub fn rank(&self) -> i32 {
-        lock(&self.a).dim(1)
-    }
-
-    /// (A, B) as they are now (cheap handle copies).
-    pub fn params(&self) -> (Array, Array) {
-        (lock(&self.a).clone(), lock(&self.b).clone())
-    }
-
-    pub fn set_params(&self, a: Array, b: Array) {
-        *lock(&self.a) = a;
-        *lock(&self.b) = b;
-    }
-
-    pub fn set_dropout_key(&self, key: Option<Array>) {
-        *lock(&self.dropout_key) = key;
-    }
-
-    /// `scale · ((dropout(x) A) B)` in x's dtype.
-    pub fn forward(&self, x: &Array) -> Result<Array> {
-        let (a, b) = self.params();
-        let key = lock(&self.dropout_key).clone();
-        let x_in = match key {
-            Some(k) if self.dropout > 0.0 => {
-                let keep = 1.0 - self.dropout;
-                let mask = crate::mlx::random::bernoulli(keep, &x.shape(), Some(&k))?.astype(x.dtype())?;
-                x.multiply(&mask)?.mul_scalar(1.0 / keep)?
-            }
-            _ => x.clone(),
-        };
-        let z = x_in.matmul(&a)?.matmul(&b)?;
-        z.multiply(&Array::scalar_as(self.scale, z.dtype())?)?.astype(x.dtype())
-    }
-
-    /// `scale · Bᵀ Aᵀ`: the `[out, in]` weight delta, in float32.
-    pub fn delta(&self) -> Result<Array> {
-        let (a, b) = self.params();
-        b.astype(crate::mlx::Dtype::F32)?.transpose(&[])?.mul_scalar(self.scale)?.matmul(&a.astype(crate::mlx::Dtype::F32)?.transpose(&[])?)
-    }
 }
 
 /// Takes `path.weight` (and `path.scales`/`path.biases` when quantised).
@@ -99,10 +32,8 @@ type LoadedMatrix = (Array, Option<(Array, Array, Quant)>);
 fn load_matrix(w: &mut Weights, path: &str, rows: usize, cols: usize, quant: Option<Quant>) -> Result<LoadedMatrix> {
     let name = format!("{path}.weight");
     if w.contains(&format!("{path}.scales")) {
-        let q = quant.ok_or_else(|| {
-            Error::Model(format!("{}: '{path}' is quantised but config.json has no 'quantization' for it", w.source().display()))
-        })?;
-        if cols % q.group_size as usize != 0 {
+        let q = quant.ok_or_else(|| Error::Model(format!("{}: '{path}' is quantised but config.json has no 'quantization' for it", w.source().display())))?;
+        if !cols.is_multiple_of(q.group_size as usize) {
             return Err(Error::Model(format!("'{path}': {cols} columns are not a multiple of group size {}", q.group_size)));
         }
         let packed = w.take_shaped(&name, &[rows, cols * q.bits as usize / 32])?;
@@ -113,150 +44,6 @@ fn load_matrix(w: &mut Weights, path: &str, rows: usize, cols: usize, quant: Opt
     Ok((w.take_shaped(&name, &[rows, cols])?, None))
 }
 
-/// Rows of input (batch × positions) from which a quantised matrix on the CPU
-/// is dequantised for the product instead of going through MLX's
-/// `quantized_matmul`: that kernel is single-threaded scalar code (~3 GFLOP/s
-/// with float32 inputs, ~0.4 with bf16, on a 2-core x86), while dequantising a
-/// matrix costs about as much as one row of it and the BLAS then runs at
-/// ~150 GFLOP/s. Measured on a [1024 → 3072] 4-bit matrix: 1 row 2.0 ms (qmm) vs
-/// 6.3 ms (dequantise + sgemm), 32 rows 64 ms vs 7 ms, 512 rows 1.05 s vs 19 ms.
-const DENSE_QMM_ROWS: i64 = 8;
-
-/// Float32 bytes of one piece when a bf16 matrix is widened for a product
-/// under float32 compute: the matrix is cast and multiplied some output rows
-/// at a time, and the products concatenated (`in_pieces`).
-///
-/// MLX's CPU backend allocates each op's output when the op is queued, ~50 ops
-/// ahead of its worker thread (`MAX_ACTIVE_TASKS` × `DISPATCHES_PER_TASK`
-/// dispatches, two per op), so widening whole matrices held several float32
-/// copies at once (600 MiB for a 152k × 1024 tied embedding as the output
-/// projection); 2 MiB pieces also stay in the CPU cache between the cast and
-/// the product, which makes one-row products faster than whole matrices
-/// (measured on 8 Qwen3-0.6B-shaped layers: 64 ms whole, 45 ms in 2 MiB pieces,
-/// 26 ms with float32 weights; transient 176 → 36 MiB).
-const CAST_PIECE_BYTES: i64 = 2 << 20;
-
-/// The same for dequantising (only matrices the `split` rule picks: the
-/// vocabulary projection of decode and classify). MLX's CPU `dequantize` is a
-/// chain of elementwise ops, each with a piece-sized output queued ahead, so
-/// large pieces hold several float32 copies at once: SmolLM2 Q4_1 kept 4-bit,
-/// 16 classify prompts, peak 321 MiB in 32 MiB pieces, 188 MiB in 4 MiB ones
-/// (mlx-lm: 187-196 MiB), at the same rate within noise.
-const DEQUANT_PIECE_BYTES: i64 = 4 << 20;
-
-/// Whether widening the `[out, inner]` matrix for `x` goes in pieces: when the
-/// float32 matrix is at least 4× the product. Each piece's product lives until
-/// the concatenation copies it, so with many rows (prefill) pieces cost more
-/// than they save (SmolLM2 Q4_1, 512-token prefill: +135 MiB in 2 MiB pieces,
-/// +46 MiB whole); with few (decode, classify's vocabulary projection) the
-/// matrix is what counts.
-fn split(x: &Array, inner: i32) -> bool {
-    inner as i64 >= 4 * rows_of(x)
-}
-
-fn rows_of(x: &Array) -> i64 {
-    let d = x.dim(-1).max(1) as i64;
-    x.size() as i64 / d
-}
-
-/// The same on a GPU, where the matrix is dequantised whole (no pieces: memory
-/// is not the limit there) and multiplied on the tensor cores. MLX 0.32.2's
-/// CUDA quantised matmul for many rows ran 4-bit classify 2–3× slower than bf16
-/// on an H200, while dequantising a layer's matrices costs about one read of
-/// their bf16 size. `GOMLX_GPU_DENSE_QMM_ROWS=N` overrides (0: never).
-const GPU_DENSE_QMM_ROWS: i64 = 32;
-
-fn gpu_dense_qmm_rows() -> i64 {
-    static ROWS: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
-    *ROWS.get_or_init(|| match std::env::var("GOMLX_GPU_DENSE_QMM_ROWS").ok().and_then(|v| v.trim().parse::<i64>().ok()) {
-        Some(0) => i64::MAX,
-        Some(n) => n.max(1),
-        None => GPU_DENSE_QMM_ROWS,
-    })
-}
-
-/// Whether a quantised product over `x` on `device` should dequantise first (several rows).
-fn dense_qmm(x: &Array, device: mlx::DeviceKind) -> bool {
-    let rows = rows_of(x);
-    match device {
-        mlx::DeviceKind::Cpu => rows >= DENSE_QMM_ROWS,
-        mlx::DeviceKind::Gpu => rows >= gpu_dense_qmm_rows(),
-    }
-}
-
-/// `x Wᵀ` for a `[out, in]` matrix that must be widened to x's dtype first,
-/// in pieces of output rows (`split`): `piece(start, end)` gives
-/// `x W[start..end]ᵀ`.
-fn in_pieces(x: &Array, out: i32, inner: i32, piece_bytes: i64, piece: impl Fn(i32, i32) -> Result<Array>) -> Result<Array> {
-    let rows = (piece_bytes / (inner.max(1) as i64 * x.dtype().size() as i64)).max(16) as i32;
-    if rows >= out || !split(x, inner) {
-        return piece(0, out);
-    }
-    let mut parts = Vec::with_capacity((out / rows + 1) as usize);
-    let mut start = 0;
-    while start < out {
-        let end = (start + rows).min(out);
-        parts.push(piece(start, end)?);
-        start = end;
-    }
-    mlx::concatenate(&parts.iter().collect::<Vec<_>>(), -1)
-}
-
-/// `x Wᵀ` for a dense `[out, in]` matrix `w`: one product when the dtypes
-/// match, else widened in pieces (`in_pieces`).
-fn dense_product(x: &Array, w: &Array) -> Result<Array> {
-    if w.dtype() == x.dtype() {
-        return x.matmul(&w.transpose(&[])?);
-    }
-    in_pieces(x, w.dim(0), w.dim(1), CAST_PIECE_BYTES, |s, e| x.matmul(&w.slice_axis(0, s, e)?.transpose(&[])?))
-}
-
-/// Output rows from which a quantised product with few input rows (decode,
-/// below `DENSE_QMM_ROWS`) on the CPU is computed in two halves of output rows,
-/// the second queued on this thread's helper CPU stream
-/// (`mlx::stream::on_helper`), and concatenated. MLX's CPU `quantized_matmul`
-/// is single-threaded and each CPU stream has one worker thread, so the halves
-/// run on two cores; the result is the same, element for element. Measured on
-/// the 2-core EPYC, SmolLM2-135M Q4_1 kept 4-bit (`--weights stored`), 64 decode
-/// tokens: 9.5 / 9.6 tok/s in one product, 13.5 / 14.1 split. Only with at least
-/// two cores.
-const HELPER_SPLIT_OUT: i32 = 256;
-
-fn split_on_helper(out: i32) -> bool {
-    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    out >= HELPER_SPLIT_OUT && *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get())) >= 2
-}
-
-/// `x Wᵀ` for a quantised `[out, in]` matrix: MLX's `quantized_matmul` (split
-/// over two CPU streams, `HELPER_SPLIT_OUT`), or for several rows
-/// (`DENSE_QMM_ROWS`, `GPU_DENSE_QMM_ROWS`) dequantised to x's dtype (on the
-/// CPU in pieces, `in_pieces`) and multiplied densely.
-fn quantized_product(x: &Array, w: &Array, scales: &Array, biases: &Array, q: &Quant) -> Result<Array> {
-    let device = mlx::stream::thread_device();
-    if !dense_qmm(x, device) {
-        let out = w.dim(0);
-        if split_on_helper(out) {
-            let half = |s: i32, e: i32| {
-                mlx::quantized_matmul(x, &w.slice_axis(0, s, e)?, &scales.slice_axis(0, s, e)?, &biases.slice_axis(0, s, e)?, true, q.group_size, q.bits)
-            };
-            let h = out / 2;
-            if let Some(second) = mlx::stream::on_helper(|| half(h, out)).transpose()? {
-                let first = half(0, h)?;
-                return mlx::concatenate(&[&first, &second], -1);
-            }
-        }
-        return mlx::quantized_matmul(x, w, scales, biases, true, q.group_size, q.bits);
-    }
-    if device == mlx::DeviceKind::Gpu {
-        return x.matmul(&mlx::dequantize(w, scales, biases, q.group_size, q.bits, Some(x.dtype()))?.transpose(&[])?);
-    }
-    let inner = w.dim(1) * 32 / q.bits;
-    in_pieces(x, w.dim(0), inner, DEQUANT_PIECE_BYTES, |s, e| {
-        let (w, sc, b) = (w.slice_axis(0, s, e)?, scales.slice_axis(0, s, e)?, biases.slice_axis(0, s, e)?);
-        x.matmul(&mlx::dequantize(&w, &sc, &b, q.group_size, q.bits, Some(x.dtype()))?.transpose(&[])?)
-    })
-}
-
 impl Linear {
     pub fn load(w: &mut Weights, cfg: &ModelConfig, path: &str, in_dim: usize, out_dim: usize, bias: bool) -> Result<Linear> {
         let (weight, quant) = load_matrix(w, path, out_dim, in_dim, cfg.quantization.for_module(path))?;
@@ -265,7 +52,7 @@ impl Linear {
             Some((scales, biases, q)) => LinearBase::Quantized { w: weight, scales, biases, q, bias },
             None => LinearBase::Dense { wt: weight.transpose(&[])?, bias },
         };
-        Ok(Linear { base, lora: None })
+        Ok(Linear { base, lora: None, products: cfg.build.products })
     }
 
     /// The frozen base projection alone.
@@ -274,7 +61,7 @@ impl Linear {
             // wt is the transposed view of the [out, in] checkpoint matrix.
             LinearBase::Dense { wt, bias } if wt.dtype() == x.dtype() => (x.matmul(wt)?, bias),
             LinearBase::Dense { wt, bias } => (dense_product(x, &wt.transpose(&[])?)?, bias),
-            LinearBase::Quantized { w, scales, biases, q, bias } => (quantized_product(x, w, scales, biases, q)?, bias),
+            LinearBase::Quantized { w, scales, biases, q, bias } => (quantized_product(x, w, scales, biases, q, &self.products)?, bias),
         };
         match bias {
             Some(b) => y.add(b),
@@ -326,13 +113,10 @@ impl Linear {
                 LinearBase::Dense { bias, .. } | LinearBase::Quantized { bias, .. } => bias.as_ref(),
             })
             .collect();
-        // On a CUDA GPU a fused model that was the process's first GPU work gave wrong
-        // logits (H100, H200; right once other work had run): the parts are read in
-        // first, like an unfused model's weights, and joined on the CPU stream.
+        // The parts are read in first, like an unfused model's weights (see `join_at_load`).
         let inputs: Vec<&Array> = parts.iter().flat_map(|p| p.arrays()).collect();
         mlx::eval(&inputs)?;
-        // (`on_cpu` is a no-op for a thread already on the CPU.)
-        let fused = if mlx::backend() == "cuda" { mlx::stream::on_cpu(|| Linear::join(&parts, &biases))?? } else { Linear::join(&parts, &biases)? };
+        let fused = super::strategy::join_at_load(|| Linear::join(&parts, &biases))?;
         // Materialise now, so the separate matrices are freed layer by layer at load.
         mlx::eval(&fused.arrays())?;
         Ok(fused)
@@ -371,7 +155,7 @@ impl Linear {
                 LinearBase::Quantized { w: mlx::concatenate(&ws, 0)?, scales: mlx::concatenate(&ss, 0)?, biases: mlx::concatenate(&bs, 0)?, q: *q0, bias }
             }
         };
-        Ok(Linear { base, lora: None })
+        Ok(Linear { base, lora: None, products: parts[0].products })
     }
 
     pub fn arrays(&self) -> Vec<&Array> {
@@ -393,10 +177,8 @@ pub enum Fanout {
 impl Fanout {
     /// Loads `path.{name}` for each `(name, out_dim)`, fused when `fuse`.
     pub fn load(w: &mut Weights, cfg: &ModelConfig, path: &str, parts: &[(&'static str, usize)], in_dim: usize, bias: bool, fuse: bool) -> Result<Fanout> {
-        let linears = parts
-            .iter()
-            .map(|&(name, out)| Ok((name, Linear::load(w, cfg, &format!("{path}.{name}"), in_dim, out, bias)?)))
-            .collect::<Result<Vec<_>>>()?;
+        let linears =
+            parts.iter().map(|&(name, out)| Ok((name, Linear::load(w, cfg, &format!("{path}.{name}"), in_dim, out, bias)?))).collect::<Result<Vec<_>>>()?;
         let quant_alike = {
             let q = |l: &Linear| match &l.base {
                 LinearBase::Dense { .. } => None,
@@ -457,7 +239,7 @@ impl Fanout {
 /// narrower, see `policy`).
 pub enum Embedding {
     Dense { table: Array, dtype: mlx::Dtype },
-    Quantized { w: Array, scales: Array, biases: Array, q: Quant, dtype: mlx::Dtype },
+    Quantized { w: Array, scales: Array, biases: Array, q: Quant, dtype: mlx::Dtype, products: Products },
 }
 
 impl Embedding {
@@ -465,7 +247,7 @@ impl Embedding {
         let (weight, quant) = load_matrix(w, path, cfg.vocab_size, cfg.hidden_size, cfg.quantization.for_module(path))?;
         let dtype = cfg.dtype;
         Ok(match quant {
-            Some((scales, biases, q)) => Embedding::Quantized { w: weight, scales, biases, q, dtype },
+            Some((scales, biases, q)) => Embedding::Quantized { w: weight, scales, biases, q, dtype, products: cfg.build.products },
             None => Embedding::Dense { table: weight, dtype },
         })
     }
@@ -481,7 +263,7 @@ impl Embedding {
                     rows.astype(*dtype)
                 }
             }
-            Embedding::Quantized { w, scales, biases, q, dtype } => {
+            Embedding::Quantized { w, scales, biases, q, dtype, .. } => {
                 let (rw, rs, rb) = (w.take(tokens, 0)?, scales.take(tokens, 0)?, biases.take(tokens, 0)?);
                 mlx::dequantize(&rw, &rs, &rb, q.group_size, q.bits, Some(*dtype))
             }
@@ -493,7 +275,7 @@ impl Embedding {
     pub fn as_linear(&self, x: &Array) -> Result<Array> {
         match self {
             Embedding::Dense { table, .. } => dense_product(x, table),
-            Embedding::Quantized { w, scales, biases, q, .. } => quantized_product(x, w, scales, biases, q),
+            Embedding::Quantized { w, scales, biases, q, products, .. } => quantized_product(x, w, scales, biases, q, products),
         }
     }
 

@@ -3,11 +3,64 @@
 //! differences are config flags read by the shared layers.
 
 use super::config::ModelConfig;
+use super::family::{Defaults, Family, Network};
+use super::gguf::{config::silu_config, GgufArch};
 use super::layers::{Attention, Context, Embedding, Linear, Mlp, RmsNorm};
 use super::weights::Weights;
 use crate::cache::KvCache;
 use crate::mlx::Array;
 use crate::Result;
+
+/// The family: Qwen 2 adds q/k/v biases, Qwen 3 q/k norms, Mistral a sliding window.
+pub struct Llama;
+
+const fn gguf(name: &'static str, model_type: &'static str, hf_class: &'static str, permuted_qk: bool) -> GgufArch {
+    GgufArch {
+        name,
+        model_type,
+        hf_class,
+        block_names: &[],
+        permuted_qk,
+        norm_plus_one: false,
+        attention_bias: true,
+        default_rms_norm_eps: None,
+        default_rope_theta: 10_000.0,
+        config: silu_config,
+    }
+}
+
+impl Family for Llama {
+    fn name(&self) -> &'static str {
+        "llama"
+    }
+
+    fn model_types(&self) -> &'static [&'static str] {
+        &["llama", "mistral", "qwen2", "qwen3"]
+    }
+
+    fn defaults(&self, model_type: &str) -> Defaults {
+        let d = Defaults::LLAMA;
+        match model_type {
+            "qwen2" => Defaults { qkv_bias: true, ..d },
+            "qwen3" => Defaults { qk_norm: true, ..d },
+            "mistral" => Defaults { sliding_window: true, ..d },
+            _ => d,
+        }
+    }
+
+    fn gguf(&self) -> &'static [GgufArch] {
+        const ARCHS: &[GgufArch] = &[
+            gguf("llama", "llama", "LlamaForCausalLM", true),
+            gguf("qwen2", "qwen2", "Qwen2ForCausalLM", false),
+            gguf("qwen3", "qwen3", "Qwen3ForCausalLM", false),
+        ];
+        ARCHS
+    }
+
+    fn build(&self, w: &mut Weights, cfg: &ModelConfig) -> Result<Box<dyn Network>> {
+        Ok(Box::new(LlamaNet::load(w, cfg)?))
+    }
+}
 
 struct Block {
     input_norm: RmsNorm,
@@ -16,15 +69,15 @@ struct Block {
     mlp: Mlp,
 }
 
-pub struct Llama {
+struct LlamaNet {
     embed: Embedding,
     layers: Vec<Block>,
     norm: RmsNorm,
     lm_head: Option<Linear>,
 }
 
-impl Llama {
-    pub fn load(w: &mut Weights, cfg: &ModelConfig) -> Result<Llama> {
+impl LlamaNet {
+    fn load(w: &mut Weights, cfg: &ModelConfig) -> Result<LlamaNet> {
         let (h, eps) = (cfg.hidden_size, cfg.rms_norm_eps);
         let layers = (0..cfg.num_layers)
             .map(|i| {
@@ -38,7 +91,7 @@ impl Llama {
             })
             .collect::<Result<_>>()?;
         let lm_head = if cfg.tie_word_embeddings { None } else { Some(Linear::load(w, cfg, "lm_head", h, cfg.vocab_size, false)?) };
-        Ok(Llama {
+        Ok(LlamaNet {
             embed: Embedding::load(w, cfg, "model.embed_tokens")?,
             layers,
             norm: RmsNorm::load(w, "model.norm", h, eps, false)?,
@@ -46,54 +99,49 @@ impl Llama {
         })
     }
 
-    pub fn hidden(&self, tokens: &Array, caches: &mut [KvCache], ctx: &Context) -> Result<Array> {
-        let mut h = self.embed(tokens)?;
-        for (i, cache) in caches.iter_mut().enumerate() {
-            h = self.block(i, &h, Some(cache), ctx)?;
-        }
-        self.norm.forward(&h)
-    }
+}
 
-    pub fn embed(&self, tokens: &Array) -> Result<Array> {
+impl Network for LlamaNet {
+    fn embed(&self, tokens: &Array) -> Result<Array> {
         self.embed.forward(tokens)
     }
 
     /// Decoder block `i` on `h`.
-    pub fn block(&self, i: usize, h: &Array, cache: Option<&mut KvCache>, ctx: &Context) -> Result<Array> {
+    fn block(&self, i: usize, h: &Array, cache: Option<&mut KvCache>, ctx: &Context) -> Result<Array> {
         let layer = &self.layers[i];
         let h = h.add(&layer.attn.forward(&layer.input_norm.forward(h)?, cache, ctx)?)?;
         h.add(&layer.mlp.forward(&layer.post_norm.forward(&h)?)?)
     }
 
-    pub fn final_norm(&self, h: &Array) -> Result<Array> {
+    fn final_norm(&self, h: &Array) -> Result<Array> {
         self.norm.forward(h)
     }
 
     /// The projections of block `i` by name within the block (`self_attn.q_proj`, `mlp.down_proj`, ...).
-    pub fn block_linears(&self, i: usize) -> Vec<(String, &Linear)> {
+    fn block_linears(&self, i: usize) -> Vec<(String, &Linear)> {
         let l = &self.layers[i];
         let a = l.attn.linears().into_iter().map(|(n, x)| (format!("self_attn.{n}"), x));
         a.chain(l.mlp.linears().into_iter().map(|(n, x)| (format!("mlp.{n}"), x))).collect()
     }
 
-    pub fn block_linears_mut(&mut self, i: usize) -> Vec<(String, &mut Linear)> {
+    fn block_linears_mut(&mut self, i: usize) -> Vec<(String, &mut Linear)> {
         let l = &mut self.layers[i];
         let a = l.attn.linears_mut().into_iter().map(|(n, x)| (format!("self_attn.{n}"), x));
         a.chain(l.mlp.linears_mut().into_iter().map(|(n, x)| (format!("mlp.{n}"), x))).collect()
     }
 
-    pub fn logits(&self, h: &Array) -> Result<Array> {
+    fn logits(&self, h: &Array) -> Result<Array> {
         match &self.lm_head {
             Some(head) => head.forward(h),
             None => self.embed.as_linear(h),
         }
     }
 
-    pub fn new_caches(&self) -> Vec<KvCache> {
+    fn new_caches(&self) -> Vec<KvCache> {
         self.layers.iter().map(|l| l.attn.new_cache()).collect()
     }
 
-    pub fn arrays(&self) -> Vec<&Array> {
+    fn arrays(&self) -> Vec<&Array> {
         let mut v = self.embed.arrays();
         for l in &self.layers {
             v.push(l.input_norm.weight());

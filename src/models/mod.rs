@@ -2,17 +2,41 @@
 //! family over shared layers. A model holds weights only; per-request state
 //! (KV caches) is passed in by the caller.
 
+pub mod adapters;
 pub mod config;
+pub mod convert;
 mod discover;
-mod gemma3;
+pub mod family;
+pub mod gguf;
 pub mod layers;
-mod llama;
+mod load;
+pub mod lora;
 pub mod policy;
+pub mod strategy;
+pub mod tuning;
 pub mod weights;
 
-pub use config::{Build, Family, ModelConfig, Quant};
-pub use discover::{discover, walk_dirs, DiscoveredModel};
+/// The architecture families: one file each, registered here with one line.
+macro_rules! families {
+    ($($family:ident: $value:expr,)*) => {
+        $(mod $family;)*
+        /// Every registered family, in registration order.
+        pub fn families() -> &'static [&'static dyn Family] {
+            &[$(&$value),*]
+        }
+    };
+}
+
+families! {
+    llama: llama::Llama,
+    gemma3: gemma3::Gemma3,
+}
+
+pub use config::{Build, ModelConfig, Quant};
+pub use discover::{discover, DiscoveredModel};
+pub use family::{Family, Network};
 pub use layers::Context;
+pub use load::{is_gguf, load, Loaded};
 
 use crate::cache::KvCache;
 use crate::mlx::{self, Array, Dtype};
@@ -31,7 +55,7 @@ pub struct LoadOptions {
     /// when the float32 result fits `memory_budget`; never on the GPU.
     pub dequantize: Option<bool>,
     /// Bytes the weights may take once widened (CPU policy). None:
-    /// `policy::default_memory_budget()` (`GOMLX_CPU_MEMORY_BUDGET`, else half the RAM).
+    /// `GOMLX_CPU_MEMORY_BUDGET`, else half the RAM (`tuning`).
     pub memory_budget: Option<u64>,
     /// Cast floating matrices to `dtype` at load (true), or keep them as the
     /// checkpoint stores them and let each op widen them as it runs (false:
@@ -39,12 +63,22 @@ pub struct LoadOptions {
     /// that fits `memory_budget` (`GOMLX_CPU_WEIGHTS=widened|stored` forces
     /// either); on the GPU weights are used as stored. See `policy`.
     pub widen: Option<bool>,
-    /// Fuse q/k/v into one matmul (inference only: fused projections cannot
-    /// take LoRA adapters). See `policy::inference_build` for the engine's choice.
-    pub fuse_projections: bool,
-    /// Run the gated MLP activation as one compiled kernel (on the CPU MLX
-    /// JIT-compiles C++ for it at run time).
-    pub compile: bool,
+    /// Fuse q/k/v into one matmul (inference only: not with an adapter).
+    /// None: `GOMLX_FUSE_PROJECTIONS`, else off (`tuning::fuse_projections`).
+    pub fuse_projections: Option<bool>,
+    /// Run the gated MLP activation as one compiled kernel. None:
+    /// `GOMLX_COMPILE`, else on GPUs only (`tuning::compile`).
+    pub compile: Option<bool>,
+    /// Product thresholds (`strategy::Products`; 0 = never); None: the
+    /// `GOMLX_CPU_DENSE_QMM_ROWS` / `GOMLX_GPU_DENSE_QMM_ROWS` /
+    /// `GOMLX_CPU_SPLIT_OUT` variables, else the defaults (`tuning::products`).
+    pub cpu_dense_qmm_rows: Option<usize>,
+    pub gpu_dense_qmm_rows: Option<usize>,
+    pub cpu_split_out: Option<usize>,
+    /// A LoRA adapter directory in mlx-lm's layout (`adapters.safetensors` +
+    /// `adapter_config.json`, as `gomlx lora` and `mlx_lm.lora` write) applied
+    /// after the weights; projections then stay unfused.
+    pub adapter: Option<PathBuf>,
 }
 
 /// What a loaded model is.
@@ -72,14 +106,9 @@ pub struct ModelInfo {
     pub weight_bytes: u64,
 }
 
-enum Arch {
-    Llama(llama::Llama),
-    Gemma3(gemma3::Gemma3),
-}
-
 pub struct Model {
     config: ModelConfig,
-    arch: Arch,
+    net: Box<dyn Network>,
     info: ModelInfo,
     path: PathBuf,
 }
@@ -92,11 +121,14 @@ pub enum Logits {
 }
 
 impl Model {
-    /// Loads a Hugging Face style directory (config.json + safetensors).
-    pub fn load(dir: &Path, opts: &LoadOptions) -> Result<Model> {
-        if dir.as_os_str().is_empty() {
-            return Err(Error::InvalidArgument("the model path is empty (expected a model directory or a .gguf file)".into()));
-        }
+    /// Loads a model directory (config.json + safetensors) or a `.gguf` file,
+    /// without its tokenizer (`models::load` gives both).
+    pub fn load(path: &Path, opts: &LoadOptions) -> Result<Model> {
+        load::load_parts(path, opts, false).map(|l| l.model)
+    }
+
+    /// A Hugging Face style directory (config.json + safetensors).
+    fn load_dir(dir: &Path, opts: &LoadOptions) -> Result<Model> {
         if !dir.is_dir() {
             return Err(Error::Model(format!("{}: not a directory", dir.display())));
         }
@@ -128,13 +160,13 @@ impl Model {
         }
         weights.cast_floats(plan.dtype, plan.widen)?;
         config.dtype = plan.dtype;
-        config.build = Build { fuse_projections: opts.fuse_projections, compile_activations: opts.compile };
-        let arch = match config.family {
-            Family::Llama => Arch::Llama(llama::Llama::load(&mut weights, &config)?),
-            Family::Gemma3 => Arch::Gemma3(gemma3::Gemma3::load(&mut weights, &config)?),
-        };
+        config.build =
+            Build { fuse_projections: tuning::fuse_projections(opts), compile_activations: tuning::compile(opts, device), products: tuning::products(opts) };
+        let family = config::family_of(&config.model_type)?;
+        family.sanitize(&mut weights, &config)?;
+        let net = family.build(&mut weights, &config)?;
         let path = weights.source().to_path_buf();
-        let mut info = info_of(&config, 0);
+        let mut info = info_of(&config, family.norms_per_block());
         // The checkpoint's quantisation, also when the CPU policy expanded it at load.
         // GGUF files have no default, only per-module entries: the most common one.
         let common = quant.default.or_else(|| {
@@ -147,7 +179,7 @@ impl Model {
         info.quant_bits = common.map(|q| q.bits);
         info.quant_group_size = common.map(|q| q.group_size);
         info.dequantized = plan.dequantize;
-        let mut model = Model { info, config, arch, path };
+        let mut model = Model { info, config, net, path };
         // Read every weight now, once, so requests never pay for loading.
         let arrays = model.arrays();
         mlx::eval(&arrays)?;
@@ -174,10 +206,7 @@ impl Model {
 
     /// One fresh KV cache per layer (rotating on sliding-window layers).
     pub fn new_caches(&self) -> Vec<KvCache> {
-        match &self.arch {
-            Arch::Llama(m) => m.new_caches(),
-            Arch::Gemma3(m) => m.new_caches(),
-        }
+        self.net.new_caches()
     }
 
     /// Final-norm hidden states `[B, L, H]` for `tokens` `[B, L]`, appending to `caches`.
@@ -188,18 +217,16 @@ impl Model {
         if tokens.ndim() != 2 {
             return Err(Error::InvalidArgument(format!("tokens must be [batch, length], got shape {:?}", tokens.shape())));
         }
-        match &self.arch {
-            Arch::Llama(m) => m.hidden(tokens, caches, ctx),
-            Arch::Gemma3(m) => m.hidden(tokens, caches, ctx),
+        let mut h = self.net.embed(tokens)?;
+        for (i, cache) in caches.iter_mut().enumerate() {
+            h = self.net.block(i, &h, Some(cache), ctx)?;
         }
+        self.net.final_norm(&h)
     }
 
     /// Projects hidden states to logits `[.., V]`.
     pub fn logits(&self, h: &Array) -> Result<Array> {
-        match &self.arch {
-            Arch::Llama(m) => m.logits(h),
-            Arch::Gemma3(m) => m.logits(h),
-        }
+        self.net.logits(h)
     }
 
     /// Logits for `tokens` `[B, L]`: `[B, L, V]`, or `[B, 1, V]` with `Logits::Last`.
@@ -218,10 +245,7 @@ impl Model {
 
     /// Token embeddings `[B, L, H]` (scaled, for Gemma), the input of block 0.
     pub fn embed(&self, tokens: &Array) -> Result<Array> {
-        match &self.arch {
-            Arch::Llama(m) => m.embed(tokens),
-            Arch::Gemma3(m) => m.embed(tokens),
-        }
+        self.net.embed(tokens)
     }
 
     /// Decoder block `i` on `h`; without a cache the block attends (causally,
@@ -230,50 +254,35 @@ impl Model {
         if i >= self.config.num_layers {
             return Err(Error::InvalidArgument(format!("block {i} of a {}-layer model", self.config.num_layers)));
         }
-        match &self.arch {
-            Arch::Llama(m) => m.block(i, h, cache, ctx),
-            Arch::Gemma3(m) => m.block(i, h, cache, ctx),
-        }
+        self.net.block(i, h, cache, ctx)
     }
 
     /// The final norm after the last block.
     pub fn final_norm(&self, h: &Array) -> Result<Array> {
-        match &self.arch {
-            Arch::Llama(m) => m.final_norm(h),
-            Arch::Gemma3(m) => m.final_norm(h),
-        }
+        self.net.final_norm(h)
     }
 
     /// The linear projections of block `i`, named within the block
     /// (`self_attn.q_proj`, ..., `mlp.down_proj`); the full checkpoint name is
     /// `model.layers.{i}.{name}`.
     pub fn block_linears(&self, i: usize) -> Vec<(String, &layers::Linear)> {
-        match &self.arch {
-            Arch::Llama(m) => m.block_linears(i),
-            Arch::Gemma3(m) => m.block_linears(i),
-        }
+        self.net.block_linears(i)
     }
 
     pub fn block_linears_mut(&mut self, i: usize) -> Vec<(String, &mut layers::Linear)> {
-        match &mut self.arch {
-            Arch::Llama(m) => m.block_linears_mut(i),
-            Arch::Gemma3(m) => m.block_linears_mut(i),
-        }
+        self.net.block_linears_mut(i)
     }
 
     fn arrays(&self) -> Vec<&Array> {
-        match &self.arch {
-            Arch::Llama(m) => m.arrays(),
-            Arch::Gemma3(m) => m.arrays(),
-        }
+        self.net.arrays()
     }
 }
 
 /// ModelInfo from the config; parameters counted from the architecture's shapes.
-fn info_of(c: &ModelConfig, weight_bytes: u64) -> ModelInfo {
+fn info_of(c: &ModelConfig, norms_per_block: u64) -> ModelInfo {
     let (h, hd, nh, nkv, i) = (c.hidden_size as u64, c.head_dim as u64, c.num_heads as u64, c.num_kv_heads as u64, c.intermediate_size as u64);
     let attn = h * nh * hd * 2 + h * nkv * hd * 2 + if c.qkv_bias { (nh + 2 * nkv) * hd } else { 0 } + if c.qk_norm { 2 * hd } else { 0 };
-    let norms = if c.family == Family::Gemma3 { 4 * h } else { 2 * h };
+    let norms = norms_per_block * h;
     let layer = attn + 3 * h * i + norms;
     let embed = c.vocab_size as u64 * h;
     let head = if c.tie_word_embeddings { 0 } else { embed };
@@ -294,6 +303,6 @@ fn info_of(c: &ModelConfig, weight_bytes: u64) -> ModelInfo {
         dequantized: false,
         weights_dtype: c.dtype.name().to_string(),
         parameters: embed + head + layer * c.num_layers as u64 + h,
-        weight_bytes,
+        weight_bytes: 0,
     }
 }

@@ -37,30 +37,8 @@ pub struct Plan {
     pub reason: String,
 }
 
-/// The default memory budget for widened weights: `GOMLX_CPU_MEMORY_BUDGET`
-/// (bytes, or with a K/M/G suffix) when set, else half the memory this process
-/// may use (physical RAM, or the cgroup limit when lower).
-pub fn default_memory_budget() -> u64 {
-    if let Some(b) = std::env::var("GOMLX_CPU_MEMORY_BUDGET").ok().and_then(|v| parse_bytes(&v)) {
-        return b;
-    }
-    usable_memory() / 2
-}
-
-fn parse_bytes(v: &str) -> Option<u64> {
-    let v = v.trim();
-    let (num, mult) = match v.chars().last()?.to_ascii_uppercase() {
-        'K' => (&v[..v.len() - 1], 1u64 << 10),
-        'M' => (&v[..v.len() - 1], 1 << 20),
-        'G' => (&v[..v.len() - 1], 1 << 30),
-        'T' => (&v[..v.len() - 1], 1 << 40),
-        _ => (v, 1),
-    };
-    num.trim().parse::<f64>().ok().map(|n| (n * mult as f64) as u64)
-}
-
 /// Physical memory, capped by a cgroup v2/v1 limit where one is set.
-fn usable_memory() -> u64 {
+pub fn usable_memory() -> u64 {
     let mut total = physical_memory();
     for f in ["/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"] {
         if let Some(limit) = std::fs::read_to_string(f).ok().and_then(|s| s.trim().parse::<u64>().ok()) {
@@ -92,47 +70,11 @@ fn physical_memory() -> u64 {
     }
 }
 
-/// `GOMLX_CPU_DEQUANTIZE=1|0` forces (or forbids) dequantising at load on the CPU.
-fn env_dequantize() -> Option<bool> {
-    env_flag("GOMLX_CPU_DEQUANTIZE")
-}
-
-/// An on/off environment setting (1/0, true/false, yes/no, on/off); None when unset or unreadable.
-pub fn env_flag(name: &str) -> Option<bool> {
-    match std::env::var(name).ok()?.trim() {
-        "1" | "true" | "yes" | "on" => Some(true),
-        "0" | "false" | "no" | "off" => Some(false),
-        _ => None,
-    }
-}
-
-/// `GOMLX_CPU_WEIGHTS=widened|stored` forces widening at load (or keeping the
-/// checkpoint's weights) on the CPU; quantised matrices follow unless
-/// `GOMLX_CPU_DEQUANTIZE` says otherwise.
-fn env_widen() -> Option<bool> {
-    match std::env::var("GOMLX_CPU_WEIGHTS").ok()?.trim() {
-        "widened" | "widen" => Some(true),
-        "stored" | "store" => Some(false),
-        _ => None,
-    }
-}
-
 /// Whether a floating tensor of `shape`d `from` dtype is cast to the compute
 /// `dtype` at load: always when widening; otherwise vectors, and anything
 /// wider than the compute dtype (a float32 checkpoint asked to run in bf16).
 pub fn casts(ndim: usize, from: Dtype, dtype: Dtype, widen: bool) -> bool {
     from != dtype && (widen || ndim < 2 || from.size() > dtype.size())
-}
-
-/// The engine's inference-only layer choices: fused q/k/v matmuls and a
-/// compiled MLP activation. Both cut graph nodes per decode step (each costs
-/// host time in MLX's CUDA backend). On a GPU the compiled activation is on
-/// (+14% to +73% decode on an H100, BENCHMARKS.md); fused q/k/v is faster
-/// there too but waits on an open GPU oracle failure (docs/gpu.md), and on the
-/// CPU MLX would JIT-compile C++ at run time, so both are off otherwise.
-/// `GOMLX_FUSE_PROJECTIONS=0|1` and `GOMLX_COMPILE=0|1` override.
-pub fn inference_build(device: DeviceKind) -> (bool, bool) {
-    (env_flag("GOMLX_FUSE_PROJECTIONS").unwrap_or(false), env_flag("GOMLX_COMPILE").unwrap_or(device == DeviceKind::Gpu))
 }
 
 /// Quantisations the device's kernels get wrong, to be expanded to dense
@@ -149,9 +91,7 @@ fn bytes_under(weights: &Weights, quant_bits: &dyn Fn(&str) -> Option<i32>, dtyp
     let mut total = 0u64;
     for (name, a) in weights.iter() {
         let n = a.size() as u64;
-        let quantised = name.strip_suffix(".weight").and_then(|base| {
-            weights.contains(&format!("{base}.scales")).then(|| quant_bits(base)).flatten()
-        });
+        let quantised = name.strip_suffix(".weight").and_then(|base| weights.contains(&format!("{base}.scales")).then(|| quant_bits(base)).flatten());
         total += match quantised {
             Some(bits) if dequantize => n * (32 / bits as u64) * dtype.size() as u64,
             Some(_) => n * 4,
@@ -168,17 +108,24 @@ pub fn plan(weights: &Weights, quant_bits: &dyn Fn(&str) -> Option<i32>, quantis
     if device != DeviceKind::Cpu {
         let dtype = opts.dtype.unwrap_or(checkpoint);
         let deq = quantised && opts.dequantize == Some(true);
-        return Plan { dtype, dequantize: deq, widen: true, weight_bytes: bytes(dtype, deq, true), reason: format!("{} device: checkpoint as stored unless asked", device.name()) };
+        return Plan {
+            dtype,
+            dequantize: deq,
+            widen: true,
+            weight_bytes: bytes(dtype, deq, true),
+            reason: format!("{} device: checkpoint as stored unless asked", device.name()),
+        };
     }
-    let budget = opts.memory_budget.unwrap_or_else(default_memory_budget);
+    let budget = super::tuning::memory_budget(opts);
     // Float32 compute unless asked; the weights widened when that fits.
     let dtype = opts.dtype.unwrap_or(if checkpoint == Dtype::F64 { checkpoint } else { Dtype::F32 });
     let widened = bytes(dtype, quantised, true);
     let fits = widened <= budget;
-    let widen = opts.widen.or_else(env_widen).unwrap_or(fits);
-    let dequantize = quantised && opts.dequantize.or_else(env_dequantize).unwrap_or(widen);
+    let asked = super::tuning::widen(opts);
+    let widen = asked.unwrap_or(fits);
+    let dequantize = quantised && super::tuning::dequantize(opts).unwrap_or(widen);
     let stored = dtype_name(checkpoint, quantised);
-    let why = match (opts.widen.or_else(env_widen), opts.dtype) {
+    let why = match (asked, opts.dtype) {
         (Some(_), _) => "asked for".to_string(),
         (None, Some(_)) if fits => "dtype asked for".to_string(),
         _ if fits => format!("cpu: widened weights ({} MiB) fit the budget ({} MiB)", widened >> 20, budget >> 20),
@@ -210,13 +157,5 @@ mod tests {
         assert!(!dequantized_at_load(DeviceKind::Gpu, "cuda", &q4));
         assert!(!dequantized_at_load(DeviceKind::Gpu, "metal", &q8));
         assert!(!dequantized_at_load(DeviceKind::Cpu, "cuda", &q8));
-    }
-
-    #[test]
-    fn parses_budgets() {
-        assert_eq!(super::parse_bytes("1024"), Some(1024));
-        assert_eq!(super::parse_bytes("2G"), Some(2 << 30));
-        assert_eq!(super::parse_bytes("1.5g"), Some(3 << 29));
-        assert_eq!(super::parse_bytes("x"), None);
     }
 }

@@ -21,12 +21,9 @@ fn normalise(name: &str) -> Option<String> {
     if DROP.iter().any(|p| name.starts_with(p)) || name.ends_with("rotary_emb.inv_freq") {
         return None;
     }
-    for (from, to) in [
-        ("language_model.model.", "model."),
-        ("language_model.lm_head.", "lm_head."),
-        ("model.language_model.", "model."),
-        ("language_model.", "model."),
-    ] {
+    for (from, to) in
+        [("language_model.model.", "model."), ("language_model.lm_head.", "lm_head."), ("model.language_model.", "model."), ("language_model.", "model.")]
+    {
         if let Some(rest) = name.strip_prefix(from) {
             return Some(format!("{to}{rest}"));
         }
@@ -39,12 +36,8 @@ pub fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
     let index = dir.join("model.safetensors.index.json");
     if index.is_file() {
         let text = crate::files::read_text(&index, crate::files::MAX_TEXT_FILE)?;
-        let v: serde_json::Value =
-            serde_json::from_str(&text).map_err(|e| Error::Model(format!("{}: invalid JSON: {e}", index.display())))?;
-        let map = v
-            .get("weight_map")
-            .and_then(|m| m.as_object())
-            .ok_or_else(|| Error::Model(format!("{}: no 'weight_map' object", index.display())))?;
+        let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| Error::Model(format!("{}: invalid JSON: {e}", index.display())))?;
+        let map = v.get("weight_map").and_then(|m| m.as_object()).ok_or_else(|| Error::Model(format!("{}: no 'weight_map' object", index.display())))?;
         let mut files: Vec<String> = map.values().filter_map(|f| f.as_str().map(str::to_string)).collect();
         files.sort();
         files.dedup();
@@ -120,9 +113,8 @@ impl Weights {
         let bases: Vec<String> = self.tensors.keys().filter_map(|k| k.strip_suffix(".scales").map(str::to_string)).collect();
         let mut picked = Vec::with_capacity(bases.len());
         for base in bases {
-            let q = quant(&base).ok_or_else(|| {
-                Error::Model(format!("{}: '{base}' is quantised but config.json has no 'quantization' for it", self.source.display()))
-            })?;
+            let q = quant(&base)
+                .ok_or_else(|| Error::Model(format!("{}: '{base}' is quantised but config.json has no 'quantization' for it", self.source.display())))?;
             if !pick(&q) {
                 continue;
             }
@@ -144,9 +136,7 @@ impl Weights {
 
     /// Removes and returns a tensor that must exist.
     pub fn take(&mut self, name: &str) -> Result<Array> {
-        self.tensors
-            .remove(name)
-            .ok_or_else(|| Error::Model(format!("{}: missing tensor '{name}'", self.source.display())))
+        self.tensors.remove(name).ok_or_else(|| Error::Model(format!("{}: missing tensor '{name}'", self.source.display())))
     }
 
     /// Like `take`, also checking the shape.
@@ -173,10 +163,7 @@ impl Weights {
 pub fn check_shape(source: &Path, name: &str, a: &Array, shape: &[usize]) -> Result<()> {
     let found: Vec<usize> = a.shape().iter().map(|&d| d as usize).collect();
     if found != shape {
-        return Err(Error::Model(format!(
-            "{}: tensor '{name}' has shape {found:?}, expected {shape:?}",
-            source.display()
-        )));
+        return Err(Error::Model(format!("{}: tensor '{name}' has shape {found:?}, expected {shape:?}", source.display())));
     }
     Ok(())
 }

@@ -168,13 +168,7 @@ impl ChatTemplate {
     pub fn with_fuel(source: impl Into<String>, fuel: u64) -> Result<ChatTemplate> {
         let source = source.into();
         let mut env = Environment::new();
-        env.set_syntax(
-            minijinja::syntax::SyntaxConfig::builder()
-                .trim_blocks(true)
-                .lstrip_blocks(true)
-                .build()
-                .map_err(template_err)?,
-        );
+        env.set_syntax(minijinja::syntax::SyntaxConfig::builder().trim_blocks(true).lstrip_blocks(true).build().map_err(template_err)?);
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         env.set_formatter(|out, _state, value| {
             let mut s = String::new();
@@ -201,12 +195,7 @@ impl ChatTemplate {
     pub fn render(&self, messages: &[ChatMessage], options: &ChatOptions, tokens: &TemplateTokens) -> Result<String> {
         check_messages(messages)?;
         let mut ctx = Map::new();
-        let specials = [
-            ("bos_token", &tokens.bos_token),
-            ("eos_token", &tokens.eos_token),
-            ("unk_token", &tokens.unk_token),
-            ("pad_token", &tokens.pad_token),
-        ];
+        let specials = [("bos_token", &tokens.bos_token), ("eos_token", &tokens.eos_token), ("unk_token", &tokens.unk_token), ("pad_token", &tokens.pad_token)];
         for (key, value) in specials {
             if let Some(v) = value {
                 ctx.insert(key.into(), Json::from(v.as_str()));
@@ -223,8 +212,7 @@ impl ChatTemplate {
         let now = options.now.unwrap_or_else(|| chrono::Local::now().naive_local());
         ctx.insert(NOW_KEY.into(), Json::from(now.format(NOW_FORMAT).to_string()));
 
-        let limit = crate::limits::TEMPLATE_OUTPUT_BASE
-            .saturating_add(crate::limits::TEMPLATE_OUTPUT_FACTOR.saturating_mul(json_text_bytes(&ctx)));
+        let limit = crate::limits::TEMPLATE_OUTPUT_BASE.saturating_add(crate::limits::TEMPLATE_OUTPUT_FACTOR.saturating_mul(json_text_bytes(&ctx)));
         let ctx = Value::from(Serde(&Json::Object(ctx)));
         // On a thread of its own with a large stack: values a template nests
         // deeply (within its fuel) are printed, compared and dropped recursively
@@ -252,10 +240,7 @@ impl ChatTemplate {
                 return Err(Error::Template(format!("the rendered prompt exceeds the limit of {limit} bytes")));
             }
             Err(e) if e.kind() == ErrorKind::OutOfFuel => {
-                return Err(Error::Template(format!(
-                    "rendering ran past the limit of {} template instructions (a loop that does not end?)",
-                    self.fuel
-                )));
+                return Err(Error::Template(format!("rendering ran past the limit of {} template instructions (a loop that does not end?)", self.fuel)));
             }
             Err(e) => return Err(template_err(e)),
         }
@@ -363,10 +348,7 @@ fn raise_exception(message: String) -> std::result::Result<Value, minijinja::Err
 fn strftime_now(state: &State, format: String) -> std::result::Result<String, minijinja::Error> {
     let items: Vec<Item> = StrftimeItems::new(&format).collect();
     if items.iter().any(|i| matches!(i, Item::Error)) {
-        return Err(minijinja::Error::new(
-            ErrorKind::InvalidOperation,
-            format!("strftime_now: unsupported format {format:?}"),
-        ));
+        return Err(minijinja::Error::new(ErrorKind::InvalidOperation, format!("strftime_now: unsupported format {format:?}")));
     }
     let now = state
         .lookup(NOW_KEY)
@@ -386,12 +368,7 @@ fn tojson(value: &Value, ensure_ascii: Option<Value>, kwargs: Kwargs) -> std::re
             Some(" ".repeat(n))
         }
         Some(v) if v.kind() == ValueKind::String => Some(v.as_str().unwrap_or_default().to_string()),
-        Some(v) => {
-            return Err(minijinja::Error::new(
-                ErrorKind::InvalidOperation,
-                format!("tojson: indent must be an int or a string, got {}", v.kind()),
-            ))
-        }
+        Some(v) => return Err(minijinja::Error::new(ErrorKind::InvalidOperation, format!("tojson: indent must be an int or a string, got {}", v.kind()))),
     };
     let mut style = JsonStyle::new(indent);
     let ensure_ascii = match ensure_ascii {
@@ -408,12 +385,7 @@ fn tojson(value: &Value, ensure_ascii: Option<Value>, kwargs: Kwargs) -> std::re
                     style.item_sep = a.as_str().unwrap_or_default().to_string();
                     style.key_sep = b.as_str().unwrap_or_default().to_string();
                 }
-                _ => {
-                    return Err(minijinja::Error::new(
-                        ErrorKind::InvalidOperation,
-                        "tojson: separators must be a pair of strings",
-                    ))
-                }
+                _ => return Err(minijinja::Error::new(ErrorKind::InvalidOperation, "tojson: separators must be a pair of strings")),
             }
         }
     }

@@ -35,9 +35,7 @@ pub(crate) struct DirConfig {
 pub(crate) fn read_json(path: &Path) -> Result<Option<Json>> {
     // Regular files only (a FIFO would block), within a size limit.
     let Some(text) = crate::files::read_text_if_exists(path, crate::files::MAX_TEXT_FILE)? else { return Ok(None) };
-    serde_json::from_str(&text)
-        .map(Some)
-        .map_err(|e| Error::Tokenizer(format!("{}: invalid JSON: {e}", path.display())))
+    serde_json::from_str(&text).map(Some).map_err(|e| Error::Tokenizer(format!("{}: invalid JSON: {e}", path.display())))
 }
 
 fn read_text(path: &Path) -> Result<Option<String>> {
@@ -54,9 +52,7 @@ fn token_string(cfg: &Json, key: &str, file: &str) -> Result<Option<String>> {
             Some(Json::String(s)) => Ok(Some(s.clone())),
             _ => Err(Error::Tokenizer(format!("{file}: `{key}` object has no string `content`"))),
         },
-        Some(other) => Err(Error::Tokenizer(format!(
-            "{file}: `{key}` must be a string or an object with `content`, got {other}"
-        ))),
+        Some(other) => Err(Error::Tokenizer(format!("{file}: `{key}` must be a string or an object with `content`, got {other}"))),
     }
 }
 
@@ -70,11 +66,7 @@ fn opt_bool(cfg: &Json, key: &str, file: &str) -> Result<Option<bool>> {
 
 /// `eos_token_id` is a number or a list of numbers (or absent / null).
 pub(crate) fn id_list(value: Option<&Json>, what: &str) -> Result<Vec<u32>> {
-    let to_id = |v: &Json| {
-        v.as_u64()
-            .and_then(|n| u32::try_from(n).ok())
-            .ok_or_else(|| Error::Tokenizer(format!("{what}: expected a token id, got {v}")))
-    };
+    let to_id = |v: &Json| v.as_u64().and_then(|n| u32::try_from(n).ok()).ok_or_else(|| Error::Tokenizer(format!("{what}: expected a token id, got {v}")));
     match value {
         None | Some(Json::Null) => Ok(Vec::new()),
         Some(Json::Array(items)) => items.iter().map(to_id).collect(),
@@ -94,16 +86,11 @@ fn templates_from(value: &Json, file: &str) -> Result<Vec<(String, String)>> {
                 let template = item.get("template").and_then(Json::as_str);
                 match (name, template) {
                     (Some(n), Some(t)) => Ok((n.to_string(), t.to_string())),
-                    _ => Err(Error::Tokenizer(format!(
-                        "{file}: each chat_template entry needs string `name` and `template`"
-                    ))),
+                    _ => Err(Error::Tokenizer(format!("{file}: each chat_template entry needs string `name` and `template`"))),
                 }
             })
             .collect(),
-        other => Err(Error::Tokenizer(format!(
-            "{file}: `chat_template` must be a string or a list, got {}",
-            kind_name(other)
-        ))),
+        other => Err(Error::Tokenizer(format!("{file}: `chat_template` must be a string or a list, got {}", kind_name(other)))),
     }
 }
 
@@ -131,12 +118,9 @@ impl DirConfig {
             out.add_eos = opt_bool(&cfg, "add_eos_token", TC)?;
             if let Some(decl) = cfg.get("added_tokens_decoder").and_then(Json::as_object) {
                 for (id, tok) in decl {
-                    let id: u32 = id.parse().map_err(|_| {
-                        Error::Tokenizer(format!("{TC}: added_tokens_decoder key `{id}` is not a token id"))
-                    })?;
-                    let content = tok.get("content").and_then(Json::as_str).ok_or_else(|| {
-                        Error::Tokenizer(format!("{TC}: added token {id} has no string `content`"))
-                    })?;
+                    let id: u32 = id.parse().map_err(|_| Error::Tokenizer(format!("{TC}: added_tokens_decoder key `{id}` is not a token id")))?;
+                    let content =
+                        tok.get("content").and_then(Json::as_str).ok_or_else(|| Error::Tokenizer(format!("{TC}: added token {id} has no string `content`")))?;
                     let special = tok.get("special").and_then(Json::as_bool).unwrap_or(false);
                     out.declared_tokens.push(DeclaredToken { id, content: content.to_string(), special });
                 }
@@ -150,9 +134,7 @@ impl DirConfig {
         // Newer exports ship the template beside the config; those files win, as in transformers.
         const CTJ: &str = "chat_template.json";
         if let Some(cfg) = read_json(&dir.join(CTJ))? {
-            let t = cfg
-                .get("chat_template")
-                .ok_or_else(|| Error::Tokenizer(format!("{CTJ}: no `chat_template` key")))?;
+            let t = cfg.get("chat_template").ok_or_else(|| Error::Tokenizer(format!("{CTJ}: no `chat_template` key")))?;
             out.templates = templates_from(t, CTJ)?;
         }
         if let Some(source) = read_text(&dir.join("chat_template.jinja"))? {

@@ -12,5 +12,5 @@ mod tokenizer;
 pub use chat_template::{ChatFormat, ChatMessage, ChatOptions, ChatTemplate, TemplateTokens};
 pub use detokenizer::StreamDecoder;
 pub use stop::{StopMatch, StopStrings};
-pub use stream::{FinishReason, StreamStep, TextStream};
+pub use stream::{StreamEnd, StreamStep, TextStream};
 pub use tokenizer::{SpecialTokens, Tokenizer};

@@ -174,12 +174,7 @@ fn json_key(key: &Value) -> Result<String, Error> {
         ValueKind::Number => number_text(key),
         ValueKind::Bool => (if key.is_true() { "true" } else { "false" }).to_string(),
         ValueKind::None => "null".to_string(),
-        _ => {
-            return Err(Error::new(
-                ErrorKind::InvalidOperation,
-                format!("tojson: keys must be str, int, float, bool or None, not {}", key.kind()),
-            ))
-        }
+        _ => return Err(Error::new(ErrorKind::InvalidOperation, format!("tojson: keys must be str, int, float, bool or None, not {}", key.kind()))),
     })
 }
 
@@ -253,12 +248,7 @@ pub(crate) fn json_dumps(value: &Value, style: &JsonStyle, level: usize, out: &m
             newline(out, level);
             out.push('}');
         }
-        kind => {
-            return Err(Error::new(
-                ErrorKind::InvalidOperation,
-                format!("tojson: object of type {kind} is not JSON serializable"),
-            ))
-        }
+        kind => return Err(Error::new(ErrorKind::InvalidOperation, format!("tojson: object of type {kind} is not JSON serializable"))),
     }
     Ok(())
 }

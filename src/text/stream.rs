@@ -8,9 +8,9 @@ use super::stop::StopStrings;
 use super::tokenizer::Tokenizer;
 use crate::{Error, Result};
 
-/// Why a stream ended.
+/// What ended a stream's text (the engine's `FinishReason` says why a generation ended).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum FinishReason {
+pub enum StreamEnd {
     /// The model produced one of the EOS ids (not part of the text).
     Eos(u32),
     /// A stop string appeared in the text (not part of the text).
@@ -21,7 +21,7 @@ pub enum FinishReason {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StreamStep {
     pub text: String,
-    pub finished: Option<FinishReason>,
+    pub finished: Option<StreamEnd>,
 }
 
 /// Text of one generation, token by token.
@@ -57,13 +57,13 @@ impl TextStream {
         }
         if self.eos.contains(&id) {
             let text = self.end_text()?;
-            return Ok(StreamStep { text, finished: Some(FinishReason::Eos(id)) });
+            return Ok(StreamStep { text, finished: Some(StreamEnd::Eos(id)) });
         }
         let piece = self.decoder.push(&self.tokenizer, id)?;
         let m = self.stops.push(&piece);
         let finished = m.stop.map(|s| {
             self.finished = true;
-            FinishReason::Stop(s)
+            StreamEnd::Stop(s)
         });
         Ok(StreamStep { text: m.text, finished })
     }

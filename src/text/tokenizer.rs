@@ -68,8 +68,7 @@ impl Tokenizer {
         }
         // Read within a size limit (and never from a FIFO), parsed inside a panic guard.
         let text = crate::files::read_text(&path, crate::files::MAX_TEXT_FILE)?;
-        let mut inner = guarded(&path.display().to_string(), || text.parse::<tokenizers::Tokenizer>())?
-            .map_err(|e| tk_err(&path.display().to_string(), e))?;
+        let mut inner = guarded(&path.display().to_string(), || text.parse::<tokenizers::Tokenizer>())?.map_err(|e| tk_err(&path.display().to_string(), e))?;
         drop(text);
         let cfg = DirConfig::load(dir)?;
 
@@ -78,25 +77,14 @@ impl Tokenizer {
             match inner.token_to_id(&tok.content) {
                 Some(id) if id == tok.id => {}
                 Some(id) => {
-                    return Err(Error::Tokenizer(format!(
-                        "added token {:?} is id {id} in tokenizer.json but {} in tokenizer_config.json",
-                        tok.content, tok.id
-                    )))
+                    return Err(Error::Tokenizer(format!("added token {:?} is id {id} in tokenizer.json but {} in tokenizer_config.json", tok.content, tok.id)))
                 }
                 None => {
                     let added = AddedToken::from(tok.content.clone(), tok.special);
-                    if tok.special {
-                        inner.add_special_tokens([added])
-                    } else {
-                        inner.add_tokens([added])
-                    }
-                    .map_err(|e| tk_err("adding declared token", e))?;
+                    if tok.special { inner.add_special_tokens([added]) } else { inner.add_tokens([added]) }.map_err(|e| tk_err("adding declared token", e))?;
                     let got = inner.token_to_id(&tok.content);
                     if got != Some(tok.id) {
-                        return Err(Error::Tokenizer(format!(
-                            "added token {:?} declared as id {} but the vocabulary gives it {got:?}",
-                            tok.content, tok.id
-                        )));
+                        return Err(Error::Tokenizer(format!("added token {:?} declared as id {} but the vocabulary gives it {got:?}", tok.content, tok.id)));
                     }
                 }
             }
@@ -105,9 +93,9 @@ impl Tokenizer {
         let lookup = |token: &Option<String>, key: &str| -> Result<Option<u32>> {
             match token {
                 None => Ok(None),
-                Some(t) => inner.token_to_id(t).map(Some).ok_or_else(|| {
-                    Error::Tokenizer(format!("tokenizer_config.json: {key} {t:?} is not in the vocabulary"))
-                }),
+                Some(t) => {
+                    inner.token_to_id(t).map(Some).ok_or_else(|| Error::Tokenizer(format!("tokenizer_config.json: {key} {t:?} is not in the vocabulary")))
+                }
             }
         };
         let mut eos: Vec<u32> = lookup(&cfg.eos_token, "eos_token")?.into_iter().collect();
@@ -129,27 +117,17 @@ impl Tokenizer {
 
     /// Builds a tokenizer from parts, for loaders that carry no Hugging Face files
     /// (GGUF). `chat_template` becomes the "default" template.
-    pub fn from_parts(
-        inner: tokenizers::Tokenizer,
-        specials: SpecialTokens,
-        chat_template: Option<String>,
-    ) -> Result<Tokenizer> {
+    pub fn from_parts(inner: tokenizers::Tokenizer, specials: SpecialTokens, chat_template: Option<String>) -> Result<Tokenizer> {
         let templates = chat_template.map(|t| vec![("default".to_string(), t)]).unwrap_or_default();
         Self::build(inner, specials, templates)
     }
 
-    fn build(
-        inner: tokenizers::Tokenizer,
-        specials: SpecialTokens,
-        templates: Vec<(String, String)>,
-    ) -> Result<Tokenizer> {
+    fn build(inner: tokenizers::Tokenizer, specials: SpecialTokens, templates: Vec<(String, String)>) -> Result<Tokenizer> {
         let vocab = inner.get_vocab_size(true);
         let all = specials.bos.iter().chain(&specials.eos).chain(&specials.pad).chain(&specials.unk);
         for &id in all {
             if inner.id_to_token(id).is_none() {
-                return Err(Error::Tokenizer(format!(
-                    "special token id {id} is outside the vocabulary ({vocab} tokens)"
-                )));
+                return Err(Error::Tokenizer(format!("special token id {id} is outside the vocabulary ({vocab} tokens)")));
             }
         }
         if specials.add_bos && specials.bos.is_none() {
@@ -161,8 +139,7 @@ impl Tokenizer {
         let templates = templates
             .into_iter()
             .map(|(name, source)| {
-                let t = ChatTemplate::new(source)
-                    .map_err(|e| Error::Template(format!("template {name:?}: {e}")))?;
+                let t = ChatTemplate::new(source).map_err(|e| Error::Template(format!("template {name:?}: {e}")))?;
                 Ok((name, t))
             })
             .collect::<Result<Vec<_>>>()?;
@@ -224,11 +201,7 @@ impl Tokenizer {
     /// the `tokenizers` rayon pool would print it on its worker thread).
     pub fn encode_batch(&self, texts: &[&str], add_special_tokens: bool) -> Result<Vec<Vec<u32>>> {
         let encode_range = |start: usize, chunk: &[&str]| -> Result<Vec<Vec<u32>>> {
-            chunk
-                .iter()
-                .enumerate()
-                .map(|(i, t)| self.encode_named(t, add_special_tokens, &format!("encode_batch: text {}", start + i)))
-                .collect()
+            chunk.iter().enumerate().map(|(i, t)| self.encode_named(t, add_special_tokens, &format!("encode_batch: text {}", start + i))).collect()
         };
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(texts.len().div_ceil(BATCH_CHUNK));
         if threads <= 1 {
@@ -280,8 +253,7 @@ impl Tokenizer {
 
     /// The model's own chat template ("default", or the only one there is).
     pub fn chat_template(&self) -> Option<&ChatTemplate> {
-        self.named_template("default")
-            .or_else(|| if self.templates.len() == 1 { Some(&self.templates[0].1) } else { None })
+        self.named_template("default").or_else(|| if self.templates.len() == 1 { Some(&self.templates[0].1) } else { None })
     }
 
     pub fn named_template(&self, name: &str) -> Option<&ChatTemplate> {
@@ -305,18 +277,12 @@ impl Tokenizer {
 
     /// Renders a conversation with the model's template (or the format asked for).
     /// A model without a template is an error unless `ChatFormat::Plain` is asked for.
-    pub fn apply_chat_template(
-        &self,
-        messages: &[ChatMessage],
-        options: &ChatOptions,
-        format: &ChatFormat,
-    ) -> Result<String> {
+    pub fn apply_chat_template(&self, messages: &[ChatMessage], options: &ChatOptions, format: &ChatFormat) -> Result<String> {
         let tokens = self.template_tokens();
         match format {
             ChatFormat::Model => {
                 // Like transformers: a "tool_use" template, when there is one, renders tool calls.
-                let tool_template =
-                    if options.tools.is_some() { self.named_template("tool_use") } else { None };
+                let tool_template = if options.tools.is_some() { self.named_template("tool_use") } else { None };
                 let template = tool_template.or_else(|| self.chat_template()).ok_or_else(|| {
                     Error::Template(
                         "this model has no chat template (tokenizer_config.json, chat_template.jinja or \
@@ -340,12 +306,7 @@ impl Tokenizer {
 
     /// Renders and encodes a conversation the way transformers' `apply_chat_template`
     /// with `tokenize=True` does: the template writes the special tokens, so none are added.
-    pub fn encode_chat(
-        &self,
-        messages: &[ChatMessage],
-        options: &ChatOptions,
-        format: &ChatFormat,
-    ) -> Result<Vec<u32>> {
+    pub fn encode_chat(&self, messages: &[ChatMessage], options: &ChatOptions, format: &ChatFormat) -> Result<Vec<u32>> {
         let text = self.apply_chat_template(messages, options, format)?;
         // The plain format writes no special tokens, so the tokenizer adds its own.
         self.encode(&text, matches!(format, ChatFormat::Plain))

@@ -30,11 +30,7 @@ pub struct DataOptions {
 }
 
 fn render(tok: &Tokenizer, messages: &[ChatMessage], tools: Option<&Value>, generation_prompt: bool) -> Result<Vec<u32>> {
-    let opts = ChatOptions {
-        add_generation_prompt: generation_prompt,
-        tools: tools.and_then(|t| t.as_array().cloned()),
-        ..Default::default()
-    };
+    let opts = ChatOptions { add_generation_prompt: generation_prompt, tools: tools.and_then(|t| t.as_array().cloned()), ..Default::default() };
     let text = tok.apply_chat_template(messages, &opts, &ChatFormat::Model)?;
     tok.encode(&text, false)
 }
@@ -86,8 +82,7 @@ pub fn load_jsonl(path: &Path, tok: &Tokenizer, opts: &DataOptions) -> Result<Ve
         if line.trim().is_empty() {
             continue;
         }
-        let v: Value = serde_json::from_str(line)
-            .map_err(|e| Error::InvalidArgument(format!("{}:{}: invalid JSON: {e}", path.display(), i + 1)))?;
+        let v: Value = serde_json::from_str(line).map_err(|e| Error::InvalidArgument(format!("{}:{}: invalid JSON: {e}", path.display(), i + 1)))?;
         let ex = example_from_json(tok, &v, opts).map_err(|e| Error::InvalidArgument(format!("{}:{}: {e}", path.display(), i + 1)))?;
         out.push(ex);
     }

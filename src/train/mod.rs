@@ -1,22 +1,19 @@
-//! LoRA fine-tuning: adapters on a model's projections (`lora`), the training
-//! step (`step`: masked causal-LM loss, `value_and_grad` over the adapter
-//! parameters through mlx-c closures, per-block gradient checkpointing),
-//! AdamW with warm-up + cosine schedule and global-norm clipping (`optim`),
-//! JSONL data (`data`), and adapter files in mlx-lm's layout plus `fuse`
-//! (`adapters`). `train` ties them together for the CLI and the C ABI.
+//! LoRA fine-tuning: the training step (`step`: masked causal-LM loss,
+//! `value_and_grad` over the adapter parameters through mlx-c closures,
+//! per-block gradient checkpointing), AdamW with warm-up + cosine schedule and
+//! global-norm clipping (`optim`), JSONL data (`data`) and whole runs (`run`).
+//! The adapter layer and its files live in the models layer
+//! (`models::lora`, `models::adapters`), shared with inference.
 //! See docs/training.md.
 
-pub mod adapters;
-pub mod cli;
 pub mod data;
-pub mod lora;
 pub mod optim;
 pub mod run;
 pub mod step;
 
-pub use adapters::{fuse, load_adapters, save_adapters, FuseMode};
+pub use crate::models::adapters::{self, fuse, load_adapters, save_adapters, FuseMode};
+pub use crate::models::lora::{self, apply_lora, LoraConfig};
 pub use data::{Batches, DataOptions, Example};
-pub use lora::{apply_lora, LoraConfig};
 pub use optim::{AdamW, AdamWConfig, Schedule};
 pub use step::{loss_and_grad, Batch};
 
@@ -66,6 +63,16 @@ impl Default for TrainConfig {
             adapter_path: None,
             save_every: 100,
         }
+    }
+}
+
+impl TrainConfig {
+    /// Peak `lr` after `warmup` linear steps, then constant or (with `cosine`)
+    /// decaying to `min_lr` by the last step: the schedule of `gomlx lora` and
+    /// `gm_lora_train`.
+    pub fn set_schedule(&mut self, lr: f32, warmup: usize, cosine: bool, min_lr: f32) {
+        let decay_steps = if cosine { Some(self.iters.saturating_sub(warmup + 1).max(1)) } else { None };
+        self.schedule = Schedule { lr, warmup, warmup_init: 0.0, decay_steps, min_lr };
     }
 }
 
@@ -247,9 +254,7 @@ pub fn train(
         }
         report.last_loss = loss;
         let val_loss = match valid_set {
-            Some(v) if config.val_every > 0 && (it == 1 || it % config.val_every == 0 || it == config.iters) => {
-                Some(trainer.evaluate(v, config.val_batches)?)
-            }
+            Some(v) if config.val_every > 0 && (it == 1 || it % config.val_every == 0 || it == config.iters) => Some(trainer.evaluate(v, config.val_batches)?),
             _ => None,
         };
         if val_loss.is_some() {

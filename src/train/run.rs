@@ -1,10 +1,10 @@
-//! A whole fine-tuning run from paths: load the model and tokenizer, read the
-//! JSONL data, add (or resume) adapters, train, save, optionally fuse. Shared
-//! by the `gomlx lora` command (`cli`) and the C ABI (`gm_lora_train`).
+//! A whole fine-tuning run from paths: load the model and tokenizer (a model
+//! directory or a `.gguf` file), read the JSONL data, add (or resume) adapters,
+//! train, save, optionally fuse. Shared by the `gomlx lora` command and the C
+//! ABI (`gm_lora_train`).
 
-use super::{adapters, data, lora, Control, DataOptions, FuseMode, Progress, TrainConfig, TrainReport};
-use crate::models::{LoadOptions, Model};
-use crate::text::Tokenizer;
+use super::{data, Control, DataOptions, FuseMode, Progress, TrainConfig, TrainReport};
+use crate::models::{adapters, lora, LoadOptions};
 use crate::{Error, Result};
 use std::path::PathBuf;
 
@@ -45,8 +45,9 @@ pub fn run(opts: &RunOptions, progress: impl FnMut(&Progress) -> Control) -> Res
         return Err(Error::InvalidArgument("nowhere to save the result: give an adapter path or a fuse directory".into()));
     }
     // QLoRA: a quantised base stays quantised (and frozen) whatever the device policy.
-    let mut model = Model::load(&opts.model, &LoadOptions { dtype: opts.dtype, dequantize: Some(false), ..Default::default() })?;
-    let tok = Tokenizer::from_dir(&opts.model)?;
+    let loaded = crate::models::load(&opts.model, &LoadOptions { dtype: opts.dtype, dequantize: Some(false), ..Default::default() })?;
+    let mut model = loaded.model;
+    let tok = loaded.tokenizer.ok_or_else(|| Error::Tokenizer(format!("{}: training needs the model's tokenizer (tokenizer.json)", opts.model.display())))?;
     let (train_set, valid_set) = data::load_data(&opts.data, &tok, &opts.data_options)?;
     if let Some(dir) = &opts.resume_adapter {
         adapters::load_adapters(&mut model, dir, Some(opts.train.lora.dtype))?;

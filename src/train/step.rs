@@ -2,10 +2,10 @@
 //! mask, `value_and_grad` over the LoRA parameters only (through mlx-c
 //! closures), optional gradient checkpointing per decoder block.
 
-use super::lora;
 use crate::mlx::closure::{self, Closure};
 use crate::mlx::{self, random, Array, Dtype};
-use crate::models::layers::Lora;
+use crate::models::lora;
+use crate::models::lora::Lora;
 use crate::models::{Context, Model};
 use crate::{Error, Result};
 

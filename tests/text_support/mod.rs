@@ -1,8 +1,8 @@
 //! Shared helpers for the text tests: fixture and tokenizer locations.
 #![allow(dead_code)]
 
-use std::path::PathBuf;
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use gomlx::text::Tokenizer;
@@ -33,19 +33,13 @@ pub fn load(name: &str) -> Arc<Tokenizer> {
 
 pub fn load_uncached(name: &str) -> Arc<Tokenizer> {
     let dir = tokenizer_dir(name);
-    assert!(
-        dir.join("tokenizer.json").is_file(),
-        "{} is missing: run scripts/fetch-tokenizers before cargo test",
-        dir.join("tokenizer.json").display()
-    );
+    assert!(dir.join("tokenizer.json").is_file(), "{} is missing: run scripts/fetch-tokenizers before cargo test", dir.join("tokenizer.json").display());
     Arc::new(Tokenizer::from_dir(&dir).unwrap_or_else(|e| panic!("loading {name}: {e}")))
 }
 
 pub fn fixture(file: &str) -> Value {
     let path = root().join("tests/fixtures/text").join(file);
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
-        panic!("{}: {e} (regenerate with scripts/text-oracle/make_references.py)", path.display())
-    });
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e} (regenerate with scripts/text-oracle/make_references.py)", path.display()));
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 

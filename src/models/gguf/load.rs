@@ -7,14 +7,12 @@ use super::names::{fixup, unpermute_source_rows, Fixup};
 use super::quants::TensorData;
 use super::types::GgmlType;
 use super::weights::GgufModel;
-use crate::mlx::{self, Array, Dtype};
+use crate::mlx::{self, Array};
 use crate::models::config::{ModelConfig, Quant};
 use crate::models::weights::Weights;
-use crate::models::{LoadOptions, Model};
 use crate::text::{SpecialTokens, Tokenizer};
 use crate::{Error, Result};
 use std::collections::BTreeMap;
-use std::path::Path;
 
 fn dims(shape: &[usize]) -> Vec<i32> {
     shape.iter().map(|&d| d as i32).collect()
@@ -153,25 +151,4 @@ pub fn config_and_weights(g: &GgufModel, reader: Reader) -> Result<(ModelConfig,
     };
     let tensors = if native { native_weights(g, &mut config)? } else { decoded_weights(g, &mut config)? };
     Ok((config, Weights::from_map(tensors, g.file.path().to_path_buf())))
-}
-
-/// Loads a `.gguf` file as a model and its tokenizer. The compute dtype
-/// defaults to float32 (the file's quantisation scales are exact in it).
-pub fn load_model(path: &Path, opts: &LoadOptions) -> Result<(Model, Tokenizer)> {
-    let g = GgufModel::open(path)?;
-    let opts = LoadOptions { dtype: Some(opts.dtype.unwrap_or(Dtype::F32)), ..opts.clone() };
-    // The tokenizer is built from the metadata on a second thread while this
-    // one (which owns the MLX stream) converts the tensors.
-    // Named gomlx-*, it panics quietly (crate::panics); a panic is an error.
-    std::thread::scope(|scope| {
-        let tok = crate::panics::thread("tokenizer")
-            .spawn_scoped(scope, || crate::panics::catch(|| tokenizer(&g)))
-            .map_err(|e| Error::Engine(format!("cannot start the tokenizer thread: {e}")))?;
-        let model = config_and_weights(&g, Reader::Auto).and_then(|(config, weights)| Model::from_weights(config, weights, &opts));
-        let tok = tok
-            .join()
-            .map_err(|_| Error::Gguf(format!("{}: the tokenizer thread panicked", path.display())))?
-            .map_err(|what| Error::Tokenizer(format!("{}: building the tokenizer failed: internal error (panic): {what}", path.display())))?;
-        Ok((model?, tok?))
-    })
 }

@@ -1,6 +1,6 @@
 //! llama.cpp tensor names → Hugging Face names, and the llama.cpp conventions to undo.
 
-use super::config::Arch;
+use super::config::GgufArch;
 use crate::{Error, Result};
 
 /// What a GGUF tensor becomes.
@@ -19,14 +19,16 @@ pub enum Fixup {
     None,
     /// Undo llama.cpp's interleaving of the rotary halves of each head's q/k rows, with
     /// this many heads.
-    UnpermuteRows { heads: usize },
+    UnpermuteRows {
+        heads: usize,
+    },
     /// Subtract 1: Gemma's RMSNorm computes `x * (1 + w)`; llama.cpp stores `1 + w`.
     SubtractOne,
 }
 
 /// The Hugging Face name of a GGUF tensor.
-pub fn hf_name(arch: Arch, gguf: &str) -> Result<Mapped> {
-    let unknown = || Error::Gguf(format!("unknown tensor name '{gguf}' for architecture {}", arch.gguf_name()));
+pub fn hf_name(arch: &GgufArch, gguf: &str) -> Result<Mapped> {
+    let unknown = || Error::Gguf(format!("unknown tensor name '{gguf}' for architecture {}", arch.name));
     match gguf {
         "token_embd.weight" => return Ok(Mapped::Hf("model.embed_tokens.weight".into())),
         "output_norm.weight" => return Ok(Mapped::Hf("model.norm.weight".into())),
@@ -41,8 +43,8 @@ pub fn hf_name(arch: Arch, gguf: &str) -> Result<Mapped> {
     if suffix != "weight" && suffix != "bias" {
         return Err(unknown());
     }
-    let gemma = arch == Arch::Gemma3;
-    let hf = match base {
+    let own = arch.block_names.iter().find(|(from, _)| *from == base).map(|(_, to)| *to);
+    let hf = match own.unwrap_or(base) {
         "attn_q" => "self_attn.q_proj",
         "attn_k" => "self_attn.k_proj",
         "attn_v" => "self_attn.v_proj",
@@ -50,16 +52,13 @@ pub fn hf_name(arch: Arch, gguf: &str) -> Result<Mapped> {
         "attn_q_norm" => "self_attn.q_norm",
         "attn_k_norm" => "self_attn.k_norm",
         "attn_norm" => "input_layernorm",
-        // Llama/Qwen: the norm before the MLP is HF's post_attention_layernorm. Gemma 3 has
-        // four norms per layer: ffn_norm is the pre-MLP one, post_attention_norm and
-        // post_ffw_norm are applied to the attention and MLP outputs.
-        "ffn_norm" if gemma => "pre_feedforward_layernorm",
+        // Llama/Qwen: the norm before the MLP is HF's post_attention_layernorm
+        // (families with other norms name theirs in `GgufArch::block_names`).
         "ffn_norm" => "post_attention_layernorm",
-        "post_attention_norm" if gemma => "post_attention_layernorm",
-        "post_ffw_norm" if gemma => "post_feedforward_layernorm",
         "ffn_gate" => "mlp.gate_proj",
         "ffn_up" => "mlp.up_proj",
         "ffn_down" => "mlp.down_proj",
+        other if own.is_some() => other,
         _ => return Err(unknown()),
     };
     Ok(Mapped::Hf(format!("model.layers.{layer}.{hf}.{suffix}")))
@@ -67,18 +66,21 @@ pub fn hf_name(arch: Arch, gguf: &str) -> Result<Mapped> {
 
 /// The value fix-up a GGUF tensor needs to match the Hugging Face layout.
 ///
-/// - `llama` architecture: llama.cpp's converter permutes the rows of `attn_q` (with the
+/// - `permuted_qk` (the `llama` architecture): llama.cpp's converter permutes the rows of `attn_q` (with the
 ///   attention head count) and `attn_k` (with the KV head count) so that each head's two
 ///   rotary halves are interleaved (GGML's "normal" rope works on adjacent pairs). Qwen 2/3
 ///   and Gemma 3 use NeoX-style rope in llama.cpp and are not permuted.
-/// - `gemma3`: every `*norm.weight` (attn_norm, ffn_norm, post_attention_norm,
+/// - `norm_plus_one` (`gemma3`): every `*norm.weight` (attn_norm, ffn_norm, post_attention_norm,
 ///   post_ffw_norm, attn_q_norm, attn_k_norm, output_norm) was stored as `1 + w`.
-pub fn fixup(arch: Arch, gguf: &str, n_heads: usize, n_kv_heads: usize) -> Fixup {
-    match arch {
-        Arch::Llama if gguf.contains(".attn_q.") => Fixup::UnpermuteRows { heads: n_heads },
-        Arch::Llama if gguf.contains(".attn_k.") => Fixup::UnpermuteRows { heads: n_kv_heads },
-        Arch::Gemma3 if gguf.ends_with("norm.weight") => Fixup::SubtractOne,
-        _ => Fixup::None,
+pub fn fixup(arch: &GgufArch, gguf: &str, n_heads: usize, n_kv_heads: usize) -> Fixup {
+    if arch.permuted_qk && gguf.contains(".attn_q.") {
+        Fixup::UnpermuteRows { heads: n_heads }
+    } else if arch.permuted_qk && gguf.contains(".attn_k.") {
+        Fixup::UnpermuteRows { heads: n_kv_heads }
+    } else if arch.norm_plus_one && gguf.ends_with("norm.weight") {
+        Fixup::SubtractOne
+    } else {
+        Fixup::None
     }
 }
 
@@ -89,7 +91,7 @@ pub fn fixup(arch: Arch, gguf: &str, n_heads: usize, n_kv_heads: usize) -> Fixup
 /// `h*head_dim + 2*i + j` holds Hugging Face row `h*head_dim + j*head_dim/2 + i`. The inverse:
 /// Hugging Face row `h*head_dim + j*half + i` comes from GGUF row `h*head_dim + 2*i + j`.
 pub fn unpermute_source_rows(rows: usize, heads: usize) -> Result<Vec<usize>> {
-    if heads == 0 || rows % heads != 0 || (rows / heads) % 2 != 0 {
+    if heads == 0 || !rows.is_multiple_of(heads) || !(rows / heads).is_multiple_of(2) {
         return Err(Error::Gguf(format!("cannot undo the q/k permutation of {rows} rows over {heads} heads")));
     }
     let hd = rows / heads;
@@ -107,23 +109,27 @@ pub fn unpermute_source_rows(rows: usize, heads: usize) -> Result<Vec<usize>> {
 mod tests {
     use super::*;
 
+    fn arch(name: &str) -> &'static GgufArch {
+        GgufArch::find(name).unwrap()
+    }
+
     #[test]
     fn names() {
         let m = |a, n| hf_name(a, n).unwrap();
-        assert_eq!(m(Arch::Llama, "token_embd.weight"), Mapped::Hf("model.embed_tokens.weight".into()));
-        assert_eq!(m(Arch::Llama, "blk.3.attn_q.weight"), Mapped::Hf("model.layers.3.self_attn.q_proj.weight".into()));
-        assert_eq!(m(Arch::Qwen2, "blk.0.attn_k.bias"), Mapped::Hf("model.layers.0.self_attn.k_proj.bias".into()));
-        assert_eq!(m(Arch::Llama, "blk.12.ffn_norm.weight"), Mapped::Hf("model.layers.12.post_attention_layernorm.weight".into()));
-        assert_eq!(m(Arch::Gemma3, "blk.1.ffn_norm.weight"), Mapped::Hf("model.layers.1.pre_feedforward_layernorm.weight".into()));
-        assert_eq!(m(Arch::Gemma3, "blk.1.post_attention_norm.weight"), Mapped::Hf("model.layers.1.post_attention_layernorm.weight".into()));
-        assert_eq!(m(Arch::Gemma3, "blk.1.post_ffw_norm.weight"), Mapped::Hf("model.layers.1.post_feedforward_layernorm.weight".into()));
-        assert_eq!(m(Arch::Qwen3, "blk.2.attn_k_norm.weight"), Mapped::Hf("model.layers.2.self_attn.k_norm.weight".into()));
-        assert_eq!(m(Arch::Llama, "output_norm.weight"), Mapped::Hf("model.norm.weight".into()));
-        assert_eq!(m(Arch::Llama, "output.weight"), Mapped::Hf("lm_head.weight".into()));
-        assert_eq!(m(Arch::Llama, "rope_freqs.weight"), Mapped::Skip);
-        let e = hf_name(Arch::Llama, "blk.0.post_ffw_norm.weight").unwrap_err().to_string();
+        assert_eq!(m(arch("llama"), "token_embd.weight"), Mapped::Hf("model.embed_tokens.weight".into()));
+        assert_eq!(m(arch("llama"), "blk.3.attn_q.weight"), Mapped::Hf("model.layers.3.self_attn.q_proj.weight".into()));
+        assert_eq!(m(arch("qwen2"), "blk.0.attn_k.bias"), Mapped::Hf("model.layers.0.self_attn.k_proj.bias".into()));
+        assert_eq!(m(arch("llama"), "blk.12.ffn_norm.weight"), Mapped::Hf("model.layers.12.post_attention_layernorm.weight".into()));
+        assert_eq!(m(arch("gemma3"), "blk.1.ffn_norm.weight"), Mapped::Hf("model.layers.1.pre_feedforward_layernorm.weight".into()));
+        assert_eq!(m(arch("gemma3"), "blk.1.post_attention_norm.weight"), Mapped::Hf("model.layers.1.post_attention_layernorm.weight".into()));
+        assert_eq!(m(arch("gemma3"), "blk.1.post_ffw_norm.weight"), Mapped::Hf("model.layers.1.post_feedforward_layernorm.weight".into()));
+        assert_eq!(m(arch("qwen3"), "blk.2.attn_k_norm.weight"), Mapped::Hf("model.layers.2.self_attn.k_norm.weight".into()));
+        assert_eq!(m(arch("llama"), "output_norm.weight"), Mapped::Hf("model.norm.weight".into()));
+        assert_eq!(m(arch("llama"), "output.weight"), Mapped::Hf("lm_head.weight".into()));
+        assert_eq!(m(arch("llama"), "rope_freqs.weight"), Mapped::Skip);
+        let e = hf_name(arch("llama"), "blk.0.post_ffw_norm.weight").unwrap_err().to_string();
         assert!(e.contains("blk.0.post_ffw_norm.weight"), "{e}");
-        assert!(hf_name(Arch::Llama, "blk.x.attn_q.weight").is_err());
+        assert!(hf_name(arch("llama"), "blk.x.attn_q.weight").is_err());
     }
 
     #[test]
@@ -149,12 +155,12 @@ mod tests {
 
     #[test]
     fn fixups() {
-        assert_eq!(fixup(Arch::Llama, "blk.0.attn_q.weight", 9, 3), Fixup::UnpermuteRows { heads: 9 });
-        assert_eq!(fixup(Arch::Llama, "blk.0.attn_k.weight", 9, 3), Fixup::UnpermuteRows { heads: 3 });
-        assert_eq!(fixup(Arch::Llama, "blk.0.attn_v.weight", 9, 3), Fixup::None);
-        assert_eq!(fixup(Arch::Qwen2, "blk.0.attn_q.weight", 9, 3), Fixup::None);
-        assert_eq!(fixup(Arch::Gemma3, "blk.0.attn_q_norm.weight", 4, 1), Fixup::SubtractOne);
-        assert_eq!(fixup(Arch::Gemma3, "output_norm.weight", 4, 1), Fixup::SubtractOne);
-        assert_eq!(fixup(Arch::Llama, "output_norm.weight", 4, 1), Fixup::None);
+        assert_eq!(fixup(arch("llama"), "blk.0.attn_q.weight", 9, 3), Fixup::UnpermuteRows { heads: 9 });
+        assert_eq!(fixup(arch("llama"), "blk.0.attn_k.weight", 9, 3), Fixup::UnpermuteRows { heads: 3 });
+        assert_eq!(fixup(arch("llama"), "blk.0.attn_v.weight", 9, 3), Fixup::None);
+        assert_eq!(fixup(arch("qwen2"), "blk.0.attn_q.weight", 9, 3), Fixup::None);
+        assert_eq!(fixup(arch("gemma3"), "blk.0.attn_q_norm.weight", 4, 1), Fixup::SubtractOne);
+        assert_eq!(fixup(arch("gemma3"), "output_norm.weight", 4, 1), Fixup::SubtractOne);
+        assert_eq!(fixup(arch("llama"), "output_norm.weight", 4, 1), Fixup::None);
     }
 }

@@ -1,21 +1,85 @@
 //! Attaching LoRA adapters to a model's projections and reading/writing
-//! their parameters in mlx-lm's naming (`model.layers.{i}.{key}.lora_a`).
+//! their parameters in mlx-lm's naming (`model.layers.{i}.{key}.lora_a`);
+//! the adapter layer itself (`Lora`), shared by inference and training.
 
 use crate::mlx::{random, Array, Dtype};
-use crate::models::layers::Lora;
 use crate::models::Model;
 use crate::{Error, Result};
+use std::sync::Mutex;
+
+/// A LoRA adapter on one `Linear`. The matrices sit behind mutexes so that a
+/// training step can swap in the traced arguments of `value_and_grad` (and a
+/// checkpointed layer its own) while the model is shared immutably.
+pub struct Lora {
+    a: Mutex<Array>,
+    b: Mutex<Array>,
+    pub scale: f32,
+    pub dropout: f32,
+    /// Set during training steps: the PRNG key of this step's dropout mask.
+    /// Keeping it fixed for a step makes a checkpoint's recomputation see the same mask.
+    dropout_key: Mutex<Option<Array>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Lora {
+    /// `a`: `[in, r]`, `b`: `[r, out]`.
+    pub fn new(a: Array, b: Array, scale: f32, dropout: f32) -> Result<Lora> {
+        if a.ndim() != 2 || b.ndim() != 2 || a.dim(1) != b.dim(0) {
+            return Err(Error::InvalidArgument(format!("LoRA shapes {:?} and {:?} do not chain", a.shape(), b.shape())));
+        }
+        if !(0.0..1.0).contains(&dropout) {
+            return Err(Error::InvalidArgument(format!("LoRA dropout must be in [0, 1), got {dropout}")));
+        }
+        Ok(Lora { a: Mutex::new(a), b: Mutex::new(b), scale, dropout, dropout_key: Mutex::new(None) })
+    }
+
+    pub fn rank(&self) -> i32 {
+        lock(&self.a).dim(1)
+    }
+
+    /// (A, B) as they are now (cheap handle copies).
+    pub fn params(&self) -> (Array, Array) {
+        (lock(&self.a).clone(), lock(&self.b).clone())
+    }
+
+    pub fn set_params(&self, a: Array, b: Array) {
+        *lock(&self.a) = a;
+        *lock(&self.b) = b;
+    }
+
+    pub fn set_dropout_key(&self, key: Option<Array>) {
+        *lock(&self.dropout_key) = key;
+    }
+
+    /// `scale · ((dropout(x) A) B)` in x's dtype.
+    pub fn forward(&self, x: &Array) -> Result<Array> {
+        let (a, b) = self.params();
+        let key = lock(&self.dropout_key).clone();
+        let x_in = match key {
+            Some(k) if self.dropout > 0.0 => {
+                let keep = 1.0 - self.dropout;
+                let mask = crate::mlx::random::bernoulli(keep, &x.shape(), Some(&k))?.astype(x.dtype())?;
+                x.multiply(&mask)?.mul_scalar(1.0 / keep)?
+            }
+            _ => x.clone(),
+        };
+        let z = x_in.matmul(&a)?.matmul(&b)?;
+        z.multiply(&Array::scalar_as(self.scale, z.dtype())?)?.astype(x.dtype())
+    }
+
+    /// `scale · Bᵀ Aᵀ`: the `[out, in]` weight delta, in float32.
+    pub fn delta(&self) -> Result<Array> {
+        let (a, b) = self.params();
+        b.astype(crate::mlx::Dtype::F32)?.transpose(&[])?.mul_scalar(self.scale)?.matmul(&a.astype(crate::mlx::Dtype::F32)?.transpose(&[])?)
+    }
+}
 
 /// The projections a LoRA can target, as mlx-lm names them within a block.
-pub const ALL_TARGETS: &[&str] = &[
-    "self_attn.q_proj",
-    "self_attn.k_proj",
-    "self_attn.v_proj",
-    "self_attn.o_proj",
-    "mlp.gate_proj",
-    "mlp.up_proj",
-    "mlp.down_proj",
-];
+pub const ALL_TARGETS: &[&str] =
+    &["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj", "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"];
 
 /// Where and how big the adapters are.
 #[derive(Clone, Debug, PartialEq)]

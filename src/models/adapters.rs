@@ -5,9 +5,10 @@
 //! and gomlx loads mlx-lm's. `fuse` merges adapters into the weights and
 //! writes a model directory.
 
+use super::layers::LinearBase;
+use super::lora::Lora;
 use super::lora::{self, LoraConfig, ALL_TARGETS};
 use crate::mlx::{self, io, Array, Dtype};
-use crate::models::layers::{LinearBase, Lora};
 use crate::models::Model;
 use crate::{Error, Result};
 use serde_json::{json, Map, Value};
@@ -62,10 +63,7 @@ pub fn save_adapters(model: &Model, dir: &Path, extra: Option<&Map<String, Value
     }
     config.insert("fine_tune_type".into(), json!("lora"));
     config.insert("num_layers".into(), json!(num_layers));
-    config.insert(
-        "lora_parameters".into(),
-        json!({ "rank": cfg.rank, "scale": cfg.scale, "dropout": cfg.dropout, "keys": cfg.targets }),
-    );
+    config.insert("lora_parameters".into(), json!({ "rank": cfg.rank, "scale": cfg.scale, "dropout": cfg.dropout, "keys": cfg.targets }));
     let path = dir.join(CONFIG_FILE);
     let text = serde_json::to_string_pretty(&Value::Object(config)).map_err(|e| Error::InvalidArgument(e.to_string()))?;
     std::fs::write(&path, text + "\n").map_err(|e| Error::io(&path, e))
@@ -308,20 +306,29 @@ pub fn fused_tensors(model: &Model, mode: FuseMode, float_dtype: Dtype) -> Resul
 /// at `out`: the source directory's tensors with the adapted projections
 /// replaced (one `model.safetensors`), its config (with per-module
 /// quantisation overrides for dequantised projections) and every other file
-/// (tokenizer, chat template). The fused model loads in gomlx and mlx-lm.
-pub fn fuse(model: &Model, source_dir: &Path, out: &Path, mode: FuseMode) -> Result<()> {
-    if source_dir == out {
+/// (tokenizer, chat template). A `.gguf` source is first converted with its
+/// quantised blocks kept (`convert::Mode::Keep`). The fused model loads in
+/// gomlx and mlx-lm.
+pub fn fuse(model: &Model, source: &Path, out: &Path, mode: FuseMode) -> Result<()> {
+    if source == out {
         return Err(Error::InvalidArgument("fuse must write to a new directory".into()));
     }
+    if !super::is_gguf(source) {
+        return fuse_dir(model, source, out, mode);
+    }
+    let tmp = out.with_extension(format!("gguf-{}.tmp", std::process::id()));
+    let plan = super::convert::Plan::new(super::convert::Mode::Keep, Some(model.config().dtype));
+    let result = super::convert::convert(source, &tmp, plan, &mut |_, _| true).and_then(|_| fuse_dir(model, &tmp, out, mode));
+    let _ = std::fs::remove_dir_all(&tmp);
+    result
+}
+
+fn fuse_dir(model: &Model, source_dir: &Path, out: &Path, mode: FuseMode) -> Result<()> {
     let mut tensors = BTreeMap::new();
     for f in crate::models::weights::weight_files(source_dir)? {
         tensors.extend(io::load_safetensors(&f)?.tensors);
     }
-    let float_dtype = tensors
-        .iter()
-        .find(|(k, a)| k.ends_with("norm.weight") && a.dtype().is_float())
-        .map(|(_, a)| a.dtype())
-        .unwrap_or(Dtype::F32);
+    let float_dtype = tensors.iter().find(|(k, a)| k.ends_with("norm.weight") && a.dtype().is_float()).map(|(_, a)| a.dtype()).unwrap_or(Dtype::F32);
     let (fused, dequantised) = fused_tensors(model, mode, float_dtype)?;
     for (k, a) in fused {
         // Checkpoints of multimodal models prefix names; keep the source's naming.

@@ -2,7 +2,7 @@
 
 use serde_json::Value as Json;
 
-use super::config::{hf_config, Arch};
+use super::config::{hf_config, GgufArch};
 use super::names::{fixup, hf_name, unpermute_source_rows, Fixup, Mapped};
 use super::quants::{decode, TensorData};
 use super::reader::{GgufFile, TensorInfo};
@@ -21,7 +21,7 @@ pub struct HfTensor {
 /// A GGUF file viewed as a Hugging Face checkpoint.
 pub struct GgufModel {
     pub file: GgufFile,
-    pub arch: Arch,
+    pub arch: &'static GgufArch,
     pub config: Json,
     heads: usize,
     kv_heads: usize,
@@ -33,7 +33,7 @@ impl GgufModel {
     }
 
     pub fn new(file: GgufFile) -> Result<Self> {
-        let arch = Arch::of(&file)?;
+        let arch = GgufArch::of(&file)?;
         let config = hf_config(&file)?;
         let heads = config["num_attention_heads"].as_u64().unwrap_or(0) as usize;
         let kv_heads = config["num_key_value_heads"].as_u64().unwrap_or(0) as usize;
@@ -53,8 +53,7 @@ impl GgufModel {
 
     /// Decode one tensor and undo llama.cpp's conventions (q/k row permutation, Gemma +1).
     pub fn load(&self, info: &TensorInfo) -> Result<TensorData> {
-        let mut data = decode(info.ty, self.file.tensor_bytes(info), &info.shape())
-            .map_err(|e| self.file.error(format!("tensor '{}': {e}", info.name)))?;
+        let mut data = decode(info.ty, self.file.tensor_bytes(info), &info.shape()).map_err(|e| self.file.error(format!("tensor '{}': {e}", info.name)))?;
         match fixup(self.arch, &info.name, self.heads, self.kv_heads) {
             Fixup::None => {}
             Fixup::SubtractOne => data.add_scalar(-1.0),
@@ -78,9 +77,6 @@ impl GgufModel {
 
     /// Every parameter, decoded and fixed up, in file order.
     pub fn tensors(&self) -> Result<Vec<HfTensor>> {
-        self.names()?
-            .into_iter()
-            .map(|(name, info)| Ok(HfTensor { name, gguf_name: info.name.clone(), ty: info.ty, data: self.load(info)? }))
-            .collect()
+        self.names()?.into_iter().map(|(name, info)| Ok(HfTensor { name, gguf_name: info.name.clone(), ty: info.ty, data: self.load(info)? })).collect()
     }
 }

@@ -226,15 +226,7 @@ impl<'a> Cursor<'a> {
                 self.pos = end as usize;
                 Ok(s)
             }
-            _ => Err(err(
-                self.path,
-                format!(
-                    "truncated file: {} needs {n} bytes at offset {} but the file has {} bytes",
-                    what(),
-                    self.pos,
-                    self.buf.len()
-                ),
-            )),
+            _ => Err(err(self.path, format!("truncated file: {} needs {n} bytes at offset {} but the file has {} bytes", what(), self.pos, self.buf.len()))),
         }
     }
 
@@ -299,22 +291,12 @@ impl<'a> Cursor<'a> {
                 // Every element takes at least `min` bytes: a count past the end is a
                 // truncation, found before allocating for it.
                 if n.checked_mul(min).is_none_or(|b| b > self.remaining()) {
-                    return Err(err(
-                        self.path,
-                        format!(
-                            "truncated file: {} is an array of {n} elements but only {} bytes remain",
-                            what(),
-                            self.remaining()
-                        ),
-                    ));
+                    return Err(err(self.path, format!("truncated file: {} is an array of {n} elements but only {} bytes remain", what(), self.remaining())));
                 }
                 if n > self.elements {
                     return Err(err(
                         self.path,
-                        format!(
-                            "{} is an array of {n} elements: the metadata's arrays would exceed the limit of {MAX_ARRAY_ELEMENTS} elements in all",
-                            what()
-                        ),
+                        format!("{} is an array of {n} elements: the metadata's arrays would exceed the limit of {MAX_ARRAY_ELEMENTS} elements in all", what()),
                     ));
                 }
                 self.elements -= n;
@@ -362,14 +344,8 @@ impl GgufFile {
         Ok(GgufFile { path, map, version, metadata, index, tensors, tensor_index, alignment, data_offset })
     }
 
-    /// Parses and checks a whole GGUF file held in memory (header, metadata,
-    /// tensor infos, data bounds) without keeping it; `path` names it in
-    /// errors. What `open` runs on the mapped file; fuzzed (docs/fuzzing.md).
-    pub fn check_bytes(path: &Path, buf: &[u8]) -> Result<(Vec<(String, Value)>, Vec<TensorInfo>)> {
-        let p = Self::parse_bytes(path, buf)?;
-        Ok((p.metadata, p.tensors))
-    }
-
+    /// Parses and checks a whole file held in memory (header, metadata, tensor
+    /// infos, data bounds); `p` names it in errors. Fuzzed (docs/fuzzing.md).
     fn parse_bytes(p: &Path, buf: &[u8]) -> Result<Parsed> {
         if buf.len() < 4 || &buf[..4] != b"GGUF" {
             let got = &buf[..buf.len().min(4)];
@@ -380,9 +356,7 @@ impl GgufFile {
         match version {
             2 | 3 => {}
             1 => return Err(err(p, "unsupported GGUF version 1 (only versions 2 and 3 are supported)")),
-            v if v.swap_bytes() == 2 || v.swap_bytes() == 3 => {
-                return Err(err(p, "unsupported big-endian GGUF file (only little-endian files are supported)"))
-            }
+            v if v.swap_bytes() == 2 || v.swap_bytes() == 3 => return Err(err(p, "unsupported big-endian GGUF file (only little-endian files are supported)")),
             v => return Err(err(p, format!("unsupported GGUF version {v} (only versions 2 and 3 are supported)"))),
         }
         let n_tensors = c.u64(&|| "the header's tensor count".into())?;
@@ -427,33 +401,25 @@ impl GgufFile {
             }
             let type_id = c.u32(&what)?;
             let offset = c.u64(&what)?;
-            let ty = GgmlType::from_id(type_id).ok_or_else(|| {
-                err(p, format!("tensor '{name}' has unknown ggml tensor type id {type_id}"))
-            })?;
+            let ty = GgmlType::from_id(type_id).ok_or_else(|| err(p, format!("tensor '{name}' has unknown ggml tensor type id {type_id}")))?;
             if let Some(&d) = dims.iter().find(|&&d| d == 0 || d > crate::limits::MAX_DIM) {
-                return Err(err(
-                    p,
-                    format!("tensor '{name}' has dimensions {dims:?}: {d} is not in 1..={}", crate::limits::MAX_DIM),
-                ));
+                return Err(err(p, format!("tensor '{name}' has dimensions {dims:?}: {d} is not in 1..={}", crate::limits::MAX_DIM)));
             }
-            let n: u64 = dims.iter().try_fold(1u64, |a, &d| a.checked_mul(d)).ok_or_else(|| {
-                err(p, format!("tensor '{name}' has dimensions {dims:?} whose product overflows"))
-            })?;
+            let n: u64 = dims
+                .iter()
+                .try_fold(1u64, |a, &d| a.checked_mul(d))
+                .ok_or_else(|| err(p, format!("tensor '{name}' has dimensions {dims:?} whose product overflows")))?;
             let (block, bytes) = ty.block();
             if dims[0] % block as u64 != 0 {
                 return Err(err(
                     p,
-                    format!(
-                        "tensor '{name}' of type {} has a row of {} elements, not a multiple of its block size {block}",
-                        ty.name(),
-                        dims[0]
-                    ),
+                    format!("tensor '{name}' of type {} has a row of {} elements, not a multiple of its block size {block}", ty.name(), dims[0]),
                 ));
             }
             // Checked: element count × block bytes wraps u64 for dimensions near 2^62.
-            let size = (n / block as u64).checked_mul(bytes as u64).ok_or_else(|| {
-                err(p, format!("tensor '{name}' of type {} with dimensions {dims:?} has a byte size that overflows", ty.name()))
-            })?;
+            let size = (n / block as u64)
+                .checked_mul(bytes as u64)
+                .ok_or_else(|| err(p, format!("tensor '{name}' of type {} with dimensions {dims:?} has a byte size that overflows", ty.name())))?;
             if offset % alignment != 0 {
                 return Err(err(p, format!("tensor '{name}' data offset {offset} is not aligned to {alignment}")));
             }
@@ -547,18 +513,12 @@ impl GgufFile {
     pub fn get_f64_array(&self, key: &str) -> Result<Option<Vec<f64>>> {
         let Some(v) = self.get(key) else { return Ok(None) };
         let arr = v.as_array().ok_or_else(|| self.wrong_type(key, "an array of numbers", v))?;
-        arr.iter()
-            .map(|e| e.as_f64().ok_or_else(|| self.wrong_type(key, "an array of numbers", e)))
-            .collect::<Result<Vec<_>>>()
-            .map(Some)
+        arr.iter().map(|e| e.as_f64().ok_or_else(|| self.wrong_type(key, "an array of numbers", e))).collect::<Result<Vec<_>>>().map(Some)
     }
     pub fn get_i64_array(&self, key: &str) -> Result<Option<Vec<i64>>> {
         let Some(v) = self.get(key) else { return Ok(None) };
         let arr = v.as_array().ok_or_else(|| self.wrong_type(key, "an array of integers", v))?;
-        arr.iter()
-            .map(|e| e.as_i64().ok_or_else(|| self.wrong_type(key, "an array of integers", e)))
-            .collect::<Result<Vec<_>>>()
-            .map(Some)
+        arr.iter().map(|e| e.as_i64().ok_or_else(|| self.wrong_type(key, "an array of integers", e))).collect::<Result<Vec<_>>>().map(Some)
     }
 
     /// `general.architecture`.

@@ -1,6 +1,6 @@
 //! GGUF models (llama.cpp / Ollama files): reader, block decoders with MLX affine repacking,
 //! config and tensor-name mapping, and the tokenizer from metadata. `load` turns a file into
-//! MLX arrays and a `Model`. See docs/gguf.md.
+//! MLX arrays under Hugging Face names (`models::load` makes the `Model`). See docs/gguf.md.
 
 pub mod config;
 mod load;
@@ -11,8 +11,8 @@ pub mod tokenizer;
 pub mod types;
 pub mod weights;
 
-pub use config::{hf_config, Arch};
-pub use load::{config_and_weights, is_native, load_model, tokenizer, Reader};
+pub use config::{hf_config, GgufArch};
+pub use load::{config_and_weights, is_native, tokenizer, Reader};
 pub use quants::{decode, dequantize, TensorData};
 pub use reader::{GgufFile, TensorInfo, Value};
 pub use tokenizer::GgufTokenizer;

@@ -118,7 +118,7 @@ impl TensorData {
 /// Pack unsigned `bits`-wide values into MLX's little-endian u32 bit stream.
 /// `q.len() * bits` must be a multiple of 32.
 pub fn pack_bits(q: &[u8], bits: u32) -> Vec<u32> {
-    debug_assert!((q.len() * bits as usize) % 32 == 0);
+    debug_assert!((q.len() * bits as usize).is_multiple_of(32));
     let mut out = Vec::with_capacity(q.len() * bits as usize / 32);
     let mut acc: u64 = 0;
     let mut n: u32 = 0;
@@ -173,12 +173,8 @@ pub fn k_scale_min(scales: &[u8], j: usize) -> (u8, u8) {
 
 fn check_len(ty: GgmlType, bytes: &[u8], n: usize) -> Result<()> {
     let (block, size) = ty.block();
-    if n % block != 0 || bytes.len() != n / block * size {
-        return Err(Error::Gguf(format!(
-            "{ty}: {n} elements need {} bytes in blocks of {block}, got {}",
-            n.div_ceil(block) * size,
-            bytes.len()
-        )));
+    if !n.is_multiple_of(block) || bytes.len() != n / block * size {
+        return Err(Error::Gguf(format!("{ty}: {n} elements need {} bytes in blocks of {block}, got {}", n.div_ceil(block) * size, bytes.len())));
     }
     Ok(())
 }
@@ -392,8 +388,7 @@ fn affine_groups(ty: GgmlType, bytes: &[u8], q: &mut Vec<u8>, s: &mut Vec<f32>, 
             for b in bytes.chunks_exact(bsize) {
                 let (d, dmin) = (f16_at(b, 0), f16_at(b, 2));
                 let scales = &b[4..16];
-                let (qh, ql): (Option<&[u8]>, &[u8]) =
-                    if ty == GgmlType::Q4_K { (None, &b[16..144]) } else { (Some(&b[16..48]), &b[48..176]) };
+                let (qh, ql): (Option<&[u8]>, &[u8]) = if ty == GgmlType::Q4_K { (None, &b[16..144]) } else { (Some(&b[16..48]), &b[48..176]) };
                 for c in 0..4 {
                     let v = &ql[32 * c..32 * c + 32];
                     for (sub, shift) in [(2 * c, 0u32), (2 * c + 1, 4u32)] {
@@ -430,14 +425,7 @@ pub fn decode(ty: GgmlType, bytes: &[u8], shape: &[usize]) -> Result<TensorData>
             let mut biases = Vec::with_capacity(n / AFFINE_GROUP);
             affine_groups(ty, bytes, &mut q, &mut scales, &mut biases)?;
             debug_assert_eq!(q.len(), n);
-            Ok(TensorData::Affine {
-                shape: shape.to_vec(),
-                bits,
-                group_size: AFFINE_GROUP,
-                weights: pack_bits(&q, bits),
-                scales,
-                biases,
-            })
+            Ok(TensorData::Affine { shape: shape.to_vec(), bits, group_size: AFFINE_GROUP, weights: pack_bits(&q, bits), scales, biases })
         }
     }
 }

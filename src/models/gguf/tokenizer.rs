@@ -89,8 +89,7 @@ const GPT4O_SPLIT: &str = r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\
 /// regex (e.g. `gpt2`, `default`, `smollm`).
 pub fn pre_split_regex(pre: &str) -> Option<&'static str> {
     Some(match pre {
-        "llama3" | "llama-v3" | "llama-bpe" | "falcon3" | "falcon-h1" | "pixtral" | "midm-2.0" | "lfm2"
-        | "dbrx" | "smaug-bpe" => LLAMA3_SPLIT,
+        "llama3" | "llama-v3" | "llama-bpe" | "falcon3" | "falcon-h1" | "pixtral" | "midm-2.0" | "lfm2" | "dbrx" | "smaug-bpe" => LLAMA3_SPLIT,
         "qwen2" | "deepseek-r1-qwen" | "megrez" => QWEN2_SPLIT,
         "qwen35" => QWEN35_SPLIT,
         "tekken" => TEKKEN_SPLIT,
@@ -134,13 +133,7 @@ pub fn merges_from_vocab(tokens: &[String], score: &dyn Fn(usize) -> f64) -> Vec
         merges.extend(local.drain(..).map(|(_, _, m)| m));
     }
     // Stable sort, descending on (score, len(left), len(right)).
-    merges.sort_by(|a, b| {
-        b.score
-            .partial_cmp(&a.score)
-            .unwrap_or(std::cmp::Ordering::Equal)
-            .then(b.ll.cmp(&a.ll))
-            .then(b.rl.cmp(&a.rl))
-    });
+    merges.sort_by(|a, b| b.score.partial_cmp(&a.score).unwrap_or(std::cmp::Ordering::Equal).then(b.ll.cmp(&a.ll)).then(b.rl.cmp(&a.rl)));
     merges.into_iter().map(|m| (m.l.to_string(), m.r.to_string())).collect()
 }
 
@@ -204,8 +197,7 @@ impl GgufTokenizer {
     /// Build the tokenizer described by a GGUF file's metadata.
     pub fn from_gguf(file: &GgufFile) -> Result<Self> {
         let model = file.require_str("tokenizer.ggml.model")?;
-        let tokens: Vec<String> =
-            file.require_str_array("tokenizer.ggml.tokens")?.into_iter().map(str::to_owned).collect();
+        let tokens: Vec<String> = file.require_str_array("tokenizer.ggml.tokens")?.into_iter().map(str::to_owned).collect();
         check_vocabulary(file, &tokens)?;
         let types = file.get_i64_array("tokenizer.ggml.token_type")?;
         if let Some(t) = &types {
@@ -290,8 +282,7 @@ impl GgufTokenizer {
                 specials.insert(t.clone(), json!({"id": t, "ids": [i], "tokens": [t]}));
             }
         }
-        j["post_processor"] =
-            json!({"type": "TemplateProcessing", "single": single, "pair": pair, "special_tokens": specials});
+        j["post_processor"] = json!({"type": "TemplateProcessing", "single": single, "pair": pair, "special_tokens": specials});
 
         let text = serde_json::to_string(&j).map_err(|e| tok_err(file, e))?;
         let tokenizer: tokenizers::Tokenizer = text.parse().map_err(|e| build_error(file, &j, e))?;
@@ -304,11 +295,7 @@ impl GgufTokenizer {
         let mut vocab = Map::new();
         for (i, t) in tokens.iter().enumerate() {
             // Tokens already in the byte alphabet stay; others are respelled byte by byte.
-            let key = if t.chars().all(|c| alphabet.contains(&c)) {
-                t.clone()
-            } else {
-                t.bytes().map(|b| table[b as usize]).collect()
-            };
+            let key = if t.chars().all(|c| alphabet.contains(&c)) { t.clone() } else { t.bytes().map(|b| table[b as usize]).collect() };
             vocab.insert(key, json!(i));
         }
         let merges: Vec<Json> = match file.get_str_array("tokenizer.ggml.merges")? {
@@ -345,31 +332,19 @@ impl GgufTokenizer {
             // All-blank tokens are stored with real spaces; the model spells them with ▁.
             let respelled: Vec<String> = tokens
                 .iter()
-                .map(|t| {
-                    if t.contains(' ') && t.chars().all(char::is_whitespace) {
-                        "\u{2581}".repeat(t.chars().count())
-                    } else {
-                        t.clone()
-                    }
-                })
+                .map(|t| if t.contains(' ') && t.chars().all(char::is_whitespace) { "\u{2581}".repeat(t.chars().count()) } else { t.clone() })
                 .collect();
             let merges = merges_from_vocab(&respelled, &|i| -(i as f64));
             (respelled, merges)
         } else {
-            let scores = file
-                .get_f64_array("tokenizer.ggml.scores")?
-                .ok_or_else(|| file.error("missing required metadata key 'tokenizer.ggml.scores'"))?;
+            let scores = file.get_f64_array("tokenizer.ggml.scores")?.ok_or_else(|| file.error("missing required metadata key 'tokenizer.ggml.scores'"))?;
             if scores.len() != tokens.len() {
                 return Err(tok_err(file, format!("{} scores for {} tokens", scores.len(), tokens.len())));
             }
             let merges = match file.get_str_array("tokenizer.ggml.merges")? {
                 Some(m) => m
                     .iter()
-                    .map(|m| {
-                        m.split_once(' ')
-                            .map(|(l, r)| (l.to_string(), r.to_string()))
-                            .ok_or_else(|| tok_err(file, format!("malformed merge '{m}'")))
-                    })
+                    .map(|m| m.split_once(' ').map(|(l, r)| (l.to_string(), r.to_string())).ok_or_else(|| tok_err(file, format!("malformed merge '{m}'"))))
                     .collect::<Result<_>>()?,
                 None => merges_from_vocab(tokens, &|i| scores[i]),
             };
@@ -384,11 +359,8 @@ impl GgufTokenizer {
         let model = json!({"type": "BPE", "dropout": null, "unk_token": unk_token,
             "continuing_subword_prefix": null, "end_of_word_suffix": null, "fuse_unk": true,
             "byte_fallback": true, "ignore_merges": false, "vocab": vocab, "merges": merges});
-        let mut decoders = vec![
-            json!({"type": "Replace", "pattern": {"String": "\u{2581}"}, "content": " "}),
-            json!({"type": "ByteFallback"}),
-            json!({"type": "Fuse"}),
-        ];
+        let mut decoders =
+            vec![json!({"type": "Replace", "pattern": {"String": "\u{2581}"}, "content": " "}), json!({"type": "ByteFallback"}), json!({"type": "Fuse"})];
         let (normalizer, pre_tokenizer) = if gemma {
             (
                 json!({"type": "Replace", "pattern": {"String": " "}, "content": "\u{2581}"}),

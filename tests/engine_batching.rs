@@ -1,0 +1,175 @@
+//! Continuous batching never changes answers: a generation's tokens are the
+//! ones it gets alone, whichever requests share its batch, join or leave it
+//! mid-way, or are cancelled (float32 fixtures: exact greedy and seeded tokens).
+
+use gomlx::engine::{Engine, EngineOptions, FinishReason, GenerateOptions, Generation};
+use gomlx::mlx::{io, DeviceKind};
+use gomlx::sample::SamplerConfig;
+use std::path::PathBuf;
+
+fn fixture(case: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/models").join(case)
+}
+
+fn load(case: &str, max_batch: usize) -> Engine {
+    Engine::load(&fixture(case), &EngineOptions { device: Some(DeviceKind::Cpu), max_batch: Some(max_batch), ..Default::default() }).unwrap()
+}
+
+fn inputs(case: &str) -> Vec<u32> {
+    let st = io::load_safetensors(&fixture(case).join("reference.safetensors")).unwrap();
+    st.tensors["inputs"].to_vec::<i32>().unwrap().into_iter().map(|v| v as u32).collect()
+}
+
+/// Prompts of different lengths from the fixture's inputs (rotated so they differ).
+fn prompts(case: &str, n: usize) -> Vec<Vec<u32>> {
+    let base = inputs(case);
+    (0..n)
+        .map(|i| {
+            let len = 3 + (i * 5) % (base.len().max(4) * 2);
+            (0..len).map(|j| base[(i * 7 + j) % base.len()]).collect()
+        })
+        .collect()
+}
+
+fn opts(i: usize, sampled: bool) -> GenerateOptions {
+    let sampler = if sampled { SamplerConfig { temperature: 0.9, top_p: 0.95, seed: Some(100 + i as u64), ..Default::default() } } else { SamplerConfig::default() };
+    GenerateOptions { max_tokens: 6 + (i * 3) % 11, ignore_eos: true, sampler, ..Default::default() }
+}
+
+fn drain(g: &mut Generation) -> (Vec<u32>, FinishReason) {
+    let (_, ids) = g.collect_text().unwrap();
+    (ids, g.finish_reason().unwrap())
+}
+
+/// Each prompt alone, one after another.
+fn solo(engine: &Engine, prompts: &[Vec<u32>], sampled: bool) -> Vec<Vec<u32>> {
+    prompts.iter().enumerate().map(|(i, p)| drain(&mut engine.generate_tokens(p.clone(), &opts(i, sampled)).unwrap()).0).collect()
+}
+
+/// The prompts as rows of one batch, joining while earlier rows decode: each
+/// request starts after the previous one has handed out a token.
+fn staggered(engine: &Engine, prompts: &[Vec<u32>], sampled: bool) -> Vec<Vec<u32>> {
+    let mut gens: Vec<(Generation, Vec<u32>)> = Vec::new();
+    for (i, p) in prompts.iter().enumerate() {
+        let mut g = engine.generate_tokens(p.clone(), &opts(i, sampled)).unwrap();
+        let first = g.next().unwrap().unwrap().id;
+        gens.push((g, vec![first]));
+    }
+    gens.into_iter()
+        .map(|(mut g, mut ids)| {
+            ids.extend(drain(&mut g).0);
+            ids
+        })
+        .collect()
+}
+
+fn check(case: &str, sampled: bool) {
+    let ps = prompts(case, 6);
+    let alone = solo(&load(case, 1), &ps, sampled);
+    let engine = load(case, 8);
+    let together = staggered(&engine, &ps, sampled);
+    for (i, (a, b)) in alone.iter().zip(&together).enumerate() {
+        assert_eq!(a, b, "{case} row {i} (prompt of {} tokens, sampled {sampled}): alone vs batched", ps[i].len());
+    }
+    // All at once too (every row prefills before any decodes).
+    let gens: Vec<Generation> = ps.iter().enumerate().map(|(i, p)| engine.generate_tokens(p.clone(), &opts(i, sampled)).unwrap()).collect();
+    for (i, mut g) in gens.into_iter().enumerate() {
+        assert_eq!(drain(&mut g).0, alone[i], "{case} row {i} submitted together");
+    }
+}
+
+#[test]
+fn greedy_rows_equal_their_solo_runs() {
+    for case in ["llama_tied", "qwen2_bias", "qwen3_qknorm", "mistral", "llama_rope_llama3"] {
+        check(case, false);
+    }
+}
+
+#[test]
+fn seeded_rows_equal_their_solo_runs() {
+    for case in ["llama_tied", "qwen3_qknorm"] {
+        check(case, true);
+    }
+}
+
+#[test]
+fn a_sliding_window_model_batches_exactly() {
+    // gemma3_text slides over 8 positions: prompts and outputs run past the window.
+    check("gemma3_text", false);
+    check("gemma3_text_softcap", true);
+}
+
+#[test]
+fn cancelled_and_finished_rows_leave_without_disturbing_the_rest() {
+    let case = "qwen3_qknorm";
+    let ps = prompts(case, 5);
+    let alone = solo(&load(case, 1), &ps, false);
+    let engine = load(case, 8);
+    // Row 2 would run on and on; it is cancelled after its first token, while
+    // the others run to their own lengths.
+    let endless = |i: usize| if i == 2 { GenerateOptions { max_tokens: 1_000_000, ..opts(i, false) } } else { opts(i, false) };
+    let mut gens: Vec<Generation> = ps.iter().enumerate().map(|(i, p)| engine.generate_tokens(p.clone(), &endless(i)).unwrap()).collect();
+    let first = gens[2].next().unwrap().unwrap().id;
+    assert_eq!(first, alone[2][0]);
+    gens[2].cancel();
+    for (i, g) in gens.iter_mut().enumerate() {
+        let (ids, reason) = drain(g);
+        if i == 2 {
+            assert_eq!(reason, FinishReason::Cancelled);
+            // Until the cancel it made the tokens it makes alone.
+            let n = ids.len().min(alone[2].len() - 1);
+            assert_eq!(ids[..n], alone[2][1..1 + n], "row 2 before its cancel");
+        } else {
+            assert_eq!((ids, reason), (alone[i].clone(), FinishReason::Length), "row {i}");
+        }
+    }
+}
+
+#[test]
+fn requests_beyond_max_batch_wait_and_still_match() {
+    let case = "llama_tied";
+    let ps = prompts(case, 7);
+    let alone = solo(&load(case, 1), &ps, false);
+    let engine = load(case, 2);
+    // The last request would run on and on: it is cancelled while queued (or just started).
+    let endless = |i: usize| if i == 6 { GenerateOptions { max_tokens: 1_000_000, ..opts(i, false) } } else { opts(i, false) };
+    let gens: Vec<Generation> = ps.iter().enumerate().map(|(i, p)| engine.generate_tokens(p.clone(), &endless(i)).unwrap()).collect();
+    let mut gens: Vec<Option<Generation>> = gens.into_iter().map(Some).collect();
+    let queued = gens[6].take().unwrap();
+    queued.cancel();
+    let mut queued = queued;
+    assert_eq!(drain(&mut queued).1, FinishReason::Cancelled);
+    for (i, g) in gens.into_iter().enumerate() {
+        if let Some(mut g) = g {
+            assert_eq!(drain(&mut g).0, alone[i], "row {i}");
+        }
+    }
+}
+
+#[test]
+fn batch_generate_and_sessions_run_as_rows() {
+    let case = "mistral";
+    let ps = prompts(case, 4);
+    let engine = load(case, 8);
+    let o = opts(0, false);
+    let alone: Vec<Vec<u32>> = ps.iter().map(|p| drain(&mut engine.generate_tokens(p.clone(), &o).unwrap()).0).collect();
+    // A stream runs while batch_generate's rows join and leave.
+    let mut stream = engine.generate_tokens(ps[0].clone(), &GenerateOptions { max_tokens: 40, ..o.clone() }).unwrap();
+    stream.next().unwrap().unwrap();
+    let (out, m) = engine.batch_generate_tokens(ps.clone(), &o).unwrap();
+    assert_eq!(out.iter().map(|r| r.tokens.clone()).collect::<Vec<_>>(), alone);
+    assert!(out.iter().all(|r| r.finish_reason == FinishReason::Length));
+    assert_eq!((m.prompts, m.generated_tokens), (4, alone.iter().map(Vec::len).sum()));
+    assert_eq!(drain(&mut stream).1, FinishReason::Length);
+    // A session's second turn reuses its cache inside the batch.
+    let s = engine.new_session().unwrap();
+    let mut t1 = engine.generate_in_session(ps[3].clone(), &o, &s).unwrap();
+    let (ids1, _) = drain(&mut t1);
+    let mut turn2: Vec<u32> = ps[3].clone();
+    turn2.extend(&ids1);
+    turn2.extend(&ps[1]);
+    let mut t2 = engine.generate_in_session(turn2.clone(), &o, &s).unwrap();
+    let (ids2, _) = drain(&mut t2);
+    assert!(t2.metrics().unwrap().prompt_tokens_evaluated < turn2.len(), "the session's cache was not reused");
+    assert_eq!(ids2, drain(&mut engine.generate_tokens(turn2, &o).unwrap()).0);
+}

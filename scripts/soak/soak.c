@@ -7,6 +7,7 @@
  *
  *   soak MODEL [REQUESTS] [LONG_TOKENS]
  */
+#define _POSIX_C_SOURCE 200809L
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -100,8 +101,8 @@ static int request(gm_model *m, gm_session *s, int i) {
       o.top_logprobs = 3;
       if (!(g = gm_generate_start(m, p, &o))) die("gm_generate_start");
       return drain(g, 0);
-    case 3: { /* token ids */
-      uint32_t ids[4] = {1, 504, 2365, 6354};
+    case 3: { /* token ids (inside any vocabulary of 100+ tokens) */
+      uint32_t ids[4] = {1, 50, 23, 63};
       if (!(g = gm_generate_tokens_start(m, ids, 4, &o))) die("gm_generate_tokens_start");
       return drain(g, 0);
     }
@@ -180,6 +181,7 @@ int main(int argc, char **argv) {
     fprintf(stderr, "usage: soak MODEL [REQUESTS] [LONG_TOKENS]\n");
     return 2;
   }
+  setvbuf(stdout, NULL, _IOLBF, 0);
   int requests = argc > 2 ? atoi(argv[2]) : 1000;
   int long_tokens = argc > 3 ? atoi(argv[3]) : 10000;
   int warmup = requests / 10;
@@ -197,9 +199,13 @@ int main(int argc, char **argv) {
   sample loaded = take();
   printf("loaded %s in %.1f s: rss %.1f MiB, active %.1f MiB\n", argv[1], now() - t0, mib(loaded.rss), mib(loaded.active));
 
-  /* Phase 1: mixed requests. Memory is sampled after each; the buffer cache
-   * is cleared every 50 requests so active memory is what requests hold. */
+  /* Phase 1: mixed requests. Memory is sampled after each; every 50 requests
+   * gm_clear_cache returns MLX's buffer cache and glibc's free pages, and the
+   * sample taken then is a checkpoint: flatness is the spread of the
+   * checkpoints after warm-up (between checkpoints RSS also holds freed heap
+   * that glibc has not returned yet). */
   sample warm = {0, 0}, lo_s = {(size_t)-1, (size_t)-1}, hi_s = {0, 0}, last = {0, 0};
+  sample c_lo = {(size_t)-1, (size_t)-1}, c_hi = {0, 0}, c_first = {0, 0};
   long tokens = 0;
   t0 = now();
   for (int i = 0; i < requests; i++) {
@@ -214,8 +220,16 @@ int main(int argc, char **argv) {
       if (x.active > hi_s.active) hi_s.active = x.active;
     }
     last = x;
-    if ((i + 1) % 50 == 0)
+    if ((i + 1) % 50 == 0) {
       printf("request %4d: rss %.1f MiB, active %.1f MiB, cache %.1f MiB\n", i + 1, mib(x.rss), mib(x.active), mib(gm_memory_cache()));
+      if (i + 1 > warmup) {
+        if (!c_first.rss) c_first = x;
+        if (x.rss < c_lo.rss) c_lo.rss = x.rss;
+        if (x.rss > c_hi.rss) c_hi.rss = x.rss;
+        if (x.active < c_lo.active) c_lo.active = x.active;
+        if (x.active > c_hi.active) c_hi.active = x.active;
+      }
+    }
   }
   double dt = now() - t0;
   printf("mixed: %d requests, %ld tokens in %.1f s\n", requests, tokens, dt);
@@ -224,6 +238,11 @@ int main(int argc, char **argv) {
          mib(hi_s.active), lo_s.active ? 100.0 * (double)(hi_s.active - lo_s.active) / (double)lo_s.active : 0.0,
          100.0 * ((double)last.rss - (double)warm.rss) / (double)warm.rss,
          warm.active ? 100.0 * ((double)last.active - (double)warm.active) / (double)warm.active : 0.0);
+
+  if (c_first.rss)
+    printf("mixed: checkpoints after warm-up: rss %.2f..%.2f MiB (spread %.2f%% of the first), active %.2f..%.2f MiB (spread %.2f%%)\n",
+           mib(c_lo.rss), mib(c_hi.rss), 100.0 * (double)(c_hi.rss - c_lo.rss) / (double)c_first.rss, mib(c_lo.active), mib(c_hi.active),
+           c_first.active ? 100.0 * (double)(c_hi.active - c_lo.active) / (double)c_first.active : 0.0);
 
   /* Phase 2: one long generation; memory is sampled every 1 000 tokens, then
    * after it ends (the KV cache grows with the sequence, then is freed). */

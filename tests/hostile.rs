@@ -616,6 +616,20 @@ fn gguf_tokenizer_errors_name_the_metadata_not_internal_json() {
     let file = gomlx::models::gguf::GgufFile::from_bytes("long.gguf", &g.bytes()).unwrap();
     let e = gomlx::models::gguf::GgufTokenizer::from_gguf(&file).expect_err("a 5000-byte token must fail").to_string();
     assert!(e.contains("tokenizer.ggml.tokens[1] is 5000 bytes long"), "{e}");
+    // A NaN score (SentencePiece): the merge ranking panicked on it (found by fuzzing).
+    let mut scores = 6u32.to_le_bytes().to_vec();
+    scores.extend(3u64.to_le_bytes());
+    for v in [0.0f32, f32::NAN, -1.0] {
+        scores.extend(v.to_le_bytes());
+    }
+    let g = Gguf::default()
+        .kv("general.architecture", 8, gs("llama"))
+        .kv("tokenizer.ggml.model", 8, gs("llama"))
+        .kv("tokenizer.ggml.tokens", 9, strs(&["a", "b", "ab"]))
+        .kv("tokenizer.ggml.scores", 9, scores);
+    let file = gomlx::models::gguf::GgufFile::from_bytes("nan.gguf", &g.bytes()).unwrap();
+    let e = gomlx::models::gguf::GgufTokenizer::from_gguf(&file).expect_err("a NaN score must fail").to_string();
+    assert!(e.contains("tokenizer.ggml.scores[1] is NaN"), "{e}");
 }
 
 #[test]

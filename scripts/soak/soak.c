@@ -5,7 +5,7 @@
  * record are in docs/fuzzing.md ("Soak"). A benchmark, not a test: run it
  * with scripts/soak/run.
  *
- *   soak MODEL [REQUESTS] [LONG_TOKENS]
+ *   soak MODEL [REQUESTS] [LONG_TOKENS] [LONG_REPEAT]
  */
 #define _POSIX_C_SOURCE 200809L
 #include <math.h>
@@ -178,12 +178,13 @@ static double mib(size_t b) { return (double)b / (1024.0 * 1024.0); }
 
 int main(int argc, char **argv) {
   if (argc < 2) {
-    fprintf(stderr, "usage: soak MODEL [REQUESTS] [LONG_TOKENS]\n");
+    fprintf(stderr, "usage: soak MODEL [REQUESTS] [LONG_TOKENS] [LONG_REPEAT]\n");
     return 2;
   }
   setvbuf(stdout, NULL, _IOLBF, 0);
   int requests = argc > 2 ? atoi(argv[2]) : 1000;
   int long_tokens = argc > 3 ? atoi(argv[3]) : 10000;
+  int long_repeat = argc > 4 ? atoi(argv[4]) : 1;
   int warmup = requests / 10;
 
   gm_load_options lo;
@@ -244,8 +245,10 @@ int main(int argc, char **argv) {
            mib(c_lo.rss), mib(c_hi.rss), 100.0 * (double)(c_hi.rss - c_lo.rss) / (double)c_first.rss, mib(c_lo.active), mib(c_hi.active),
            c_first.active ? 100.0 * (double)(c_hi.active - c_lo.active) / (double)c_first.active : 0.0);
 
-  /* Phase 2: one long generation; memory is sampled every 1 000 tokens, then
-   * after it ends (the KV cache grows with the sequence, then is freed). */
+  /* Phase 2: one long generation (LONG_REPEAT times); memory is sampled every
+   * 1 000 tokens, then after it ends (the KV cache grows with the sequence,
+   * then is freed). */
+  for (int rep = 0; rep < long_repeat; rep++) {
   gm_clear_cache();
   sample before = take();
   gm_generate_options o = opts((size_t)long_tokens);
@@ -277,6 +280,7 @@ int main(int argc, char **argv) {
   printf("long: before rss %.2f MiB, active %.2f MiB; after rss %.2f MiB (%+.2f%%), active %.2f MiB (%+.2f%%)\n", mib(before.rss),
          mib(before.active), mib(after.rss), 100.0 * ((double)after.rss - (double)before.rss) / (double)before.rss, mib(after.active),
          before.active ? 100.0 * ((double)after.active - (double)before.active) / (double)before.active : 0.0);
+  }
 
   gm_session_free(s);
   gm_model_close(m);

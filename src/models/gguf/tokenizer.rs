@@ -133,7 +133,9 @@ pub fn merges_from_vocab(tokens: &[String], score: &dyn Fn(usize) -> f64) -> Vec
         merges.extend(local.drain(..).map(|(_, _, m)| m));
     }
     // Stable sort, descending on (score, len(left), len(right)).
-    merges.sort_by(|a, b| b.score.partial_cmp(&a.score).unwrap_or(std::cmp::Ordering::Equal).then(b.ll.cmp(&a.ll)).then(b.rl.cmp(&a.rl)));
+    // A total order (a NaN score made partial_cmp's order inconsistent and the sort
+    // panic; found by fuzzing); + 0.0 keeps -0.0 and 0.0 equal, as partial_cmp did.
+    merges.sort_by(|a, b| (b.score + 0.0).total_cmp(&(a.score + 0.0)).then(b.ll.cmp(&a.ll)).then(b.rl.cmp(&a.rl)));
     merges.into_iter().map(|m| (m.l.to_string(), m.r.to_string())).collect()
 }
 
@@ -340,6 +342,10 @@ impl GgufTokenizer {
             let scores = file.get_f64_array("tokenizer.ggml.scores")?.ok_or_else(|| file.error("missing required metadata key 'tokenizer.ggml.scores'"))?;
             if scores.len() != tokens.len() {
                 return Err(tok_err(file, format!("{} scores for {} tokens", scores.len(), tokens.len())));
+            }
+            // A NaN score has no rank (found by fuzzing: the merge sort panicked).
+            if let Some(i) = scores.iter().position(|s| s.is_nan()) {
+                return Err(tok_err(file, format!("tokenizer.ggml.scores[{i}] is NaN")));
             }
             let merges = match file.get_str_array("tokenizer.ggml.merges")? {
                 Some(m) => m

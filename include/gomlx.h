@@ -744,7 +744,9 @@ size_t gm_set_memory_limit(size_t limit);
 // Sets the buffer-cache limit in bytes; returns the previous limit.
 size_t gm_set_cache_limit(size_t limit);
 
-// Returns MLX's cached buffers to the system.
+// Returns MLX's cached buffers to the system; on Linux with glibc also
+// returns the C heap's free pages (`malloc_trim(0)`), which glibc otherwise
+// keeps after a model is closed.
 void gm_clear_cache(void);
 
 // Loads a model: a directory (config.json + *.safetensors, tokenizer files

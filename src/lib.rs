@@ -7,8 +7,13 @@ pub mod cache;
 pub mod engine;
 pub mod error;
 pub mod ffi;
+pub mod files;
+#[doc(hidden)]
+pub mod fuzz;
+pub mod limits;
 pub mod mlx;
 pub mod models;
+pub mod panics;
 pub mod sample;
 pub mod text;
 pub mod train;

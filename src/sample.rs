@@ -142,9 +142,37 @@ impl SamplerConfig {
         Ok(())
     }
 
-    /// Temperature 0: the arg-max is chosen.
+    /// Checks what depends on the vocabulary: every `logit_bias` id is in it,
+    /// and the biases leave at least one token that can be chosen (a bias of
+    /// -inf on every token is an error, not token 0).
+    pub fn validate_for_vocab(&self, vocab_size: usize) -> Result<()> {
+        self.validate()?;
+        self.bias_row(vocab_size).map(|_| ())
+    }
+
+    /// The summed logit biases as a dense row, None without biases.
+    fn bias_row(&self, vocab_size: usize) -> Result<Option<Vec<f32>>> {
+        if self.logit_bias.is_empty() {
+            return Ok(None);
+        }
+        let mut row = vec![0f32; vocab_size];
+        for &(id, b) in &self.logit_bias {
+            let slot = row.get_mut(id as usize).ok_or_else(|| invalid("logit_bias", &format!("token id must be < the vocabulary size {vocab_size}"), id))?;
+            *slot += b;
+        }
+        if row.iter().all(|&b| b == f32::NEG_INFINITY) {
+            return Err(Error::InvalidArgument(format!(
+                "logit_bias bans every token of the vocabulary ({vocab_size} tokens at -inf): nothing could be generated"
+            )));
+        }
+        Ok(Some(row))
+    }
+
+    /// Temperature 0, or one so small that `1 / temperature` overflows f32
+    /// (below about 2.9e-39): the arg-max is chosen, since sampling at such
+    /// a temperature is the arg-max in exact arithmetic and garbage in f32.
     pub fn is_greedy(&self) -> bool {
-        self.temperature == 0.0
+        self.temperature == 0.0 || !(1.0 / self.temperature).is_finite()
     }
 
     fn uses_window(&self) -> bool {
@@ -212,8 +240,9 @@ pub fn apply_top_k(logprobs: &Array, k: usize) -> Result<Array> {
 }
 
 /// Nucleus filter: keeps a token when the probability mass of the tokens
-/// ranked above it is below `top_p` (so the top token always survives).
-/// `top_p` >= 1: unchanged.
+/// ranked above it is below `top_p`. The top token always survives, also
+/// when f32 rounding leaves the cumulative mass below `1 - top_p` for a tiny
+/// `top_p` (it is kept explicitly). `top_p` >= 1: unchanged.
 pub fn apply_top_p(logprobs: &Array, top_p: f32) -> Result<Array> {
     if top_p >= 1.0 {
         return Ok(logprobs.clone());
@@ -223,6 +252,8 @@ pub fn apply_top_p(logprobs: &Array, top_p: f32) -> Result<Array> {
     let cum = sorted_probs.cumsum(-1, false, true)?;
     let sorted_keep = cum.greater(&Array::scalar(1.0 - top_p))?;
     let keep = mlx::zeros(&logprobs.shape(), Dtype::Bool)?.put_along_axis(&order, &sorted_keep, -1)?;
+    let top = logprobs.argmax(-1, true)?;
+    let keep = keep.put_along_axis(&top, &Array::scalar(true), -1)?;
     mlx::where_(&keep, logprobs, &neg_inf())
 }
 
@@ -272,16 +303,9 @@ impl Sampler {
         if config.top_logprobs > vocab_size {
             return Err(invalid("top_logprobs", &format!("must be <= the vocabulary size {vocab_size}"), config.top_logprobs));
         }
-        let bias = if config.logit_bias.is_empty() {
-            None
-        } else {
-            let mut row = vec![0f32; vocab_size];
-            for &(id, b) in &config.logit_bias {
-                let slot =
-                    row.get_mut(id as usize).ok_or_else(|| invalid("logit_bias", &format!("token id must be < the vocabulary size {vocab_size}"), id))?;
-                *slot += b;
-            }
-            Some(Array::from_slice(&row, &[1, vocab_size as i32])?)
+        let bias = match config.bias_row(vocab_size)? {
+            None => None,
+            Some(row) => Some(Array::from_slice(&row, &[1, vocab_size as i32])?),
         };
         let key = if config.is_greedy() { None } else { Some(random::key(config.seed.unwrap_or_else(clock_seed))?) };
         Ok(Sampler { config, vocab: vocab_size as i32, key, bias, window: None, counts: None })
@@ -467,7 +491,10 @@ impl Sampler {
             let filtered = self.filter_logprobs(&lp)?;
             let key = self.key.as_ref().expect("a sampling sampler holds a key");
             let (next, sub) = random::split(key)?;
-            let scaled = filtered.mul_scalar(1.0 / temperature)?;
+            // Shifted so the top token is 0 before scaling: a small temperature
+            // (large 1/t) then sends the others to -inf, never the top one.
+            let shifted = filtered.subtract(&filtered.max(&[-1], true)?)?;
+            let scaled = shifted.mul_scalar(1.0 / temperature)?;
             let tokens = random::categorical(&scaled, -1, Some(&sub))?;
             self.key = Some(next);
             (tokens, Some(lp))

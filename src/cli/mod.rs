@@ -106,16 +106,12 @@ pub fn main() -> ExitCode {
             }
         }
     };
-    let result = match cli.command {
-        Command::Generate(a) => generate::run(a),
-        Command::Chat(a) => chat::run(a),
-        Command::Classify(a) => classify::run(a),
-        Command::Info(a) => info::run_info(a),
-        Command::Discover(a) => info::run_discover(a),
-        Command::Convert(a) => convert::run(a),
-        Command::Bench(a) => bench::run(a),
-        Command::Lora(a) => lora::run(a),
-    };
+    // A panic anywhere is one line on stderr and exit 1, as every other
+    // runtime error (README): the hook prints nothing, the main thread's
+    // panic is caught here and other threads' panics surface as errors where
+    // they are joined.
+    std::panic::set_hook(Box::new(|_| {}));
+    let result = gomlx::panics::catch(move || run_command(cli.command)).unwrap_or_else(|what| Err(runtime(format!("internal error (panic): {what}"))));
     match result {
         Ok(()) | Err(CliError::BrokenPipe) => ExitCode::SUCCESS,
         Err(CliError::Usage(m)) => {
@@ -126,6 +122,19 @@ pub fn main() -> ExitCode {
             eprintln!("gomlx: {}", one_line(&m));
             ExitCode::from(1)
         }
+    }
+}
+
+fn run_command(command: Command) -> CliResult {
+    match command {
+        Command::Generate(a) => generate::run(a),
+        Command::Chat(a) => chat::run(a),
+        Command::Classify(a) => classify::run(a),
+        Command::Info(a) => info::run_info(a),
+        Command::Discover(a) => info::run_discover(a),
+        Command::Convert(a) => convert::run(a),
+        Command::Bench(a) => bench::run(a),
+        Command::Lora(a) => lora::run(a),
     }
 }
 
@@ -290,6 +299,9 @@ pub fn bar(len: u64, msg: String) -> Option<ProgressBar> {
 
 /// Checks that a model path exists and names what it is, for clear errors.
 pub fn check_model_path(path: &Path) -> CliResult<()> {
+    if path.as_os_str().is_empty() {
+        return Err(runtime("the model path is empty (expected a model directory or a .gguf file)"));
+    }
     if !path.exists() {
         return Err(runtime(format!("{}: no such model (expected a model directory or a .gguf file)", path.display())));
     }

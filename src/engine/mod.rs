@@ -425,11 +425,18 @@ impl Engine {
     /// Renders `messages` with the model's chat template and generates the
     /// assistant's reply. With a session, the KV cache of earlier turns is reused.
     pub fn chat(&self, messages: &[ChatMessage], opts: &GenerateOptions, chat: &ChatOptions, session: Option<&ChatSession>) -> Result<Generation> {
+        let ids = self.encode_chat(messages, chat)?;
+        self.start(ids, opts, session.map(|s| s.id))
+    }
+
+    /// The token ids `chat` starts from: `messages` rendered with the model's
+    /// chat template (bounded: `crate::limits`) and encoded, on the calling
+    /// thread; callers render before they take a lock of their own.
+    pub fn encode_chat(&self, messages: &[ChatMessage], chat: &ChatOptions) -> Result<Vec<u32>> {
         let tok = self.require_tokenizer()?;
         let mut chat = chat.clone();
         chat.add_generation_prompt = true;
-        let ids = tok.encode_chat(messages, &chat, &ChatFormat::Model)?;
-        self.start(ids, opts, session.map(|s| s.id))
+        tok.encode_chat(messages, &chat, &ChatFormat::Model)
     }
 
     /// Generation from prompt ids through a session's prompt cache.
@@ -463,7 +470,7 @@ impl Engine {
     }
 
     fn start(&self, prompt: Vec<u32>, opts: &GenerateOptions, session: Option<u64>) -> Result<Generation> {
-        opts.sampler.validate()?;
+        opts.sampler.validate_for_vocab(self.info.vocab_size)?;
         if prompt.is_empty() {
             return Err(Error::InvalidArgument("the prompt is empty".into()));
         }
@@ -529,7 +536,7 @@ impl Engine {
     }
 
     pub fn batch_generate_tokens(&self, prompts: Vec<Vec<u32>>, opts: &GenerateOptions) -> Result<(Vec<batch::Output>, BatchMetrics)> {
-        opts.sampler.validate()?;
+        opts.sampler.validate_for_vocab(self.info.vocab_size)?;
         if prompts.is_empty() || prompts.iter().any(|p| p.is_empty()) {
             return Err(Error::InvalidArgument("batch generate needs at least one non-empty prompt".into()));
         }

@@ -12,7 +12,6 @@ use crate::models::{LoadOptions, Model, ModelInfo};
 use crate::text::Tokenizer;
 use crate::{Error, Result};
 use std::collections::{HashMap, VecDeque};
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, Sender, TryRecvError};
@@ -66,14 +65,10 @@ pub(crate) struct Worker {
     prefix: PrefixStore,
 }
 
-fn panic_message(p: Box<dyn std::any::Any + Send>) -> Error {
-    let what = p.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| p.downcast_ref::<String>().cloned()).unwrap_or_default();
-    Error::Engine(format!("internal error (panic): {what}"))
-}
-
-/// Runs `f`, turning a panic into an error so one request cannot kill the thread.
+/// Runs `f`, turning a panic into an error so one request cannot kill the
+/// thread; the panic prints nothing (`crate::panics`).
 pub(crate) fn guarded<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
-    catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|p| Err(panic_message(p)))
+    crate::panics::catch(f).unwrap_or_else(|what| Err(Error::Engine(format!("internal error (panic): {what}"))))
 }
 
 fn load(req: &LoadRequest) -> Result<(Model, Option<Arc<Tokenizer>>)> {

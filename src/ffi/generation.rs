@@ -327,9 +327,11 @@ pub extern "C" fn gm_session_chat_start(
         let ss = handles::get(session)?;
         let msgs = options::messages(messages, n)?;
         let s = options::generate_settings(opts)?;
+        // Rendered and encoded before the session's lock is taken (gm_session_free needs it).
+        let ids = ss.model.engine()?.encode_chat(&msgs, &chat_options(&s))?;
         let guard = ss.session.lock().unwrap_or_else(|p| p.into_inner());
         let Some(session) = guard.as_ref() else { return Err(invalid("the session is freed")) };
-        start(&ss.model, |e| e.chat(&msgs, &s.opts, &chat_options(&s), Some(session)))
+        start(&ss.model, |e| e.generate_in_session(ids, &s.opts, session))
     })
 }
 

@@ -39,8 +39,29 @@ pub extern "C" fn gm_set_cache_limit(limit: usize) -> usize {
     guard(0, || memory::set_cache_limit(limit))
 }
 
-/// Returns MLX's cached buffers to the system.
+/// Returns MLX's cached buffers to the system; on Linux with glibc also
+/// returns the C heap's free pages (`malloc_trim(0)`), which glibc otherwise
+/// keeps after a model is closed.
 #[no_mangle]
 pub extern "C" fn gm_clear_cache() {
-    guard((), memory::clear_cache)
+    guard((), || {
+        memory::clear_cache()?;
+        trim_heap();
+        Ok(())
+    })
 }
+
+/// glibc keeps freed memory in its arenas; `malloc_trim` gives the free pages back.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn trim_heap() {
+    extern "C" {
+        fn malloc_trim(pad: usize) -> std::ffi::c_int;
+    }
+    // SAFETY: malloc_trim takes no pointers and is thread-safe in glibc.
+    unsafe {
+        malloc_trim(0);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn trim_heap() {}

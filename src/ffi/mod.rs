@@ -52,7 +52,6 @@ pub use version::*;
 
 use crate::{Error, Result};
 use std::ffi::{c_char, CStr, CString};
-use std::panic::{catch_unwind, AssertUnwindSafe};
 
 /// Return code of a successful call.
 pub const GM_OK: i32 = 0;
@@ -60,8 +59,9 @@ pub const GM_OK: i32 = 0;
 pub const GM_ERROR: i32 = -1;
 
 /// Runs `f`, turning an `Err` or a panic into `on_error` and the thread's last error.
+/// A panic prints nothing (`crate::panics`): the host's stderr is not ours.
 pub(crate) fn guard<T>(on_error: T, f: impl FnOnce() -> Result<T>) -> T {
-    match catch_unwind(AssertUnwindSafe(f)) {
+    match crate::panics::catch(f) {
         Ok(Ok(v)) => {
             error::clear();
             v
@@ -70,12 +70,7 @@ pub(crate) fn guard<T>(on_error: T, f: impl FnOnce() -> Result<T>) -> T {
             error::set(&e.to_string());
             on_error
         }
-        Err(panic) => {
-            let what = panic
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "unknown panic".into());
+        Err(what) => {
             error::set(&format!("internal error (panic): {what}"));
             on_error
         }

@@ -86,9 +86,9 @@ pub struct Safetensors {
 
 pub fn load_safetensors(path: &Path) -> Result<Safetensors> {
     status::init();
-    if !path.is_file() {
-        return Err(Error::io(path, std::io::Error::new(std::io::ErrorKind::NotFound, "no such file")));
-    }
+    // MLX trusts the header; gomlx checks it first (regular file, lengths,
+    // dtypes, shapes against byte ranges), so a hostile file gets a named error.
+    super::safetensors_header::read(path)?;
     let c = c_path(path)?;
     let mut arrays = ArrayMap::new();
     let mut meta = StringMap::new();

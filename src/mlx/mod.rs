@@ -9,6 +9,7 @@ pub mod io;
 pub mod memory;
 mod ops;
 pub mod random;
+pub mod safetensors_header;
 mod status;
 pub mod stream;
 mod sys;

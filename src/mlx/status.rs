@@ -19,7 +19,27 @@ thread_local! {
 unsafe extern "C" fn handler(msg: *const c_char, _data: *mut c_void) {
     let text = if msg.is_null() { "unknown MLX error".to_string() } else { CStr::from_ptr(msg).to_string_lossy().into_owned() };
     // Never unwind into C++: with_borrow_mut cannot panic here as nothing else borrows.
-    let _ = LAST.try_with(|l| *l.borrow_mut() = Some(text));
+    let _ = LAST.try_with(|l| *l.borrow_mut() = Some(without_location(&text).to_string()));
+}
+
+/// MLX's message without the " at /path/to/mlx-c/.../ops.cpp:123" that mlx-c
+/// appends: a source location of the C wrapper tells a user nothing; gomlx's
+/// callers name the tensor or file instead.
+pub(crate) fn without_location(msg: &str) -> &str {
+    match msg.rfind(" at ") {
+        Some(i) => {
+            let loc = &msg[i + 4..];
+            let is_location = loc.rsplit_once(':').is_some_and(|(file, line)| {
+                !line.is_empty() && line.bytes().all(|b| b.is_ascii_digit()) && (file.ends_with(".cpp") || file.ends_with(".h") || file.ends_with(".c"))
+            });
+            if is_location {
+                &msg[..i]
+            } else {
+                msg
+            }
+        }
+        None => msg,
+    }
 }
 
 /// Installs the handler once per process. Called by every entry into `mlx`.
@@ -65,4 +85,18 @@ pub(crate) fn check(rc: i32) -> Result<()> {
     }
     let msg = LAST.with(|l| l.borrow_mut().take());
     Err(Error::Mlx(msg.unwrap_or_else(|| format!("mlx-c call failed with code {rc}"))))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn locations_are_dropped() {
+        use super::without_location as w;
+        assert_eq!(
+            w("[reshape] Cannot reshape array of size 6 into shape (4). at /root/src/mlx-c/mlx/c/ops.cpp:2175"),
+            "[reshape] Cannot reshape array of size 6 into shape (4)."
+        );
+        assert_eq!(w("look at this"), "look at this");
+        assert_eq!(w("x at y:12"), "x at y:12");
+    }
 }

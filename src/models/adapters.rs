@@ -16,6 +16,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 pub const ADAPTER_FILE: &str = "adapters.safetensors";
+/// The largest LoRA rank an adapter file may declare (real adapters: 4 to 256).
+pub const MAX_RANK: i64 = 1 << 16;
 pub const CONFIG_FILE: &str = "adapter_config.json";
 
 /// The adapter configuration of a model as it stands (from its adapters).
@@ -70,17 +72,32 @@ pub fn save_adapters(model: &Model, dir: &Path, extra: Option<&Map<String, Value
 /// Reads `adapter_config.json` into a `LoraConfig` (the keys mlx-lm writes).
 pub fn read_config(dir: &Path) -> Result<LoraConfig> {
     let path = dir.join(CONFIG_FILE);
-    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
-    let v: Value = serde_json::from_str(&text).map_err(|e| Error::Model(format!("{}: invalid JSON: {e}", path.display())))?;
+    let text = crate::files::read_text(&path, crate::files::MAX_TEXT_FILE)?;
+    parse_config(&text, &path)
+}
+
+/// Parses the text of an `adapter_config.json` (`path` names it in errors); fuzzed (docs/fuzzing.md).
+pub fn parse_config(text: &str, path: &Path) -> Result<LoraConfig> {
+    let v: Value = serde_json::from_str(text).map_err(|e| Error::Model(format!("{}: invalid JSON: {e}", path.display())))?;
     let bad = |what: &str| Error::Model(format!("{}: {what}", path.display()));
     let kind = v.get("fine_tune_type").and_then(Value::as_str).unwrap_or("lora");
     if kind != "lora" {
         return Err(bad(&format!("fine_tune_type '{kind}' is not supported (only 'lora')")));
     }
     let p = v.get("lora_parameters").and_then(Value::as_object).ok_or_else(|| bad("no 'lora_parameters' object"))?;
-    let rank = p.get("rank").and_then(Value::as_i64).ok_or_else(|| bad("lora_parameters.rank missing"))? as i32;
+    let rank = p.get("rank").and_then(Value::as_i64).ok_or_else(|| bad("lora_parameters.rank missing"))?;
+    if !(1..=MAX_RANK).contains(&rank) {
+        return Err(bad(&format!("lora_parameters.rank is {rank}, must be in 1..={MAX_RANK}")));
+    }
+    let rank = rank as i32;
     let scale = p.get("scale").and_then(Value::as_f64).ok_or_else(|| bad("lora_parameters.scale missing"))? as f32;
+    if !scale.is_finite() {
+        return Err(bad(&format!("lora_parameters.scale is {scale}, must be a finite number")));
+    }
     let dropout = p.get("dropout").and_then(Value::as_f64).unwrap_or(0.0) as f32;
+    if !(0.0..1.0).contains(&dropout) {
+        return Err(bad(&format!("lora_parameters.dropout is {dropout}, must be in [0, 1)")));
+    }
     let targets = match p.get("keys").filter(|k| !k.is_null()) {
         Some(k) => k
             .as_array()
@@ -106,6 +123,7 @@ pub fn read_config(dir: &Path) -> Result<LoraConfig> {
 pub fn load_adapters(model: &mut Model, dir: &Path, dtype: Option<Dtype>) -> Result<LoraConfig> {
     let cfg = read_config(dir)?;
     let file = dir.join(ADAPTER_FILE);
+    check_header(&cfg, &crate::mlx::safetensors_header::read(&file)?, &file)?;
     let mut tensors = io::load_safetensors(&file)?.tensors;
     let targets = cfg.normalised_targets()?;
     let first = lora::first_layer(model, cfg.num_layers)?;
@@ -144,14 +162,56 @@ pub fn check_adapter_dir(dir: &Path) -> Result<()> {
 /// the adapter, the model and what does not fit.
 pub fn apply_adapter_dir(model: &mut Model, dir: &Path, model_path: &Path) -> Result<LoraConfig> {
     check_adapter_dir(dir)?;
-    // A malformed config is the config's fault, not a mismatch: its own error names the file.
-    read_config(dir)?;
+    // A malformed config or tensor file is the adapter's fault, not a
+    // mismatch: their own errors name the file.
+    let cfg = read_config(dir)?;
+    let file = dir.join(ADAPTER_FILE);
+    check_header(&cfg, &crate::mlx::safetensors_header::read(&file)?, &file)?;
     let context = format!("the adapter in {} does not fit the model {}: ", dir.display(), model_path.display());
     load_adapters(model, dir, None).map_err(|e| match e {
         Error::Model(m) => Error::Model(context + &m),
         Error::InvalidArgument(m) => Error::InvalidArgument(context + &m),
         other => other,
     })
+}
+
+/// What an adapter file must be whatever the model: every tensor named
+/// `model.layers.{i}.{module}.lora_a` / `.lora_b` is a floating-point
+/// matrix, `lora_a` `[in, rank]` and `lora_b` `[rank, out]` with the
+/// config's rank, and each module has both. Checked on the header, before
+/// MLX reads the tensors; which modules and layers the model has is checked
+/// when they attach. Fuzzed (docs/fuzzing.md).
+pub fn check_header(cfg: &LoraConfig, header: &crate::mlx::safetensors_header::Header, file: &Path) -> Result<()> {
+    let bad = |msg: String| Error::Model(format!("{}: {msg}", file.display()));
+    let rank = cfg.rank as u64;
+    let mut parts: BTreeMap<&str, (bool, bool)> = BTreeMap::new();
+    for t in &header.tensors {
+        let name = t.name.as_str();
+        let Some((module, part)) = name.rsplit_once('.').filter(|(_, p)| *p == "lora_a" || *p == "lora_b") else { continue };
+        if !matches!(t.dtype.as_str(), "F32" | "F16" | "BF16") {
+            return Err(bad(format!("'{name}' is {}, not a floating-point tensor (F32, F16, BF16)", t.dtype)));
+        }
+        let ok = match (part, t.shape.as_slice()) {
+            ("lora_a", [i, r]) => *r == rank && *i > 0,
+            ("lora_b", [r, o]) => *r == rank && *o > 0,
+            _ => false,
+        };
+        if !ok {
+            let want = if part == "lora_a" { "[in, rank]" } else { "[rank, out]" };
+            return Err(bad(format!("'{name}' has shape {:?}; {part} must be {want} with the config's rank {rank}", t.shape)));
+        }
+        let e = parts.entry(module).or_default();
+        if part == "lora_a" {
+            e.0 = true
+        } else {
+            e.1 = true
+        }
+    }
+    if let Some((module, &(a, _))) = parts.iter().find(|(_, &(a, b))| !(a && b)) {
+        let (has, lacks) = if a { ("lora_a", "lora_b") } else { ("lora_b", "lora_a") };
+        return Err(bad(format!("missing tensor '{module}.{lacks}' (the file has '{module}.{has}')")));
+    }
+    Ok(())
 }
 
 fn seen_none(model: &Model) -> bool {

@@ -177,9 +177,12 @@ impl ModelConfig {
                 "config.json: num_attention_heads ({num_heads}) must be a positive multiple of num_key_value_heads ({num_kv_heads})"
             )));
         }
-        let head_dim = usize_field(obj, "head_dim")?.unwrap_or(hidden_size / num_heads);
+        let explicit_head_dim = usize_field(obj, "head_dim")?;
+        let head_dim = explicit_head_dim.unwrap_or(hidden_size / num_heads);
         let vocab_size = require(obj, "vocab_size")?;
         let intermediate_size = require(obj, "intermediate_size")?;
+        // Sizes are bounded before any of them sizes an allocation (sliding_layers below).
+        check_sizes(hidden_size, num_layers, num_heads, num_kv_heads, explicit_head_dim, head_dim, vocab_size, intermediate_size)?;
         let rms_norm_eps = f32_field(obj, "rms_norm_eps")?.unwrap_or(1e-6);
         let max_position_embeddings = usize_field(obj, "max_position_embeddings")?.unwrap_or(d.max_position_embeddings);
         let tie_word_embeddings = bool_field(obj, "tie_word_embeddings").or_else(|| bool_field(top, "tie_word_embeddings")).unwrap_or(d.tie_word_embeddings);
@@ -197,6 +200,7 @@ impl ModelConfig {
 
         let attn_scale = if d.query_pre_attn_scalar {
             let q = f32_field(obj, "query_pre_attn_scalar")?.unwrap_or(head_dim as f32);
+            positive("query_pre_attn_scalar", q)?;
             1.0 / q.sqrt()
         } else {
             1.0 / (head_dim as f32).sqrt()
@@ -241,8 +245,85 @@ impl ModelConfig {
             build: Build::default(),
         };
         family.configure(obj, &mut cfg)?;
+        check_values(&cfg, obj)?;
         Ok(cfg)
     }
+}
+
+/// config.json's sizes against `crate::limits`, and the head arithmetic.
+#[allow(clippy::too_many_arguments)]
+fn check_sizes(
+    hidden: usize,
+    layers: usize,
+    heads: usize,
+    kv_heads: usize,
+    explicit_head_dim: Option<usize>,
+    head_dim: usize,
+    vocab: usize,
+    intermediate: usize,
+) -> Result<()> {
+    use crate::limits::*;
+    const CFG: &str = "config.json";
+    check(CFG, "hidden_size", hidden as u64, 1, MAX_HIDDEN)?;
+    check(CFG, "num_hidden_layers", layers as u64, 1, MAX_LAYERS)?;
+    check(CFG, "num_attention_heads", heads as u64, 1, MAX_HEADS)?;
+    check(CFG, "num_key_value_heads", kv_heads as u64, 1, MAX_HEADS)?;
+    check(CFG, "vocab_size", vocab as u64, 1, MAX_VOCAB)?;
+    check(CFG, "intermediate_size", intermediate as u64, 1, MAX_INTERMEDIATE)?;
+    if explicit_head_dim.is_none() && !hidden.is_multiple_of(heads) {
+        return Err(Error::Model(format!("config.json: hidden_size ({hidden}) is not a multiple of num_attention_heads ({heads}) and there is no head_dim")));
+    }
+    check(CFG, "head_dim", head_dim as u64, 1, MAX_HEAD_DIM)?;
+    if !head_dim.is_multiple_of(2) {
+        return Err(Error::Model(format!("config.json: head_dim {head_dim} must be even (RoPE rotates pairs of dimensions)")));
+    }
+    Ok(())
+}
+
+/// A float setting that must be finite and positive.
+fn positive(key: &str, v: f32) -> Result<()> {
+    if !(v.is_finite() && v > 0.0) {
+        return Err(Error::Model(format!("config.json: {key} is {v}, must be a finite number > 0")));
+    }
+    Ok(())
+}
+
+/// The values no model can run with: a non-positive norm epsilon or rope base
+/// gives NaN logits, a zero sliding window divides by zero in the rotating
+/// cache, a zero softcap divides by zero.
+fn check_values(c: &ModelConfig, obj: &Map<String, Value>) -> Result<()> {
+    use crate::limits::*;
+    positive("rms_norm_eps", c.rms_norm_eps)?;
+    check("config.json", "max_position_embeddings", c.max_position_embeddings as u64, 1, MAX_POSITIONS)?;
+    for (rope, which) in [(Some(&c.rope), "rope_theta"), (c.rope_local.as_ref(), "rope_local_base_freq")] {
+        let Some(rope) = rope else { continue };
+        positive(which, rope.theta)?;
+        match rope.scaling {
+            RopeScaling::None => {}
+            RopeScaling::Linear { factor } => positive("rope_scaling.factor", factor)?,
+            RopeScaling::Llama3 { factor, low_freq_factor, high_freq_factor, original_max_position } => {
+                positive("rope_scaling.factor", factor)?;
+                positive("rope_scaling.low_freq_factor", low_freq_factor)?;
+                positive("rope_scaling.high_freq_factor", high_freq_factor)?;
+                positive("rope_scaling.original_max_position_embeddings", original_max_position)?;
+                if high_freq_factor <= low_freq_factor {
+                    return Err(Error::Model(format!(
+                        "config.json: rope_scaling.high_freq_factor ({high_freq_factor}) must be greater than low_freq_factor ({low_freq_factor})"
+                    )));
+                }
+            }
+        }
+    }
+    if let Some(w) = c.sliding_window {
+        check("config.json", "sliding_window", w as u64, 1, MAX_POSITIONS)?;
+    }
+    if let Some(p) = usize_field(obj, "sliding_window_pattern")? {
+        check("config.json", "sliding_window_pattern", p as u64, 1, MAX_LAYERS)?;
+    }
+    if let Some(cap) = c.final_logit_softcapping {
+        positive("final_logit_softcapping", cap)?;
+    }
+    Ok(())
 }
 
 /// Global and local RoPE settings from either dialect.

@@ -72,7 +72,9 @@ fn walk(dir: &Path, depth: usize, seen: &mut HashSet<PathBuf>, found: &mut Vec<D
         }
     }
     if weights > 0 {
-        if let Some(cfg) = std::fs::read_to_string(dir.join("config.json")).ok().and_then(|t| ModelConfig::from_json_str(&t).ok()) {
+        // Bounded, and never from a FIFO named config.json (crate::files).
+        let cfg = crate::files::read_text(&dir.join("config.json"), crate::files::MAX_TEXT_FILE).ok().and_then(|t| ModelConfig::from_json_str(&t).ok());
+        if let Some(cfg) = cfg {
             let q = cfg.quantization.default;
             found.push(DiscoveredModel {
                 path: dir.to_path_buf(),

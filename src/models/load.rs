@@ -48,13 +48,14 @@ pub(super) fn load_parts(path: &Path, opts: &LoadOptions, want_tokenizer: bool) 
 /// stream, reads the weights; it touches no MLX state.
 fn load_dir(dir: &Path, opts: &LoadOptions, want_tokenizer: bool) -> Result<Loaded> {
     std::thread::scope(|scope| {
-        let tokenizer = (want_tokenizer && dir.join("tokenizer.json").is_file()).then(|| scope.spawn(|| Tokenizer::from_dir(dir)));
-        let model = Model::load_dir(dir, opts);
-        let tokenizer = match tokenizer {
-            Some(t) => Some(t.join().map_err(|_| Error::Tokenizer(format!("{}: the tokenizer thread panicked", dir.display())))??),
-            None => None,
+        let tokenizer = match want_tokenizer && dir.join("tokenizer.json").is_file() {
+            true => Some(tokenizer_thread(scope, dir, || Tokenizer::from_dir(dir))?),
+            false => None,
         };
-        Ok(Loaded { model: model?, tokenizer })
+        let model = Model::load_dir(dir, opts);
+        // The model's error first: it is the more fundamental one.
+        let tokenizer = tokenizer.map(|t| join_tokenizer(t, dir)).transpose();
+        Ok(Loaded { model: model?, tokenizer: tokenizer? })
     })
 }
 
@@ -65,12 +66,33 @@ fn load_gguf(path: &Path, opts: &LoadOptions, want_tokenizer: bool) -> Result<Lo
     let g = GgufModel::open(path)?;
     let opts = LoadOptions { dtype: Some(opts.dtype.unwrap_or(Dtype::F32)), ..opts.clone() };
     std::thread::scope(|scope| {
-        let tok = want_tokenizer.then(|| scope.spawn(|| gguf::tokenizer(&g)));
-        let model = gguf::config_and_weights(&g, gguf::Reader::Auto).and_then(|(config, weights)| Model::from_weights(config, weights, &opts));
-        let tokenizer = match tok {
-            Some(t) => Some(t.join().map_err(|_| Error::Gguf(format!("{}: the tokenizer thread panicked", path.display())))??),
-            None => None,
+        let tok = match want_tokenizer {
+            true => Some(tokenizer_thread(scope, path, || gguf::tokenizer(&g))?),
+            false => None,
         };
-        Ok(Loaded { model: model?, tokenizer })
+        let model = gguf::config_and_weights(&g, gguf::Reader::Auto).and_then(|(config, weights)| Model::from_weights(config, weights, &opts));
+        // The model's error first: it is the more fundamental one.
+        let tokenizer = tok.map(|t| join_tokenizer(t, path)).transpose();
+        Ok(Loaded { model: model?, tokenizer: tokenizer? })
     })
+}
+
+type TokenizerThread<'scope> = std::thread::ScopedJoinHandle<'scope, std::result::Result<Result<Tokenizer>, String>>;
+
+/// The tokenizer built on a `gomlx-tokenizer` thread: a panic in the
+/// `tokenizers` crate prints nothing (`crate::panics`) and becomes an error.
+fn tokenizer_thread<'scope, 'env>(
+    scope: &'scope std::thread::Scope<'scope, 'env>,
+    path: &Path,
+    build: impl FnOnce() -> Result<Tokenizer> + Send + 'scope,
+) -> Result<TokenizerThread<'scope>> {
+    crate::panics::thread("tokenizer")
+        .spawn_scoped(scope, move || crate::panics::catch(build))
+        .map_err(|e| Error::Tokenizer(format!("{}: cannot start the tokenizer thread: {e}", path.display())))
+}
+
+fn join_tokenizer(t: TokenizerThread<'_>, path: &Path) -> Result<Tokenizer> {
+    t.join()
+        .map_err(|_| Error::Tokenizer(format!("{}: the tokenizer thread panicked", path.display())))?
+        .map_err(|what| Error::Tokenizer(format!("{}: building the tokenizer failed: internal error (panic): {what}", path.display())))?
 }

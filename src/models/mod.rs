@@ -133,7 +133,7 @@ impl Model {
             return Err(Error::Model(format!("{}: not a directory", dir.display())));
         }
         let cfg_path = dir.join("config.json");
-        let text = std::fs::read_to_string(&cfg_path).map_err(|e| Error::io(&cfg_path, e))?;
+        let text = crate::files::read_text(&cfg_path, crate::files::MAX_TEXT_FILE)?;
         let config = ModelConfig::from_json_str(&text).map_err(|e| Error::Model(format!("{}: {e}", dir.display())))?;
         let weights = Weights::load(dir)?;
         Model::from_weights(config, weights, opts)

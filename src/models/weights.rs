@@ -35,12 +35,16 @@ fn normalise(name: &str) -> Option<String> {
 pub fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
     let index = dir.join("model.safetensors.index.json");
     if index.is_file() {
-        let text = std::fs::read_to_string(&index).map_err(|e| Error::io(&index, e))?;
+        let text = crate::files::read_text(&index, crate::files::MAX_TEXT_FILE)?;
         let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| Error::Model(format!("{}: invalid JSON: {e}", index.display())))?;
         let map = v.get("weight_map").and_then(|m| m.as_object()).ok_or_else(|| Error::Model(format!("{}: no 'weight_map' object", index.display())))?;
         let mut files: Vec<String> = map.values().filter_map(|f| f.as_str().map(str::to_string)).collect();
         files.sort();
         files.dedup();
+        // Shards are files of this directory: no paths out of it.
+        if let Some(bad) = files.iter().find(|f| f.is_empty() || f.contains(['/', '\\']) || f.as_str() == ".." || f.as_str() == ".") {
+            return Err(Error::Model(format!("{}: weight_map names '{bad}', not a file name in the model directory", index.display())));
+        }
         return Ok(files.into_iter().map(|f| dir.join(f)).collect());
     }
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)

@@ -129,6 +129,8 @@ impl ChatFormat {
 pub struct ChatTemplate {
     source: String,
     env: Arc<Environment<'static>>,
+    /// Instructions one render may run (`crate::limits::TEMPLATE_FUEL`).
+    fuel: u64,
 }
 
 impl std::fmt::Debug for ChatTemplate {
@@ -158,6 +160,12 @@ fn check_messages(messages: &[ChatMessage]) -> Result<()> {
 impl ChatTemplate {
     /// Compiles a template; syntax errors are reported here, not at render time.
     pub fn new(source: impl Into<String>) -> Result<ChatTemplate> {
+        Self::with_fuel(source, crate::limits::TEMPLATE_FUEL)
+    }
+
+    /// `new` with another bound on the instructions of one render (the fuzz
+    /// targets use a small one).
+    pub fn with_fuel(source: impl Into<String>, fuel: u64) -> Result<ChatTemplate> {
         let source = source.into();
         let mut env = Environment::new();
         env.set_syntax(minijinja::syntax::SyntaxConfig::builder().trim_blocks(true).lstrip_blocks(true).build().map_err(template_err)?);
@@ -170,8 +178,12 @@ impl ChatTemplate {
         env.add_filter("tojson", tojson);
         env.add_function("raise_exception", raise_exception);
         env.add_function("strftime_now", strftime_now);
+        // Bounded: a template that never ends runs out of fuel, and macro
+        // recursion stops early (every limit is in `crate::limits`).
+        env.set_fuel(Some(fuel));
+        env.set_recursion_limit(TEMPLATE_RECURSION);
         env.add_template_owned(TEMPLATE_NAME, strip_generation_tags(&source)).map_err(template_err)?;
-        Ok(ChatTemplate { source, env: Arc::new(env) })
+        Ok(ChatTemplate { source, env: Arc::new(env), fuel })
     }
 
     /// The template text as the model ships it.
@@ -200,9 +212,80 @@ impl ChatTemplate {
         let now = options.now.unwrap_or_else(|| chrono::Local::now().naive_local());
         ctx.insert(NOW_KEY.into(), Json::from(now.format(NOW_FORMAT).to_string()));
 
-        let template = self.env.get_template(TEMPLATE_NAME).map_err(template_err)?;
-        template.render(Value::from(Serde(&Json::Object(ctx)))).map_err(template_err)
+        let limit = crate::limits::TEMPLATE_OUTPUT_BASE.saturating_add(crate::limits::TEMPLATE_OUTPUT_FACTOR.saturating_mul(json_text_bytes(&ctx)));
+        let ctx = Value::from(Serde(&Json::Object(ctx)));
+        // On a thread of its own with a large stack: values a template nests
+        // deeply (within its fuel) are printed, compared and dropped recursively
+        // by minijinja, and the caller's thread (a Go or Swift thread calling
+        // the C ABI) may have a small stack. A panic there prints nothing.
+        std::thread::scope(|scope| {
+            crate::panics::thread("template")
+                .stack_size(TEMPLATE_STACK)
+                .spawn_scoped(scope, || crate::panics::catch(|| self.render_bounded(ctx, limit)))
+                .map_err(|e| Error::Template(format!("cannot start the rendering thread: {e}")))?
+                .join()
+                .map_err(|_| Error::Template("the rendering thread panicked".into()))?
+                .map_err(|what| Error::Template(format!("internal error (panic): {what}")))?
+        })
     }
+
+    /// Renders within `crate::limits::TEMPLATE_FUEL` instructions and `limit`
+    /// bytes of output; either limit is an error naming it.
+    fn render_bounded(&self, ctx: Value, limit: usize) -> Result<String> {
+        let template = self.env.get_template(TEMPLATE_NAME).map_err(template_err)?;
+        let mut out = Bounded { buf: Vec::new(), limit, over: false };
+        match template.render_captured_to(ctx, &mut out).map(drop) {
+            Ok(_) => {}
+            Err(_) if out.over => {
+                return Err(Error::Template(format!("the rendered prompt exceeds the limit of {limit} bytes")));
+            }
+            Err(e) if e.kind() == ErrorKind::OutOfFuel => {
+                return Err(Error::Template(format!("rendering ran past the limit of {} template instructions (a loop that does not end?)", self.fuel)));
+            }
+            Err(e) => return Err(template_err(e)),
+        }
+        String::from_utf8(out.buf).map_err(|_| Error::Template("the rendered prompt is not valid UTF-8".into()))
+    }
+}
+
+/// Macro calls a render may nest (chat templates use two or three).
+const TEMPLATE_RECURSION: usize = 64;
+/// Stack of the rendering thread: reserved address space, touched only as deep as a render goes.
+const TEMPLATE_STACK: usize = 256 << 20;
+
+/// A writer that refuses to grow past `limit` bytes.
+struct Bounded {
+    buf: Vec<u8>,
+    limit: usize,
+    over: bool,
+}
+
+impl std::io::Write for Bounded {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        if self.buf.len().saturating_add(data.len()) > self.limit {
+            self.over = true;
+            return Err(std::io::Error::other("output limit"));
+        }
+        self.buf.extend_from_slice(data);
+        Ok(data.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Bytes of text in a render's inputs (strings and keys), which bound what a
+/// sane template writes.
+fn json_text_bytes(m: &Map<String, Json>) -> usize {
+    fn walk(v: &Json) -> usize {
+        match v {
+            Json::String(s) => s.len(),
+            Json::Array(a) => a.iter().map(walk).fold(0, usize::saturating_add),
+            Json::Object(o) => o.iter().map(|(k, v)| k.len().saturating_add(walk(v))).fold(0, usize::saturating_add),
+            _ => 8,
+        }
+    }
+    m.iter().map(|(k, v)| k.len().saturating_add(walk(v))).fold(0, usize::saturating_add)
 }
 
 /// transformers drops keys whose value is null, then mirrors the reasoning text under
@@ -229,7 +312,8 @@ fn strip_generation_tags(source: &str) -> String {
     while let Some(pos) = rest.find("{%") {
         out.push_str(&rest[..pos]);
         let tag = &rest[pos..];
-        let Some(end) = tag.find("%}") else {
+        // The closing "%}" after the opening "{%" ("{%}" has none: found by fuzzing).
+        let Some(end) = tag[2..].find("%}").map(|e| e + 2) else {
             out.push_str(tag);
             return out;
         };
@@ -347,6 +431,13 @@ mod tests {
     fn generation_tags_are_transparent() {
         let src = "{% for m in messages %}{% generation %}{{ m.content }}{%- endgeneration %}{% endfor %}";
         assert_eq!(render(src, &[ChatMessage::user("a"), ChatMessage::assistant("b")]).unwrap(), "ab");
+    }
+
+    #[test]
+    fn an_unclosed_tag_is_a_syntax_error_not_a_panic() {
+        assert_eq!(strip_generation_tags("{%}"), "{%}");
+        assert_eq!(strip_generation_tags("a{%-%}b"), "a{%-%}b");
+        assert!(ChatTemplate::new("{%}").is_err());
     }
 
     #[test]

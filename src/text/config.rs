@@ -33,20 +33,13 @@ pub(crate) struct DirConfig {
 }
 
 pub(crate) fn read_json(path: &Path) -> Result<Option<Json>> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(Error::io(path, e)),
-    };
+    // Regular files only (a FIFO would block), within a size limit.
+    let Some(text) = crate::files::read_text_if_exists(path, crate::files::MAX_TEXT_FILE)? else { return Ok(None) };
     serde_json::from_str(&text).map(Some).map_err(|e| Error::Tokenizer(format!("{}: invalid JSON: {e}", path.display())))
 }
 
 fn read_text(path: &Path) -> Result<Option<String>> {
-    match std::fs::read_to_string(path) {
-        Ok(t) => Ok(Some(t)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(Error::io(path, e)),
-    }
+    crate::files::read_text_if_exists(path, crate::files::MAX_TEXT_FILE)
 }
 
 /// A special token is written either as a string or as an AddedToken-style object
@@ -158,7 +151,7 @@ impl DirConfig {
                     continue;
                 }
                 let Some(name) = path.file_stem().and_then(|s| s.to_str()) else { continue };
-                let source = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+                let source = crate::files::read_text(&path, crate::files::MAX_TEXT_FILE)?;
                 named.push((name.to_string(), source));
             }
             named.sort();

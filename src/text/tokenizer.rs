@@ -47,6 +47,17 @@ fn tk_err(what: &str, e: impl std::fmt::Display) -> Error {
     Error::Tokenizer(format!("{what}: {e}"))
 }
 
+/// Runs a call into the `tokenizers` crate, which panics on some inputs
+/// (Oniguruma's "retry-limit-in-match over" when a pre-tokenizer regex
+/// backtracks catastrophically): the panic becomes an error naming `what`
+/// and prints nothing (`crate::panics`).
+fn guarded<T>(what: &str, f: impl FnOnce() -> T) -> Result<T> {
+    crate::panics::catch(f).map_err(|p| Error::Tokenizer(format!("{what}: the tokenizer failed on this input ({p})")))
+}
+
+/// Texts per encoding thread below which `encode_batch` stays on the caller's thread.
+const BATCH_CHUNK: usize = 16;
+
 impl Tokenizer {
     /// Loads `tokenizer.json` and the configs beside it (see docs/text.md for the rules).
     pub fn from_dir(dir: impl AsRef<Path>) -> Result<Tokenizer> {
@@ -55,7 +66,10 @@ impl Tokenizer {
         if !path.is_file() {
             return Err(Error::Tokenizer(format!("{}: no tokenizer.json", dir.display())));
         }
-        let mut inner = tokenizers::Tokenizer::from_file(&path).map_err(|e| tk_err(&path.display().to_string(), e))?;
+        // Read within a size limit (and never from a FIFO), parsed inside a panic guard.
+        let text = crate::files::read_text(&path, crate::files::MAX_TEXT_FILE)?;
+        let mut inner = guarded(&path.display().to_string(), || text.parse::<tokenizers::Tokenizer>())?.map_err(|e| tk_err(&path.display().to_string(), e))?;
+        drop(text);
         let cfg = DirConfig::load(dir)?;
 
         // Tokens declared only in tokenizer_config.json must exist with the declared id.
@@ -170,7 +184,11 @@ impl Tokenizer {
     /// Encodes one text. With `add_special_tokens` the post-processor runs (BOS for
     /// Llama 3.1, Gemma) and `add_bos`/`add_eos` fill in what it did not add.
     pub fn encode(&self, text: &str, add_special_tokens: bool) -> Result<Vec<u32>> {
-        let enc = self.inner.encode_fast(text, add_special_tokens).map_err(|e| tk_err("encode", e))?;
+        self.encode_named(text, add_special_tokens, "encode")
+    }
+
+    fn encode_named(&self, text: &str, add_special_tokens: bool, what: &str) -> Result<Vec<u32>> {
+        let enc = guarded(what, || self.inner.encode_fast(text, add_special_tokens))?.map_err(|e| tk_err(what, e))?;
         let mut ids = enc.get_ids().to_vec();
         if add_special_tokens {
             self.add_missing_specials(&mut ids);
@@ -178,19 +196,35 @@ impl Tokenizer {
         Ok(ids)
     }
 
-    /// Encodes many texts in parallel (the `tokenizers` rayon pool).
+    /// Encodes many texts in parallel, on threads of gomlx's own (`gomlx-encode`,
+    /// so a panic in the tokenizer stays quiet and becomes this call's error;
+    /// the `tokenizers` rayon pool would print it on its worker thread).
     pub fn encode_batch(&self, texts: &[&str], add_special_tokens: bool) -> Result<Vec<Vec<u32>>> {
-        let encs = self.inner.encode_batch_fast(texts.to_vec(), add_special_tokens).map_err(|e| tk_err("encode_batch", e))?;
-        Ok(encs
-            .into_iter()
-            .map(|enc| {
-                let mut ids = enc.get_ids().to_vec();
-                if add_special_tokens {
-                    self.add_missing_specials(&mut ids);
-                }
-                ids
-            })
-            .collect())
+        let encode_range = |start: usize, chunk: &[&str]| -> Result<Vec<Vec<u32>>> {
+            chunk.iter().enumerate().map(|(i, t)| self.encode_named(t, add_special_tokens, &format!("encode_batch: text {}", start + i))).collect()
+        };
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(texts.len().div_ceil(BATCH_CHUNK));
+        if threads <= 1 {
+            return encode_range(0, texts);
+        }
+        let per = texts.len().div_ceil(threads);
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = texts
+                .chunks(per)
+                .enumerate()
+                .map(|(c, chunk)| {
+                    let encode_range = &encode_range;
+                    crate::panics::thread("encode").spawn_scoped(scope, move || encode_range(c * per, chunk))
+                })
+                .collect();
+            let mut out = Vec::with_capacity(texts.len());
+            for h in handles {
+                let h = h.map_err(|e| Error::Tokenizer(format!("encode_batch: cannot start a thread: {e}")))?;
+                let ids = h.join().map_err(|_| Error::Tokenizer("encode_batch: an encoding thread panicked".into()))??;
+                out.extend(ids);
+            }
+            Ok(out)
+        })
     }
 
     fn add_missing_specials(&self, ids: &mut Vec<u32>) {
@@ -214,7 +248,7 @@ impl Tokenizer {
             let vocab = self.vocab_size;
             return Err(Error::Tokenizer(format!("decode: id {bad} is outside the vocabulary ({vocab} tokens)")));
         }
-        self.inner.decode(ids, skip_special_tokens).map_err(|e| tk_err("decode", e))
+        guarded("decode", || self.inner.decode(ids, skip_special_tokens))?.map_err(|e| tk_err("decode", e))
     }
 
     /// The model's own chat template ("default", or the only one there is).

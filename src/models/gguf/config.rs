@@ -69,6 +69,26 @@ pub fn f32_json(v: f64) -> Json {
     serde_json::from_str(&format!("{f:?}")).unwrap_or(json!(v))
 }
 
+/// The sizes a GGUF file states, against `crate::limits` (named by their GGUF
+/// keys), before any of them sizes an allocation; the rest of the config is
+/// checked where config.json's is (`ModelConfig::from_value`).
+fn check_sizes(file: &GgufFile, key: &dyn Fn(&str) -> String, sizes: &[(u64, &str)]) -> Result<()> {
+    use crate::limits::*;
+    let source = file.path().display().to_string();
+    for &(v, k) in sizes {
+        let max = match k {
+            "embedding_length" => MAX_HIDDEN,
+            "block_count" => MAX_LAYERS,
+            "attention.head_count" | "attention.head_count_kv" => MAX_HEADS,
+            "feed_forward_length" => MAX_INTERMEDIATE,
+            "attention.key_length" => MAX_HEAD_DIM,
+            _ => MAX_POSITIONS,
+        };
+        check(&source, &key(k), v, 1, max)?;
+    }
+    Ok(())
+}
+
 /// Build the Hugging Face config for a GGUF file.
 pub fn hf_config(file: &GgufFile) -> Result<Json> {
     let arch = GgufArch::of(file)?;
@@ -95,6 +115,19 @@ pub fn hf_config(file: &GgufFile) -> Result<Json> {
     };
     let rope_theta = file.get_f64(&key("rope.freq_base"))?.unwrap_or(arch.default_rope_theta);
     let ctx = file.require_u64(&key("context_length"))?;
+    check_sizes(
+        file,
+        &key,
+        &[
+            (hidden, "embedding_length"),
+            (layers, "block_count"),
+            (heads, "attention.head_count"),
+            (kv_heads, "attention.head_count_kv"),
+            (ffn, "feed_forward_length"),
+            (head_dim, "attention.key_length"),
+            (ctx, "context_length"),
+        ],
+    )?;
 
     let vocab = match file.tensor("token_embd.weight") {
         Some(t) if t.dims.len() == 2 => t.dims[1],
@@ -104,6 +137,7 @@ pub fn hf_config(file: &GgufFile) -> Result<Json> {
         },
     };
     let tied = file.tensor("output.weight").is_none();
+    crate::limits::check(&file.path().display().to_string(), "the vocabulary size", vocab, 1, crate::limits::MAX_VOCAB)?;
 
     let mut c = Map::new();
     c.insert("model_type".into(), json!(arch.model_type));

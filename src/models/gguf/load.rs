@@ -125,7 +125,20 @@ pub enum Reader {
 
 /// The model config and weights of a GGUF file, ready for `Model::from_weights`.
 pub fn config_and_weights(g: &GgufModel, reader: Reader) -> Result<(ModelConfig, Weights)> {
-    let mut config = ModelConfig::from_value(&g.config)?;
+    let mut config = ModelConfig::from_value(&g.config).map_err(|e| g.file.error(format!("the model described by the metadata: {e}")))?;
+    // Block-quantised tensors are matrices in every model; MLX's reader fails
+    // on others with a message that names neither the tensor nor the file.
+    for (_, info) in g.names()? {
+        if info.ty.block().0 > 1 && info.dims.len() != 2 {
+            return Err(g.file.error(format!(
+                "tensor '{}' is {} with {} dimension(s) {:?}; quantised tensors must be matrices",
+                info.name,
+                info.ty.name(),
+                info.dims.len(),
+                info.dims
+            )));
+        }
+    }
     let native = match reader {
         Reader::Auto => is_native(g)?,
         Reader::Mlx => {

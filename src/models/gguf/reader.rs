@@ -7,7 +7,6 @@
 //! `general.alignment` (default 32), then the tensor data.
 
 use std::collections::HashMap;
-use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use memmap2::Mmap;
@@ -19,6 +18,18 @@ use crate::{Error, Result};
 pub const DEFAULT_ALIGNMENT: u64 = 32;
 /// ggml tensors have at most four dimensions.
 const MAX_DIMS: u32 = 4;
+/// Metadata entries and tensor infos a header may declare (real files: about
+/// 50 entries and a few thousand tensors); checked before the loops that read them.
+pub const MAX_METADATA: u64 = 1 << 20;
+pub const MAX_TENSORS: u64 = 1 << 20;
+/// Array elements in all metadata together (a 262k vocabulary's tokens,
+/// scores, types and merges are about 10^6): bounds the memory of the parsed
+/// values whatever the file's size.
+pub const MAX_ARRAY_ELEMENTS: u64 = 1 << 24;
+/// Bytes of a metadata key or a tensor name (the GGUF specification: 65 535).
+pub const MAX_NAME: u64 = 65_535;
+/// `general.alignment` (ggml uses 32; MLX and llama.cpp accept powers of two).
+pub const MAX_ALIGNMENT: u64 = 1 << 16;
 
 /// One metadata value.
 #[derive(Debug, Clone, PartialEq)]
@@ -141,6 +152,17 @@ impl TensorInfo {
     }
 }
 
+/// What `parse_bytes` finds in a file.
+struct Parsed {
+    version: u32,
+    metadata: Vec<(String, Value)>,
+    index: HashMap<String, usize>,
+    tensors: Vec<TensorInfo>,
+    tensor_index: HashMap<String, usize>,
+    alignment: u64,
+    data_offset: u64,
+}
+
 /// A parsed, memory-mapped GGUF file.
 pub struct GgufFile {
     path: PathBuf,
@@ -178,6 +200,21 @@ struct Cursor<'a> {
     buf: &'a [u8],
     pos: usize,
     path: &'a Path,
+    /// Array elements still allowed (`MAX_ARRAY_ELEMENTS` in all).
+    elements: u64,
+}
+
+/// The fewest bytes a value of GGUF type `ty` takes in the file.
+fn min_value_bytes(ty: u32) -> Option<u64> {
+    Some(match ty {
+        0 | 1 | 7 => 1,
+        2 | 3 => 2,
+        4..=6 => 4,
+        10..=12 => 8,
+        8 => 8,  // a string: its u64 length
+        9 => 12, // an array: u32 type + u64 count
+        _ => return None,
+    })
 }
 
 impl<'a> Cursor<'a> {
@@ -212,6 +249,17 @@ impl<'a> Cursor<'a> {
         String::from_utf8(bytes.to_vec()).map_err(|_| err(self.path, format!("{} is not valid UTF-8", what())))
     }
 
+    /// A key or a name: a string of at most `MAX_NAME` bytes.
+    fn name(&mut self, what: &dyn Fn() -> String) -> Result<String> {
+        let start = self.pos;
+        let len = self.u64(what)?;
+        if len > MAX_NAME {
+            return Err(err(self.path, format!("{} at offset {start} is {len} bytes long, more than the limit of {MAX_NAME}", what())));
+        }
+        self.pos = start;
+        self.string(what)
+    }
+
     fn remaining(&self) -> u64 {
         (self.buf.len() - self.pos) as u64
     }
@@ -237,11 +285,21 @@ impl<'a> Cursor<'a> {
                 }
                 let elem = self.u32(what)?;
                 let n = self.u64(what)?;
-                // Every element takes at least one byte: a count past the end is a truncation,
-                // found before allocating for it.
-                if n > self.remaining() {
+                let Some(min) = min_value_bytes(elem) else {
+                    return Err(err(self.path, format!("{} is an array of unknown value type {elem}", what())));
+                };
+                // Every element takes at least `min` bytes: a count past the end is a
+                // truncation, found before allocating for it.
+                if n.checked_mul(min).is_none_or(|b| b > self.remaining()) {
                     return Err(err(self.path, format!("truncated file: {} is an array of {n} elements but only {} bytes remain", what(), self.remaining())));
                 }
+                if n > self.elements {
+                    return Err(err(
+                        self.path,
+                        format!("{} is an array of {n} elements: the metadata's arrays would exceed the limit of {MAX_ARRAY_ELEMENTS} elements in all", what()),
+                    ));
+                }
+                self.elements -= n;
                 let mut v = Vec::with_capacity(n as usize);
                 for _ in 0..n {
                     v.push(self.value(elem, what, depth + 1)?);
@@ -260,21 +318,40 @@ impl GgufFile {
     /// Map and parse a GGUF file.
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        let file = File::open(path).map_err(|e| Error::io(path, e))?;
+        // Regular files only: opening a FIFO named x.gguf would block forever.
+        let (file, _) = crate::files::open_regular(path)?;
         // SAFETY: the map is read-only; like every mmap-based model loader we rely on the file
         // not being truncated underneath us while it is open.
         let map = unsafe { Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
         Self::parse(path.to_path_buf(), map)
     }
 
+    /// A GGUF file from bytes in memory (copied into an anonymous map), as
+    /// if read from `path`; for tests and the fuzz targets.
+    pub fn from_bytes(path: impl Into<PathBuf>, bytes: &[u8]) -> Result<Self> {
+        let path = path.into();
+        let mut map = memmap2::MmapMut::map_anon(bytes.len().max(1)).map_err(|e| Error::io(&path, e))?;
+        map[..bytes.len()].copy_from_slice(bytes);
+        let map = map.make_read_only().map_err(|e| Error::io(&path, e))?;
+        let parsed = Self::parse_bytes(&path, &map[..bytes.len()])?;
+        let Parsed { version, metadata, index, tensors, tensor_index, alignment, data_offset } = parsed;
+        Ok(GgufFile { path, map, version, metadata, index, tensors, tensor_index, alignment, data_offset })
+    }
+
     fn parse(path: PathBuf, map: Mmap) -> Result<Self> {
-        let buf: &[u8] = &map;
-        let p = path.as_path();
+        let parsed = Self::parse_bytes(&path, &map)?;
+        let Parsed { version, metadata, index, tensors, tensor_index, alignment, data_offset } = parsed;
+        Ok(GgufFile { path, map, version, metadata, index, tensors, tensor_index, alignment, data_offset })
+    }
+
+    /// Parses and checks a whole file held in memory (header, metadata, tensor
+    /// infos, data bounds); `p` names it in errors. Fuzzed (docs/fuzzing.md).
+    fn parse_bytes(p: &Path, buf: &[u8]) -> Result<Parsed> {
         if buf.len() < 4 || &buf[..4] != b"GGUF" {
             let got = &buf[..buf.len().min(4)];
             return Err(err(p, format!("not a GGUF file (bad magic {got:02x?}, expected \"GGUF\")")));
         }
-        let mut c = Cursor { buf, pos: 4, path: p };
+        let mut c = Cursor { buf, pos: 4, path: p, elements: MAX_ARRAY_ELEMENTS };
         let version = c.u32(&|| "the header's version".into())?;
         match version {
             2 | 3 => {}
@@ -284,11 +361,17 @@ impl GgufFile {
         }
         let n_tensors = c.u64(&|| "the header's tensor count".into())?;
         let n_kv = c.u64(&|| "the header's metadata count".into())?;
+        if n_tensors > MAX_TENSORS {
+            return Err(err(p, format!("the header's tensor count {n_tensors} exceeds the limit of {MAX_TENSORS}")));
+        }
+        if n_kv > MAX_METADATA {
+            return Err(err(p, format!("the header's metadata count {n_kv} exceeds the limit of {MAX_METADATA}")));
+        }
 
         let mut metadata = Vec::new();
         let mut index = HashMap::new();
         for i in 0..n_kv {
-            let key = c.string(&|| format!("metadata key #{i}"))?;
+            let key = c.name(&|| format!("metadata key #{i}"))?;
             let ty = c.u32(&|| format!("the type of metadata key '{key}'"))?;
             let value = c.value(ty, &|| format!("the value of metadata key '{key}'"), 0)?;
             index.insert(key.clone(), metadata.len());
@@ -298,15 +381,15 @@ impl GgufFile {
         let alignment = match metadata.iter().find(|(k, _)| k == "general.alignment") {
             None => DEFAULT_ALIGNMENT,
             Some((_, v)) => match v.as_u64() {
-                Some(a) if a > 0 && a.is_power_of_two() => a,
-                _ => return Err(err(p, format!("general.alignment must be a power of two, got {v:?}"))),
+                Some(a) if a > 0 && a.is_power_of_two() && a <= MAX_ALIGNMENT => a,
+                _ => return Err(err(p, format!("general.alignment must be a power of two up to {MAX_ALIGNMENT}, got {v:?}"))),
             },
         };
 
         let mut tensors = Vec::new();
         let mut tensor_index = HashMap::new();
         for i in 0..n_tensors {
-            let name = c.string(&|| format!("the name of tensor info #{i}"))?;
+            let name = c.name(&|| format!("the name of tensor info #{i}"))?;
             let what = || format!("the info of tensor '{name}'");
             let n_dims = c.u32(&what)?;
             if n_dims == 0 || n_dims > MAX_DIMS {
@@ -319,6 +402,9 @@ impl GgufFile {
             let type_id = c.u32(&what)?;
             let offset = c.u64(&what)?;
             let ty = GgmlType::from_id(type_id).ok_or_else(|| err(p, format!("tensor '{name}' has unknown ggml tensor type id {type_id}")))?;
+            if let Some(&d) = dims.iter().find(|&&d| d == 0 || d > crate::limits::MAX_DIM) {
+                return Err(err(p, format!("tensor '{name}' has dimensions {dims:?}: {d} is not in 1..={}", crate::limits::MAX_DIM)));
+            }
             let n: u64 = dims
                 .iter()
                 .try_fold(1u64, |a, &d| a.checked_mul(d))
@@ -330,7 +416,10 @@ impl GgufFile {
                     format!("tensor '{name}' of type {} has a row of {} elements, not a multiple of its block size {block}", ty.name(), dims[0]),
                 ));
             }
-            let size = n / block as u64 * bytes as u64;
+            // Checked: element count × block bytes wraps u64 for dimensions near 2^62.
+            let size = (n / block as u64)
+                .checked_mul(bytes as u64)
+                .ok_or_else(|| err(p, format!("tensor '{name}' of type {} with dimensions {dims:?} has a byte size that overflows", ty.name())))?;
             if offset % alignment != 0 {
                 return Err(err(p, format!("tensor '{name}' data offset {offset} is not aligned to {alignment}")));
             }
@@ -342,6 +431,9 @@ impl GgufFile {
 
         let data_offset = (c.pos as u64).div_ceil(alignment) * alignment;
         let file_len = buf.len() as u64;
+        if !tensors.is_empty() && data_offset > file_len {
+            return Err(err(p, format!("truncated file: the tensor data would start at {data_offset}, past the end ({file_len} bytes)")));
+        }
         for t in &tensors {
             let start = data_offset.checked_add(t.offset);
             let end = start.and_then(|s| s.checked_add(t.size));
@@ -361,7 +453,7 @@ impl GgufFile {
             }
         }
 
-        Ok(GgufFile { path, map, version, metadata, index, tensors, tensor_index, alignment, data_offset })
+        Ok(Parsed { version, metadata, index, tensors, tensor_index, alignment, data_offset })
     }
 
     pub fn path(&self) -> &Path {

@@ -133,12 +133,61 @@ pub fn merges_from_vocab(tokens: &[String], score: &dyn Fn(usize) -> f64) -> Vec
         merges.extend(local.drain(..).map(|(_, _, m)| m));
     }
     // Stable sort, descending on (score, len(left), len(right)).
-    merges.sort_by(|a, b| b.score.partial_cmp(&a.score).unwrap_or(std::cmp::Ordering::Equal).then(b.ll.cmp(&a.ll)).then(b.rl.cmp(&a.rl)));
+    // A total order (a NaN score made partial_cmp's order inconsistent and the sort
+    // panic; found by fuzzing); + 0.0 keeps -0.0 and 0.0 equal, as partial_cmp did.
+    merges.sort_by(|a, b| (b.score + 0.0).total_cmp(&(a.score + 0.0)).then(b.ll.cmp(&a.ll)).then(b.rl.cmp(&a.rl)));
     merges.into_iter().map(|m| (m.l.to_string(), m.r.to_string())).collect()
 }
 
 fn tok_err(file: &GgufFile, msg: impl std::fmt::Display) -> Error {
     Error::Tokenizer(format!("{}: {msg}", file.path().display()))
+}
+
+/// Bounds on the vocabulary before anything is built from it: the token
+/// count, each token's length, and the work of recovering SentencePiece
+/// merges (quadratic in a token's length).
+fn check_vocabulary(file: &GgufFile, tokens: &[String]) -> Result<()> {
+    use crate::limits::{MAX_TOKEN_BYTES, MAX_VOCAB};
+    if tokens.is_empty() || tokens.len() as u64 > MAX_VOCAB {
+        return Err(tok_err(file, format!("tokenizer.ggml.tokens has {} entries (1 to {MAX_VOCAB} allowed)", tokens.len())));
+    }
+    let mut work = 0u64;
+    for (i, t) in tokens.iter().enumerate() {
+        if t.len() > MAX_TOKEN_BYTES {
+            return Err(tok_err(file, format!("tokenizer.ggml.tokens[{i}] is {} bytes long, more than the limit of {MAX_TOKEN_BYTES}", t.len())));
+        }
+        work += (t.len() as u64).pow(2);
+    }
+    if work > MERGE_WORK {
+        return Err(tok_err(
+            file,
+            format!("tokenizer.ggml.tokens is too large to derive merges from (sum of squared token lengths {work}, limit {MERGE_WORK})"),
+        ));
+    }
+    Ok(())
+}
+
+/// Bound on the sum of squared token lengths (bytes): `merges_from_vocab`
+/// looks up every split of every token. Gemma 3's 262k vocabulary: about 10^7.
+const MERGE_WORK: u64 = 1 << 31;
+
+/// An error of the `tokenizers` crate on the tokenizer.json gomlx built from
+/// the metadata, without the line and column of that internal JSON, naming
+/// the metadata the failing part came from.
+fn build_error(file: &GgufFile, j: &Json, e: impl std::fmt::Display) -> Error {
+    let strip = |m: String| match m.rfind(" at line ") {
+        Some(i) if m[i..].contains(" column ") => m[..i].to_string(),
+        _ => m,
+    };
+    let msg = strip(e.to_string());
+    // Which part fails on its own decides what the message blames.
+    let model_fails = serde_json::from_value::<tokenizers::ModelWrapper>(j["model"].clone()).is_err();
+    let what = if model_fails {
+        "the tokenizer's model from tokenizer.ggml.tokens, tokenizer.ggml.merges and tokenizer.ggml.scores"
+    } else {
+        "the tokenizer from tokenizer.ggml.* (special or added tokens, types)"
+    };
+    tok_err(file, format!("building {what}: {msg}"))
 }
 
 fn added(id: usize, content: &str, special: bool) -> Json {
@@ -151,6 +200,7 @@ impl GgufTokenizer {
     pub fn from_gguf(file: &GgufFile) -> Result<Self> {
         let model = file.require_str("tokenizer.ggml.model")?;
         let tokens: Vec<String> = file.require_str_array("tokenizer.ggml.tokens")?.into_iter().map(str::to_owned).collect();
+        check_vocabulary(file, &tokens)?;
         let types = file.get_i64_array("tokenizer.ggml.token_type")?;
         if let Some(t) = &types {
             if t.len() != tokens.len() {
@@ -237,7 +287,7 @@ impl GgufTokenizer {
         j["post_processor"] = json!({"type": "TemplateProcessing", "single": single, "pair": pair, "special_tokens": specials});
 
         let text = serde_json::to_string(&j).map_err(|e| tok_err(file, e))?;
-        let tokenizer: tokenizers::Tokenizer = text.parse().map_err(|e| tok_err(file, format!("building the tokenizer: {e}")))?;
+        let tokenizer: tokenizers::Tokenizer = text.parse().map_err(|e| build_error(file, &j, e))?;
         Ok(GgufTokenizer { tokenizer, json: j, bos, eos, pad, unk, add_bos, add_eos, chat_template })
     }
 
@@ -292,6 +342,10 @@ impl GgufTokenizer {
             let scores = file.get_f64_array("tokenizer.ggml.scores")?.ok_or_else(|| file.error("missing required metadata key 'tokenizer.ggml.scores'"))?;
             if scores.len() != tokens.len() {
                 return Err(tok_err(file, format!("{} scores for {} tokens", scores.len(), tokens.len())));
+            }
+            // A NaN score has no rank (found by fuzzing: the merge sort panicked).
+            if let Some(i) = scores.iter().position(|s| s.is_nan()) {
+                return Err(tok_err(file, format!("tokenizer.ggml.scores[{i}] is NaN")));
             }
             let merges = match file.get_str_array("tokenizer.ggml.merges")? {
                 Some(m) => m

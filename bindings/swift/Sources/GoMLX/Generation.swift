@@ -69,6 +69,8 @@ public struct Metrics: Sendable, Hashable {
     public let peakMemory: Int
     /// MLX's active memory in bytes (process-wide) when the generation ended.
     public let activeMemory: Int
+    /// The most generations that decoded in one step with this one (continuous batching).
+    public let batchRowsMax: Int
 
     init(_ m: gm_metrics) {
         finishReason = FinishReason(m.finish_reason)
@@ -82,6 +84,7 @@ public struct Metrics: Sendable, Hashable {
         decodeTokensPerSecond = m.decode_tokens_per_s
         peakMemory = m.peak_memory_bytes
         activeMemory = m.active_memory_bytes
+        batchRowsMax = m.batch_rows_max
     }
 }
 

@@ -270,8 +270,9 @@ public final class Model: Sendable {
 
     // MARK: Discovery
 
-    /// Finds model directories (config.json of a supported architecture plus
-    /// safetensors weights) at or below `directory`, sorted by path.
+    /// Finds models at or below `directory`, sorted by path: directories
+    /// (config.json of a supported architecture plus safetensors weights) and
+    /// `.gguf` files (``DiscoveredModel/supported`` says whether gomlx loads them).
     public static func discover(in directory: String) throws -> [DiscoveredModel] {
         let arena = CArena()
         let dir = try arena.string(directory, "directory")
@@ -283,16 +284,24 @@ public final class Model: Sendable {
             DiscoveredModel(
                 path: String(cString: r.paths[i]!), architecture: String(cString: r.architectures[i]!),
                 quantization: r.quant_bits[i] == 0 ? nil
-                    : Quantization(bits: Int(r.quant_bits[i]), groupSize: Int(r.quant_group_sizes[i])))
+                    : Quantization(bits: Int(r.quant_bits[i]), groupSize: Int(r.quant_group_sizes[i])),
+                format: String(cString: r.formats[i]!), supported: r.supported[i], sizeBytes: Int(r.size_bytes[i]))
         }
     }
 }
 
-/// A model directory that ``Model/discover(in:)`` found.
+/// A model that ``Model/discover(in:)`` found.
 public struct DiscoveredModel: Sendable, Hashable {
+    /// A model directory or a `.gguf` file.
     public let path: String
     public let architecture: String
     public let quantization: Quantization?
+    /// "safetensors" (a directory) or "gguf".
+    public let format: String
+    /// Whether gomlx loads the architecture.
+    public let supported: Bool
+    /// Bytes of the weight files.
+    public let sizeBytes: Int
 }
 
 /// A chat session: pass the whole conversation each turn (earlier messages,

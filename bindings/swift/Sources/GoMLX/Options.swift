@@ -50,15 +50,26 @@ public struct LoadOptions: Sendable, Hashable {
     /// `gomlx lora` and `mlx_lm.lora` write it) applied at load. An adapter that
     /// does not fit the model fails the load with a message naming what does not fit.
     public var adapterPath: String?
+    /// The device-strategy knobs (docs/tuning.md).
+    public var tuning: Tuning
+    /// Most generations decoding in one batch (continuous batching); nil: 64 on a GPU, 32 on the CPU.
+    public var maxBatch: Int?
+    /// Bytes of KV the prefix cache keeps from finished requests, so requests
+    /// sharing a prompt prefix skip its prefill; nil: off.
+    public var prefixCacheBytes: Int?
 
     public init(device: Device = .automatic, dtype: DType? = nil, contextLength: Int? = nil,
-                memoryLimit: Int? = nil, cacheLimit: Int? = nil, adapterPath: String? = nil) {
+                memoryLimit: Int? = nil, cacheLimit: Int? = nil, adapterPath: String? = nil,
+                tuning: Tuning = Tuning(), maxBatch: Int? = nil, prefixCacheBytes: Int? = nil) {
         self.device = device
         self.dtype = dtype
         self.contextLength = contextLength
         self.memoryLimit = memoryLimit
         self.cacheLimit = cacheLimit
         self.adapterPath = adapterPath
+        self.tuning = tuning
+        self.maxBatch = maxBatch
+        self.prefixCacheBytes = prefixCacheBytes
     }
 
     func withC<R>(_ body: (UnsafePointer<gm_load_options>) throws -> R) throws -> R {
@@ -71,6 +82,9 @@ public struct LoadOptions: Sendable, Hashable {
         o.memory_limit = try size(memoryLimit, "memoryLimit")
         o.cache_limit = try size(cacheLimit, "cacheLimit")
         o.adapter_path = try arena.optionalString(adapterPath, "adapterPath")
+        try tuning.apply(&o)
+        o.max_batch = try size(maxBatch, "maxBatch")
+        o.prefix_cache_bytes = try size(prefixCacheBytes, "prefixCacheBytes")
         return try withExtendedLifetime(arena) { try withUnsafePointer(to: &o) { try body($0) } }
     }
 }

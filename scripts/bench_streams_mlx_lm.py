@@ -26,6 +26,7 @@ def pct(v, p):
 
 def run_level(model, prompts, max_tokens):
     n = len(prompts)
+    mx.reset_peak_memory()
     gen = BatchGenerator(
         model,
         max_tokens=max_tokens,
@@ -47,6 +48,8 @@ def run_level(model, prompts, max_tokens):
             break
     wall = time.perf_counter() - t0
     gen.close()
+    mx.synchronize()
+    peak, active = mx.get_peak_memory(), mx.get_active_memory()
     ttft = [t[0] for t in times.values() if t]
     gaps = [b - a for t in times.values() for a, b in zip(t, t[1:])]
     tokens = sum(len(t) for t in times.values())
@@ -61,6 +64,8 @@ def run_level(model, prompts, max_tokens):
         "itl_p99_s": pct(gaps, 0.99),
         "worst_gap_s": max(gaps) if gaps else float("nan"),
         "classify_calls": 0,
+        "peak_bytes": peak,
+        "active_after_bytes": active,
     }
 
 

@@ -24,6 +24,9 @@ pub struct Level {
     pub gaps: Vec<f64>,
     pub worst_gap_s: f64,
     pub classify_calls: usize,
+    /// MLX's peak memory during the level and its active memory after it (bytes).
+    pub peak_bytes: usize,
+    pub active_after_bytes: usize,
 }
 
 fn pct(v: &[f64], p: f64) -> f64 {
@@ -43,6 +46,7 @@ impl Level {
             "ttft_p50_s": pct(&self.ttft, 0.5), "ttft_p99_s": pct(&self.ttft, 0.99),
             "itl_p50_s": pct(&self.gaps, 0.5), "itl_p99_s": pct(&self.gaps, 0.99),
             "worst_gap_s": self.worst_gap_s, "classify_calls": self.classify_calls,
+            "peak_bytes": self.peak_bytes, "active_after_bytes": self.active_after_bytes,
         })
     }
 }
@@ -68,6 +72,7 @@ fn prompts(tok: &Tokenizer, n: usize, len: usize) -> gomlx::Result<Vec<Vec<u32>>
 /// that many prompts run on another thread until the streams end.
 fn run_level(engine: &Engine, prompts: &[Vec<u32>], max_tokens: usize, classify: Option<&[Vec<u32>]>) -> gomlx::Result<Level> {
     let n = prompts.len();
+    gomlx::mlx::memory::reset_peak()?;
     let barrier = Arc::new(Barrier::new(n + 1));
     let opts = GenerateOptions { max_tokens, ignore_eos: true, ..Default::default() };
     let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -114,6 +119,8 @@ fn run_level(engine: &Engine, prompts: &[Vec<u32>], max_tokens: usize, classify:
     if let Some(c) = classifier {
         level.classify_calls = c.join().map_err(|_| gomlx::Error::Engine("the classify thread panicked".into()))??;
     }
+    level.peak_bytes = gomlx::mlx::memory::peak()?;
+    level.active_after_bytes = gomlx::mlx::memory::active()?;
     Ok(level)
 }
 
@@ -132,6 +139,7 @@ pub fn run(a: &Args, levels: &[usize]) -> CliResult {
     let classify: Option<Vec<Vec<u32>>> = a.mixed_classify.map(|n| (0..n).map(|i| all[i % all.len()][..all[i % all.len()].len().min(24)].to_vec()).collect());
     // Warm-up: kernels and buffers for every batch size on the way up.
     run_level(&engine, &all[..max.min(4)], 4, None)?;
+    let baseline = gomlx::mlx::memory::active()?;
     let mut rows = Vec::new();
     for &n in levels {
         let l = run_level(&engine, &all[..n], a.decode_tokens, None)?;
@@ -164,7 +172,13 @@ pub fn run(a: &Args, levels: &[usize]) -> CliResult {
             rows.push(json!({"side": "mlx-lm", "level": l}));
         }
     }
-    let report = json!({"machine": machine(), "model": a.model.model, "prompt_tokens": a.prompt_tokens, "max_tokens": a.decode_tokens, "rows": rows});
+    let report = json!({"machine": machine(), "model": a.model.model, "prompt_tokens": a.prompt_tokens, "max_tokens": a.decode_tokens,
+        "active_baseline_bytes": baseline, "rows": rows});
+    if let Some(md) = &a.markdown {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new().create(true).append(true).open(md).map_err(|e| runtime(format!("{}: {e}", md.display())))?;
+        writeln!(f, "{}", table(&report)).map_err(|e| runtime(format!("{}: {e}", md.display())))?;
+    }
     if a.json {
         return out(&format!("{report}\n"));
     }
@@ -174,7 +188,7 @@ pub fn run(a: &Args, levels: &[usize]) -> CliResult {
 /// The report as a Markdown table: one line per side and level, ratios against mlx-lm.
 pub fn table(r: &Value) -> String {
     let mut s = format!(
-        "{} — {} prompt tokens, {} generated per stream\n\n| side | streams | tok/s | ×1 stream | vs mlx-lm | TTFT p50 / p99 (s) | ITL p50 / p99 (ms) | worst gap (ms) |\n| --- | --- | --- | --- | --- | --- | --- | --- |\n",
+        "{} — {} prompt tokens, {} generated per stream\n\n| side | streams | tok/s | ×1 stream | vs mlx-lm | TTFT p50 / p99 (s) | ITL p50 / p99 (ms) | worst gap (ms) | peak / after (MiB) |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n",
         r["model"].as_str().unwrap_or(""),
         r["prompt_tokens"],
         r["max_tokens"]
@@ -197,12 +211,14 @@ pub fn table(r: &Value) -> String {
         let name = if x["mixed_classify"].is_null() { side.to_string() } else { format!("{side} + classify {}", x["mixed_classify"]) };
         let f = |k: &str| l[k].as_f64().unwrap_or(f64::NAN);
         s += &format!(
-            "| {name} | {n} | {tps:.1} | {single} | {versus} | {:.3} / {:.3} | {:.1} / {:.1} | {:.0} |\n",
+            "| {name} | {n} | {tps:.1} | {single} | {versus} | {:.3} / {:.3} | {:.1} / {:.1} | {:.0} | {:.0} / {:.0} |\n",
             f("ttft_p50_s"),
             f("ttft_p99_s"),
             1e3 * f("itl_p50_s"),
             1e3 * f("itl_p99_s"),
-            1e3 * f("worst_gap_s")
+            1e3 * f("worst_gap_s"),
+            f("peak_bytes") / 1048576.0,
+            f("active_after_bytes") / 1048576.0
         );
     }
     s

@@ -78,8 +78,11 @@ fn qwen2_has_qkv_bias_and_unsupported_rope_is_named() {
       "num_key_value_heads":2,"intermediate_size":128,"vocab_size":256}"#;
     let c = ModelConfig::from_json_str(cfg).unwrap();
     assert!(c.qkv_bias && !c.o_bias);
+    let longrope = cfg.replace("\"vocab_size\":256", "\"vocab_size\":256,\"rope_scaling\":{\"rope_type\":\"longrope\",\"factor\":4.0}");
+    assert!(ModelConfig::from_json_str(&longrope).unwrap_err().to_string().contains("unsupported rope_type 'longrope'"));
+    // YaRN loads, but needs the context it was trained on.
     let yarn = cfg.replace("\"vocab_size\":256", "\"vocab_size\":256,\"rope_scaling\":{\"rope_type\":\"yarn\",\"factor\":4.0}");
-    assert!(ModelConfig::from_json_str(&yarn).unwrap_err().to_string().contains("unsupported rope_type 'yarn'"));
+    assert!(ModelConfig::from_json_str(&yarn).unwrap_err().to_string().contains("original_max_position_embeddings"));
     let heads = cfg.replace("\"num_key_value_heads\":2", "\"num_key_value_heads\":3");
     assert!(ModelConfig::from_json_str(&heads).unwrap_err().to_string().contains("multiple of num_key_value_heads"));
 }

@@ -175,12 +175,14 @@ oracle_cases! {
     gemma3_sliding_window => "gemma3_text";
     gemma3_tf5_dialect => "gemma3_text_tf5";
     gemma3_softcap => "gemma3_text_softcap";
+    phi3_fused => "phi3_fused";
     // MLX-quantised checkpoints against mlx-lm's own float32 logits.
     llama_q4 => "llama_tied_q4";
     llama_q8 => "llama_tied_q8";
     qwen3_q4 => "qwen3_qknorm_q4";
     gemma3_q4 => "gemma3_text_q4";
     gemma3_q8 => "gemma3_text_q8";
+    phi3_q4 => "phi3_fused_q4";
 }
 
 /// The engine's inference layers (q/k/v and gate/up fused into one matmul

@@ -147,6 +147,52 @@ DENSE_CASES = [
         ),
         seed=7001,
     ),
+    dict(
+        name="phi3_fused",
+        what="phi3: fused qkv_proj and gate_up_proj (split at load), partial_rotary_factor 0.5, untied",
+        config=dict(model_type="phi3", num_hidden_layers=2, vocab_size=256, tie_word_embeddings=False,
+                    sliding_window=None, pad_token_id=None, bos_token_id=None, eos_token_id=None,
+                    rope_parameters=dict(rope_type="default", rope_theta=10000.0, partial_rotary_factor=0.5)),
+        seed=8001, quantize=[(4, 32)],
+    ),
+    dict(
+        name="smollm3_nope",
+        what="smollm3: layers 1 and 3 without RoPE (no_rope_layer_interval 2 -> no_rope_layers [1, 0, 1, 0]), tied",
+        config=dict(model_type="smollm3", num_hidden_layers=4, vocab_size=256, tie_word_embeddings=True,
+                    no_rope_layer_interval=2, pad_token_id=None, bos_token_id=None, eos_token_id=None,
+                    rope_parameters=dict(rope_type="default", rope_theta=2000000.0)),
+        seed=9001,
+        ablation=("no_rope_layers", [1, 1, 1, 1]),
+    ),
+    dict(
+        name="ministral3_yarn",
+        what="ministral3: YaRN rope (factor 4, original_max_position_embeddings 16, mscale 1, mscale_all_dim 0) and "
+             "Llama 4 query temperature (llama_4_scaling_beta 0.1) over a 24-token prompt, head_dim 32, untied",
+        config=dict(model_type="ministral3", num_hidden_layers=2, vocab_size=256, tie_word_embeddings=False,
+                    head_dim=32, pad_token_id=None, bos_token_id=None, eos_token_id=None,
+                    rope_parameters=dict(rope_type="yarn", rope_theta=1000000.0, factor=4.0,
+                                         original_max_position_embeddings=16, beta_fast=32.0, beta_slow=1.0,
+                                         mscale=1.0, mscale_all_dim=0.0, llama_4_scaling_beta=0.1)),
+        seed=10001, hub_keeps_rope_parameters=True,
+    ),
+    dict(
+        name="qwen3_moe",
+        what="qwen3_moe: 8 experts, top 4 (96 token-expert pairs in the prompt: sorted by expert), norm_topk_prob, "
+             "q/k norm, layer 1 dense (mlp_only_layers [1]), per-expert checkpoint tensors stacked at load",
+        config=dict(model_type="qwen3_moe", num_hidden_layers=2, vocab_size=256, tie_word_embeddings=False,
+                    num_experts=8, num_experts_per_tok=4, moe_intermediate_size=32, norm_topk_prob=True,
+                    mlp_only_layers=[1], decoder_sparse_step=1, head_dim=16, pad_token_id=None, bos_token_id=None, eos_token_id=None,
+                    rope_parameters=dict(rope_type="default", rope_theta=1000000.0)),
+        seed=11001, quantize=[(4, 32)],
+    ),
+    dict(
+        name="mixtral",
+        what="mixtral: 4 experts, top 2 (softmax over the chosen), block_sparse_moe.experts.{e}.w1/w2/w3 stacked at load",
+        config=dict(model_type="mixtral", num_hidden_layers=2, vocab_size=256, tie_word_embeddings=False,
+                    num_local_experts=4, num_experts_per_tok=2, intermediate_size=64, pad_token_id=None, bos_token_id=None, eos_token_id=None,
+                    rope_parameters=dict(rope_type="default", rope_theta=1000000.0)),
+        seed=12001, quantize=[(4, 32)],
+    ),
 ]
 
 
@@ -177,8 +223,14 @@ def to_hub_dialect(cfg: dict) -> dict:
         cfg["rope_scaling"] = None if glob.get("rope_type") == "default" else glob
     elif rp is not None:
         rp = dict(rp)
+        if "partial_rotary_factor" in rp:
+            # hub Phi-3/Phi-4 configs keep it at the top level
+            cfg["partial_rotary_factor"] = rp.pop("partial_rotary_factor")
         cfg["rope_theta"] = rp.pop("rope_theta")
         cfg["rope_scaling"] = None if rp.get("rope_type") == "default" else rp
+    if cfg["model_type"] == "qwen3_moe" and "num_local_experts" in cfg:
+        # hub Qwen3-MoE configs (and mlx-lm) name the expert count num_experts
+        cfg["num_experts"] = cfg.pop("num_local_experts")
     return dict(sorted(cfg.items()))
 
 
@@ -220,7 +272,7 @@ def init_weights(model, arch: str, seed: int, tied: bool, block_gain: float, lm_
                 p.copy_(lm_head_std * torch.randn(p.shape, generator=g))
             else:
                 fan_in = p.shape[-1]
-                gain = block_gain if name.endswith(("o_proj.weight", "down_proj.weight")) else 1.0
+                gain = block_gain if name.endswith(("o_proj.weight", "down_proj.weight", "experts.down_proj")) else 1.0
                 p.copy_(gain * torch.randn(p.shape, generator=g) / math.sqrt(fan_in))
     if tied:
         assert model.lm_head.weight.data_ptr() == model.model.embed_tokens.weight.data_ptr()
@@ -389,7 +441,14 @@ def save_both_dialects(case, model, tmp: Path):
             shutil.rmtree(d)
     save_hf_dir(model, tf5_dir)
     shutil.copytree(tf5_dir, hub_dir)
-    hub_cfg = to_hub_dialect(read_json(tf5_dir / "config.json"))
+    hub_cfg = read_json(tf5_dir / "config.json")
+    if case.get("hub_keeps_rope_parameters"):
+        # Ministral 3 was published with transformers 5: its hub configs (and
+        # mlx-lm) use rope_parameters; only dtype gets the hub name.
+        hub_cfg["torch_dtype"] = hub_cfg.pop("dtype")
+        hub_cfg = dict(sorted(hub_cfg.items()))
+    else:
+        hub_cfg = to_hub_dialect(hub_cfg)
     if case.get("hub_drop_head_dim"):
         # old hub configs leave head_dim out when it is hidden_size / num_attention_heads
         assert hub_cfg["head_dim"] * hub_cfg["num_attention_heads"] == hub_cfg["hidden_size"]

@@ -30,6 +30,7 @@ macro_rules! families {
 families! {
     llama: llama::Llama,
     gemma3: gemma3::Gemma3,
+    phi3: phi3::Phi3,
 }
 
 pub use config::{Build, ModelConfig, Quant};

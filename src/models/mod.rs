@@ -31,6 +31,7 @@ families! {
     llama: llama::Llama,
     gemma3: gemma3::Gemma3,
     phi3: phi3::Phi3,
+    smollm3: smollm3::SmolLm3,
 }
 
 pub use config::{Build, ModelConfig, Quant};

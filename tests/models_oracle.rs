@@ -176,6 +176,7 @@ oracle_cases! {
     gemma3_tf5_dialect => "gemma3_text_tf5";
     gemma3_softcap => "gemma3_text_softcap";
     phi3_fused => "phi3_fused";
+    smollm3_nope => "smollm3_nope";
     // MLX-quantised checkpoints against mlx-lm's own float32 logits.
     llama_q4 => "llama_tied_q4";
     llama_q8 => "llama_tied_q8";

@@ -177,6 +177,9 @@ oracle_cases! {
     gemma3_softcap => "gemma3_text_softcap";
     phi3_fused => "phi3_fused";
     smollm3_nope => "smollm3_nope";
+    ministral3_yarn => "ministral3_yarn";
+    qwen3_moe => "qwen3_moe";
+    mixtral => "mixtral";
     // MLX-quantised checkpoints against mlx-lm's own float32 logits.
     llama_q4 => "llama_tied_q4";
     llama_q8 => "llama_tied_q8";
@@ -184,6 +187,8 @@ oracle_cases! {
     gemma3_q4 => "gemma3_text_q4";
     gemma3_q8 => "gemma3_text_q8";
     phi3_q4 => "phi3_fused_q4";
+    qwen3_moe_q4 => "qwen3_moe_q4";
+    mixtral_q4 => "mixtral_q4";
 }
 
 /// The engine's inference layers (q/k/v and gate/up fused into one matmul
@@ -288,7 +293,7 @@ fn prefill_in_chunks_and_token_by_token_agree() {
     let _gpu = gpu();
     // Gemma's window is 8 and the prompt 24: chunks and single steps cross the
     // window, exercising the rotating cache and its masks.
-    for case in ["gemma3_text", "llama_rope_llama3"] {
+    for case in ["gemma3_text", "llama_rope_llama3", "ministral3_yarn", "smollm3_nope"] {
         let dir = fixtures().join(case);
         let r = reference(&dir);
         let model = Model::load(&dir, &LoadOptions::default()).unwrap();
@@ -337,6 +342,30 @@ fn multimodal_gemma3_checkpoint_loads_its_text_model() {
     let err = rel_error(&logits_of(&dir, None, &r.inputs), &r.logits);
     assert!(err < f32_tol(), "relative error {err:e}");
     std::fs::remove_dir_all(&dir).ok();
+}
+
+/// A multimodal Mistral 3 checkpoint (transformers 5 names: `model.language_model.*`,
+/// `lm_head`, a vision tower to skip; the text model's config under `text_config`)
+/// gives the logits of its Ministral 3 text model.
+#[test]
+fn multimodal_mistral3_checkpoint_loads_its_text_model() {
+    on_device();
+    let _gpu = gpu();
+    let src = fixtures().join("ministral3_yarn");
+    let dir = std::env::temp_dir().join(format!("gomlx-mm-mistral3-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let text_cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(src.join("config.json")).unwrap()).unwrap();
+    let cfg = serde_json::json!({"model_type": "mistral3", "architectures": ["Mistral3ForConditionalGeneration"], "text_config": text_cfg});
+    std::fs::write(dir.join("config.json"), cfg.to_string()).unwrap();
+    let st = io::load_safetensors(&src.join("model.safetensors")).unwrap();
+    let mut renamed: std::collections::BTreeMap<String, Array> =
+        st.tensors.into_iter().map(|(k, v)| (k.replacen("model.", "model.language_model.", 1), v)).collect();
+    renamed.insert("model.vision_tower.transformer.layers.0.attention.q_proj.weight".into(), Array::from_slice(&[0.0f32; 4], &[2, 2]).unwrap());
+    io::save_safetensors(&dir.join("model.safetensors"), &renamed, &Default::default()).unwrap();
+    let r = reference(&src);
+    let err = rel_error(&logits_of(&dir, None, &r.inputs), &r.logits);
+    std::fs::remove_dir_all(&dir).ok();
+    assert!(err < f32_tol(), "relative error {err:e}");
 }
 
 /// `dequantize_where` (the CUDA 8-bit workaround's load step) expands only the

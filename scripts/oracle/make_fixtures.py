@@ -51,6 +51,19 @@ import mlx_lm.utils
 from mlx_lm.generate import generate_step
 from mlx_lm.utils import load_model
 
+# mlx-lm 0.32.2's QuantizedSwitchLinear (quantised MoE experts) passes `global_scale=None`
+# to mx.gather_qmm, a keyword mlx 0.32.2 (the pinned MLX, DESIGN.md) does not have yet.
+# None is its default (no nvfp4 global scale), so dropping it changes nothing.
+_gather_qmm = mx.gather_qmm
+
+
+def _gather_qmm_compat(*args, global_scale=None, **kwargs):
+    assert global_scale is None, "an nvfp4 global scale needs a newer mlx"
+    return _gather_qmm(*args, **kwargs)
+
+
+mx.gather_qmm = _gather_qmm_compat
+
 N_GREEDY = 32
 PROMPT_LEN = 24
 MIN_DISTINCT_GREEDY = 6      # greedy continuation must not be one token repeated

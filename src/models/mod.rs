@@ -32,6 +32,9 @@ families! {
     gemma3: gemma3::Gemma3,
     phi3: phi3::Phi3,
     smollm3: smollm3::SmolLm3,
+    ministral3: ministral3::Ministral3,
+    qwen3_moe: qwen3_moe::Qwen3Moe,
+    mixtral: mixtral::Mixtral,
 }
 
 pub use config::{Build, ModelConfig, Quant};
@@ -290,7 +293,11 @@ fn info_of(c: &ModelConfig, norms_per_block: u64) -> ModelInfo {
     let (h, hd, nh, nkv, i) = (c.hidden_size as u64, c.head_dim as u64, c.num_heads as u64, c.num_kv_heads as u64, c.intermediate_size as u64);
     let attn = h * nh * hd * 2 + h * nkv * hd * 2 + if c.qkv_bias { (nh + 2 * nkv) * hd } else { 0 } + if c.qk_norm { 2 * hd } else { 0 };
     let norms = norms_per_block * h;
-    let layer = attn + 3 * h * i + norms;
+    // Sparse layers: the router and every expert.
+    let sparse = c.moe.as_ref().map_or(0, |m| m.layers.iter().filter(|&&s| s).count() as u64);
+    let expert_mlp = c.moe.as_ref().map_or(0, |m| h * m.experts as u64 + 3 * h * (m.intermediate_size * m.experts) as u64);
+    let dense = c.num_layers as u64 - sparse;
+    let layers = (attn + norms) * c.num_layers as u64 + 3 * h * i * dense + expert_mlp * sparse;
     let embed = c.vocab_size as u64 * h;
     let head = if c.tie_word_embeddings { 0 } else { embed };
     let q = c.quantization.default;
@@ -309,7 +316,7 @@ fn info_of(c: &ModelConfig, norms_per_block: u64) -> ModelInfo {
         quant_group_size: q.map(|q| q.group_size),
         dequantized: false,
         weights_dtype: c.dtype.name().to_string(),
-        parameters: embed + head + layer * c.num_layers as u64 + h,
+        parameters: embed + head + layers + h,
         weight_bytes: 0,
     }
 }

@@ -105,7 +105,7 @@ fn seeded_rows_equal_their_solo_runs() {
 /// and Ministral 3's per-position query temperature with per-row positions.
 #[test]
 fn new_families_batch_exactly() {
-    for case in ["qwen3_moe", "mixtral", "smollm3_nope", "ministral3_yarn", "phi3_fused"] {
+    for case in ["qwen3_moe", "mixtral", "gpt_oss", "gpt_oss_mxfp4", "smollm3_nope", "ministral3_yarn", "phi3_fused"] {
         eprintln!("{case}");
         check(case, false);
     }

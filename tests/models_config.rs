@@ -64,8 +64,8 @@ fn quantization_with_overrides() {
       "quantization":{"group_size":64,"bits":4,"model.embed_tokens":{"group_size":32,"bits":8},"lm_head":false}}"#;
     let c = ModelConfig::from_json_str(cfg).unwrap();
     let q = &c.quantization;
-    assert_eq!(q.for_module("model.layers.0.mlp.up_proj"), Some(Quant { group_size: 64, bits: 4 }));
-    assert_eq!(q.for_module("model.embed_tokens"), Some(Quant { group_size: 32, bits: 8 }));
+    assert_eq!(q.for_module("model.layers.0.mlp.up_proj"), Some(Quant::affine(64, 4)));
+    assert_eq!(q.for_module("model.embed_tokens"), Some(Quant::affine(32, 8)));
     assert_eq!(q.for_module("lm_head"), None);
     assert!(c.qk_norm && !c.qkv_bias);
     let bad = cfg.replace("\"bits\":4", "\"bits\":7");

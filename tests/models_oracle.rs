@@ -180,6 +180,8 @@ oracle_cases! {
     ministral3_yarn => "ministral3_yarn";
     qwen3_moe => "qwen3_moe";
     mixtral => "mixtral";
+    gpt_oss => "gpt_oss";
+    gpt_oss_transformers_layout => "gpt_oss_tf5";
     // MLX-quantised checkpoints against mlx-lm's own float32 logits.
     llama_q4 => "llama_tied_q4";
     llama_q8 => "llama_tied_q8";
@@ -189,6 +191,8 @@ oracle_cases! {
     phi3_q4 => "phi3_fused_q4";
     qwen3_moe_q4 => "qwen3_moe_q4";
     mixtral_q4 => "mixtral_q4";
+    // OpenAI's MXFP4 layout (*_blocks / *_scales), through MLX's mxfp4 gather_qmm.
+    gpt_oss_mxfp4 => "gpt_oss_mxfp4";
 }
 
 /// The engine's inference layers (q/k/v and gate/up fused into one matmul

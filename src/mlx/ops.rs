@@ -317,6 +317,32 @@ pub fn dequantize(w: &Array, scales: &Array, biases: &Array, group_size: i32, bi
     })
 }
 
+/// `dequantize` in any of MLX's modes (`mxfp4` has no biases).
+pub fn dequantize_mode(
+    w: &Array,
+    scales: &Array,
+    biases: Option<&Array>,
+    group_size: i32,
+    bits: i32,
+    mode: &std::ffi::CStr,
+    dtype: Option<Dtype>,
+) -> Result<Array> {
+    Array::op(|r, s| unsafe {
+        sys::mlx_dequantize(
+            r,
+            w.raw(),
+            scales.raw(),
+            raw_or_null(biases),
+            opt_int(Some(group_size)),
+            opt_int(Some(bits)),
+            mode.as_ptr(),
+            null_array(),
+            opt_dtype(dtype),
+            s,
+        )
+    })
+}
+
 /// `x @ dequantize(w).T` (with `transpose`) without materialising the weights.
 pub fn quantized_matmul(x: &Array, w: &Array, scales: &Array, biases: &Array, transpose: bool, group_size: i32, bits: i32) -> Result<Array> {
     let mode = c"affine";
@@ -370,4 +396,11 @@ pub fn gather_qmm(
             s,
         )
     })
+}
+
+impl Array {
+    /// The same bytes read as `dtype` (the last axis scales by the size ratio).
+    pub fn view(&self, dtype: Dtype) -> Result<Array> {
+        Array::op(|r, s| unsafe { sys::mlx_view(r, self.raw(), dtype.raw(), s) })
+    }
 }

@@ -64,6 +64,33 @@ pub struct Rope {
 pub struct Quant {
     pub group_size: i32,
     pub bits: i32,
+    pub mode: QuantMode,
+}
+
+/// MLX's quantisation modes: `affine` (scales and biases per group) and
+/// `mxfp4` (4-bit floats with a shared power-of-two scale per 32, no biases;
+/// gpt-oss's experts).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum QuantMode {
+    #[default]
+    Affine,
+    Mxfp4,
+}
+
+impl QuantMode {
+    /// The name MLX's quantisation functions take.
+    pub fn name(self) -> &'static std::ffi::CStr {
+        match self {
+            QuantMode::Affine => c"affine",
+            QuantMode::Mxfp4 => c"mxfp4",
+        }
+    }
+}
+
+impl Quant {
+    pub const fn affine(group_size: i32, bits: i32) -> Quant {
+        Quant { group_size, bits, mode: QuantMode::Affine }
+    }
 }
 
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -124,6 +151,8 @@ pub struct ModelConfig {
     pub attn_temperature: Option<AttnTemperature>,
     /// Mixture-of-experts MLPs, when the family has them.
     pub moe: Option<Moe>,
+    /// A learned attention sink per head (`self_attn.sinks`, gpt-oss).
+    pub attn_sinks: bool,
     /// Checkpoint dtype of the weights.
     pub dtype: Dtype,
     pub quantization: Quantization,
@@ -151,6 +180,24 @@ pub struct Moe {
     pub layers: Vec<bool>,
     /// The block's name in the checkpoint (`mlp`, Mixtral's `block_sparse_moe`).
     pub path: &'static str,
+    /// The router's name within the block (`gate`; gpt-oss: `router`).
+    pub router: &'static str,
+    /// The stacked experts' name within the block (`switch_mlp`; gpt-oss: `experts`).
+    pub experts_path: &'static str,
+    /// Biases on the router and the experts (gpt-oss).
+    pub bias: bool,
+    /// The experts' activation.
+    pub act: MoeAct,
+}
+
+/// `act(gate, up)` of an expert.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum MoeAct {
+    /// SiLU(gate) · up.
+    Silu,
+    /// gpt-oss: gate clipped above at `limit`, up clipped to ±`limit`,
+    /// gate · σ(`alpha` · gate) · (up + 1).
+    SwigluClamped { alpha: f32, limit: f32 },
 }
 
 /// Inference-only layer construction choices (see `LoadOptions`).
@@ -285,6 +332,7 @@ impl ModelConfig {
             rope_dims: head_dim,
             attn_temperature: None,
             moe: None,
+            attn_sinks: false,
             dtype,
             quantization,
             build: Build::default(),
@@ -478,16 +526,26 @@ fn sliding_layers(obj: &Map<String, Value>, n: usize, pattern: Option<usize>, wi
 fn parse_quant(v: &Map<String, Value>) -> Result<Quant> {
     let group_size = usize_field(v, "group_size")?.unwrap_or(64) as i32;
     let bits = usize_field(v, "bits")?.ok_or_else(|| Error::Model("config.json: quantization without 'bits'".into()))? as i32;
+    match get(v, "mode").and_then(Value::as_str).unwrap_or("affine") {
+        "affine" => {}
+        "mxfp4" if bits == 4 && group_size == 32 => return Ok(Quant { group_size, bits, mode: QuantMode::Mxfp4 }),
+        "mxfp4" => return Err(Error::Model(format!("config.json: mxfp4 quantization needs bits=4 group_size=32, found bits={bits} group_size={group_size}"))),
+        other => return Err(Error::Model(format!("config.json: unsupported quantization mode '{other}' (supported: affine, mxfp4)"))),
+    }
     if !matches!(bits, 2 | 3 | 4 | 5 | 6 | 8) || !matches!(group_size, 32 | 64 | 128) {
         return Err(Error::Model(format!("config.json: unsupported quantization bits={bits} group_size={group_size}")));
     }
-    Ok(Quant { group_size, bits })
+    Ok(Quant::affine(group_size, bits))
 }
 
 fn parse_quantization(v: Option<&Value>) -> Result<Quantization> {
     let Some(obj) = v.and_then(Value::as_object) else { return Ok(Quantization::default()) };
     if let Some(method) = get(obj, "quant_method").and_then(Value::as_str) {
-        return Err(Error::Model(format!("config.json: quantization method '{method}' is not supported (MLX affine quantisation only)")));
+        // gpt-oss's own MXFP4 experts (`*_blocks` / `*_scales`): the family names the modules (gpt_oss.rs).
+        if method == "mxfp4" {
+            return Ok(Quantization::default());
+        }
+        return Err(Error::Model(format!("config.json: quantization method '{method}' is not supported (MLX affine or mxfp4 quantisation only)")));
     }
     let default = if get(obj, "bits").is_some() { Some(parse_quant(obj)?) } else { None };
     let mut overrides = BTreeMap::new();

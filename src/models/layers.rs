@@ -2,7 +2,7 @@
 //! (dense or MLX-quantised), RMSNorm, RoPE, attention with its KV cache and
 //! masks, and the two MLP kinds.
 
-use super::config::{AttnTemperature, ModelConfig, Quant, Rope as RopeConfig, RopeScaling};
+use super::config::{AttnTemperature, ModelConfig, MoeAct, Quant, QuantMode, Rope as RopeConfig, RopeScaling};
 use super::lora::Lora;
 use super::strategy::{dense_product, quantized_product, Products};
 use super::weights::Weights;
@@ -33,6 +33,9 @@ fn load_matrix(w: &mut Weights, path: &str, rows: usize, cols: usize, quant: Opt
     let name = format!("{path}.weight");
     if w.contains(&format!("{path}.scales")) {
         let q = quant.ok_or_else(|| Error::Model(format!("{}: '{path}' is quantised but config.json has no 'quantization' for it", w.source().display())))?;
+        if q.mode != QuantMode::Affine {
+            return Err(Error::Model(format!("'{path}': {:?} quantisation is read for mixture-of-experts weights only", q.mode)));
+        }
         if !cols.is_multiple_of(q.group_size as usize) {
             return Err(Error::Model(format!("'{path}': {cols} columns are not a multiple of group size {}", q.group_size)));
         }
@@ -420,6 +423,8 @@ pub struct Attention {
     /// None on layers without positions (SmolLM3's NoPE layers).
     rope: Option<RotaryEmbedding>,
     temperature: Option<AttnTemperature>,
+    /// gpt-oss's per-head attention sinks (`[heads]`).
+    sinks: Option<Array>,
     heads: i32,
     kv_heads: i32,
     head_dim: i32,
@@ -442,6 +447,7 @@ impl Attention {
             k_norm: if cfg.qk_norm { Some(norm(w, "k_norm")?) } else { None },
             rope: if cfg.no_rope[layer] { None } else { Some(RotaryEmbedding::new(rope_cfg, cfg.rope_dims)?) },
             temperature: cfg.attn_temperature,
+            sinks: if cfg.attn_sinks { Some(w.take_shaped(&format!("{p}.sinks"), &[nh])?) } else { None },
             heads: nh as i32,
             kv_heads: nkv as i32,
             head_dim: hd as i32,
@@ -489,7 +495,11 @@ impl Attention {
             Mask::Causal => AttentionMask::Causal,
             Mask::Array(a) => AttentionMask::Array(a),
         };
-        let o = fast::scaled_dot_product_attention(&q, &att.keys, &att.values, self.scale, mask_ref)?;
+        let sinks = match &self.sinks {
+            Some(s) if s.dtype() != q.dtype() => Some(s.astype(q.dtype())?),
+            s => s.clone(),
+        };
+        let o = fast::scaled_dot_product_attention_sinks(&q, &att.keys, &att.values, self.scale, mask_ref, sinks.as_ref())?;
         // With one position, [B, H, 1, D] and [B, 1, H·D] share a memory layout.
         let o = if l == 1 { o } else { o.transpose(&[0, 2, 1, 3])? };
         self.o_proj.forward(&o.reshape(&[b, l, self.heads * self.head_dim])?)
@@ -539,6 +549,7 @@ impl Attention {
         for n in [&self.q_norm, &self.k_norm].into_iter().flatten() {
             v.push(n.weight());
         }
+        v.extend(self.sinks.iter());
         v
     }
 }
@@ -706,27 +717,30 @@ pub fn gelu_tanh(x: &Array) -> Result<Array> {
     x.mul_scalar(0.5)?.multiply(&inner.tanh()?.add_scalar(1.0)?)
 }
 
-/// Per-expert matrices stacked `[experts, out, in]`, dense or MLX-quantised:
-/// one `gather_mm` / `gather_qmm` multiplies each token by its experts' rows.
+/// Per-expert matrices stacked `[experts, out, in]`, dense or MLX-quantised
+/// (affine, or MXFP4 for gpt-oss): one `gather_mm` / `gather_qmm` multiplies
+/// each token by its experts' rows.
 pub struct SwitchLinear {
     base: SwitchBase,
+    /// Per-expert output biases `[E, out]` (gpt-oss).
+    bias: Option<Array>,
 }
 
 enum SwitchBase {
     /// `[E, in, out]`: the transposed view of the checkpoint's `[E, out, in]`.
-    Dense {
-        wt: Array,
-    },
-    Quantized {
-        w: Array,
-        scales: Array,
-        biases: Array,
-        q: Quant,
-    },
+    Dense { wt: Array },
+    /// Affine (with `biases`) or MXFP4 (without).
+    Quantized { w: Array, scales: Array, biases: Option<Array>, q: Quant },
 }
 
 impl SwitchLinear {
-    pub fn load(w: &mut Weights, cfg: &ModelConfig, path: &str, experts: usize, in_dim: usize, out_dim: usize) -> Result<SwitchLinear> {
+    #[allow(clippy::too_many_arguments)]
+    pub fn load(w: &mut Weights, cfg: &ModelConfig, path: &str, experts: usize, in_dim: usize, out_dim: usize, bias: bool) -> Result<SwitchLinear> {
+        let bias = if bias { Some(w.take_shaped(&format!("{path}.bias"), &[experts, out_dim])?) } else { None };
+        Ok(SwitchLinear { base: SwitchLinear::load_base(w, cfg, path, experts, in_dim, out_dim)?, bias })
+    }
+
+    fn load_base(w: &mut Weights, cfg: &ModelConfig, path: &str, experts: usize, in_dim: usize, out_dim: usize) -> Result<SwitchBase> {
         let name = format!("{path}.weight");
         if w.contains(&format!("{path}.scales")) {
             let q = cfg
@@ -739,29 +753,39 @@ impl SwitchLinear {
             let packed = w.take_shaped(&name, &[experts, out_dim, in_dim * q.bits as usize / 32])?;
             let groups = in_dim / q.group_size as usize;
             let scales = w.take_shaped(&format!("{path}.scales"), &[experts, out_dim, groups])?;
-            let biases = w.take_shaped(&format!("{path}.biases"), &[experts, out_dim, groups])?;
-            return Ok(SwitchLinear { base: SwitchBase::Quantized { w: packed, scales, biases, q } });
+            let biases = match q.mode {
+                QuantMode::Affine => Some(w.take_shaped(&format!("{path}.biases"), &[experts, out_dim, groups])?),
+                QuantMode::Mxfp4 => None,
+            };
+            return Ok(SwitchBase::Quantized { w: packed, scales, biases, q });
         }
         let weight = w.take_shaped(&name, &[experts, out_dim, in_dim])?;
-        Ok(SwitchLinear { base: SwitchBase::Dense { wt: weight.swapaxes(-1, -2)? } })
+        Ok(SwitchBase::Dense { wt: weight.swapaxes(-1, -2)? })
     }
 
     /// `x` `[..., 1, in]` times the experts `idx` (broadcast against x's batch axes) → `[..., 1, out]`.
     pub fn forward(&self, x: &Array, idx: &Array, sorted: bool) -> Result<Array> {
-        match &self.base {
-            SwitchBase::Dense { wt } if wt.dtype() == x.dtype() => mlx::gather_mm(x, wt, None, Some(idx), sorted),
-            SwitchBase::Dense { wt } => mlx::gather_mm(x, &wt.astype(x.dtype())?, None, Some(idx), sorted),
+        let y = match &self.base {
+            SwitchBase::Dense { wt } if wt.dtype() == x.dtype() => mlx::gather_mm(x, wt, None, Some(idx), sorted)?,
+            SwitchBase::Dense { wt } => mlx::gather_mm(x, &wt.astype(x.dtype())?, None, Some(idx), sorted)?,
             SwitchBase::Quantized { w, scales, biases, q } => {
-                mlx::gather_qmm(x, w, scales, Some(biases), Some(idx), true, q.group_size, q.bits, c"affine", sorted)
+                mlx::gather_qmm(x, w, scales, biases.as_ref(), Some(idx), true, q.group_size, q.bits, q.mode.name(), sorted)?
             }
+        };
+        match &self.bias {
+            // The chosen experts' biases, [..., out] → [..., 1, out] like y.
+            Some(b) => y.add(&b.take(idx, 0)?.expand_dims(&[-2])?.astype(y.dtype())?),
+            None => Ok(y),
         }
     }
 
     pub fn arrays(&self) -> Vec<&Array> {
-        match &self.base {
+        let mut v = match &self.base {
             SwitchBase::Dense { wt } => vec![wt],
-            SwitchBase::Quantized { w, scales, biases, .. } => vec![w, scales, biases],
-        }
+            SwitchBase::Quantized { w, scales, biases, .. } => [w, scales].into_iter().chain(biases.iter()).collect(),
+        };
+        v.extend(self.bias.iter());
+        v
     }
 }
 
@@ -770,10 +794,11 @@ impl SwitchLinear {
 /// below it (decode) the gather reads only the few experts picked.
 pub const MOE_SORT_AT: i32 = 64;
 
-/// A sparse SwiGLU MLP: a router (`gate`, kept as the checkpoint has it: mlx-lm
+/// A sparse gated MLP: a router (kept as the checkpoint has it: mlx-lm
 /// quantises it at 8 bits where the experts get 4) scores the experts, softmax
 /// in float32, the `top_k` best run and their outputs are summed with those
-/// probabilities (renormalised over the chosen ones with `norm_topk_prob`).
+/// probabilities (renormalised over the chosen ones with `norm_topk_prob`,
+/// which equals a softmax over the chosen logits: Mixtral, gpt-oss).
 pub struct MoeBlock {
     router: Linear,
     gate_proj: SwitchLinear,
@@ -781,24 +806,50 @@ pub struct MoeBlock {
     down_proj: SwitchLinear,
     top_k: i32,
     norm_topk_prob: bool,
-    act: GatedAct,
+    act: ExpertAct,
+}
+
+/// An expert's activation: the gated MLP's SiLU, or gpt-oss's clamped variant.
+enum ExpertAct {
+    Silu(GatedAct),
+    Clamped { alpha: f32, limit: f32 },
+}
+
+impl ExpertAct {
+    fn forward(&self, g: &Array, u: &Array) -> Result<Array> {
+        match self {
+            ExpertAct::Silu(a) => a.forward(g, u),
+            ExpertAct::Clamped { alpha, limit } => {
+                let dt = g.dtype();
+                let (hi, lo) = (Array::scalar_as(*limit, dt)?, Array::scalar_as(-*limit, dt)?);
+                let g = g.minimum(&hi)?;
+                let u = u.clip(Some(&lo), Some(&hi))?;
+                g.multiply(&g.mul_scalar(*alpha)?.sigmoid()?)?.multiply(&u.add_scalar(1.0)?)
+            }
+        }
+    }
 }
 
 impl MoeBlock {
-    /// Loads `model.layers.{layer}.{moe.path}`: `gate` and the stacked
-    /// `switch_mlp.{gate,up,down}_proj` (see `Weights::stack_experts`).
+    /// Loads `model.layers.{layer}.{moe.path}`: the router (`gate`) and the
+    /// stacked experts `switch_mlp.{gate,up,down}_proj` (see
+    /// `Weights::stack_experts`), or the names `moe` gives.
     pub fn load(w: &mut Weights, cfg: &ModelConfig, layer: usize) -> Result<MoeBlock> {
         let moe = cfg.moe.as_ref().ok_or_else(|| Error::Model("a sparse MLP without a mixture-of-experts config".into()))?;
         let p = format!("model.layers.{layer}.{}", moe.path);
-        let (h, i, e) = (cfg.hidden_size, moe.intermediate_size, moe.experts);
+        let x = format!("{p}.{}", moe.experts_path);
+        let (h, i, e, b) = (cfg.hidden_size, moe.intermediate_size, moe.experts, moe.bias);
         Ok(MoeBlock {
-            router: Linear::load(w, cfg, &format!("{p}.gate"), h, e, false)?,
-            gate_proj: SwitchLinear::load(w, cfg, &format!("{p}.switch_mlp.gate_proj"), e, h, i)?,
-            up_proj: SwitchLinear::load(w, cfg, &format!("{p}.switch_mlp.up_proj"), e, h, i)?,
-            down_proj: SwitchLinear::load(w, cfg, &format!("{p}.switch_mlp.down_proj"), e, i, h)?,
+            router: Linear::load(w, cfg, &format!("{p}.{}", moe.router), h, e, b)?,
+            gate_proj: SwitchLinear::load(w, cfg, &format!("{x}.gate_proj"), e, h, i, b)?,
+            up_proj: SwitchLinear::load(w, cfg, &format!("{x}.up_proj"), e, h, i, b)?,
+            down_proj: SwitchLinear::load(w, cfg, &format!("{x}.down_proj"), e, i, h, b)?,
             top_k: moe.top_k as i32,
             norm_topk_prob: moe.norm_topk_prob,
-            act: GatedAct::new(false, cfg.build.compile_activations)?,
+            act: match moe.act {
+                MoeAct::Silu => ExpertAct::Silu(GatedAct::new(false, cfg.build.compile_activations)?),
+                MoeAct::SwigluClamped { alpha, limit } => ExpertAct::Clamped { alpha, limit },
+            },
         })
     }
 

@@ -5,7 +5,7 @@
 //! = gate/up/down) are stacked at load into `block_sparse_moe.switch_mlp.*`,
 //! the layout mlx-lm writes.
 
-use super::config::{ModelConfig, Moe};
+use super::config::{ModelConfig, Moe, MoeAct};
 use super::family::{Defaults, Family, Network};
 use super::qwen3_moe::count;
 use super::weights::Weights;
@@ -41,6 +41,10 @@ impl Family for Mixtral {
             norm_topk_prob: true,
             layers: vec![true; cfg.num_layers],
             path: "block_sparse_moe",
+            router: "gate",
+            experts_path: "switch_mlp",
+            bias: false,
+            act: MoeAct::Silu,
         });
         Ok(())
     }

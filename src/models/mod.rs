@@ -35,6 +35,7 @@ families! {
     ministral3: ministral3::Ministral3,
     qwen3_moe: qwen3_moe::Qwen3Moe,
     mixtral: mixtral::Mixtral,
+    gpt_oss: gpt_oss::GptOss,
 }
 
 pub use config::{Build, ModelConfig, Quant};
@@ -179,7 +180,7 @@ impl Model {
             for q in quant.overrides.values().flatten() {
                 *counts.entry((q.bits, q.group_size)).or_default() += 1;
             }
-            counts.into_iter().max_by_key(|&(_, n)| n).map(|((bits, group_size), _)| config::Quant { bits, group_size })
+            counts.into_iter().max_by_key(|&(_, n)| n).map(|((bits, group_size), _)| config::Quant::affine(group_size, bits))
         });
         info.quant_bits = common.map(|q| q.bits);
         info.quant_group_size = common.map(|q| q.group_size);

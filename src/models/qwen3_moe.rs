@@ -5,7 +5,7 @@
 //! Per-expert checkpoint tensors (`mlp.experts.{e}.{gate,up,down}_proj`) are
 //! stacked at load into `mlp.switch_mlp.*`, the layout mlx-lm writes.
 
-use super::config::{ModelConfig, Moe};
+use super::config::{ModelConfig, Moe, MoeAct};
 use super::family::{Defaults, Family, Network};
 use super::weights::Weights;
 use crate::{Error, Result};
@@ -50,6 +50,10 @@ impl Family for Qwen3Moe {
             norm_topk_prob: config.get("norm_topk_prob").and_then(Value::as_bool).unwrap_or(false),
             layers: (0..cfg.num_layers).map(|i| !dense.contains(&(i as u64)) && (i + 1) % step == 0).collect(),
             path: "mlp",
+            router: "gate",
+            experts_path: "switch_mlp",
+            bias: false,
+            act: MoeAct::Silu,
         });
         Ok(())
     }

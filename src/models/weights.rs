@@ -120,8 +120,13 @@ impl Weights {
             }
             let w = self.take(&format!("{base}.weight"))?;
             let scales = self.take(&format!("{base}.scales"))?;
-            let biases = self.take(&format!("{base}.biases"))?;
-            let dense = crate::mlx::dequantize(&w, &scales, &biases, q.group_size, q.bits, Some(dtype))?;
+            let dense = match q.mode {
+                crate::models::config::QuantMode::Affine => {
+                    let biases = self.take(&format!("{base}.biases"))?;
+                    crate::mlx::dequantize(&w, &scales, &biases, q.group_size, q.bits, Some(dtype))?
+                }
+                mode => crate::mlx::dequantize_mode(&w, &scales, None, q.group_size, q.bits, mode.name(), Some(dtype))?,
+            };
             // Materialise now, so the packed arrays are freed one matrix at a time.
             dense.eval()?;
             self.tensors.insert(format!("{base}.weight"), dense);

@@ -36,7 +36,7 @@ fn to_arrays(name: &str, data: TensorData, out: &mut BTreeMap<String, Array>) ->
             out.insert(name.to_string(), Array::from_slice(&weights, &[rows, cols * bits as i32 / 32])?);
             out.insert(format!("{base}.scales"), Array::from_slice(&scales, &[rows, groups])?);
             out.insert(format!("{base}.biases"), Array::from_slice(&biases, &[rows, groups])?);
-            Ok(Some(Quant { group_size: group_size as i32, bits: bits as i32 }))
+            Ok(Some(Quant::affine(group_size as i32, bits as i32)))
         }
     }
 }
@@ -93,7 +93,7 @@ fn native_weights(g: &GgufModel, config: &mut ModelConfig) -> Result<BTreeMap<St
             out.insert(n, a);
         }
         if name.ends_with(".weight") {
-            config.quantization.overrides.insert(base, bits.map(|bits| Quant { group_size: 32, bits }));
+            config.quantization.overrides.insert(base, bits.map(|bits| Quant::affine(32, bits)));
         }
     }
     Ok(out)

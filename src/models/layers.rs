@@ -767,6 +767,9 @@ impl SwitchLinear {
     pub fn forward(&self, x: &Array, idx: &Array, sorted: bool) -> Result<Array> {
         let y = match &self.base {
             SwitchBase::Dense { wt } if wt.dtype() == x.dtype() => mlx::gather_mm(x, wt, None, Some(idx), sorted)?,
+            // Kept narrower than x (stored weights): widen only the chosen experts when
+            // few are chosen (decode reads k experts, not all), else the whole stack.
+            SwitchBase::Dense { wt } if !sorted => x.matmul(&wt.take(idx, 0)?.astype(x.dtype())?)?,
             SwitchBase::Dense { wt } => mlx::gather_mm(x, &wt.astype(x.dtype())?, None, Some(idx), sorted)?,
             SwitchBase::Quantized { w, scales, biases, q } => {
                 mlx::gather_qmm(x, w, scales, biases.as_ref(), Some(idx), true, q.group_size, q.bits, q.mode.name(), sorted)?

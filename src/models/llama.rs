@@ -6,7 +6,8 @@
 
 use super::config::ModelConfig;
 use super::family::{Defaults, Family, Network};
-use super::gguf::{config::silu_config, GgufArch};
+use super::gguf::{config::silu_config, GgufArch, GgufFile};
+use serde_json::{json, Map, Value};
 use super::layers::{Attention, Context, Embedding, Linear, Mlp, MoeBlock, RmsNorm};
 use super::weights::Weights;
 use crate::cache::KvCache;
@@ -16,18 +17,38 @@ use crate::Result;
 /// The family: Qwen 2 adds q/k/v biases, Qwen 3 q/k norms, Mistral a sliding window.
 pub struct Llama;
 
+/// llama.cpp stores Mixtral as `llama` with stacked experts: their names.
+const MIXTRAL_NAMES: &[(&str, &str)] = &[
+    ("ffn_gate_inp", "block_sparse_moe.gate"),
+    ("ffn_gate_exps", "block_sparse_moe.switch_mlp.gate_proj"),
+    ("ffn_up_exps", "block_sparse_moe.switch_mlp.up_proj"),
+    ("ffn_down_exps", "block_sparse_moe.switch_mlp.down_proj"),
+];
+
+/// `llama` files with `llama.expert_count` are Mixtral.
+fn llama_config(file: &GgufFile, c: &mut Map<String, Value>) -> Result<()> {
+    silu_config(file, c)?;
+    if let Some(experts) = file.get_u64("llama.expert_count")?.filter(|&n| n > 0) {
+        c.insert("model_type".into(), json!("mixtral"));
+        c.insert("architectures".into(), json!(["MixtralForCausalLM"]));
+        c.insert("num_local_experts".into(), json!(experts));
+        c.insert("num_experts_per_tok".into(), json!(file.require_u64("llama.expert_used_count")?));
+    }
+    Ok(())
+}
+
 const fn gguf(name: &'static str, model_type: &'static str, hf_class: &'static str, permuted_qk: bool) -> GgufArch {
     GgufArch {
         name,
         model_type,
         hf_class,
-        block_names: &[],
+        block_names: if permuted_qk { MIXTRAL_NAMES } else { &[] },
         permuted_qk,
         norm_plus_one: false,
         attention_bias: true,
         default_rms_norm_eps: None,
         default_rope_theta: 10_000.0,
-        config: silu_config,
+        config: if permuted_qk { llama_config } else { silu_config },
     }
 }
 

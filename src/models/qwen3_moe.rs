@@ -7,11 +7,40 @@
 
 use super::config::{ModelConfig, Moe, MoeAct};
 use super::family::{Defaults, Family, Network};
+use super::gguf::{GgufArch, GgufFile};
 use super::weights::Weights;
 use crate::{Error, Result};
-use serde_json::{Map, Value};
+use serde_json::{json, Map, Value};
 
 pub struct Qwen3Moe;
+
+/// llama.cpp's names of a sparse block: the router and the experts, stored stacked.
+pub(super) const GGUF_MOE_NAMES: [(&str, &str); 4] = [
+    ("ffn_gate_inp", "mlp.gate"),
+    ("ffn_gate_exps", "mlp.switch_mlp.gate_proj"),
+    ("ffn_up_exps", "mlp.switch_mlp.up_proj"),
+    ("ffn_down_exps", "mlp.switch_mlp.down_proj"),
+];
+
+/// The expert settings of a GGUF file (`{arch}.expert_count`, `.expert_used_count`,
+/// `.expert_feed_forward_length`); layers without a router are dense (`mlp_only_layers`).
+fn gguf_config(file: &GgufFile, c: &mut Map<String, Value>) -> Result<()> {
+    let key = |k: &str| format!("qwen3moe.{k}");
+    c.insert("num_experts".into(), json!(file.require_u64(&key("expert_count"))?));
+    c.insert("num_experts_per_tok".into(), json!(file.require_u64(&key("expert_used_count"))?));
+    let ffn = match file.get_u64(&key("expert_feed_forward_length"))? {
+        Some(n) => n,
+        None => c.get("intermediate_size").and_then(Value::as_u64).unwrap_or(0),
+    };
+    c.insert("moe_intermediate_size".into(), json!(ffn));
+    // llama.cpp's qwen3moe graph renormalises the chosen experts' weights.
+    c.insert("norm_topk_prob".into(), json!(true));
+    let layers = c.get("num_hidden_layers").and_then(Value::as_u64).unwrap_or(0);
+    let dense: Vec<u64> = (0..layers).filter(|i| file.tensor(&format!("blk.{i}.ffn_gate_inp.weight")).is_none()).collect();
+    c.insert("mlp_only_layers".into(), json!(dense));
+    c.insert("hidden_act".into(), json!("silu"));
+    Ok(())
+}
 
 /// A required positive integer of config.json.
 pub(super) fn count(config: &Map<String, Value>, keys: &[&str]) -> Result<usize> {
@@ -33,6 +62,22 @@ impl Family for Qwen3Moe {
 
     fn defaults(&self, _model_type: &str) -> Defaults {
         Defaults { qk_norm: true, ..Defaults::LLAMA }
+    }
+
+    fn gguf(&self) -> &'static [GgufArch] {
+        const ARCHS: &[GgufArch] = &[GgufArch {
+            name: "qwen3moe",
+            model_type: "qwen3_moe",
+            hf_class: "Qwen3MoeForCausalLM",
+            block_names: &GGUF_MOE_NAMES,
+            permuted_qk: false,
+            norm_plus_one: false,
+            attention_bias: false,
+            default_rms_norm_eps: None,
+            default_rope_theta: 1_000_000.0,
+            config: gguf_config,
+        }];
+        ARCHS
     }
 
     fn configure(&self, config: &Map<String, Value>, cfg: &mut ModelConfig) -> Result<()> {

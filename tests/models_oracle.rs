@@ -476,3 +476,39 @@ fn prefix_logits_do_not_depend_on_what_follows() {
     }
     assert!(failures.is_empty(), "bound {:e}: {failures:#?}", f32_tol());
 }
+
+/// A bf16 mixture of experts kept as stored on the CPU (float32 compute):
+/// decode steps widen only the chosen experts, prefill the whole stack; both
+/// give the logits of the model widened at load.
+#[test]
+fn stored_bf16_experts_match_widened_ones() {
+    mlx::stream::set_thread_stream(Stream::new(DeviceKind::Cpu).unwrap());
+    let src = fixtures().join("qwen3_moe");
+    let dir = std::env::temp_dir().join(format!("gomlx-moe-bf16-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(src.join("config.json")).unwrap()).unwrap();
+    cfg["torch_dtype"] = "bfloat16".into();
+    std::fs::write(dir.join("config.json"), cfg.to_string()).unwrap();
+    let st = io::load_safetensors(&src.join("model.safetensors")).unwrap();
+    let bf16: std::collections::BTreeMap<String, Array> = st.tensors.into_iter().map(|(k, v)| (k, v.astype(Dtype::BF16).unwrap())).collect();
+    io::save_safetensors(&dir.join("model.safetensors"), &bf16, &Default::default()).unwrap();
+    let r = reference(&src);
+    let run = |widen: bool, tokens: &[u32]| {
+        let model = Model::load(&dir, &LoadOptions { widen: Some(widen), ..Default::default() }).unwrap();
+        assert_eq!(model.info().dtype, "float32");
+        let mut caches = model.new_caches();
+        // The prompt (sorted by expert), then one-token steps (the chosen experts alone).
+        let x = Array::from_slice(tokens, &[1, tokens.len() as i32]).unwrap();
+        let mut out = model.forward(&x, &mut caches, None, Logits::Last).unwrap().to_vec::<f32>().unwrap();
+        for &t in &r.greedy[..4] {
+            let x = Array::from_slice(&[t], &[1, 1]).unwrap();
+            out.extend(model.forward(&x, &mut caches, None, Logits::Last).unwrap().to_vec::<f32>().unwrap());
+        }
+        (out, model.info().weights_dtype.clone())
+    };
+    let ((widened, wd), (stored, sd)) = (run(true, &r.inputs), run(false, &r.inputs));
+    std::fs::remove_dir_all(&dir).ok();
+    assert_eq!((wd.as_str(), sd.as_str()), ("float32", "bfloat16"));
+    let err = rel_error(&stored, &widened);
+    assert!(err < 1e-5, "stored vs widened bf16 experts: relative error {err:e}");
+}

@@ -512,3 +512,77 @@ fn stored_bf16_experts_match_widened_ones() {
     let err = rel_error(&stored, &widened);
     assert!(err < 1e-5, "stored vs widened bf16 experts: relative error {err:e}");
 }
+
+/// gpt-oss in mlx-lm's MXFP4 layout (what mlx-community publishes:
+/// `experts.{gate,up,down}_proj.{weight,scales}`, `quantization.mode: mxfp4`),
+/// made from the OpenAI-layout fixture, gives that fixture's mlx-lm logits:
+/// dequantised at load (the CPU default for a small model) and kept quantised
+/// (`gather_qmm` in mxfp4 mode).
+#[test]
+fn gpt_oss_mxfp4_in_mlx_layout() {
+    mlx::stream::set_thread_stream(Stream::new(DeviceKind::Cpu).unwrap());
+    let src = fixtures().join("gpt_oss_mxfp4");
+    let dir = std::env::temp_dir().join(format!("gomlx-gpt-oss-mlx-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(src.join("config.json")).unwrap()).unwrap();
+    cfg.as_object_mut().unwrap().remove("quantization_config");
+    cfg["quantization"] = serde_json::json!({"group_size": 32, "bits": 4, "mode": "mxfp4"});
+    std::fs::write(dir.join("config.json"), cfg.to_string()).unwrap();
+    let st = io::load_safetensors(&src.join("model.safetensors")).unwrap();
+    let rows = |a: &Array, start: i32| {
+        let shape = a.shape();
+        let mut lo = vec![0; shape.len()];
+        let mut strides = vec![1; shape.len()];
+        lo[1] = start;
+        strides[1] = 2;
+        a.slice(&lo, &shape, &strides).unwrap().contiguous().unwrap()
+    };
+    let words = |a: &Array| a.view(Dtype::U32).unwrap().flatten(-2, -1).unwrap();
+    let mut out = std::collections::BTreeMap::new();
+    for (k, v) in st.tensors {
+        let Some((p, what)) = k.rsplit_once("experts.") else {
+            out.insert(k, v);
+            continue;
+        };
+        let p = format!("{p}experts.");
+        match what {
+            "gate_up_proj_blocks" => {
+                out.insert(format!("{p}gate_proj.weight"), words(&rows(&v, 0)));
+                out.insert(format!("{p}up_proj.weight"), words(&rows(&v, 1)));
+            }
+            "gate_up_proj_scales" => {
+                out.insert(format!("{p}gate_proj.scales"), rows(&v, 0));
+                out.insert(format!("{p}up_proj.scales"), rows(&v, 1));
+            }
+            "gate_up_proj_bias" => {
+                let half = |s: i32| {
+                    let shape = v.shape();
+                    v.slice(&[0, s], &shape, &[1, 2]).unwrap().contiguous().unwrap()
+                };
+                out.insert(format!("{p}gate_proj.bias"), half(0));
+                out.insert(format!("{p}up_proj.bias"), half(1));
+            }
+            "down_proj_blocks" => {
+                out.insert(format!("{p}down_proj.weight"), words(&v));
+            }
+            "down_proj_scales" => {
+                out.insert(format!("{p}down_proj.scales"), v);
+            }
+            "down_proj_bias" => {
+                out.insert(format!("{p}down_proj.bias"), v);
+            }
+            other => panic!("unexpected expert tensor {other}"),
+        }
+    }
+    io::save_safetensors(&dir.join("model.safetensors"), &out, &Default::default()).unwrap();
+    let r = reference(&src);
+    // The CPU default expands the mxfp4 experts at load (dequantize in mxfp4 mode).
+    assert!(Model::load(&dir, &LoadOptions::default()).unwrap().info().dequantized);
+    for dequantize in [None, Some(false)] {
+        let (got, _, bits) = logits_with(&dir, &LoadOptions { dequantize, ..Default::default() }, &r.inputs);
+        let err = rel_error(&got, &r.logits);
+        eprintln!("gpt-oss mxfp4, mlx layout, dequantize {dequantize:?}: relative error {err:e}, bits {bits:?}");
+        assert!(err < 1e-4, "dequantize {dequantize:?}: relative error {err:e}");
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}

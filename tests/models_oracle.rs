@@ -191,6 +191,8 @@ oracle_cases! {
     phi3_q4 => "phi3_fused_q4";
     qwen3_moe_q4 => "qwen3_moe_q4";
     mixtral_q4 => "mixtral_q4";
+    qwen3_moe_q8 => "qwen3_moe_q8";
+    mixtral_q8 => "mixtral_q8";
     // OpenAI's MXFP4 layout (*_blocks / *_scales), through MLX's mxfp4 gather_qmm.
     gpt_oss_mxfp4 => "gpt_oss_mxfp4";
 }

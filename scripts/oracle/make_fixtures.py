@@ -196,7 +196,7 @@ DENSE_CASES = [
                     num_experts=8, num_experts_per_tok=4, moe_intermediate_size=32, norm_topk_prob=True,
                     mlp_only_layers=[1], decoder_sparse_step=1, head_dim=16, pad_token_id=None, bos_token_id=None, eos_token_id=None,
                     rope_parameters=dict(rope_type="default", rope_theta=1000000.0)),
-        seed=11001, quantize=[(4, 32)],
+        seed=11001, quantize=[(4, 32), (8, 64)],
     ),
     dict(
         name="mixtral",
@@ -204,7 +204,7 @@ DENSE_CASES = [
         config=dict(model_type="mixtral", num_hidden_layers=2, vocab_size=256, tie_word_embeddings=False,
                     num_local_experts=4, num_experts_per_tok=2, intermediate_size=64, pad_token_id=None, bos_token_id=None, eos_token_id=None,
                     rope_parameters=dict(rope_type="default", rope_theta=1000000.0)),
-        seed=12001, quantize=[(4, 32)],
+        seed=12001, quantize=[(4, 32), (8, 64)],
     ),
     dict(
         name="gpt_oss",

@@ -68,7 +68,7 @@ WANT = [("qwen3-0.6b", "bf16"), ("qwen3-0.6b", "4bit"), ("llama-3.2-1b", "bf16")
 
 # Named on the command line only (the GPU benchmark's extra rows): bf16 Gemma and
 # random-weight SmolLM2-shaped models (same timing as the real weights).
-EXTRA = [("gemma-3-1b", "bf16"), ("smollm2-135m", "bf16"), ("smollm2-135m", "4bit"), ("qwen3-moe-2l", "bf16")]
+EXTRA = [("gemma-3-1b", "bf16"), ("smollm2-135m", "bf16"), ("smollm2-135m", "4bit"), ("qwen3-moe-2l", "fp32")]
 
 only = set(sys.argv[1:])
 mx.random.seed(0)
@@ -84,7 +84,9 @@ for base, kind in WANT + [e for e in EXTRA if f"{e[0]}-{e[1]}" in only]:
         print(f"{name}: present", file=sys.stderr)
         continue
     tok_name, config = CONFIGS[base]
-    config = dict(config, torch_dtype="bfloat16")
+    # float32 where asked: MLX 0.32.2's CPU gather_mm (mixture of experts) takes float32 only.
+    dtype = mx.float32 if kind == "fp32" else mx.bfloat16
+    config = dict(config, torch_dtype="float32" if kind == "fp32" else "bfloat16")
     model_class, args_class = _get_classes(config)
     model = model_class(args_class.from_dict(config))
     # mlx-lm's Gemma 3 builds an lm_head even when the config ties it (its loader
@@ -93,7 +95,7 @@ for base, kind in WANT + [e for e in EXTRA if f"{e[0]}-{e[1]}" in only]:
     if config.get("tie_word_embeddings") and "lm_head" in model:
         model.pop("lm_head")
     # Random init (mlx.nn defaults), small enough that activations stay finite.
-    model.update(tree_map(lambda p: (p * 0.02 if p.ndim >= 2 else p).astype(mx.bfloat16), model.parameters()))
+    model.update(tree_map(lambda p: (p * 0.02 if p.ndim >= 2 else p).astype(dtype), model.parameters()))
     mx.eval(model.parameters())
     if kind == "4bit":
         model, config = quantize_model(model, config, group_size=64, bits=4)

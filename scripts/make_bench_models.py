@@ -51,13 +51,24 @@ CONFIGS = {
         "hidden_activation": "gelu_pytorch_tanh", "tie_word_embeddings": True,
         "final_logit_softcapping": None, "bos_token_id": 2, "eos_token_id": [1, 106],
     }),
+    # Qwen/Qwen3-30B-A3B config.json with 2 of its 48 layers (the MoE rows of issue 23: real
+    # expert shapes, 128 experts of 768, 8 per token; the layer count fits this machine's memory)
+    "qwen3-moe-2l": ("qwen3", {
+        "model_type": "qwen3_moe", "architectures": ["Qwen3MoeForCausalLM"], "hidden_size": 2048,
+        "num_hidden_layers": 2, "intermediate_size": 6144, "moe_intermediate_size": 768,
+        "num_experts": 128, "num_experts_per_tok": 8, "norm_topk_prob": True, "decoder_sparse_step": 1,
+        "mlp_only_layers": [], "num_attention_heads": 32, "num_key_value_heads": 4, "head_dim": 128,
+        "rms_norm_eps": 1e-6, "vocab_size": 151936, "max_position_embeddings": 40960,
+        "rope_theta": 1000000.0, "tie_word_embeddings": False, "attention_bias": False,
+        "hidden_act": "silu", "bos_token_id": 151643, "eos_token_id": 151645,
+    }),
 }
 WANT = [("qwen3-0.6b", "bf16"), ("qwen3-0.6b", "4bit"), ("llama-3.2-1b", "bf16"),
         ("llama-3.2-1b", "4bit"), ("gemma-3-1b", "4bit")]
 
 # Named on the command line only (the GPU benchmark's extra rows): bf16 Gemma and
 # random-weight SmolLM2-shaped models (same timing as the real weights).
-EXTRA = [("gemma-3-1b", "bf16"), ("smollm2-135m", "bf16"), ("smollm2-135m", "4bit")]
+EXTRA = [("gemma-3-1b", "bf16"), ("smollm2-135m", "bf16"), ("smollm2-135m", "4bit"), ("qwen3-moe-2l", "fp32")]
 
 only = set(sys.argv[1:])
 mx.random.seed(0)
@@ -73,7 +84,9 @@ for base, kind in WANT + [e for e in EXTRA if f"{e[0]}-{e[1]}" in only]:
         print(f"{name}: present", file=sys.stderr)
         continue
     tok_name, config = CONFIGS[base]
-    config = dict(config, torch_dtype="bfloat16")
+    # float32 where asked: MLX 0.32.2's CPU gather_mm (mixture of experts) takes float32 only.
+    dtype = mx.float32 if kind == "fp32" else mx.bfloat16
+    config = dict(config, torch_dtype="float32" if kind == "fp32" else "bfloat16")
     model_class, args_class = _get_classes(config)
     model = model_class(args_class.from_dict(config))
     # mlx-lm's Gemma 3 builds an lm_head even when the config ties it (its loader
@@ -82,7 +95,7 @@ for base, kind in WANT + [e for e in EXTRA if f"{e[0]}-{e[1]}" in only]:
     if config.get("tie_word_embeddings") and "lm_head" in model:
         model.pop("lm_head")
     # Random init (mlx.nn defaults), small enough that activations stay finite.
-    model.update(tree_map(lambda p: (p * 0.02 if p.ndim == 2 else p).astype(mx.bfloat16), model.parameters()))
+    model.update(tree_map(lambda p: (p * 0.02 if p.ndim >= 2 else p).astype(dtype), model.parameters()))
     mx.eval(model.parameters())
     if kind == "4bit":
         model, config = quantize_model(model, config, group_size=64, bits=4)

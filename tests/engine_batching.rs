@@ -99,6 +99,25 @@ fn seeded_rows_equal_their_solo_runs() {
     }
 }
 
+/// The 2026 families batch exactly too: a mixture of experts (tokens of
+/// different rows routed to different experts, sorted by expert once a step has
+/// 64 token-expert pairs), its 4-bit copy through `gather_qmm`, NoPE layers,
+/// and Ministral 3's per-position query temperature with per-row positions.
+#[test]
+fn new_families_batch_exactly() {
+    for case in ["qwen3_moe", "mixtral", "gpt_oss", "gpt_oss_mxfp4", "smollm3_nope", "ministral3_yarn", "phi3_fused"] {
+        eprintln!("{case}");
+        check(case, false);
+    }
+    check("qwen3_moe_q4", true);
+    // Kept quantised (gather_qmm): the CPU default dequantises a fixture this small.
+    let ps = prompts("qwen3_moe_q4", 6);
+    let opts_q = |max_batch| EngineOptions { device: Some(DeviceKind::Cpu), max_batch: Some(max_batch), dequantize: Some(false), ..Default::default() };
+    let alone = solo(&Engine::load(&fixture("qwen3_moe_q4"), &opts_q(1)).unwrap(), &ps, false);
+    let together = staggered(&Engine::load(&fixture("qwen3_moe_q4"), &opts_q(8)).unwrap(), &ps, false);
+    assert_eq!(alone, together, "qwen3_moe_q4 kept quantised: alone vs batched");
+}
+
 #[test]
 fn a_sliding_window_model_batches_exactly() {
     // gemma3_text slides over 8 positions: prompts and outputs run past the window.

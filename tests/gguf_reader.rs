@@ -266,3 +266,143 @@ fn tiny_llama_config_and_unpermuted_rows() {
     let rows: Vec<f32> = k.chunks(8).map(|r| (r[0] - 100.0) / 8.0).collect();
     assert_eq!(rows, vec![0.0, 2.0, 1.0, 3.0]);
 }
+
+/// The oracle's MoE fixtures written as llama.cpp writes those architectures
+/// (stacked experts `ffn_*_exps` with GGUF's reversed dims, the router
+/// `ffn_gate_inp`, the expert counts in metadata; Mixtral as `llama` with its
+/// q/k rows permuted): loaded from the GGUF, they give transformers' logits.
+mod moe_gguf {
+    use super::{f32s, write, W};
+    use gomlx::mlx::{io, Array};
+    use gomlx::models::{LoadOptions, Logits, Model};
+    use std::collections::BTreeMap;
+    use std::path::PathBuf;
+
+    fn fixture(case: &str) -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/models").join(case)
+    }
+
+    fn tensors(case: &str) -> BTreeMap<String, (Vec<u64>, Vec<f32>)> {
+        let st = io::load_safetensors(&fixture(case).join("model.safetensors")).unwrap();
+        st.tensors.into_iter().map(|(k, v)| (k, (v.shape().iter().map(|&d| d as u64).collect(), v.to_vec::<f32>().unwrap()))).collect()
+    }
+
+    /// llama.cpp's q/k row permutation (rotary halves interleaved per head).
+    fn permute(rows: &[f32], n_rows: usize, cols: usize, heads: usize) -> Vec<f32> {
+        let hd = n_rows / heads;
+        let mut out = Vec::with_capacity(rows.len());
+        for h in 0..heads {
+            for i in 0..hd / 2 {
+                for half in 0..2 {
+                    let r = h * hd + half * hd / 2 + i;
+                    out.extend_from_slice(&rows[r * cols..(r + 1) * cols]);
+                }
+            }
+        }
+        out
+    }
+
+    fn reference(case: &str) -> (Vec<u32>, Vec<f32>) {
+        let st = io::load_safetensors(&fixture(case).join("reference.safetensors")).unwrap();
+        (st.tensors["inputs"].to_vec::<i32>().unwrap().into_iter().map(|v| v as u32).collect(), st.tensors["logits"].to_vec::<f32>().unwrap())
+    }
+
+    fn check(case: &str, file: W) {
+        let path = write(&format!("{case}.gguf"), &file.bytes());
+        let model = Model::load(&path, &LoadOptions::default()).unwrap();
+        let (inputs, want) = reference(case);
+        let mut caches = model.new_caches();
+        let x = Array::from_slice(&inputs, &[1, inputs.len() as i32]).unwrap();
+        let got = model.forward(&x, &mut caches, None, Logits::All).unwrap().to_vec::<f32>().unwrap();
+        let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let err = got.iter().zip(&want).fold(0f32, |m, (a, b)| m.max((a - b).abs())) / scale;
+        assert!(err < 1e-4, "{case} from GGUF: relative error {err:e}");
+    }
+
+    /// A GGUF of `case`: `name` maps block-relative HF names to llama.cpp's; experts stacked.
+    fn to_gguf(case: &str, arch: &str, meta: &[(&str, u32)], experts: usize, moe: &str, expert_names: [&str; 3], permute_qk: Option<(usize, usize)>) -> W {
+        let t = tensors(case);
+        let mut w = W::new().str("general.architecture", arch);
+        for &(k, v) in meta {
+            w = w.u32(&format!("{arch}.{k}"), v);
+        }
+        w = w.f32(&format!("{arch}.rope.freq_base"), 1_000_000.0).f32(&format!("{arch}.attention.layer_norm_rms_epsilon"), 1e-6);
+        let rev = |d: &[u64]| d.iter().rev().copied().collect::<Vec<u64>>();
+        let layers = meta.iter().find(|(k, _)| *k == "block_count").unwrap().1 as usize;
+        for (hf, gg) in [("model.embed_tokens.weight", "token_embd.weight"), ("model.norm.weight", "output_norm.weight"), ("lm_head.weight", "output.weight")] {
+            let (d, v) = &t[hf];
+            w = w.tensor(gg, &rev(d), 0, f32s(v));
+        }
+        for l in 0..layers {
+            let p = format!("model.layers.{l}");
+            let plain = [
+                ("self_attn.q_proj", "attn_q"),
+                ("self_attn.k_proj", "attn_k"),
+                ("self_attn.v_proj", "attn_v"),
+                ("self_attn.o_proj", "attn_output"),
+                ("self_attn.q_norm", "attn_q_norm"),
+                ("self_attn.k_norm", "attn_k_norm"),
+                ("input_layernorm", "attn_norm"),
+                ("post_attention_layernorm", "ffn_norm"),
+                ("mlp.gate_proj", "ffn_gate"),
+                ("mlp.up_proj", "ffn_up"),
+                ("mlp.down_proj", "ffn_down"),
+                (&format!("{moe}.gate") as &str, "ffn_gate_inp"),
+            ];
+            for (hf, gg) in plain {
+                let Some((d, v)) = t.get(&format!("{p}.{hf}.weight")) else { continue };
+                let v = match (permute_qk, gg) {
+                    (Some((h, _)), "attn_q") => permute(v, d[0] as usize, d[1] as usize, h),
+                    (Some((_, kv)), "attn_k") => permute(v, d[0] as usize, d[1] as usize, kv),
+                    _ => v.clone(),
+                };
+                w = w.tensor(&format!("blk.{l}.{gg}.weight"), &rev(d), 0, f32s(&v));
+            }
+            for (name, gg) in expert_names.iter().zip(["ffn_gate_exps", "ffn_up_exps", "ffn_down_exps"]) {
+                let first = format!("{p}.{moe}.experts.0.{name}.weight");
+                let Some((d, _)) = t.get(&first) else { continue };
+                let mut all = Vec::new();
+                for e in 0..experts {
+                    all.extend_from_slice(&t[&format!("{p}.{moe}.experts.{e}.{name}.weight")].1);
+                }
+                w = w.tensor(&format!("blk.{l}.{gg}.weight"), &[d[1], d[0], experts as u64], 0, f32s(&all));
+            }
+        }
+        w
+    }
+
+    #[test]
+    fn qwen3_moe_from_gguf_matches_transformers() {
+        let meta = [
+            ("block_count", 2),
+            ("context_length", 1024),
+            ("embedding_length", 64),
+            ("feed_forward_length", 128),
+            ("attention.head_count", 4),
+            ("attention.head_count_kv", 2),
+            ("attention.key_length", 16),
+            ("attention.value_length", 16),
+            ("expert_count", 8),
+            ("expert_used_count", 4),
+            ("expert_feed_forward_length", 32),
+        ];
+        let file = to_gguf("qwen3_moe", "qwen3moe", &meta, 8, "mlp", ["gate_proj", "up_proj", "down_proj"], None);
+        check("qwen3_moe", file);
+    }
+
+    #[test]
+    fn mixtral_from_gguf_matches_transformers() {
+        let meta = [
+            ("block_count", 2),
+            ("context_length", 1024),
+            ("embedding_length", 64),
+            ("feed_forward_length", 64),
+            ("attention.head_count", 4),
+            ("attention.head_count_kv", 2),
+            ("expert_count", 4),
+            ("expert_used_count", 2),
+        ];
+        let file = to_gguf("mixtral", "llama", &meta, 4, "block_sparse_moe", ["w1", "w3", "w2"], Some((4, 2)));
+        check("mixtral", file);
+    }
+}

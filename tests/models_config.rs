@@ -64,8 +64,8 @@ fn quantization_with_overrides() {
       "quantization":{"group_size":64,"bits":4,"model.embed_tokens":{"group_size":32,"bits":8},"lm_head":false}}"#;
     let c = ModelConfig::from_json_str(cfg).unwrap();
     let q = &c.quantization;
-    assert_eq!(q.for_module("model.layers.0.mlp.up_proj"), Some(Quant { group_size: 64, bits: 4 }));
-    assert_eq!(q.for_module("model.embed_tokens"), Some(Quant { group_size: 32, bits: 8 }));
+    assert_eq!(q.for_module("model.layers.0.mlp.up_proj"), Some(Quant::affine(64, 4)));
+    assert_eq!(q.for_module("model.embed_tokens"), Some(Quant::affine(32, 8)));
     assert_eq!(q.for_module("lm_head"), None);
     assert!(c.qk_norm && !c.qkv_bias);
     let bad = cfg.replace("\"bits\":4", "\"bits\":7");
@@ -78,8 +78,11 @@ fn qwen2_has_qkv_bias_and_unsupported_rope_is_named() {
       "num_key_value_heads":2,"intermediate_size":128,"vocab_size":256}"#;
     let c = ModelConfig::from_json_str(cfg).unwrap();
     assert!(c.qkv_bias && !c.o_bias);
+    let longrope = cfg.replace("\"vocab_size\":256", "\"vocab_size\":256,\"rope_scaling\":{\"rope_type\":\"longrope\",\"factor\":4.0}");
+    assert!(ModelConfig::from_json_str(&longrope).unwrap_err().to_string().contains("unsupported rope_type 'longrope'"));
+    // YaRN loads, but needs the context it was trained on.
     let yarn = cfg.replace("\"vocab_size\":256", "\"vocab_size\":256,\"rope_scaling\":{\"rope_type\":\"yarn\",\"factor\":4.0}");
-    assert!(ModelConfig::from_json_str(&yarn).unwrap_err().to_string().contains("unsupported rope_type 'yarn'"));
+    assert!(ModelConfig::from_json_str(&yarn).unwrap_err().to_string().contains("original_max_position_embeddings"));
     let heads = cfg.replace("\"num_key_value_heads\":2", "\"num_key_value_heads\":3");
     assert!(ModelConfig::from_json_str(&heads).unwrap_err().to_string().contains("multiple of num_key_value_heads"));
 }

@@ -175,12 +175,26 @@ oracle_cases! {
     gemma3_sliding_window => "gemma3_text";
     gemma3_tf5_dialect => "gemma3_text_tf5";
     gemma3_softcap => "gemma3_text_softcap";
+    phi3_fused => "phi3_fused";
+    smollm3_nope => "smollm3_nope";
+    ministral3_yarn => "ministral3_yarn";
+    qwen3_moe => "qwen3_moe";
+    mixtral => "mixtral";
+    gpt_oss => "gpt_oss";
+    gpt_oss_transformers_layout => "gpt_oss_tf5";
     // MLX-quantised checkpoints against mlx-lm's own float32 logits.
     llama_q4 => "llama_tied_q4";
     llama_q8 => "llama_tied_q8";
     qwen3_q4 => "qwen3_qknorm_q4";
     gemma3_q4 => "gemma3_text_q4";
     gemma3_q8 => "gemma3_text_q8";
+    phi3_q4 => "phi3_fused_q4";
+    qwen3_moe_q4 => "qwen3_moe_q4";
+    mixtral_q4 => "mixtral_q4";
+    qwen3_moe_q8 => "qwen3_moe_q8";
+    mixtral_q8 => "mixtral_q8";
+    // OpenAI's MXFP4 layout (*_blocks / *_scales), through MLX's mxfp4 gather_qmm.
+    gpt_oss_mxfp4 => "gpt_oss_mxfp4";
 }
 
 /// The engine's inference layers (q/k/v and gate/up fused into one matmul
@@ -285,7 +299,7 @@ fn prefill_in_chunks_and_token_by_token_agree() {
     let _gpu = gpu();
     // Gemma's window is 8 and the prompt 24: chunks and single steps cross the
     // window, exercising the rotating cache and its masks.
-    for case in ["gemma3_text", "llama_rope_llama3"] {
+    for case in ["gemma3_text", "llama_rope_llama3", "ministral3_yarn", "smollm3_nope"] {
         let dir = fixtures().join(case);
         let r = reference(&dir);
         let model = Model::load(&dir, &LoadOptions::default()).unwrap();
@@ -334,6 +348,30 @@ fn multimodal_gemma3_checkpoint_loads_its_text_model() {
     let err = rel_error(&logits_of(&dir, None, &r.inputs), &r.logits);
     assert!(err < f32_tol(), "relative error {err:e}");
     std::fs::remove_dir_all(&dir).ok();
+}
+
+/// A multimodal Mistral 3 checkpoint (transformers 5 names: `model.language_model.*`,
+/// `lm_head`, a vision tower to skip; the text model's config under `text_config`)
+/// gives the logits of its Ministral 3 text model.
+#[test]
+fn multimodal_mistral3_checkpoint_loads_its_text_model() {
+    on_device();
+    let _gpu = gpu();
+    let src = fixtures().join("ministral3_yarn");
+    let dir = std::env::temp_dir().join(format!("gomlx-mm-mistral3-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let text_cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(src.join("config.json")).unwrap()).unwrap();
+    let cfg = serde_json::json!({"model_type": "mistral3", "architectures": ["Mistral3ForConditionalGeneration"], "text_config": text_cfg});
+    std::fs::write(dir.join("config.json"), cfg.to_string()).unwrap();
+    let st = io::load_safetensors(&src.join("model.safetensors")).unwrap();
+    let mut renamed: std::collections::BTreeMap<String, Array> =
+        st.tensors.into_iter().map(|(k, v)| (k.replacen("model.", "model.language_model.", 1), v)).collect();
+    renamed.insert("model.vision_tower.transformer.layers.0.attention.q_proj.weight".into(), Array::from_slice(&[0.0f32; 4], &[2, 2]).unwrap());
+    io::save_safetensors(&dir.join("model.safetensors"), &renamed, &Default::default()).unwrap();
+    let r = reference(&src);
+    let err = rel_error(&logits_of(&dir, None, &r.inputs), &r.logits);
+    std::fs::remove_dir_all(&dir).ok();
+    assert!(err < f32_tol(), "relative error {err:e}");
 }
 
 /// `dequantize_where` (the CUDA 8-bit workaround's load step) expands only the
@@ -439,4 +477,114 @@ fn prefix_logits_do_not_depend_on_what_follows() {
         }
     }
     assert!(failures.is_empty(), "bound {:e}: {failures:#?}", f32_tol());
+}
+
+/// A bf16 mixture of experts kept as stored on the CPU (float32 compute):
+/// decode steps widen only the chosen experts, prefill the whole stack; both
+/// give the logits of the model widened at load.
+#[test]
+fn stored_bf16_experts_match_widened_ones() {
+    mlx::stream::set_thread_stream(Stream::new(DeviceKind::Cpu).unwrap());
+    let src = fixtures().join("qwen3_moe");
+    let dir = std::env::temp_dir().join(format!("gomlx-moe-bf16-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(src.join("config.json")).unwrap()).unwrap();
+    cfg["torch_dtype"] = "bfloat16".into();
+    std::fs::write(dir.join("config.json"), cfg.to_string()).unwrap();
+    let st = io::load_safetensors(&src.join("model.safetensors")).unwrap();
+    let bf16: std::collections::BTreeMap<String, Array> = st.tensors.into_iter().map(|(k, v)| (k, v.astype(Dtype::BF16).unwrap())).collect();
+    io::save_safetensors(&dir.join("model.safetensors"), &bf16, &Default::default()).unwrap();
+    let r = reference(&src);
+    let run = |widen: bool, tokens: &[u32]| {
+        let model = Model::load(&dir, &LoadOptions { widen: Some(widen), ..Default::default() }).unwrap();
+        assert_eq!(model.info().dtype, "float32");
+        let mut caches = model.new_caches();
+        // The prompt (sorted by expert), then one-token steps (the chosen experts alone).
+        let x = Array::from_slice(tokens, &[1, tokens.len() as i32]).unwrap();
+        let mut out = model.forward(&x, &mut caches, None, Logits::Last).unwrap().to_vec::<f32>().unwrap();
+        for &t in &r.greedy[..4] {
+            let x = Array::from_slice(&[t], &[1, 1]).unwrap();
+            out.extend(model.forward(&x, &mut caches, None, Logits::Last).unwrap().to_vec::<f32>().unwrap());
+        }
+        (out, model.info().weights_dtype.clone())
+    };
+    let ((widened, wd), (stored, sd)) = (run(true, &r.inputs), run(false, &r.inputs));
+    std::fs::remove_dir_all(&dir).ok();
+    assert_eq!((wd.as_str(), sd.as_str()), ("float32", "bfloat16"));
+    let err = rel_error(&stored, &widened);
+    assert!(err < 1e-5, "stored vs widened bf16 experts: relative error {err:e}");
+}
+
+/// gpt-oss in mlx-lm's MXFP4 layout (what mlx-community publishes:
+/// `experts.{gate,up,down}_proj.{weight,scales}`, `quantization.mode: mxfp4`),
+/// made from the OpenAI-layout fixture, gives that fixture's mlx-lm logits:
+/// dequantised at load (the CPU default for a small model) and kept quantised
+/// (`gather_qmm` in mxfp4 mode).
+#[test]
+fn gpt_oss_mxfp4_in_mlx_layout() {
+    mlx::stream::set_thread_stream(Stream::new(DeviceKind::Cpu).unwrap());
+    let src = fixtures().join("gpt_oss_mxfp4");
+    let dir = std::env::temp_dir().join(format!("gomlx-gpt-oss-mlx-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(src.join("config.json")).unwrap()).unwrap();
+    cfg.as_object_mut().unwrap().remove("quantization_config");
+    cfg["quantization"] = serde_json::json!({"group_size": 32, "bits": 4, "mode": "mxfp4"});
+    std::fs::write(dir.join("config.json"), cfg.to_string()).unwrap();
+    let st = io::load_safetensors(&src.join("model.safetensors")).unwrap();
+    let rows = |a: &Array, start: i32| {
+        let shape = a.shape();
+        let mut lo = vec![0; shape.len()];
+        let mut strides = vec![1; shape.len()];
+        lo[1] = start;
+        strides[1] = 2;
+        a.slice(&lo, &shape, &strides).unwrap().contiguous().unwrap()
+    };
+    let words = |a: &Array| a.view(Dtype::U32).unwrap().flatten(-2, -1).unwrap();
+    let mut out = std::collections::BTreeMap::new();
+    for (k, v) in st.tensors {
+        let Some((p, what)) = k.rsplit_once("experts.") else {
+            out.insert(k, v);
+            continue;
+        };
+        let p = format!("{p}experts.");
+        match what {
+            "gate_up_proj_blocks" => {
+                out.insert(format!("{p}gate_proj.weight"), words(&rows(&v, 0)));
+                out.insert(format!("{p}up_proj.weight"), words(&rows(&v, 1)));
+            }
+            "gate_up_proj_scales" => {
+                out.insert(format!("{p}gate_proj.scales"), rows(&v, 0));
+                out.insert(format!("{p}up_proj.scales"), rows(&v, 1));
+            }
+            "gate_up_proj_bias" => {
+                let half = |s: i32| {
+                    let shape = v.shape();
+                    v.slice(&[0, s], &shape, &[1, 2]).unwrap().contiguous().unwrap()
+                };
+                out.insert(format!("{p}gate_proj.bias"), half(0));
+                out.insert(format!("{p}up_proj.bias"), half(1));
+            }
+            "down_proj_blocks" => {
+                out.insert(format!("{p}down_proj.weight"), words(&v));
+            }
+            "down_proj_scales" => {
+                out.insert(format!("{p}down_proj.scales"), v);
+            }
+            "down_proj_bias" => {
+                out.insert(format!("{p}down_proj.bias"), v);
+            }
+            other => panic!("unexpected expert tensor {other}"),
+        }
+    }
+    io::save_safetensors(&dir.join("model.safetensors"), &out, &Default::default()).unwrap();
+    let r = reference(&src);
+    // The CPU default expands the mxfp4 experts at load (dequantize in mxfp4 mode).
+    assert!(Model::load(&dir, &LoadOptions::default()).unwrap().info().dequantized);
+    for dequantize in [None, Some(false)] {
+        let (got, _, bits) = logits_with(&dir, &LoadOptions { dequantize, ..Default::default() }, &r.inputs);
+        let err = rel_error(&got, &r.logits);
+        eprintln!("gpt-oss mxfp4, mlx layout, dequantize {dequantize:?}: relative error {err:e}, bits {bits:?}");
+        assert!(err < 1e-4, "dequantize {dequantize:?}: relative error {err:e}");
+    }
+    std::fs::remove_dir_all(&dir).ok();
 }

@@ -51,6 +51,19 @@ import mlx_lm.utils
 from mlx_lm.generate import generate_step
 from mlx_lm.utils import load_model
 
+# mlx-lm 0.32.2's QuantizedSwitchLinear (quantised MoE experts) passes `global_scale=None`
+# to mx.gather_qmm, a keyword mlx 0.32.2 (the pinned MLX, DESIGN.md) does not have yet.
+# None is its default (no nvfp4 global scale), so dropping it changes nothing.
+_gather_qmm = mx.gather_qmm
+
+
+def _gather_qmm_compat(*args, global_scale=None, **kwargs):
+    assert global_scale is None, "an nvfp4 global scale needs a newer mlx"
+    return _gather_qmm(*args, **kwargs)
+
+
+mx.gather_qmm = _gather_qmm_compat
+
 N_GREEDY = 32
 PROMPT_LEN = 24
 MIN_DISTINCT_GREEDY = 6      # greedy continuation must not be one token repeated
@@ -147,6 +160,66 @@ DENSE_CASES = [
         ),
         seed=7001,
     ),
+    dict(
+        name="phi3_fused",
+        what="phi3: fused qkv_proj and gate_up_proj (split at load), partial_rotary_factor 0.5, untied",
+        config=dict(model_type="phi3", num_hidden_layers=2, vocab_size=256, tie_word_embeddings=False,
+                    sliding_window=None, pad_token_id=None, bos_token_id=None, eos_token_id=None,
+                    rope_parameters=dict(rope_type="default", rope_theta=10000.0, partial_rotary_factor=0.5)),
+        seed=8001, quantize=[(4, 32)],
+    ),
+    dict(
+        name="smollm3_nope",
+        what="smollm3: layers 1 and 3 without RoPE (no_rope_layer_interval 2 -> no_rope_layers [1, 0, 1, 0]), tied",
+        config=dict(model_type="smollm3", num_hidden_layers=4, vocab_size=256, tie_word_embeddings=True,
+                    no_rope_layer_interval=2, pad_token_id=None, bos_token_id=None, eos_token_id=None,
+                    rope_parameters=dict(rope_type="default", rope_theta=2000000.0)),
+        seed=9001,
+        ablation=("no_rope_layers", [1, 1, 1, 1]),
+    ),
+    dict(
+        name="ministral3_yarn",
+        what="ministral3: YaRN rope (factor 4, original_max_position_embeddings 16, mscale 1, mscale_all_dim 0) and "
+             "Llama 4 query temperature (llama_4_scaling_beta 0.1) over a 24-token prompt, head_dim 32, untied",
+        config=dict(model_type="ministral3", num_hidden_layers=2, vocab_size=256, tie_word_embeddings=False,
+                    head_dim=32, pad_token_id=None, bos_token_id=None, eos_token_id=None,
+                    rope_parameters=dict(rope_type="yarn", rope_theta=1000000.0, factor=4.0,
+                                         original_max_position_embeddings=16, beta_fast=32.0, beta_slow=1.0,
+                                         mscale=1.0, mscale_all_dim=0.0, llama_4_scaling_beta=0.1)),
+        seed=10001, hub_keeps_rope_parameters=True,
+    ),
+    dict(
+        name="qwen3_moe",
+        what="qwen3_moe: 8 experts, top 4 (96 token-expert pairs in the prompt: sorted by expert), norm_topk_prob, "
+             "q/k norm, layer 1 dense (mlp_only_layers [1]), per-expert checkpoint tensors stacked at load",
+        config=dict(model_type="qwen3_moe", num_hidden_layers=2, vocab_size=256, tie_word_embeddings=False,
+                    num_experts=8, num_experts_per_tok=4, moe_intermediate_size=32, norm_topk_prob=True,
+                    mlp_only_layers=[1], decoder_sparse_step=1, head_dim=16, pad_token_id=None, bos_token_id=None, eos_token_id=None,
+                    rope_parameters=dict(rope_type="default", rope_theta=1000000.0)),
+        seed=11001, quantize=[(4, 32), (8, 64)],
+    ),
+    dict(
+        name="mixtral",
+        what="mixtral: 4 experts, top 2 (softmax over the chosen), block_sparse_moe.experts.{e}.w1/w2/w3 stacked at load",
+        config=dict(model_type="mixtral", num_hidden_layers=2, vocab_size=256, tie_word_embeddings=False,
+                    num_local_experts=4, num_experts_per_tok=2, intermediate_size=64, pad_token_id=None, bos_token_id=None, eos_token_id=None,
+                    rope_parameters=dict(rope_type="default", rope_theta=1000000.0)),
+        seed=12001, quantize=[(4, 32), (8, 64)],
+    ),
+    dict(
+        name="gpt_oss",
+        what="gpt_oss: 4 experts of 32, top 2, biased router and experts, clamped SwiGLU, attention sinks, "
+             "q/k/v/o biases, layers sliding (window 8) / full, YaRN (factor 4 over 16, truncate true), head_dim 16. "
+             "model.safetensors in mlx-lm's layout (experts.{gate,up,down}_proj), the _tf5 copy in transformers' "
+             "(experts.gate_up_proj [E, H, 2I] interleaved, down_proj [E, I, H])",
+        config=dict(model_type="gpt_oss", num_hidden_layers=2, vocab_size=256, tie_word_embeddings=False,
+                    num_local_experts=4, num_experts_per_tok=2, intermediate_size=32, head_dim=16,
+                    sliding_window=8, layer_types=["sliding_attention", "full_attention"], pad_token_id=None, bos_token_id=None, eos_token_id=None,
+                    rope_parameters=dict(rope_type="yarn", rope_theta=150000.0, factor=4.0,
+                                         original_max_position_embeddings=16, beta_fast=32.0, beta_slow=1.0,
+                                         truncate=True)),
+        seed=13001, tf5_copy=True, hub_weights="gpt_oss_mlx_layout", mxfp4_copy=True,
+    ),
 ]
 
 
@@ -177,8 +250,14 @@ def to_hub_dialect(cfg: dict) -> dict:
         cfg["rope_scaling"] = None if glob.get("rope_type") == "default" else glob
     elif rp is not None:
         rp = dict(rp)
+        if "partial_rotary_factor" in rp:
+            # hub Phi-3/Phi-4 configs keep it at the top level
+            cfg["partial_rotary_factor"] = rp.pop("partial_rotary_factor")
         cfg["rope_theta"] = rp.pop("rope_theta")
         cfg["rope_scaling"] = None if rp.get("rope_type") == "default" else rp
+    if cfg["model_type"] == "qwen3_moe" and "num_local_experts" in cfg:
+        # hub Qwen3-MoE configs (and mlx-lm) name the expert count num_experts
+        cfg["num_experts"] = cfg.pop("num_local_experts")
     return dict(sorted(cfg.items()))
 
 
@@ -220,7 +299,7 @@ def init_weights(model, arch: str, seed: int, tied: bool, block_gain: float, lm_
                 p.copy_(lm_head_std * torch.randn(p.shape, generator=g))
             else:
                 fan_in = p.shape[-1]
-                gain = block_gain if name.endswith(("o_proj.weight", "down_proj.weight")) else 1.0
+                gain = block_gain if name.endswith(("o_proj.weight", "down_proj.weight", "experts.down_proj")) else 1.0
                 p.copy_(gain * torch.randn(p.shape, generator=g) / math.sqrt(fan_in))
     if tied:
         assert model.lm_head.weight.data_ptr() == model.model.embed_tokens.weight.data_ptr()
@@ -379,6 +458,79 @@ def write_case(out: Path, name: str, model_dir: Path, inputs, logits, greedy, me
     return d
 
 
+def gpt_oss_mlx_layout(tensors: dict) -> dict:
+    """transformers' gpt-oss experts ([E, in, out], gate/up interleaved along out)
+    in mlx-lm's layout ([E, out, in] per projection): what mlx-lm 0.32.2 reads
+    (its sanitize assumes OpenAI's [E, out, in] rows, and would silently
+    mis-split a transformers-saved dense checkpoint of this shape)."""
+    out = {}
+    for k, v in tensors.items():
+        if k.endswith("experts.gate_up_proj"):
+            out[k.replace("gate_up_proj", "gate_proj.weight")] = np.ascontiguousarray(v[..., ::2].transpose(0, 2, 1))
+            out[k.replace("gate_up_proj", "up_proj.weight")] = np.ascontiguousarray(v[..., 1::2].transpose(0, 2, 1))
+        elif k.endswith("experts.down_proj"):
+            out[k.replace("down_proj", "down_proj.weight")] = np.ascontiguousarray(v.transpose(0, 2, 1))
+        elif k.endswith("experts.gate_up_proj_bias"):
+            out[k.replace("gate_up_proj_bias", "gate_proj.bias")] = np.ascontiguousarray(v[..., ::2])
+            out[k.replace("gate_up_proj_bias", "up_proj.bias")] = np.ascontiguousarray(v[..., 1::2])
+        elif k.endswith("experts.down_proj_bias"):
+            out[k.replace("down_proj_bias", "down_proj.bias")] = v
+        else:
+            out[k] = v
+    return out
+
+
+def rewrite_weights(d: Path, fn):
+    from safetensors.numpy import load_file
+    tensors = load_file(str(d / "model.safetensors"))
+    save_file(fn(tensors), str(d / "model.safetensors"), metadata={"format": "pt"})
+
+
+def make_gpt_oss_mxfp4(hub_dir: Path, tmp: Path, name: str) -> Path:
+    """The experts of the mlx-layout checkpoint quantised with MLX's mxfp4 mode
+    and stored as OpenAI ships gpt-oss: `*_blocks` uint8 [E, out, in/32, 16] and
+    `*_scales` uint8 [E, out, in/32], gate/up rows interleaved into gate_up_proj,
+    `quantization_config: {quant_method: mxfp4}`; the rest stays float32."""
+    from safetensors.numpy import load_file
+    d = tmp / f"{name}_mxfp4"
+    if d.exists():
+        shutil.rmtree(d)
+    shutil.copytree(hub_dir, d)
+    t = load_file(str(d / "model.safetensors"))
+    out = {}
+
+    def q(w):
+        wq, s = mx.quantize(mx.array(w), group_size=32, bits=4, mode="mxfp4")
+        E, O, _ = w.shape
+        blocks = np.array(wq).view(np.uint8).reshape(E, O, -1, 16)
+        return blocks, np.array(s)
+
+    def interleave(a, b):
+        o = np.empty((a.shape[0], a.shape[1] * 2) + a.shape[2:], dtype=a.dtype)
+        o[:, ::2], o[:, 1::2] = a, b
+        return o
+
+    for k, v in t.items():
+        if k.endswith("experts.gate_proj.weight"):
+            p = k[: -len("gate_proj.weight")]
+            (gb, gs), (ub, us) = q(v), q(t[p + "up_proj.weight"])
+            out[p + "gate_up_proj_blocks"], out[p + "gate_up_proj_scales"] = interleave(gb, ub), interleave(gs, us)
+            out[p + "gate_up_proj_bias"] = interleave(t[p + "gate_proj.bias"], t[p + "up_proj.bias"])
+        elif k.endswith("experts.down_proj.weight"):
+            p = k[: -len("down_proj.weight")]
+            out[p + "down_proj_blocks"], out[p + "down_proj_scales"] = q(v)
+            out[p + "down_proj_bias"] = t[p + "down_proj.bias"]
+        elif ".experts." in k:
+            continue
+        else:
+            out[k] = v
+    save_file(out, str(d / "model.safetensors"), metadata={"format": "pt"})
+    cfg = read_json(d / "config.json")
+    cfg["quantization_config"] = {"quant_method": "mxfp4"}
+    write_json(d / "config.json", cfg)
+    return d
+
+
 def save_both_dialects(case, model, tmp: Path):
     """tf5 dir: exactly what transformers 5 wrote; hub dir: same weights, config
     rewritten into the hub dialect."""
@@ -389,7 +541,16 @@ def save_both_dialects(case, model, tmp: Path):
             shutil.rmtree(d)
     save_hf_dir(model, tf5_dir)
     shutil.copytree(tf5_dir, hub_dir)
-    hub_cfg = to_hub_dialect(read_json(tf5_dir / "config.json"))
+    hub_cfg = read_json(tf5_dir / "config.json")
+    if case.get("hub_keeps_rope_parameters"):
+        # Ministral 3 was published with transformers 5: its hub configs (and
+        # mlx-lm) use rope_parameters; only dtype gets the hub name.
+        hub_cfg["torch_dtype"] = hub_cfg.pop("dtype")
+        hub_cfg = dict(sorted(hub_cfg.items()))
+    else:
+        hub_cfg = to_hub_dialect(hub_cfg)
+    if case.get("hub_weights"):
+        rewrite_weights(hub_dir, globals()[case["hub_weights"]])
     if case.get("hub_drop_head_dim"):
         # old hub configs leave head_dim out when it is hidden_size / num_attention_heads
         assert hub_cfg["head_dim"] * hub_cfg["num_attention_heads"] == hub_cfg["hidden_size"]
@@ -438,10 +599,14 @@ def pick_model(case, tmp: Path, log):
             todo.append((f"q{bits}", (bits, gs), MIN_MARGIN, MIN_DISTINCT_GREEDY // 2))
         if case.get("bf16_copy"):
             todo.append(("bf16", None, MIN_MARGIN_BF16, MIN_DISTINCT_GREEDY // 2))
+        if case.get("mxfp4_copy"):
+            todo.append(("mxfp4", None, MIN_MARGIN, MIN_DISTINCT_GREEDY // 2))
         report = []
         for kind, src, min_margin, min_distinct in todo:
             if kind.startswith("q"):
                 d = make_quantized(hub_dir, tmp, name, *src)
+            elif kind == "mxfp4":
+                d = make_gpt_oss_mxfp4(hub_dir, tmp, name)
             elif kind == "bf16":
                 d = make_bf16(model, tmp, name, case)
             else:
@@ -473,6 +638,8 @@ def run_dense(case, out: Path, tmp: Path, log, summary):
     # transformers must read both dialects to the same model
     dialect_check = {}
     for dialect, d in (("hub", hub_dir), ("tf5", tf5_dir)):
+        if dialect == "hub" and case.get("hub_weights"):
+            continue  # mlx-lm's tensor layout: transformers reads only the tf5 copy
         m2 = AutoModelForCausalLM.from_pretrained(d, attn_implementation="eager", dtype=torch.float32).eval()
         dialect_check[dialect] = compare(tf_logits(m2, inputs), ref)["max_abs"]
     assert all(v == 0.0 for v in dialect_check.values()), dialect_check
@@ -505,7 +672,7 @@ def run_dense(case, out: Path, tmp: Path, log, summary):
         "first_greedy_mismatch": first_mismatch,
         "min_greedy_margin": min_margin,
         "logits_std": float(ref.std()),
-        "transformers_reads_both_dialects_identically": True,
+        "transformers_reads_both_dialects_identically": not case.get("hub_weights"),
     }
     if softcap:
         checks["note"] = ("mlx-lm 0.32.2 gemma3_text ignores final_logit_softcapping; its logits were compared "
@@ -577,6 +744,26 @@ def run_dense(case, out: Path, tmp: Path, log, summary):
             checks=qchecks,
         ))
         summary.append(summarize(qname, d, qchecks))
+
+    if case.get("mxfp4_copy"):
+        xname = f"{name}_mxfp4"
+        v = variants["mxfp4"]
+        xlogits = mlx_logits(v["model"], inputs)
+        xchecks = {
+            "mxfp4_vs_dense_transformers_logits": compare(xlogits, ref),
+            "min_greedy_margin": float(margins(v["lps"]).min()),
+            "greedy_same_as_dense": v["greedy"] == greedy,
+        }
+        d = write_case(out, xname, v["dir"], inputs, xlogits, v["greedy"], dict(
+            base_meta, config_dialect="hub + quantization_config {quant_method: mxfp4}",
+            quantization={"bits": 4, "group_size": 32, "mode": "mxfp4", "modules": "experts only"},
+            made_by="make_gpt_oss_mxfp4(): mx.quantize(mode='mxfp4') of the experts, stored as OpenAI's *_blocks/*_scales",
+            quantized_from=name,
+            logits_source="mlx-lm",
+            logits_note="mlx-lm 0.32.2 float32 logits of this checkpoint (MXFP4 experts through mx.gather_qmm)",
+            checks=xchecks,
+        ))
+        summary.append(summarize(xname, d, dict(xchecks, quantized_vs_dense_transformers_logits=xchecks["mxfp4_vs_dense_transformers_logits"])))
 
     if case.get("bf16_copy"):
         bname = f"{name}_bf16"

@@ -50,12 +50,18 @@ pub enum AttentionMask<'a> {
 /// softmax(q kᵀ · scale + mask) v over `[B, H, L, D]` inputs; grouped-query
 /// attention (fewer KV heads) is handled by the kernel.
 pub fn scaled_dot_product_attention(q: &Array, k: &Array, v: &Array, scale: f32, mask: AttentionMask) -> Result<Array> {
+    scaled_dot_product_attention_sinks(q, k, v, scale, mask, None)
+}
+
+/// The same with attention sinks (gpt-oss): one learned logit per query head
+/// joins each softmax's denominator, so a head may attend to nothing.
+pub fn scaled_dot_product_attention_sinks(q: &Array, k: &Array, v: &Array, scale: f32, mask: AttentionMask, sinks: Option<&Array>) -> Result<Array> {
     let (mode, arr) = match mask {
         AttentionMask::None => (c"", None),
         AttentionMask::Causal => (c"causal", None),
         AttentionMask::Array(a) => (c"array", Some(a)),
     };
     Array::op(|r, s| unsafe {
-        sys::mlx_fast_scaled_dot_product_attention(r, q.raw(), k.raw(), v.raw(), scale, mode.as_ptr(), optional_raw(arr), optional_raw(None), false, s)
+        sys::mlx_fast_scaled_dot_product_attention(r, q.raw(), k.raw(), v.raw(), scale, mode.as_ptr(), optional_raw(arr), optional_raw(sinks), false, s)
     })
 }

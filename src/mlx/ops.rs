@@ -59,6 +59,7 @@ binary! {
     greater => mlx_greater, greater_equal => mlx_greater_equal, less => mlx_less,
     less_equal => mlx_less_equal, equal => mlx_equal, not_equal => mlx_not_equal,
     logical_and => mlx_logical_and, logical_or => mlx_logical_or,
+    floor_divide => mlx_floor_divide,
 }
 
 impl Array {
@@ -316,6 +317,32 @@ pub fn dequantize(w: &Array, scales: &Array, biases: &Array, group_size: i32, bi
     })
 }
 
+/// `dequantize` in any of MLX's modes (`mxfp4` has no biases).
+pub fn dequantize_mode(
+    w: &Array,
+    scales: &Array,
+    biases: Option<&Array>,
+    group_size: i32,
+    bits: i32,
+    mode: &std::ffi::CStr,
+    dtype: Option<Dtype>,
+) -> Result<Array> {
+    Array::op(|r, s| unsafe {
+        sys::mlx_dequantize(
+            r,
+            w.raw(),
+            scales.raw(),
+            raw_or_null(biases),
+            opt_int(Some(group_size)),
+            opt_int(Some(bits)),
+            mode.as_ptr(),
+            null_array(),
+            opt_dtype(dtype),
+            s,
+        )
+    })
+}
+
 /// `x @ dequantize(w).T` (with `transpose`) without materialising the weights.
 pub fn quantized_matmul(x: &Array, w: &Array, scales: &Array, biases: &Array, transpose: bool, group_size: i32, bits: i32) -> Result<Array> {
     let mode = c"affine";
@@ -326,4 +353,54 @@ pub fn quantized_matmul(x: &Array, w: &Array, scales: &Array, biases: &Array, tr
 
 pub(crate) fn optional_raw(a: Option<&Array>) -> sys::mlx_array {
     raw_or_null(a)
+}
+
+/// `a @ b` with the matrices picked per batch element: `b[rhs_indices]` (and
+/// `a[lhs_indices]`) over the batch axes; the mixture-of-experts product, each
+/// token times its chosen experts' matrices. `sorted_indices` promises that
+/// `rhs_indices` is sorted (tokens grouped by expert), which lets the kernel
+/// read each expert's matrix once.
+pub fn gather_mm(a: &Array, b: &Array, lhs_indices: Option<&Array>, rhs_indices: Option<&Array>, sorted_indices: bool) -> Result<Array> {
+    Array::op(|r, s| unsafe { sys::mlx_gather_mm(r, a.raw(), b.raw(), raw_or_null(lhs_indices), raw_or_null(rhs_indices), sorted_indices, s) })
+}
+
+/// A quantised weight of `gather_mm`: `x @ dequantize(w[rhs_indices]).T` (with
+/// `transpose`) in MLX's `mode` (`affine` with `biases`, `mxfp4` without).
+#[allow(clippy::too_many_arguments)]
+pub fn gather_qmm(
+    x: &Array,
+    w: &Array,
+    scales: &Array,
+    biases: Option<&Array>,
+    rhs_indices: Option<&Array>,
+    transpose: bool,
+    group_size: i32,
+    bits: i32,
+    mode: &std::ffi::CStr,
+    sorted_indices: bool,
+) -> Result<Array> {
+    Array::op(|r, s| unsafe {
+        sys::mlx_gather_qmm(
+            r,
+            x.raw(),
+            w.raw(),
+            scales.raw(),
+            raw_or_null(biases),
+            null_array(),
+            raw_or_null(rhs_indices),
+            transpose,
+            opt_int(Some(group_size)),
+            opt_int(Some(bits)),
+            mode.as_ptr(),
+            sorted_indices,
+            s,
+        )
+    })
+}
+
+impl Array {
+    /// The same bytes read as `dtype` (the last axis scales by the size ratio).
+    pub fn view(&self, dtype: Dtype) -> Result<Array> {
+        Array::op(|r, s| unsafe { sys::mlx_view(r, self.raw(), dtype.raw(), s) })
+    }
 }

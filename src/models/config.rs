@@ -40,6 +40,17 @@ pub enum RopeScaling {
         high_freq_factor: f32,
         original_max_position: f32,
     },
+    /// YaRN (Ministral 3, Qwen long context): frequencies blended between
+    /// interpolated and original by a ramp over `[beta_slow, beta_fast]`
+    /// rotations; q and k are scaled by `attention_factor`.
+    Yarn {
+        factor: f32,
+        original_max_position: f32,
+        beta_fast: f32,
+        beta_slow: f32,
+        attention_factor: f32,
+        truncate: bool,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -53,6 +64,33 @@ pub struct Rope {
 pub struct Quant {
     pub group_size: i32,
     pub bits: i32,
+    pub mode: QuantMode,
+}
+
+/// MLX's quantisation modes: `affine` (scales and biases per group) and
+/// `mxfp4` (4-bit floats with a shared power-of-two scale per 32, no biases;
+/// gpt-oss's experts).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum QuantMode {
+    #[default]
+    Affine,
+    Mxfp4,
+}
+
+impl QuantMode {
+    /// The name MLX's quantisation functions take.
+    pub fn name(self) -> &'static std::ffi::CStr {
+        match self {
+            QuantMode::Affine => c"affine",
+            QuantMode::Mxfp4 => c"mxfp4",
+        }
+    }
+}
+
+impl Quant {
+    pub const fn affine(group_size: i32, bits: i32) -> Quant {
+        Quant { group_size, bits, mode: QuantMode::Affine }
+    }
 }
 
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -105,11 +143,61 @@ pub struct ModelConfig {
     /// Attention score scale (1/sqrt(head_dim), or Gemma's query_pre_attn_scalar).
     pub attn_scale: f32,
     pub final_logit_softcapping: Option<f32>,
+    /// Layers that apply no RoPE at all (SmolLM3's NoPE layers); all false by default.
+    pub no_rope: Vec<bool>,
+    /// Leading dimensions of each head that RoPE rotates (`partial_rotary_factor` × head_dim).
+    pub rope_dims: usize,
+    /// Query temperature of Llama 4 / Ministral 3: q · (1 + beta · ln(1 + ⌊pos / original_max⌋)).
+    pub attn_temperature: Option<AttnTemperature>,
+    /// Mixture-of-experts MLPs, when the family has them.
+    pub moe: Option<Moe>,
+    /// A learned attention sink per head (`self_attn.sinks`, gpt-oss).
+    pub attn_sinks: bool,
     /// Checkpoint dtype of the weights.
     pub dtype: Dtype,
     pub quantization: Quantization,
     /// How to build the layers (not from config.json; set from `LoadOptions`).
     pub build: Build,
+}
+
+/// Llama 4's position-dependent query scaling (`llama_4_scaling_beta`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AttnTemperature {
+    pub beta: f32,
+    pub original_max_position: f32,
+}
+
+/// A sparse MLP: a router picks `top_k` of `experts` SwiGLU experts per token.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Moe {
+    pub experts: usize,
+    pub top_k: usize,
+    /// Hidden size of one expert.
+    pub intermediate_size: usize,
+    /// Renormalise the chosen experts' router probabilities to sum to 1.
+    pub norm_topk_prob: bool,
+    /// Which layers are sparse (the rest keep a dense MLP of `intermediate_size`).
+    pub layers: Vec<bool>,
+    /// The block's name in the checkpoint (`mlp`, Mixtral's `block_sparse_moe`).
+    pub path: &'static str,
+    /// The router's name within the block (`gate`; gpt-oss: `router`).
+    pub router: &'static str,
+    /// The stacked experts' name within the block (`switch_mlp`; gpt-oss: `experts`).
+    pub experts_path: &'static str,
+    /// Biases on the router and the experts (gpt-oss).
+    pub bias: bool,
+    /// The experts' activation.
+    pub act: MoeAct,
+}
+
+/// `act(gate, up)` of an expert.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum MoeAct {
+    /// SiLU(gate) · up.
+    Silu,
+    /// gpt-oss: gate clipped above at `limit`, up clipped to ±`limit`,
+    /// gate · σ(`alpha` · gate) · (up + 1).
+    SwigluClamped { alpha: f32, limit: f32 },
 }
 
 /// Inference-only layer construction choices (see `LoadOptions`).
@@ -240,6 +328,11 @@ impl ModelConfig {
             sliding,
             attn_scale,
             final_logit_softcapping,
+            no_rope: vec![false; num_layers],
+            rope_dims: head_dim,
+            attn_temperature: None,
+            moe: None,
+            attn_sinks: false,
             dtype,
             quantization,
             build: Build::default(),
@@ -312,6 +405,12 @@ fn check_values(c: &ModelConfig, obj: &Map<String, Value>) -> Result<()> {
                     )));
                 }
             }
+            RopeScaling::Yarn { original_max_position, beta_fast, beta_slow, attention_factor, .. } => {
+                positive("rope_scaling.original_max_position_embeddings", original_max_position)?;
+                positive("rope_scaling.beta_fast", beta_fast)?;
+                positive("rope_scaling.beta_slow", beta_slow)?;
+                positive("rope_scaling.attention_factor", attention_factor)?;
+            }
         }
     }
     if let Some(w) = c.sliding_window {
@@ -377,7 +476,27 @@ fn scaling_from(s: &Map<String, Value>) -> Result<RopeScaling> {
             high_freq_factor: f32_field(s, "high_freq_factor")?.unwrap_or(4.0),
             original_max_position: f32_field(s, "original_max_position_embeddings")?.unwrap_or(8192.0),
         },
-        other => return Err(Error::Model(format!("config.json: unsupported rope_type '{other}' (supported: default, linear, llama3)"))),
+        "yarn" => {
+            let factor = factor.ok_or_else(|| Error::Model("config.json: yarn rope scaling without 'factor'".into()))?;
+            positive("rope_scaling.factor", factor)?;
+            let mscale = |scale: f32, m: f32| if scale <= 1.0 { 1.0 } else { 0.1 * m * scale.ln() + 1.0 };
+            let attention_factor = match (f32_field(s, "attention_factor")?, f32_field(s, "mscale")?, f32_field(s, "mscale_all_dim")?) {
+                (Some(a), _, _) => a,
+                (None, Some(m), Some(all)) if m != 0.0 && all != 0.0 => mscale(factor, m) / mscale(factor, all),
+                _ => mscale(factor, 1.0),
+            };
+            let or = |v: Option<f32>, d: f32| v.filter(|&x| x != 0.0).unwrap_or(d);
+            RopeScaling::Yarn {
+                factor,
+                original_max_position: f32_field(s, "original_max_position_embeddings")?
+                    .ok_or_else(|| Error::Model("config.json: yarn rope scaling without 'original_max_position_embeddings'".into()))?,
+                beta_fast: or(f32_field(s, "beta_fast")?, 32.0),
+                beta_slow: or(f32_field(s, "beta_slow")?, 1.0),
+                attention_factor,
+                truncate: bool_field(s, "truncate").unwrap_or(true),
+            }
+        }
+        other => return Err(Error::Model(format!("config.json: unsupported rope_type '{other}' (supported: default, linear, llama3, yarn)"))),
     })
 }
 
@@ -407,16 +526,26 @@ fn sliding_layers(obj: &Map<String, Value>, n: usize, pattern: Option<usize>, wi
 fn parse_quant(v: &Map<String, Value>) -> Result<Quant> {
     let group_size = usize_field(v, "group_size")?.unwrap_or(64) as i32;
     let bits = usize_field(v, "bits")?.ok_or_else(|| Error::Model("config.json: quantization without 'bits'".into()))? as i32;
+    match get(v, "mode").and_then(Value::as_str).unwrap_or("affine") {
+        "affine" => {}
+        "mxfp4" if bits == 4 && group_size == 32 => return Ok(Quant { group_size, bits, mode: QuantMode::Mxfp4 }),
+        "mxfp4" => return Err(Error::Model(format!("config.json: mxfp4 quantization needs bits=4 group_size=32, found bits={bits} group_size={group_size}"))),
+        other => return Err(Error::Model(format!("config.json: unsupported quantization mode '{other}' (supported: affine, mxfp4)"))),
+    }
     if !matches!(bits, 2 | 3 | 4 | 5 | 6 | 8) || !matches!(group_size, 32 | 64 | 128) {
         return Err(Error::Model(format!("config.json: unsupported quantization bits={bits} group_size={group_size}")));
     }
-    Ok(Quant { group_size, bits })
+    Ok(Quant::affine(group_size, bits))
 }
 
 fn parse_quantization(v: Option<&Value>) -> Result<Quantization> {
     let Some(obj) = v.and_then(Value::as_object) else { return Ok(Quantization::default()) };
     if let Some(method) = get(obj, "quant_method").and_then(Value::as_str) {
-        return Err(Error::Model(format!("config.json: quantization method '{method}' is not supported (MLX affine quantisation only)")));
+        // gpt-oss's own MXFP4 experts (`*_blocks` / `*_scales`): the family names the modules (gpt_oss.rs).
+        if method == "mxfp4" {
+            return Ok(Quantization::default());
+        }
+        return Err(Error::Model(format!("config.json: quantization method '{method}' is not supported (MLX affine or mxfp4 quantisation only)")));
     }
     let default = if get(obj, "bits").is_some() { Some(parse_quant(obj)?) } else { None };
     let mut overrides = BTreeMap::new();

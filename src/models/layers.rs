@@ -2,7 +2,7 @@
 //! (dense or MLX-quantised), RMSNorm, RoPE, attention with its KV cache and
 //! masks, and the two MLP kinds.
 
-use super::config::{ModelConfig, Quant, Rope as RopeConfig, RopeScaling};
+use super::config::{AttnTemperature, ModelConfig, MoeAct, Quant, QuantMode, Rope as RopeConfig, RopeScaling};
 use super::lora::Lora;
 use super::strategy::{dense_product, quantized_product, Products};
 use super::weights::Weights;
@@ -33,6 +33,9 @@ fn load_matrix(w: &mut Weights, path: &str, rows: usize, cols: usize, quant: Opt
     let name = format!("{path}.weight");
     if w.contains(&format!("{path}.scales")) {
         let q = quant.ok_or_else(|| Error::Model(format!("{}: '{path}' is quantised but config.json has no 'quantization' for it", w.source().display())))?;
+        if q.mode != QuantMode::Affine {
+            return Err(Error::Model(format!("'{path}': {:?} quantisation is read for mixture-of-experts weights only", q.mode)));
+        }
         if !cols.is_multiple_of(q.group_size as usize) {
             return Err(Error::Model(format!("'{path}': {cols} columns are not a multiple of group size {}", q.group_size)));
         }
@@ -315,14 +318,41 @@ pub struct RotaryEmbedding {
     base: Option<f32>,
     scale: f32,
     freqs: Option<Array>,
+    /// YaRN's attention factor on q and k (1 otherwise).
+    mscale: f32,
 }
 
 impl RotaryEmbedding {
     pub fn new(cfg: &RopeConfig, dims: usize) -> Result<RotaryEmbedding> {
         let d = dims as i32;
         Ok(match cfg.scaling {
-            RopeScaling::None => RotaryEmbedding { dims: d, base: Some(cfg.theta), scale: 1.0, freqs: None },
-            RopeScaling::Linear { factor } => RotaryEmbedding { dims: d, base: Some(cfg.theta), scale: 1.0 / factor, freqs: None },
+            RopeScaling::None => RotaryEmbedding { dims: d, base: Some(cfg.theta), scale: 1.0, freqs: None, mscale: 1.0 },
+            RopeScaling::Linear { factor } => RotaryEmbedding { dims: d, base: Some(cfg.theta), scale: 1.0 / factor, freqs: None, mscale: 1.0 },
+            RopeScaling::Yarn { factor, original_max_position, beta_fast, beta_slow, attention_factor, truncate } => {
+                // The correction range: the dimensions that turn beta_fast and beta_slow
+                // times over the original context (transformers' find_correction_range).
+                let dim = dims as f32;
+                let correction = |rotations: f32| dim * (original_max_position / (rotations * 2.0 * std::f32::consts::PI)).ln() / (2.0 * cfg.theta.ln());
+                let (mut low, mut high) = (correction(beta_fast), correction(beta_slow));
+                if truncate {
+                    (low, high) = (low.floor(), high.ceil());
+                }
+                let (low, mut high) = (low.max(0.0), high.min(dim - 1.0));
+                if low == high {
+                    high += 0.001;
+                }
+                let periods: Vec<f32> = (0..dims / 2)
+                    .map(|i| {
+                        let p = cfg.theta.powf(2.0 * i as f32 / dim);
+                        // Weight of the original (extrapolated) frequency.
+                        let extrapolate = 1.0 - ((i as f32 - low) / (high - low)).clamp(0.0, 1.0);
+                        let inv = (1.0 / (factor * p)) * (1.0 - extrapolate) + (1.0 / p) * extrapolate;
+                        1.0 / inv
+                    })
+                    .collect();
+                let freqs = Array::from_slice(&periods, &[periods.len() as i32])?;
+                RotaryEmbedding { dims: d, base: None, scale: 1.0, freqs: Some(freqs), mscale: attention_factor }
+            }
             RopeScaling::Llama3 { factor, low_freq_factor, high_freq_factor, original_max_position } => {
                 // Periods (1/inv_freq) per rotated pair, stretched by wavelength band.
                 let low_wavelen = original_max_position / low_freq_factor;
@@ -342,18 +372,28 @@ impl RotaryEmbedding {
                     })
                     .collect();
                 let freqs = Array::from_slice(&periods, &[periods.len() as i32])?;
-                RotaryEmbedding { dims: d, base: None, scale: 1.0, freqs: Some(freqs) }
+                RotaryEmbedding { dims: d, base: None, scale: 1.0, freqs: Some(freqs), mscale: 1.0 }
             }
         })
     }
 
     pub fn forward(&self, x: &Array, offset: usize) -> Result<Array> {
-        self.rope().apply(x, offset as i32)
+        self.rope().apply(&self.prescale(x)?, offset as i32)
     }
 
     /// With each batch row's own first position (`[B]`).
     pub fn forward_rows(&self, x: &Array, positions: &Array) -> Result<Array> {
-        self.rope().apply_dynamic(x, positions)
+        self.rope().apply_dynamic(&self.prescale(x)?, positions)
+    }
+
+    /// YaRN scales the rotated dimensions by its attention factor (all of them
+    /// here: YaRN checkpoints rotate whole heads).
+    fn prescale(&self, x: &Array) -> Result<Array> {
+        if self.mscale == 1.0 {
+            Ok(x.clone())
+        } else {
+            x.mul_scalar(self.mscale)
+        }
     }
 
     fn rope(&self) -> Rope<'_> {
@@ -380,7 +420,11 @@ pub struct Attention {
     o_proj: Linear,
     q_norm: Option<RmsNorm>,
     k_norm: Option<RmsNorm>,
-    rope: RotaryEmbedding,
+    /// None on layers without positions (SmolLM3's NoPE layers).
+    rope: Option<RotaryEmbedding>,
+    temperature: Option<AttnTemperature>,
+    /// gpt-oss's per-head attention sinks (`[heads]`).
+    sinks: Option<Array>,
     heads: i32,
     kv_heads: i32,
     head_dim: i32,
@@ -401,7 +445,9 @@ impl Attention {
             o_proj: Linear::load(w, cfg, &format!("{p}.o_proj"), nh * hd, h, cfg.o_bias)?,
             q_norm: if cfg.qk_norm { Some(norm(w, "q_norm")?) } else { None },
             k_norm: if cfg.qk_norm { Some(norm(w, "k_norm")?) } else { None },
-            rope: RotaryEmbedding::new(rope_cfg, hd)?,
+            rope: if cfg.no_rope[layer] { None } else { Some(RotaryEmbedding::new(rope_cfg, cfg.rope_dims)?) },
+            temperature: cfg.attn_temperature,
+            sinks: if cfg.attn_sinks { Some(w.take_shaped(&format!("{p}.sinks"), &[nh])?) } else { None },
             heads: nh as i32,
             kv_heads: nkv as i32,
             head_dim: hd as i32,
@@ -427,11 +473,16 @@ impl Attention {
             Some(nm) => nm.forward(&y),
             None => Ok(y),
         };
-        let rope = |x: Array| match ctx.positions {
-            Some(p) => self.rope.forward_rows(&x, p),
-            None => self.rope.forward(&x, offset),
+        let rope = |x: Array| match (&self.rope, ctx.positions) {
+            (None, _) => Ok(x),
+            (Some(r), Some(p)) => r.forward_rows(&x, p),
+            (Some(r), None) => r.forward(&x, offset),
         };
         let q = rope(norm(q, &self.q_norm)?)?;
+        let q = match &self.temperature {
+            Some(t) => q.multiply(&temperature(t, l, offset, ctx.positions)?.astype(q.dtype())?)?,
+            None => q,
+        };
         let k = rope(norm(k, &self.k_norm)?)?;
         let att = match cache {
             Some(c) => c.update(k, v)?,
@@ -444,7 +495,11 @@ impl Attention {
             Mask::Causal => AttentionMask::Causal,
             Mask::Array(a) => AttentionMask::Array(a),
         };
-        let o = fast::scaled_dot_product_attention(&q, &att.keys, &att.values, self.scale, mask_ref)?;
+        let sinks = match &self.sinks {
+            Some(s) if s.dtype() != q.dtype() => Some(s.astype(q.dtype())?),
+            s => s.clone(),
+        };
+        let o = fast::scaled_dot_product_attention_sinks(&q, &att.keys, &att.values, self.scale, mask_ref, sinks.as_ref())?;
         // With one position, [B, H, 1, D] and [B, 1, H·D] share a memory layout.
         let o = if l == 1 { o } else { o.transpose(&[0, 2, 1, 3])? };
         self.o_proj.forward(&o.reshape(&[b, l, self.heads * self.head_dim])?)
@@ -494,7 +549,25 @@ impl Attention {
         for n in [&self.q_norm, &self.k_norm].into_iter().flatten() {
             v.push(n.weight());
         }
+        v.extend(self.sinks.iter());
         v
+    }
+}
+
+/// Llama 4's query scale per position, `1 + beta · ln(1 + ⌊pos / original_max⌋)`,
+/// shaped to broadcast over `[B, H, L, D]` queries.
+fn temperature(t: &AttnTemperature, l: i32, offset: usize, positions: Option<&Array>) -> Result<Array> {
+    let of = |pos: &Array| -> Result<Array> {
+        pos.astype(mlx::Dtype::F32)?.divide(&Array::scalar_as(t.original_max_position, mlx::Dtype::F32)?)?.floor()?.log1p()?.mul_scalar(t.beta)?.add_scalar(1.0)
+    };
+    let steps = mlx::arange(0.0, l as f64, 1.0, mlx::Dtype::F32)?;
+    match positions {
+        // Each row's own positions: [B, 1] + [L] → [B, 1, L, 1].
+        Some(p) => {
+            let pos = p.astype(mlx::Dtype::F32)?.expand_dims(&[1])?.add(&steps)?;
+            of(&pos)?.expand_dims(&[1, 3])
+        }
+        None => of(&steps.add_scalar(offset as f32)?)?.reshape(&[l, 1]),
     }
 }
 
@@ -642,4 +715,188 @@ fn gated(gelu: bool, g: &Array, u: &Array) -> Result<Array> {
 pub fn gelu_tanh(x: &Array) -> Result<Array> {
     let inner = x.add(&x.multiply(&x.square()?)?.mul_scalar(0.044715)?)?.mul_scalar((2.0 / std::f32::consts::PI).sqrt())?;
     x.mul_scalar(0.5)?.multiply(&inner.tanh()?.add_scalar(1.0)?)
+}
+
+/// Per-expert matrices stacked `[experts, out, in]`, dense or MLX-quantised
+/// (affine, or MXFP4 for gpt-oss): one `gather_mm` / `gather_qmm` multiplies
+/// each token by its experts' rows.
+pub struct SwitchLinear {
+    base: SwitchBase,
+    /// Per-expert output biases `[E, out]` (gpt-oss).
+    bias: Option<Array>,
+}
+
+enum SwitchBase {
+    /// `[E, in, out]`: the transposed view of the checkpoint's `[E, out, in]`.
+    Dense { wt: Array },
+    /// Affine (with `biases`) or MXFP4 (without).
+    Quantized { w: Array, scales: Array, biases: Option<Array>, q: Quant },
+}
+
+impl SwitchLinear {
+    #[allow(clippy::too_many_arguments)]
+    pub fn load(w: &mut Weights, cfg: &ModelConfig, path: &str, experts: usize, in_dim: usize, out_dim: usize, bias: bool) -> Result<SwitchLinear> {
+        let bias = if bias { Some(w.take_shaped(&format!("{path}.bias"), &[experts, out_dim])?) } else { None };
+        Ok(SwitchLinear { base: SwitchLinear::load_base(w, cfg, path, experts, in_dim, out_dim)?, bias })
+    }
+
+    fn load_base(w: &mut Weights, cfg: &ModelConfig, path: &str, experts: usize, in_dim: usize, out_dim: usize) -> Result<SwitchBase> {
+        let name = format!("{path}.weight");
+        if w.contains(&format!("{path}.scales")) {
+            let q = cfg
+                .quantization
+                .for_module(path)
+                .ok_or_else(|| Error::Model(format!("{}: '{path}' is quantised but config.json has no 'quantization' for it", w.source().display())))?;
+            if !in_dim.is_multiple_of(q.group_size as usize) {
+                return Err(Error::Model(format!("'{path}': {in_dim} columns are not a multiple of group size {}", q.group_size)));
+            }
+            let packed = w.take_shaped(&name, &[experts, out_dim, in_dim * q.bits as usize / 32])?;
+            let groups = in_dim / q.group_size as usize;
+            let scales = w.take_shaped(&format!("{path}.scales"), &[experts, out_dim, groups])?;
+            let biases = match q.mode {
+                QuantMode::Affine => Some(w.take_shaped(&format!("{path}.biases"), &[experts, out_dim, groups])?),
+                QuantMode::Mxfp4 => None,
+            };
+            return Ok(SwitchBase::Quantized { w: packed, scales, biases, q });
+        }
+        let weight = w.take_shaped(&name, &[experts, out_dim, in_dim])?;
+        Ok(SwitchBase::Dense { wt: weight.swapaxes(-1, -2)? })
+    }
+
+    /// `x` `[..., 1, in]` times the experts `idx` (broadcast against x's batch axes) → `[..., 1, out]`.
+    pub fn forward(&self, x: &Array, idx: &Array, sorted: bool) -> Result<Array> {
+        let y = match &self.base {
+            SwitchBase::Dense { wt } if wt.dtype() == x.dtype() => mlx::gather_mm(x, wt, None, Some(idx), sorted)?,
+            // Kept narrower than x (stored weights): widen only the chosen experts when
+            // few are chosen (decode reads k experts, not all), else the whole stack.
+            SwitchBase::Dense { wt } if !sorted => x.matmul(&wt.take(idx, 0)?.astype(x.dtype())?)?,
+            SwitchBase::Dense { wt } => mlx::gather_mm(x, &wt.astype(x.dtype())?, None, Some(idx), sorted)?,
+            SwitchBase::Quantized { w, scales, biases, q } => {
+                mlx::gather_qmm(x, w, scales, biases.as_ref(), Some(idx), true, q.group_size, q.bits, q.mode.name(), sorted)?
+            }
+        };
+        match &self.bias {
+            // The chosen experts' biases, [..., out] → [..., 1, out] like y.
+            Some(b) => y.add(&b.take(idx, 0)?.expand_dims(&[-2])?.astype(y.dtype())?),
+            None => Ok(y),
+        }
+    }
+
+    pub fn arrays(&self) -> Vec<&Array> {
+        let mut v = match &self.base {
+            SwitchBase::Dense { wt } => vec![wt],
+            SwitchBase::Quantized { w, scales, biases, .. } => [w, scales].into_iter().chain(biases.iter()).collect(),
+        };
+        v.extend(self.bias.iter());
+        v
+    }
+}
+
+/// Tokens × chosen experts at or above this count are sorted by expert first,
+/// so each expert's matrix is read once for its run of tokens (prefill);
+/// below it (decode) the gather reads only the few experts picked.
+pub const MOE_SORT_AT: i32 = 64;
+
+/// A sparse gated MLP: a router (kept as the checkpoint has it: mlx-lm
+/// quantises it at 8 bits where the experts get 4) scores the experts, softmax
+/// in float32, the `top_k` best run and their outputs are summed with those
+/// probabilities (renormalised over the chosen ones with `norm_topk_prob`,
+/// which equals a softmax over the chosen logits: Mixtral, gpt-oss).
+pub struct MoeBlock {
+    router: Linear,
+    gate_proj: SwitchLinear,
+    up_proj: SwitchLinear,
+    down_proj: SwitchLinear,
+    top_k: i32,
+    norm_topk_prob: bool,
+    act: ExpertAct,
+}
+
+/// An expert's activation: the gated MLP's SiLU, or gpt-oss's clamped variant.
+enum ExpertAct {
+    Silu(GatedAct),
+    Clamped { alpha: f32, limit: f32 },
+}
+
+impl ExpertAct {
+    fn forward(&self, g: &Array, u: &Array) -> Result<Array> {
+        match self {
+            ExpertAct::Silu(a) => a.forward(g, u),
+            ExpertAct::Clamped { alpha, limit } => {
+                let dt = g.dtype();
+                let (hi, lo) = (Array::scalar_as(*limit, dt)?, Array::scalar_as(-*limit, dt)?);
+                let g = g.minimum(&hi)?;
+                let u = u.clip(Some(&lo), Some(&hi))?;
+                g.multiply(&g.mul_scalar(*alpha)?.sigmoid()?)?.multiply(&u.add_scalar(1.0)?)
+            }
+        }
+    }
+}
+
+impl MoeBlock {
+    /// Loads `model.layers.{layer}.{moe.path}`: the router (`gate`) and the
+    /// stacked experts `switch_mlp.{gate,up,down}_proj` (see
+    /// `Weights::stack_experts`), or the names `moe` gives.
+    pub fn load(w: &mut Weights, cfg: &ModelConfig, layer: usize) -> Result<MoeBlock> {
+        let moe = cfg.moe.as_ref().ok_or_else(|| Error::Model("a sparse MLP without a mixture-of-experts config".into()))?;
+        let p = format!("model.layers.{layer}.{}", moe.path);
+        let x = format!("{p}.{}", moe.experts_path);
+        let (h, i, e, b) = (cfg.hidden_size, moe.intermediate_size, moe.experts, moe.bias);
+        Ok(MoeBlock {
+            router: Linear::load(w, cfg, &format!("{p}.{}", moe.router), h, e, b)?,
+            gate_proj: SwitchLinear::load(w, cfg, &format!("{x}.gate_proj"), e, h, i, b)?,
+            up_proj: SwitchLinear::load(w, cfg, &format!("{x}.up_proj"), e, h, i, b)?,
+            down_proj: SwitchLinear::load(w, cfg, &format!("{x}.down_proj"), e, i, h, b)?,
+            top_k: moe.top_k as i32,
+            norm_topk_prob: moe.norm_topk_prob,
+            act: match moe.act {
+                MoeAct::Silu => ExpertAct::Silu(GatedAct::new(false, cfg.build.compile_activations)?),
+                MoeAct::SwigluClamped { alpha, limit } => ExpertAct::Clamped { alpha, limit },
+            },
+        })
+    }
+
+    pub fn forward(&self, x: &Array) -> Result<Array> {
+        let (b, l, h, k) = (x.dim(0), x.dim(1), x.dim(2), self.top_k);
+        let probs = self.router.forward(x)?.astype(mlx::Dtype::F32)?.softmax(&[-1])?;
+        // The k largest probabilities: the first k of a partition of their negatives.
+        let idx = probs.negative()?.argpartition(k - 1, -1)?.slice_axis(2, 0, k)?;
+        let mut scores = probs.take_along_axis(&idx, -1)?;
+        if self.norm_topk_prob {
+            scores = scores.divide(&scores.sum(&[-1], true)?)?;
+        }
+        let n = b * l * k;
+        let y = if n >= MOE_SORT_AT {
+            // One row per (token, expert) pair, ordered by expert.
+            let flat = idx.reshape(&[n])?;
+            let order = flat.argsort(0)?;
+            let back = order.argsort(0)?;
+            let token = order.floor_divide(&Array::scalar(k as u32))?;
+            let xs = x.reshape(&[b * l, 1, h])?.take(&token, 0)?;
+            let y = self.experts(&xs, &flat.take(&order, 0)?, true)?;
+            y.take(&back, 0)?.reshape(&[b, l, k, h])?
+        } else {
+            self.experts(&x.reshape(&[b, l, 1, 1, h])?, &idx, false)?.reshape(&[b, l, k, h])?
+        };
+        y.multiply(&scores.astype(y.dtype())?.expand_dims(&[-1])?)?.sum(&[2], false)
+    }
+
+    fn experts(&self, x: &Array, idx: &Array, sorted: bool) -> Result<Array> {
+        let g = self.gate_proj.forward(x, idx, sorted)?;
+        let u = self.up_proj.forward(x, idx, sorted)?;
+        self.down_proj.forward(&self.act.forward(&g, &u)?, idx, sorted)
+    }
+
+    /// The router, the one dense projection (adapters attach to attention here).
+    pub fn router(&self) -> &Linear {
+        &self.router
+    }
+
+    pub fn arrays(&self) -> Vec<&Array> {
+        let mut v = self.router.arrays();
+        for s in [&self.gate_proj, &self.up_proj, &self.down_proj] {
+            v.extend(s.arrays());
+        }
+        v
+    }
 }

@@ -1,11 +1,14 @@
 //! The Llama family: Llama 3, Mistral, Qwen 2 (q/k/v bias) and Qwen 3 (q/k
 //! norm). Pre-norm decoder blocks with GQA attention and a SwiGLU MLP; the
-//! differences are config flags read by the shared layers.
+//! differences are config flags read by the shared layers. Its network
+//! (`network`) is also the one of the families that differ from Llama only in
+//! config and tensor names (Phi-3, SmolLM3, Ministral 3, the MoE families).
 
 use super::config::ModelConfig;
 use super::family::{Defaults, Family, Network};
-use super::gguf::{config::silu_config, GgufArch};
-use super::layers::{Attention, Context, Embedding, Linear, Mlp, RmsNorm};
+use super::gguf::{config::silu_config, GgufArch, GgufFile};
+use serde_json::{json, Map, Value};
+use super::layers::{Attention, Context, Embedding, Linear, Mlp, MoeBlock, RmsNorm};
 use super::weights::Weights;
 use crate::cache::KvCache;
 use crate::mlx::Array;
@@ -14,18 +17,38 @@ use crate::Result;
 /// The family: Qwen 2 adds q/k/v biases, Qwen 3 q/k norms, Mistral a sliding window.
 pub struct Llama;
 
+/// llama.cpp stores Mixtral as `llama` with stacked experts: their names.
+const MIXTRAL_NAMES: &[(&str, &str)] = &[
+    ("ffn_gate_inp", "block_sparse_moe.gate"),
+    ("ffn_gate_exps", "block_sparse_moe.switch_mlp.gate_proj"),
+    ("ffn_up_exps", "block_sparse_moe.switch_mlp.up_proj"),
+    ("ffn_down_exps", "block_sparse_moe.switch_mlp.down_proj"),
+];
+
+/// `llama` files with `llama.expert_count` are Mixtral.
+fn llama_config(file: &GgufFile, c: &mut Map<String, Value>) -> Result<()> {
+    silu_config(file, c)?;
+    if let Some(experts) = file.get_u64("llama.expert_count")?.filter(|&n| n > 0) {
+        c.insert("model_type".into(), json!("mixtral"));
+        c.insert("architectures".into(), json!(["MixtralForCausalLM"]));
+        c.insert("num_local_experts".into(), json!(experts));
+        c.insert("num_experts_per_tok".into(), json!(file.require_u64("llama.expert_used_count")?));
+    }
+    Ok(())
+}
+
 const fn gguf(name: &'static str, model_type: &'static str, hf_class: &'static str, permuted_qk: bool) -> GgufArch {
     GgufArch {
         name,
         model_type,
         hf_class,
-        block_names: &[],
+        block_names: if permuted_qk { MIXTRAL_NAMES } else { &[] },
         permuted_qk,
         norm_plus_one: false,
         attention_bias: true,
         default_rms_norm_eps: None,
         default_rope_theta: 10_000.0,
-        config: silu_config,
+        config: if permuted_qk { llama_config } else { silu_config },
     }
 }
 
@@ -58,7 +81,28 @@ impl Family for Llama {
     }
 
     fn build(&self, w: &mut Weights, cfg: &ModelConfig) -> Result<Box<dyn Network>> {
-        Ok(Box::new(LlamaNet::load(w, cfg)?))
+        network(w, cfg)
+    }
+}
+
+/// The Llama network over `cfg`: pre-norm blocks of attention and a dense or,
+/// on the layers `cfg.moe` marks, a mixture-of-experts SwiGLU MLP.
+pub(super) fn network(w: &mut Weights, cfg: &ModelConfig) -> Result<Box<dyn Network>> {
+    Ok(Box::new(LlamaNet::load(w, cfg)?))
+}
+
+/// A block's MLP: dense, or sparse (mixture of experts).
+enum FeedForward {
+    Dense(Mlp),
+    Sparse(MoeBlock),
+}
+
+impl FeedForward {
+    fn forward(&self, x: &Array) -> Result<Array> {
+        match self {
+            FeedForward::Dense(m) => m.forward(x),
+            FeedForward::Sparse(m) => m.forward(x),
+        }
     }
 }
 
@@ -66,7 +110,7 @@ struct Block {
     input_norm: RmsNorm,
     attn: Attention,
     post_norm: RmsNorm,
-    mlp: Mlp,
+    mlp: FeedForward,
 }
 
 struct LlamaNet {
@@ -86,7 +130,10 @@ impl LlamaNet {
                     input_norm: RmsNorm::load(w, &format!("{p}.input_layernorm"), h, eps, false)?,
                     attn: Attention::load(w, cfg, i, false)?,
                     post_norm: RmsNorm::load(w, &format!("{p}.post_attention_layernorm"), h, eps, false)?,
-                    mlp: Mlp::load(w, cfg, i, false)?,
+                    mlp: match &cfg.moe {
+                        Some(moe) if moe.layers[i] => FeedForward::Sparse(MoeBlock::load(w, cfg, i)?),
+                        _ => FeedForward::Dense(Mlp::load(w, cfg, i, false)?),
+                    },
                 })
             })
             .collect::<Result<_>>()?;
@@ -118,16 +165,23 @@ impl Network for LlamaNet {
     }
 
     /// The projections of block `i` by name within the block (`self_attn.q_proj`, `mlp.down_proj`, ...).
+    /// Sparse MLPs offer none: adapters attach to attention there.
     fn block_linears(&self, i: usize) -> Vec<(String, &Linear)> {
         let l = &self.layers[i];
-        let a = l.attn.linears().into_iter().map(|(n, x)| (format!("self_attn.{n}"), x));
-        a.chain(l.mlp.linears().into_iter().map(|(n, x)| (format!("mlp.{n}"), x))).collect()
+        let mut v: Vec<(String, &Linear)> = l.attn.linears().into_iter().map(|(n, x)| (format!("self_attn.{n}"), x)).collect();
+        if let FeedForward::Dense(m) = &l.mlp {
+            v.extend(m.linears().into_iter().map(|(n, x)| (format!("mlp.{n}"), x)));
+        }
+        v
     }
 
     fn block_linears_mut(&mut self, i: usize) -> Vec<(String, &mut Linear)> {
         let l = &mut self.layers[i];
-        let a = l.attn.linears_mut().into_iter().map(|(n, x)| (format!("self_attn.{n}"), x));
-        a.chain(l.mlp.linears_mut().into_iter().map(|(n, x)| (format!("mlp.{n}"), x))).collect()
+        let mut v: Vec<(String, &mut Linear)> = l.attn.linears_mut().into_iter().map(|(n, x)| (format!("self_attn.{n}"), x)).collect();
+        if let FeedForward::Dense(m) = &mut l.mlp {
+            v.extend(m.linears_mut().into_iter().map(|(n, x)| (format!("mlp.{n}"), x)));
+        }
+        v
     }
 
     fn logits(&self, h: &Array) -> Result<Array> {
@@ -147,7 +201,10 @@ impl Network for LlamaNet {
             v.push(l.input_norm.weight());
             v.extend(l.attn.arrays());
             v.push(l.post_norm.weight());
-            v.extend(l.mlp.arrays());
+            v.extend(match &l.mlp {
+                FeedForward::Dense(m) => m.arrays(),
+                FeedForward::Sparse(m) => m.arrays(),
+            });
         }
         v.push(self.norm.weight());
         if let Some(head) = &self.lm_head {

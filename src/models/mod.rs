@@ -30,6 +30,12 @@ macro_rules! families {
 families! {
     llama: llama::Llama,
     gemma3: gemma3::Gemma3,
+    phi3: phi3::Phi3,
+    smollm3: smollm3::SmolLm3,
+    ministral3: ministral3::Ministral3,
+    qwen3_moe: qwen3_moe::Qwen3Moe,
+    mixtral: mixtral::Mixtral,
+    gpt_oss: gpt_oss::GptOss,
 }
 
 pub use config::{Build, ModelConfig, Quant};
@@ -174,7 +180,7 @@ impl Model {
             for q in quant.overrides.values().flatten() {
                 *counts.entry((q.bits, q.group_size)).or_default() += 1;
             }
-            counts.into_iter().max_by_key(|&(_, n)| n).map(|((bits, group_size), _)| config::Quant { bits, group_size })
+            counts.into_iter().max_by_key(|&(_, n)| n).map(|((bits, group_size), _)| config::Quant::affine(group_size, bits))
         });
         info.quant_bits = common.map(|q| q.bits);
         info.quant_group_size = common.map(|q| q.group_size);
@@ -288,7 +294,11 @@ fn info_of(c: &ModelConfig, norms_per_block: u64) -> ModelInfo {
     let (h, hd, nh, nkv, i) = (c.hidden_size as u64, c.head_dim as u64, c.num_heads as u64, c.num_kv_heads as u64, c.intermediate_size as u64);
     let attn = h * nh * hd * 2 + h * nkv * hd * 2 + if c.qkv_bias { (nh + 2 * nkv) * hd } else { 0 } + if c.qk_norm { 2 * hd } else { 0 };
     let norms = norms_per_block * h;
-    let layer = attn + 3 * h * i + norms;
+    // Sparse layers: the router and every expert.
+    let sparse = c.moe.as_ref().map_or(0, |m| m.layers.iter().filter(|&&s| s).count() as u64);
+    let expert_mlp = c.moe.as_ref().map_or(0, |m| h * m.experts as u64 + 3 * h * (m.intermediate_size * m.experts) as u64);
+    let dense = c.num_layers as u64 - sparse;
+    let layers = (attn + norms) * c.num_layers as u64 + 3 * h * i * dense + expert_mlp * sparse;
     let embed = c.vocab_size as u64 * h;
     let head = if c.tie_word_embeddings { 0 } else { embed };
     let q = c.quantization.default;
@@ -307,7 +317,7 @@ fn info_of(c: &ModelConfig, norms_per_block: u64) -> ModelInfo {
         quant_group_size: q.map(|q| q.group_size),
         dequantized: false,
         weights_dtype: c.dtype.name().to_string(),
-        parameters: embed + head + layer * c.num_layers as u64 + h,
+        parameters: embed + head + layers + h,
         weight_bytes: 0,
     }
 }

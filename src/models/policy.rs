@@ -152,7 +152,7 @@ mod tests {
     #[test]
     fn only_cuda_gpus_expand_8_bit_matrices_at_load() {
         use super::{dequantized_at_load, DeviceKind, Quant};
-        let (q4, q8) = (Quant { bits: 4, group_size: 64 }, Quant { bits: 8, group_size: 64 });
+        let (q4, q8) = (Quant::affine(64, 4), Quant::affine(64, 8));
         assert!(dequantized_at_load(DeviceKind::Gpu, "cuda", &q8));
         assert!(!dequantized_at_load(DeviceKind::Gpu, "cuda", &q4));
         assert!(!dequantized_at_load(DeviceKind::Gpu, "metal", &q8));

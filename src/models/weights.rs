@@ -120,8 +120,13 @@ impl Weights {
             }
             let w = self.take(&format!("{base}.weight"))?;
             let scales = self.take(&format!("{base}.scales"))?;
-            let biases = self.take(&format!("{base}.biases"))?;
-            let dense = crate::mlx::dequantize(&w, &scales, &biases, q.group_size, q.bits, Some(dtype))?;
+            let dense = match q.mode {
+                crate::models::config::QuantMode::Affine => {
+                    let biases = self.take(&format!("{base}.biases"))?;
+                    crate::mlx::dequantize(&w, &scales, &biases, q.group_size, q.bits, Some(dtype))?
+                }
+                mode => crate::mlx::dequantize_mode(&w, &scales, None, q.group_size, q.bits, mode.name(), Some(dtype))?,
+            };
             // Materialise now, so the packed arrays are freed one matrix at a time.
             dense.eval()?;
             self.tensors.insert(format!("{base}.weight"), dense);
@@ -148,6 +153,45 @@ impl Weights {
 
     pub fn take_optional(&mut self, name: &str) -> Option<Array> {
         self.tensors.remove(name)
+    }
+
+    /// Adds (or replaces) a tensor: a family's `sanitize` renaming, splitting or stacking.
+    pub fn insert(&mut self, name: String, array: Array) {
+        self.tensors.insert(name, array);
+    }
+
+    /// Splits the rows (axis 0) of `from`'s `weight` (and `scales`/`biases` when
+    /// quantised, `bias` when present) into `to` parts of the given row counts:
+    /// checkpoints that store fused projections (Phi-3's `qkv_proj`, `gate_up_proj`).
+    pub fn split_rows(&mut self, from: &str, to: &[(&str, usize)]) -> Result<()> {
+        let total: usize = to.iter().map(|&(_, n)| n).sum();
+        for suffix in ["weight", "scales", "biases", "bias"] {
+            let Some(a) = self.take_optional(&format!("{from}.{suffix}")) else { continue };
+            if a.ndim() == 0 || a.dim(0) as usize != total {
+                return Err(Error::Model(format!("{}: tensor '{from}.{suffix}' has shape {:?}, expected {total} rows", self.source.display(), a.shape())));
+            }
+            let mut at = 0;
+            for &(name, rows) in to {
+                self.insert(format!("{name}.{suffix}"), a.slice_axis(0, at as i32, (at + rows) as i32)?);
+                at += rows;
+            }
+        }
+        Ok(())
+    }
+
+    /// Stacks per-expert matrices `{prefix}.{e}.{name}.*` (e < `experts`) into one
+    /// `[experts, ...]` tensor named `{to}.*` per suffix (weight, and scales/biases
+    /// when quantised); a no-op when expert 0 is absent (already stacked).
+    pub fn stack_experts(&mut self, prefix: &str, name: &str, experts: usize, to: &str) -> Result<()> {
+        for suffix in ["weight", "scales", "biases", "bias"] {
+            if !self.contains(&format!("{prefix}.0.{name}.{suffix}")) {
+                continue;
+            }
+            let parts = (0..experts).map(|e| self.take(&format!("{prefix}.{e}.{name}.{suffix}"))).collect::<Result<Vec<_>>>()?;
+            let stacked = crate::mlx::stack(&parts.iter().collect::<Vec<_>>(), 0)?;
+            self.insert(format!("{to}.{suffix}"), stacked);
+        }
+        Ok(())
     }
 
     /// Names of tensors nobody took (reported, since they hint at a wrong mapping).

@@ -27,16 +27,18 @@ fn to_arrays(name: &str, data: TensorData, out: &mut BTreeMap<String, Array>) ->
             Ok(None)
         }
         TensorData::Affine { shape, bits, group_size, weights, scales, biases } => {
-            let (rows, cols) = match shape.as_slice() {
-                [r, c] => (*r as i32, *c as i32),
-                _ => return Err(Error::Gguf(format!("quantised tensor '{name}' must be a matrix, has shape {shape:?}"))),
+            // A matrix, or a stack of them (llama.cpp's experts, `[E, rows, cols]`).
+            let (lead, cols) = match shape.as_slice() {
+                [lead @ .., c] if matches!(lead.len(), 1 | 2) => (dims(lead), *c as i32),
+                _ => return Err(Error::Gguf(format!("quantised tensor '{name}' must be a matrix or a stack of matrices, has shape {shape:?}"))),
             };
             let base = name.strip_suffix(".weight").unwrap_or(name);
             let groups = cols / group_size as i32;
-            out.insert(name.to_string(), Array::from_slice(&weights, &[rows, cols * bits as i32 / 32])?);
-            out.insert(format!("{base}.scales"), Array::from_slice(&scales, &[rows, groups])?);
-            out.insert(format!("{base}.biases"), Array::from_slice(&biases, &[rows, groups])?);
-            Ok(Some(Quant { group_size: group_size as i32, bits: bits as i32 }))
+            let with = |last: i32| lead.iter().copied().chain([last]).collect::<Vec<i32>>();
+            out.insert(name.to_string(), Array::from_slice(&weights, &with(cols * bits as i32 / 32))?);
+            out.insert(format!("{base}.scales"), Array::from_slice(&scales, &with(groups))?);
+            out.insert(format!("{base}.biases"), Array::from_slice(&biases, &with(groups))?);
+            Ok(Some(Quant::affine(group_size as i32, bits as i32)))
         }
     }
 }
@@ -93,7 +95,7 @@ fn native_weights(g: &GgufModel, config: &mut ModelConfig) -> Result<BTreeMap<St
             out.insert(n, a);
         }
         if name.ends_with(".weight") {
-            config.quantization.overrides.insert(base, bits.map(|bits| Quant { group_size: 32, bits }));
+            config.quantization.overrides.insert(base, bits.map(|bits| Quant::affine(32, bits)));
         }
     }
     Ok(out)

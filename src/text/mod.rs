@@ -8,9 +8,11 @@ mod pyfmt;
 mod stop;
 mod stream;
 mod tokenizer;
+mod vocab;
 
 pub use chat_template::{ChatFormat, ChatMessage, ChatOptions, ChatTemplate, TemplateTokens};
 pub use detokenizer::StreamDecoder;
 pub use stop::{StopMatch, StopStrings};
 pub use stream::{StreamEnd, StreamStep, TextStream};
 pub use tokenizer::{SpecialTokens, Tokenizer};
+pub use vocab::TokenBytes;

@@ -19,8 +19,8 @@ pub use metrics::{BatchMetrics, Metrics};
 
 use crate::mlx::{DeviceKind, Dtype};
 use crate::models::{LoadOptions, ModelInfo};
-use crate::sample::{Grammars, SamplerConfig};
-use crate::text::{ChatFormat, ChatMessage, ChatOptions, Tokenizer};
+use crate::sample::{Constraint, Grammars, SamplerConfig};
+use crate::text::{ChatFormat, ChatMessage, ChatOptions, Tokenizer, ToolCallParser, ToolChoice, ToolFormat};
 use crate::{Error, Result};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -371,6 +371,32 @@ impl Engine {
             context_length,
             grammars: Arc::new(OnceLock::new()),
         })
+    }
+
+    /// How the model writes tool calls, read from its chat template; None when
+    /// the template has no tool format gomlx knows.
+    pub fn tool_format(&self) -> Option<ToolFormat> {
+        self.tokenizer.as_ref()?.chat_template().and_then(|t| ToolFormat::from_template(t.source()))
+    }
+
+    /// A parser for the tool calls in this model's replies (`tool_format`).
+    pub fn tool_parser(&self) -> Option<ToolCallParser> {
+        self.tool_format().map(ToolCallParser::new)
+    }
+
+    /// The constraint `tool_choice` asks for: None for auto/none, a grammar that
+    /// forces one call in the model's format for required or a named function.
+    /// An error when the model's template has no known tool format.
+    pub fn tool_constraint(&self, tools: &[serde_json::Value], choice: &ToolChoice) -> Result<Option<Constraint>> {
+        let only = match choice {
+            ToolChoice::Auto | ToolChoice::None => return Ok(None),
+            ToolChoice::Required => None,
+            ToolChoice::Function(name) => Some(name.as_str()),
+        };
+        let format = self
+            .tool_format()
+            .ok_or_else(|| Error::InvalidArgument(format!("tool_choice: the chat template of {} writes no tool calls gomlx can parse", self.path.display())))?;
+        Ok(Some(Constraint::Lark(format.forced_call_grammar(tools, only)?)))
     }
 
     /// The vocabulary compiled for constrained decoding (built once, on the first call).

@@ -462,3 +462,32 @@ fn bench_classify_only_markdown_row() {
     assert!(cells[9].parse::<f64>().is_ok_and(|v| v > 0.0), "load: {row}");
     assert!(cells[13].parse::<f64>().is_ok_and(|v| v > 0.0), "classify: {row}");
 }
+
+#[test]
+fn generate_with_constraints() {
+    let m = smollm2();
+    let schema = r#"{"type": "object", "properties": {"city": {"type": "string", "maxLength": 16}, "population": {"type": "integer", "minimum": 0, "maximum": 99999999}}, "required": ["city", "population"], "additionalProperties": false}"#;
+    let dir = scratch("constraints");
+    std::fs::write(dir.join("schema.json"), schema).unwrap();
+    std::fs::write(dir.join("yesno.lark"), "start: \"yes\" | \"no\"\n").unwrap();
+    let text = |args: &[&str]| {
+        ok(&gomlx(&[&["generate", "--model", s(&m), "--prompt", "The largest city of France", "-m", "48"][..], args].concat())).trim_end().to_string()
+    };
+    for arg in [schema, s(&dir.join("schema.json"))] {
+        let out = text(&["--json-schema", arg]);
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out:?}"));
+        assert!(v["city"].is_string() && v["population"].as_u64().is_some() && v.as_object().unwrap().len() == 2, "{out}");
+    }
+    assert!(serde_json::from_str::<serde_json::Value>(&text(&["--json-object"])).unwrap().is_object());
+    let out = text(&["--choice", "Paris,Lyon,Marseille", "--temp", "1", "--seed", "3"]);
+    assert!(["Paris", "Lyon", "Marseille"].contains(&out.as_str()), "{out:?}");
+    let out = text(&["--regex", "[A-Z][a-z]{2,8} [0-9]{4}"]);
+    assert!(out.len() >= 8 && out.chars().next().unwrap().is_ascii_uppercase() && out[out.len() - 4..].chars().all(|c| c.is_ascii_digit()), "{out:?}");
+    assert!(["yes", "no"].contains(&text(&["--grammar", s(&dir.join("yesno.lark"))]).as_str()));
+    // Two constraints, or a bad one: usage and clear errors, never free text.
+    let o = gomlx(&["generate", "--model", s(&m), "--prompt", "x", "--regex", "a", "--choice", "b"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let o = gomlx(&["generate", "--model", s(&m), "--prompt", "x", "--json-schema", r#"{"type": "nonsense"}"#]);
+    assert_ne!(o.status.code(), Some(0));
+    assert!(stderr(&o).contains("json_schema") && stdout(&o).is_empty(), "{}", stderr(&o));
+}

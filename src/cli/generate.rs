@@ -83,6 +83,13 @@ pub fn print_metrics(m: &Metrics, reason: Option<&str>) {
             per(other)
         );
     }
+    if m.constraint_masks > 0 {
+        eprintln!(
+            "Constraint masks: {}, {:.3} ms each (host, beside the device's forward)",
+            m.constraint_masks,
+            1e3 * m.constraint_mask_s / m.constraint_masks as f64
+        );
+    }
     eprintln!("Peak memory: {:.3} GB", gib(m.peak_memory_bytes));
     if let Some(r) = reason {
         eprintln!("Finish reason: {r}");

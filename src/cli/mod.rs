@@ -12,7 +12,7 @@ mod lora;
 use clap::{Parser, Subcommand, ValueEnum};
 use gomlx::engine::{Engine, EngineOptions};
 use gomlx::mlx::{DeviceKind, Dtype};
-use gomlx::sample::SamplerConfig;
+use gomlx::sample::{Constraint, SamplerConfig};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -247,9 +247,51 @@ pub struct SamplingArgs {
     /// PRNG seed (the same seed gives the same tokens).
     #[arg(long)]
     pub seed: Option<u64>,
+    /// Constrain the output to JSON valid under this JSON Schema: a file, or the schema itself.
+    #[arg(long, value_name = "FILE|JSON", group = "constraint")]
+    pub json_schema: Option<String>,
+    /// Constrain the output to one JSON object.
+    #[arg(long, group = "constraint")]
+    pub json_object: bool,
+    /// Constrain the whole output to match this regular expression.
+    #[arg(long, value_name = "REGEX", group = "constraint")]
+    pub regex: Option<String>,
+    /// Constrain the output to this Lark grammar (llguidance's dialect; docs/sampling.md).
+    #[arg(long, value_name = "FILE", group = "constraint")]
+    pub grammar: Option<PathBuf>,
+    /// Constrain the output to exactly one of these strings (comma-separated).
+    #[arg(long, value_name = "A,B,C", value_delimiter = ',', group = "constraint")]
+    pub choice: Option<Vec<String>>,
+}
+
+/// `--json-schema`'s value: JSON when it parses as such (it starts with `{` or is `true`/`false`), else a file.
+fn read_schema(arg: &str) -> CliResult<serde_json::Value> {
+    let t = arg.trim_start();
+    let text = if t.starts_with('{') || t == "true" || t == "false" {
+        arg.to_string()
+    } else {
+        gomlx::files::read_text(Path::new(arg), gomlx::files::MAX_TEXT_FILE).map_err(|e| usage(format!("--json-schema {arg}: {e}")))?
+    };
+    serde_json::from_str(&text).map_err(|e| usage(format!("--json-schema: not JSON: {e}")))
 }
 
 impl SamplingArgs {
+    /// The one constraint flag given, if any (clap lets at most one through).
+    pub fn constraint(&self) -> CliResult<Option<Constraint>> {
+        Ok(if let Some(s) = &self.json_schema {
+            Some(Constraint::JsonSchema(read_schema(s)?))
+        } else if self.json_object {
+            Some(Constraint::JsonObject)
+        } else if let Some(r) = &self.regex {
+            Some(Constraint::Regex(r.clone()))
+        } else if let Some(f) = &self.grammar {
+            let text = gomlx::files::read_text(f, gomlx::files::MAX_TEXT_FILE).map_err(|e| usage(format!("--grammar {}: {e}", f.display())))?;
+            Some(Constraint::Lark(text))
+        } else {
+            self.choice.as_ref().map(|c| Constraint::Choice(c.clone()))
+        })
+    }
+
     pub fn config(&self) -> CliResult<SamplerConfig> {
         let c = SamplerConfig {
             temperature: self.temp,
@@ -259,6 +301,7 @@ impl SamplingArgs {
             repetition_penalty: self.repetition_penalty,
             repetition_context_size: self.repetition_context_size,
             seed: self.seed,
+            constraint: self.constraint()?,
             ..SamplerConfig::default()
         };
         // Bad values are usage errors, reported before the model loads.

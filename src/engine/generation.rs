@@ -8,7 +8,7 @@ use super::{Event, FinishReason, Token};
 use crate::cache::KvCache;
 use crate::mlx::{memory, Array};
 use crate::models::Model;
-use crate::sample::{Sample, Sampler};
+use crate::sample::{ConstraintState, Sample, Sampler, TokenMask};
 use crate::text::{TextStream, Tokenizer};
 use crate::{Error, Result};
 use std::sync::atomic::Ordering;
@@ -20,6 +20,8 @@ pub(crate) struct GenState {
     /// Tokens whose keys and values are in this generation's cache, in order.
     pub cached: Vec<u32>,
     pub sampler: Sampler,
+    /// The grammar the output must follow, when constrained.
+    pub constraint: Option<ConstraintState>,
     text: Option<TextStream>,
     generated: usize,
     limit: usize,
@@ -44,7 +46,7 @@ impl GenState {
     /// trimmed to the longest prefix it shares with the prompt, else fresh growing
     /// caches); returns the position its prefill starts at.
     pub fn new(
-        req: Box<GenerateRequest>,
+        mut req: Box<GenerateRequest>,
         model: &Model,
         tokenizer: Option<&Arc<Tokenizer>>,
         session: Option<Session>,
@@ -86,8 +88,26 @@ impl GenState {
         };
         let limit = req.opts.max_tokens.min(context_length - prompt_len);
         let metrics = Metrics { prompt_tokens: prompt_len, prompt_tokens_evaluated: prompt_len - start_pos, ..Metrics::default() };
-        let g = GenState { req, cached, sampler, text, generated: 0, limit, metrics, start: Instant::now(), prefill_start: None, decode_start: None };
+        let constraint = req.constraint.take();
+        let g =
+            GenState { req, cached, sampler, constraint, text, generated: 0, limit, metrics, start: Instant::now(), prefill_start: None, decode_start: None };
         Ok((g, caches, start_pos))
+    }
+
+    /// Feeds the token just produced to the grammar and computes the mask of
+    /// the next one; None: unconstrained, or the grammar is complete (the row
+    /// ends at its next `accept`).
+    pub fn next_mask(&mut self, produced: Option<u32>) -> Result<Option<TokenMask>> {
+        let Some(c) = &mut self.constraint else { return Ok(None) };
+        if let Some(id) = produced {
+            c.advance(id)?;
+        }
+        c.mask()
+    }
+
+    /// Whether the grammar is complete after the tokens fed to it.
+    pub fn grammar_done(&self) -> bool {
+        self.constraint.as_ref().is_some_and(|c| c.is_done())
     }
 
     /// Whether the caller asked to stop it.
@@ -164,6 +184,8 @@ impl GenState {
         }
         Ok(match ended {
             Some(reason) => Accepted::Finished(reason),
+            // The grammar allows nothing after this token: the output is complete.
+            None if self.grammar_done() => Accepted::Finished(FinishReason::Stop),
             None if self.generated >= self.limit => Accepted::Finished(FinishReason::Length),
             None => Accepted::Continue,
         })
@@ -185,6 +207,10 @@ impl GenState {
         }
         let m = &mut self.metrics;
         m.generated_tokens = self.generated;
+        if let Some(c) = &self.constraint {
+            m.constraint_mask_s = c.mask_s;
+            m.constraint_masks = c.masks;
+        }
         if let Some(d) = self.decode_start {
             m.decode_s = since(d);
             // The first token comes from prefill; decode made the rest.

@@ -24,6 +24,10 @@ pub struct Metrics {
     pub decode_build_s: f64,
     pub decode_queue_s: f64,
     pub decode_wait_s: f64,
+    /// Constrained decoding: host seconds spent computing token masks, and how
+    /// many were computed (one per generated token but the last).
+    pub constraint_mask_s: f64,
+    pub constraint_masks: usize,
     /// The most generations that decoded in one step with this one (continuous batching).
     pub batch_rows_max: usize,
     pub peak_memory_bytes: usize,

@@ -19,13 +19,13 @@ pub use metrics::{BatchMetrics, Metrics};
 
 use crate::mlx::{DeviceKind, Dtype};
 use crate::models::{LoadOptions, ModelInfo};
-use crate::sample::SamplerConfig;
-use crate::text::{ChatFormat, ChatMessage, ChatOptions, Tokenizer};
+use crate::sample::{Constraint, Grammars, SamplerConfig};
+use crate::text::{ChatFormat, ChatMessage, ChatOptions, Tokenizer, ToolCallParser, ToolChoice, ToolFormat};
 use crate::{Error, Result};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use worker::Command;
 
@@ -311,6 +311,8 @@ pub struct Engine {
     device: DeviceKind,
     path: PathBuf,
     context_length: usize,
+    /// The tokenizer's vocabulary compiled for constrained decoding, built on first use.
+    grammars: Arc<OnceLock<std::result::Result<Arc<Grammars>, String>>>,
 }
 
 static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
@@ -367,7 +369,41 @@ impl Engine {
             device,
             path: path.to_path_buf(),
             context_length,
+            grammars: Arc::new(OnceLock::new()),
         })
+    }
+
+    /// How the model writes tool calls, read from its chat template; None when
+    /// the template has no tool format gomlx knows.
+    pub fn tool_format(&self) -> Option<ToolFormat> {
+        self.tokenizer.as_ref()?.chat_template().and_then(|t| ToolFormat::from_template(t.source()))
+    }
+
+    /// A parser for the tool calls in this model's replies (`tool_format`).
+    pub fn tool_parser(&self) -> Option<ToolCallParser> {
+        self.tool_format().map(ToolCallParser::new)
+    }
+
+    /// The constraint `tool_choice` asks for: None for auto/none, a grammar that
+    /// forces one call in the model's format for required or a named function.
+    /// An error when the model's template has no known tool format.
+    pub fn tool_constraint(&self, tools: &[serde_json::Value], choice: &ToolChoice) -> Result<Option<Constraint>> {
+        let only = match choice {
+            ToolChoice::Auto | ToolChoice::None => return Ok(None),
+            ToolChoice::Required => None,
+            ToolChoice::Function(name) => Some(name.as_str()),
+        };
+        let format = self
+            .tool_format()
+            .ok_or_else(|| Error::InvalidArgument(format!("tool_choice: the chat template of {} writes no tool calls gomlx can parse", self.path.display())))?;
+        Ok(Some(Constraint::Lark(format.forced_call_grammar(tools, only)?)))
+    }
+
+    /// The vocabulary compiled for constrained decoding (built once, on the first call).
+    pub fn grammars(&self) -> Result<Arc<Grammars>> {
+        let tok = self.require_tokenizer()?;
+        let vocab = self.info.vocab_size;
+        self.grammars.get_or_init(|| Grammars::new(tok, vocab).map(Arc::new).map_err(|e| e.to_string())).clone().map_err(Error::InvalidArgument)
     }
 
     pub fn info(&self) -> &ModelInfo {
@@ -477,9 +513,22 @@ impl Engine {
         if let Some(&bad) = prompt.iter().find(|&&t| t as usize >= self.info.vocab_size) {
             return Err(Error::InvalidArgument(format!("token id {bad} is outside the vocabulary (size {})", self.info.vocab_size)));
         }
+        // Compiled here, on the caller's thread: a bad grammar fails the call,
+        // and compiling a large schema does not stall the other rows.
+        let constraint = match &opts.sampler.constraint {
+            Some(c) => Some(self.grammars()?.compile(c)?),
+            None => None,
+        };
         let (tx, rx) = mpsc::channel();
         let cancel = Arc::new(AtomicBool::new(false));
-        self.send(Command::Generate(Box::new(worker::GenerateRequest { prompt, opts: opts.clone(), session, events: tx, cancel: cancel.clone() })))?;
+        self.send(Command::Generate(Box::new(worker::GenerateRequest {
+            prompt,
+            opts: opts.clone(),
+            session,
+            events: tx,
+            cancel: cancel.clone(),
+            constraint,
+        })))?;
         Ok(Generation { rx, cancel, reason: None, metrics: None, tail: String::new(), done: false })
     }
 

@@ -13,7 +13,7 @@ use super::FinishReason;
 use crate::cache::{BatchKv, KvCache};
 use crate::mlx::{self, Array, Dtype};
 use crate::models::{Context, Logits, Model};
-use crate::sample::Sample;
+use crate::sample::{mask_array, Sample};
 use crate::{Error, Result};
 use std::collections::VecDeque;
 use std::time::Instant;
@@ -54,7 +54,7 @@ pub(crate) struct Scheduler {
 /// Whether a row's next token is a bare arg-max (batched for every such row).
 fn plain(g: &GenState) -> bool {
     let c = g.sampler.config();
-    c.is_greedy() && !c.has_processors() && !c.logprobs
+    c.is_greedy() && !c.has_processors() && !c.logprobs && g.constraint.is_none()
 }
 
 impl Scheduler {
@@ -157,7 +157,18 @@ impl Scheduler {
         let x = Array::from_slice(&tokens, &[1, tokens.len() as i32])?;
         let logits = model.forward(&x, &mut p.caches, None, Logits::Last)?;
         let v = logits.dim(-1);
-        let s = p.gen.sampler.sample(&logits.reshape(&[1, v])?)?;
+        let logits = logits.reshape(&[1, v])?;
+        let mask = if p.gen.constraint.is_some() {
+            // The device runs the prompt while the host computes the first mask.
+            mlx::async_eval(&[&logits])?;
+            match p.gen.next_mask(None)? {
+                Some(m) => Some(mask_array(&m)?),
+                None => return Err(Error::InvalidArgument("the constraint allows only an empty output".into())),
+            }
+        } else {
+            None
+        };
+        let s = p.gen.sampler.sample_masked(&logits, mask.as_ref())?;
         p.gen.cached.extend_from_slice(&tokens);
         let p = self.prefills.pop_front().expect("the prefill just run");
         Ok(Some((p.gen, p.caches, s)))
@@ -216,6 +227,8 @@ impl Scheduler {
         let mut slots: Vec<Option<GenState>> = rows.into_iter().map(Some).collect();
         let mut going: Vec<GenState> = stay.iter().map(|&i| slots[i].take().expect("a row kept once")).collect();
         let t0 = Instant::now();
+        let (mut ids_early, mut wait_early) = (None, 0.0);
+        let mut mask_errors: Vec<Option<Error>> = (0..going.len()).map(|_| None).collect();
         let next = if going.is_empty() {
             None
         } else {
@@ -226,7 +239,28 @@ impl Scheduler {
             let ctx = Context { valid: positions.as_ref().map(|(_, v)| v), positions: positions.as_ref().map(|(p, _)| p) };
             let logits = model.forward_ctx(&input.reshape(&[b, 1])?, &mut self.kv.layers, &ctx, Logits::Last)?;
             let v = logits.dim(-1);
-            let next = sample_rows(&mut going, &logits.reshape(&[b, v])?)?;
+            let logits = logits.reshape(&[b, v])?;
+            let mut masks: Vec<Option<Array>> = (0..going.len()).map(|_| None).collect();
+            if going.iter().any(|g| g.constraint.is_some()) {
+                // Constrained rows need this step's tokens on the host before
+                // their next mask: the forward is queued first, and the masks
+                // are computed while the device runs it.
+                mlx::async_eval(&[&logits])?;
+                let wait = Instant::now();
+                let got = pending.tokens.to_vec::<u32>()?;
+                wait_early = wait.elapsed().as_secs_f64();
+                for (j, g) in going.iter_mut().enumerate() {
+                    if g.constraint.is_none() {
+                        continue;
+                    }
+                    match g.next_mask(Some(got[stay[j]])).and_then(|m| m.as_ref().map(mask_array).transpose()) {
+                        Ok(m) => masks[j] = m,
+                        Err(e) => mask_errors[j] = Some(e),
+                    }
+                }
+                ids_early = Some(got);
+            }
+            let next = sample_rows(&mut going, &logits, &masks)?;
             let mut outs = vec![&next.tokens];
             for s in next.samples.iter().flatten() {
                 outs.extend(s.logprobs.iter().chain(s.top_ids.iter()).chain(s.top_logprobs.iter()));
@@ -236,8 +270,11 @@ impl Scheduler {
             Some((next, (t1 - t0).as_secs_f64(), t1.elapsed().as_secs_f64()))
         };
         let wait = Instant::now();
-        let ids = pending.tokens.to_vec::<u32>()?;
-        let wait_s = wait.elapsed().as_secs_f64();
+        let ids = match ids_early {
+            Some(ids) => ids,
+            None => pending.tokens.to_vec::<u32>()?,
+        };
+        let wait_s = wait.elapsed().as_secs_f64() + wait_early;
         let mut ended = Vec::new();
         // The rows that left: their pending token is handed out, then they end.
         for (i, slot) in slots.iter_mut().enumerate() {
@@ -263,6 +300,10 @@ impl Scheduler {
         let rows = going.len();
         for (j, (mut g, &i)) in going.drain(..).zip(&stay).enumerate() {
             g.add_step(rows, build_s, queue_s, wait_s);
+            if let Some(e) = mask_errors[j].take() {
+                done.push((j, g, Err(e)));
+                continue;
+            }
             match g.accept(ids[i], pending.samples[i].as_ref(), 0, true) {
                 Ok(Accepted::Continue) => {
                     keep.push(j);
@@ -304,7 +345,7 @@ impl Scheduler {
 
 /// Each row's next token from its own sampler; rows that only want the
 /// arg-max share one.
-fn sample_rows(rows: &mut [GenState], logits: &Array) -> Result<Pending> {
+fn sample_rows(rows: &mut [GenState], logits: &Array, masks: &[Option<Array>]) -> Result<Pending> {
     let b = rows.len();
     if rows.iter().all(plain) {
         let tokens = logits.argmax(-1, false)?;
@@ -320,7 +361,7 @@ fn sample_rows(rows: &mut [GenState], logits: &Array) -> Result<Pending> {
             tokens.push(argmax.as_ref().expect("an arg-max for plain rows").slice_axis(0, r, r + 1)?);
             samples.push(None);
         } else {
-            let s = g.sampler.sample(&logits.slice_axis(0, r, r + 1)?)?;
+            let s = g.sampler.sample_masked(&logits.slice_axis(0, r, r + 1)?, masks[i].as_ref())?;
             tokens.push(if s.tokens.dtype() == Dtype::U32 { s.tokens.clone() } else { s.tokens.astype(Dtype::U32)? });
             samples.push(g.sampler.config().logprobs.then_some(s));
         }

@@ -33,6 +33,8 @@ pub(crate) struct GenerateRequest {
     pub session: Option<u64>,
     pub events: Sender<Event>,
     pub cancel: Arc<AtomicBool>,
+    /// The compiled `opts.sampler.constraint` (compiled on the caller's thread).
+    pub constraint: Option<crate::sample::ConstraintState>,
 }
 
 pub(crate) enum Command {

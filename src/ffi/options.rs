@@ -244,6 +244,7 @@ pub(crate) fn generate_settings(ptr: *const gm_generate_options) -> Result<Gener
         seed: if o.has_seed { Some(o.seed) } else { None },
         logprobs: o.logprobs,
         top_logprobs: o.top_logprobs,
+        constraint: None,
     };
     sampler.validate()?;
     let template_args = match opt_c_str(o.chat_template_args, "gm_generate_options.chat_template_args")? {

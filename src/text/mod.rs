@@ -8,9 +8,13 @@ mod pyfmt;
 mod stop;
 mod stream;
 mod tokenizer;
+mod tools;
+mod vocab;
 
 pub use chat_template::{ChatFormat, ChatMessage, ChatOptions, ChatTemplate, TemplateTokens};
 pub use detokenizer::StreamDecoder;
 pub use stop::{StopMatch, StopStrings};
 pub use stream::{StreamEnd, StreamStep, TextStream};
 pub use tokenizer::{SpecialTokens, Tokenizer};
+pub use tools::{parse_python_call, ToolCall, ToolCallParser, ToolChoice, ToolFormat, ToolStep};
+pub use vocab::TokenBytes;

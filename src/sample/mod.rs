@@ -24,6 +24,10 @@
 //! with [`Sampler::observe_prompt`] and tokens chosen elsewhere with
 //! [`Sampler::observe`]. See docs/sampling.md.
 
+mod constraint;
+
+pub use constraint::{mask_array, Constraint, ConstraintState, Grammars, TokenMask};
+
 use crate::mlx::{self, random, Array, Dtype};
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
@@ -69,6 +73,9 @@ pub struct SamplerConfig {
     pub logprobs: bool,
     /// Also return this many most likely alternatives (requires `logprobs`).
     pub top_logprobs: usize,
+    /// What the output must be (JSON Schema, regex, grammar, choices); the
+    /// engine masks every other token to `-inf` before the processors. None: free text.
+    pub constraint: Option<Constraint>,
 }
 
 impl Default for SamplerConfig {
@@ -87,6 +94,7 @@ impl Default for SamplerConfig {
             seed: None,
             logprobs: false,
             top_logprobs: 0,
+            constraint: None,
         }
     }
 }
@@ -138,6 +146,9 @@ impl SamplerConfig {
         }
         if self.top_logprobs > 0 && !self.logprobs {
             return Err(invalid("top_logprobs", "requires logprobs = true", self.top_logprobs));
+        }
+        if let Some(c) = &self.constraint {
+            c.validate()?;
         }
         Ok(())
     }
@@ -474,6 +485,24 @@ impl Sampler {
     /// Chooses one token per row of `logits` (`[B, V]`, any float dtype) and
     /// records it in the history. Everything stays on the device.
     pub fn sample(&mut self, logits: &Array) -> Result<Sample> {
+        self.sample_masked(logits, None)
+    }
+
+    /// [`Sampler::sample`] where only the tokens `mask` (`[B, V]` or `[1, V]`
+    /// bool) allows may be chosen: the others are set to `-inf` before the
+    /// processors, so every setting (greedy, temperature, filters, penalties)
+    /// chooses among the allowed tokens, and log-probabilities are those of the
+    /// masked distribution.
+    pub fn sample_masked(&mut self, logits: &Array, mask: Option<&Array>) -> Result<Sample> {
+        let masked;
+        let logits = match mask {
+            Some(m) => {
+                self.check_logits(logits)?;
+                masked = mlx::where_(m, &logits.astype(Dtype::F32)?, &neg_inf())?;
+                &masked
+            }
+            None => logits,
+        };
         let (greedy, want_lp, temperature) = (self.config.is_greedy(), self.config.logprobs, self.config.temperature);
         // Fast path: greedy with nothing else asked is a bare argmax.
         if greedy && !self.config.has_processors() && !want_lp {

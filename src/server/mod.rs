@@ -265,9 +265,16 @@ async fn run_server(state: AppState) -> crate::Result<()> {
     let expirer = {
         let state = state.clone();
         tokio::spawn(async move {
+            let mut served = 0u64;
             loop {
                 tokio::time::sleep(Duration::from_millis(500)).await;
                 state.registry.expire().await;
+                // Idle after a burst: hand the freed KV memory back to the OS.
+                let now = state.metrics.generated_tokens.load(Ordering::Relaxed);
+                if now != served && state.metrics.in_flight.load(Ordering::SeqCst) == 0 {
+                    served = now;
+                    trim_heap();
+                }
             }
         })
     };
@@ -298,6 +305,21 @@ async fn run_server(state: AppState) -> crate::Result<()> {
     state.registry.unload_all().await;
     eprintln!("{}", serde_json::json!({"event": "stopped"}));
     Ok(())
+}
+
+/// Returns free heap pages to the OS (glibc keeps freed KV buffers of a burst in
+/// the process otherwise); a no-op elsewhere.
+fn trim_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        extern "C" {
+            fn malloc_trim(pad: usize) -> std::ffi::c_int;
+        }
+        // SAFETY: malloc_trim only releases free memory of glibc's heap; it takes no pointers.
+        unsafe {
+            malloc_trim(0);
+        }
+    }
 }
 
 async fn shutdown_signal() {

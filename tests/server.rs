@@ -561,3 +561,17 @@ fn idle_models_unload_after_keep_alive() {
     let (st, _) = post(&s.url("/v1/chat/completions"), &json!({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}));
     assert_eq!(st, 200);
 }
+
+#[test]
+fn the_chat_page_is_served_from_the_binary_and_loads_nothing_from_elsewhere() {
+    let s = shared();
+    let resp = agent().get(&s.url("/")).call().unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    assert!(resp.headers().get("content-type").unwrap().to_str().unwrap().starts_with("text/html"));
+    assert!(resp.headers().get("content-security-policy").unwrap().to_str().unwrap().contains("default-src 'self'"));
+    let page = resp.into_body().read_to_string().unwrap();
+    assert!(page.contains("/v1/chat/completions") && page.contains("/v1/models"));
+    for outside in ["<script src", "<link", "@import", "url(", "src=\"http", "src='http"] {
+        assert!(!page.contains(outside), "the page loads something from elsewhere: {outside}");
+    }
+}

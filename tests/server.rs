@@ -53,7 +53,15 @@ struct Server {
 impl Server {
     fn start(args: &[&str], env: &[(&str, &str)]) -> Server {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_gomlx"));
-        cmd.arg("serve").args(["--port", "0"]).args(args).stdout(Stdio::null()).stderr(Stdio::piped()).env_remove("GOMLX_API_KEY");
+        // stdin is a pipe this process holds: the shared server (a static, never dropped)
+        // stops when the test process ends and the pipe closes.
+        cmd.arg("serve")
+            .args(["--port", "0", "--stop-on-stdin-eof"])
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .env_remove("GOMLX_API_KEY");
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -98,7 +106,7 @@ impl Server {
             if let Some(s) = self.child.try_wait().unwrap() {
                 return s;
             }
-            assert!(t.elapsed() < Duration::from_secs(60), "the server did not stop after SIGTERM");
+            assert!(t.elapsed() < Duration::from_secs(120), "the server did not stop after SIGTERM: {:?}", self.log_lines());
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -558,8 +566,8 @@ fn idle_models_unload_after_keep_alive() {
     }
     assert!(s.log_lines().iter().any(|l| l.contains("model_unloaded")));
     // Used again: loaded again.
-    let (st, _) = post(&s.url("/v1/chat/completions"), &json!({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}));
-    assert_eq!(st, 200);
+    let (st, v) = post(&s.url("/v1/chat/completions"), &json!({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}));
+    assert_eq!(st, 200, "{v}");
 }
 
 #[test]

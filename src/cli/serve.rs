@@ -46,6 +46,9 @@ pub struct Args {
     /// Load the models before listening instead of on first use.
     #[arg(long)]
     pub preload: bool,
+    /// Shut down (draining, as on SIGTERM) when standard input ends: for supervisors and tests.
+    #[arg(long)]
+    pub stop_on_stdin_eof: bool,
     /// Device (default: the GPU when MLX has one, else the CPU).
     #[arg(long, value_enum)]
     pub device: Option<DeviceArg>,
@@ -139,6 +142,7 @@ pub fn run(a: Args) -> CliResult {
         max_queue: a.max_queue,
         drain_timeout: Duration::from_secs(a.drain_timeout),
         preload: a.preload,
+        stop_on_stdin_eof: a.stop_on_stdin_eof,
     };
     gomlx::server::serve(opts)?;
     Ok(())

@@ -52,6 +52,9 @@ pub struct ServeOptions {
     pub drain_timeout: Duration,
     /// Load the models before listening (rather than on first use).
     pub preload: bool,
+    /// Shut down (as on SIGTERM) when standard input reaches its end: a supervisor
+    /// (a test harness) that dies takes the server with it.
+    pub stop_on_stdin_eof: bool,
 }
 
 impl Default for ServeOptions {
@@ -70,6 +73,7 @@ impl Default for ServeOptions {
             max_queue: 256,
             drain_timeout: Duration::from_secs(30),
             preload: false,
+            stop_on_stdin_eof: false,
         }
     }
 }
@@ -247,7 +251,10 @@ pub fn serve(options: ServeOptions) -> crate::Result<()> {
         .build()
         .map_err(|e| crate::Error::Engine(format!("cannot start the HTTP runtime: {e}")))?;
     let state = Arc::new(ServerState { options, registry, metrics: Default::default(), draining: AtomicBool::new(false), started: Instant::now() });
-    rt.block_on(run_server(state))
+    let r = rt.block_on(run_server(state));
+    // Requests have drained; a blocking reader of stdin (--stop-on-stdin-eof) never ends by itself.
+    rt.shutdown_background();
+    r
 }
 
 async fn run_server(state: AppState) -> crate::Result<()> {
@@ -280,8 +287,12 @@ async fn run_server(state: AppState) -> crate::Result<()> {
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let signal_state = state.clone();
+    let stdin_eof = state.options.stop_on_stdin_eof;
     tokio::spawn(async move {
-        shutdown_signal().await;
+        tokio::select! {
+            _ = shutdown_signal() => {}
+            _ = stdin_closed(), if stdin_eof => {}
+        }
         signal_state.draining.store(true, Ordering::SeqCst);
         eprintln!("{}", serde_json::json!({"event": "draining", "in_flight": signal_state.metrics.in_flight.load(Ordering::SeqCst)}));
         let _ = stop_tx.send(true);
@@ -320,6 +331,16 @@ fn trim_heap() {
             malloc_trim(0);
         }
     }
+}
+
+/// Completes when standard input reaches its end (or fails).
+async fn stdin_closed() {
+    let _ = tokio::task::spawn_blocking(|| {
+        let mut sink = [0u8; 256];
+        let mut stdin = std::io::stdin();
+        while std::io::Read::read(&mut stdin, &mut sink).is_ok_and(|n| n > 0) {}
+    })
+    .await;
 }
 
 async fn shutdown_signal() {

@@ -15,6 +15,7 @@ pub mod mlx;
 pub mod models;
 pub mod panics;
 pub mod sample;
+pub mod server;
 pub mod text;
 pub mod train;
 

@@ -8,6 +8,7 @@ mod convert;
 mod generate;
 mod info;
 mod lora;
+mod serve;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use gomlx::engine::{Engine, EngineOptions};
@@ -44,6 +45,8 @@ enum Command {
     Bench(bench::Args),
     /// LoRA fine-tuning from JSONL, adapters in mlx-lm's layout.
     Lora(lora::Args),
+    /// An OpenAI- and Ollama-compatible HTTP server with a web chat page (docs/server.md).
+    Serve(serve::Args),
 }
 
 /// How a command failed: usage errors exit 2, runtime errors 1.
@@ -135,6 +138,7 @@ fn run_command(command: Command) -> CliResult {
         Command::Convert(a) => convert::run(a),
         Command::Bench(a) => bench::run(a),
         Command::Lora(a) => lora::run(a),
+        Command::Serve(a) => serve::run(a),
     }
 }
 

@@ -1,0 +1,585 @@
+//! `gomlx serve` over loopback with a real HTTP client (ureq): the OpenAI and
+//! Ollama APIs on SmolLM2-135M-Instruct (GGUF) and a tiny fixture model, the
+//! bad-input table, streaming, usage counts, stop, n, seeds, cancellation, the
+//! queue bound, the API key, keep-alive unloading and the SIGTERM drain.
+
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader, Read};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn smollm() -> PathBuf {
+    let p = root().join(".cache/models/SmolLM2-135M-Instruct.Q4_1.gguf");
+    assert!(p.is_file(), "{} is missing: run scripts/fetch-models", p.display());
+    p
+}
+
+/// A models directory: `tiny` (llama_tied with the character tokenizer) and SmolLM2 (a link).
+fn models_dir() -> PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let d = std::env::temp_dir().join(format!("gomlx-server-models-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        let tiny = d.join("tiny");
+        std::fs::create_dir_all(&tiny).unwrap();
+        for (dir, f) in [
+            ("models/llama_tied", "config.json"),
+            ("models/llama_tied", "model.safetensors"),
+            ("lora/tokenizer", "tokenizer.json"),
+            ("lora/tokenizer", "tokenizer_config.json"),
+        ] {
+            std::fs::copy(root().join("tests/fixtures").join(dir).join(f), tiny.join(f)).unwrap();
+        }
+        std::os::unix::fs::symlink(smollm(), d.join("SmolLM2-135M-Instruct.Q4_1.gguf")).unwrap();
+        d
+    })
+    .clone()
+}
+
+const SMOL: &str = "SmolLM2-135M-Instruct.Q4_1";
+
+struct Server {
+    child: Child,
+    base: String,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Server {
+    fn start(args: &[&str], env: &[(&str, &str)]) -> Server {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_gomlx"));
+        // stdin is a pipe this process holds: the shared server (a static, never dropped)
+        // stops when the test process ends and the pipe closes.
+        cmd.arg("serve")
+            .args(["--port", "0", "--stop-on-stdin-eof"])
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .env_remove("GOMLX_API_KEY");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let log2 = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                    if v["event"] == "listening" {
+                        let _ = tx.send(v["address"].as_str().unwrap().to_string());
+                    }
+                }
+                log2.lock().unwrap().push(line);
+            }
+        });
+        let base = match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(b) => b,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("the server did not start: {:?}", log.lock().unwrap());
+            }
+        };
+        Server { child, base, log }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    fn log_lines(&self) -> Vec<String> {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// SIGTERM, then the exit status.
+    fn terminate(&mut self) -> std::process::ExitStatus {
+        Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap();
+        let t = Instant::now();
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return s;
+            }
+            assert!(t.elapsed() < Duration::from_secs(120), "the server did not stop after SIGTERM: {:?}", self.log_lines());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The server most tests share: both models, small caps for the bad-input table.
+fn shared() -> &'static Server {
+    static S: OnceLock<Server> = OnceLock::new();
+    S.get_or_init(|| {
+        let dir = models_dir();
+        Server::start(&["--models-dir", dir.to_str().unwrap(), "--max-loaded-models", "2", "--max-tokens", "512", "--max-body-bytes", "65536"], &[])
+    })
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder().http_status_as_error(false).timeout_global(Some(Duration::from_secs(300))).build().into()
+}
+
+/// POSTs JSON text; (status, headers' retry-after, body).
+fn post_raw(url: &str, body: &str, key: Option<&str>) -> (u16, Option<String>, String) {
+    let mut r = agent().post(url).header("content-type", "application/json");
+    if let Some(k) = key {
+        r = r.header("authorization", &format!("Bearer {k}"));
+    }
+    let mut resp = r.send(body).unwrap();
+    let status = resp.status().as_u16();
+    let retry = resp.headers().get("retry-after").map(|v| v.to_str().unwrap().to_string());
+    (status, retry, resp.body_mut().read_to_string().unwrap())
+}
+
+fn post(url: &str, body: &Value) -> (u16, Value) {
+    let (s, _, text) = post_raw(url, &body.to_string(), None);
+    (s, serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}")))
+}
+
+fn get(url: &str) -> (u16, String) {
+    let mut resp = agent().get(url).call().unwrap();
+    (resp.status().as_u16(), resp.body_mut().read_to_string().unwrap())
+}
+
+/// The `data:` payloads of a server-sent event stream.
+fn sse_events(text: &str) -> Vec<String> {
+    text.split("\n\n").filter_map(|e| e.strip_prefix("data: ")).map(str::to_string).collect()
+}
+
+fn chat_body(content: &str, extra: Value) -> Value {
+    let mut b = json!({"model": SMOL, "messages": [{"role": "user", "content": content}], "temperature": 0, "max_tokens": 24});
+    for (k, v) in extra.as_object().unwrap() {
+        b[k] = v.clone();
+    }
+    b
+}
+
+#[test]
+fn bad_input_gets_a_4xx_naming_the_field_and_the_server_keeps_serving() {
+    let s = shared();
+    let chat = s.url("/v1/chat/completions");
+    let good = json!({"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2});
+    let with = |k: &str, v: Value| {
+        let mut b = good.clone();
+        b[k] = v;
+        b.to_string()
+    };
+    let big = format!("{{\"model\": \"tiny\", \"messages\": [{{\"role\": \"user\", \"content\": \"{}\"}}]}}", "a".repeat(70_000));
+    let long_prompt = json!({"model": "tiny", "messages": [{"role": "user", "content": "ab ".repeat(700)}]}).to_string();
+    // (path, body, status, the field the error names)
+    let table: Vec<(&str, String, u16, &str)> = vec![
+        ("/v1/chat/completions", "{".into(), 400, "body"),
+        ("/v1/chat/completions", "[1, 2]".into(), 400, "body"),
+        ("/v1/chat/completions", "".into(), 400, "body"),
+        ("/v1/chat/completions", big, 413, "body"),
+        ("/v1/chat/completions", with("model", json!("no-such-model")), 404, "model"),
+        ("/v1/chat/completions", with("model", json!(7)), 400, "model"),
+        ("/v1/chat/completions", with("messages", json!([])), 400, "messages"),
+        ("/v1/chat/completions", with("messages", json!("hi")), 400, "messages"),
+        ("/v1/chat/completions", with("messages", json!([{"content": "hi"}])), 400, "messages[0].role"),
+        ("/v1/chat/completions", with("messages", json!([{"role": "wizard", "content": "hi"}])), 400, "messages[0].role"),
+        ("/v1/chat/completions", with("messages", json!([{"role": "user", "content": 5}])), 400, "messages[0].content"),
+        ("/v1/chat/completions", with("messages", json!([{"role": "user", "content": [{"type": "image_url"}]}])), 400, "messages[0].content[0].type"),
+        ("/v1/chat/completions", with("temperature", json!("hot")), 400, "temperature"),
+        ("/v1/chat/completions", with("temperature", json!(3)), 400, "temperature"),
+        ("/v1/chat/completions", with("top_p", json!(0)), 400, "top_p"),
+        ("/v1/chat/completions", with("top_p", json!(1.5)), 400, "top_p"),
+        ("/v1/chat/completions", with("max_tokens", json!(0)), 400, "max_tokens"),
+        ("/v1/chat/completions", with("max_tokens", json!(100000)), 400, "max_tokens"),
+        ("/v1/chat/completions", with("max_tokens", json!(1.5)), 400, "max_tokens"),
+        ("/v1/chat/completions", with("max_completion_tokens", json!(-3)), 400, "max_completion_tokens"),
+        ("/v1/chat/completions", with("n", json!(0)), 400, "n"),
+        ("/v1/chat/completions", with("n", json!(1000)), 400, "n"),
+        ("/v1/chat/completions", with("presence_penalty", json!(5)), 400, "presence_penalty"),
+        ("/v1/chat/completions", with("frequency_penalty", json!([1])), 400, "frequency_penalty"),
+        ("/v1/chat/completions", with("seed", json!("x")), 400, "seed"),
+        ("/v1/chat/completions", with("logit_bias", json!({"abc": 1})), 400, "logit_bias.abc"),
+        ("/v1/chat/completions", with("logit_bias", json!({"5": 1000})), 400, "logit_bias.5"),
+        ("/v1/chat/completions", with("logit_bias", json!({"99999": 1})), 400, "logit_bias"),
+        ("/v1/chat/completions", with("top_logprobs", json!(3)), 400, "top_logprobs"),
+        ("/v1/chat/completions", with("top_logprobs", json!(50)), 400, "top_logprobs"),
+        ("/v1/chat/completions", with("stop", json!([1])), 400, "stop[0]"),
+        ("/v1/chat/completions", with("stop", json!("")), 400, "stop"),
+        ("/v1/chat/completions", with("stream", json!("yes")), 400, "stream"),
+        ("/v1/chat/completions", with("stream_options", json!({"include_usage": 1})), 400, "stream_options.include_usage"),
+        ("/v1/chat/completions", long_prompt, 400, "messages"),
+        ("/v1/completions", json!({"model": "tiny"}).to_string(), 400, "prompt"),
+        ("/v1/completions", json!({"model": "tiny", "prompt": 5}).to_string(), 400, "prompt"),
+        ("/v1/completions", json!({"model": "tiny", "prompt": "hi", "logprobs": 9}).to_string(), 400, "logprobs"),
+    ];
+    for (path, body, status, field) in &table {
+        let (got, _, text) = post_raw(&s.url(path), body, None);
+        let v: Value = serde_json::from_str(&text).unwrap_or_else(|_| panic!("{path} {body:.80}: not JSON: {text}"));
+        assert_eq!(got, *status, "{path} {body:.100}: {text}");
+        let err = &v["error"];
+        assert!(err["type"].is_string(), "{text}");
+        let msg = err["message"].as_str().unwrap();
+        assert!(msg.starts_with(&format!("{field}:")) || err["param"] == *field, "{body:.100}: expected the field {field}: {text}");
+    }
+    // Ollama's routes answer in Ollama's error shape, naming the field too.
+    for (body, status, field) in [
+        (json!({"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "options": {"temperature": "x"}}), 400, "options.temperature"),
+        (json!({"model": "nope", "messages": [{"role": "user", "content": "hi"}]}), 404, "model"),
+        (json!({"messages": [{"role": "user", "content": "hi"}]}), 400, "model"),
+        (json!({"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "options": {"num_predict": 0}}), 400, "options.num_predict"),
+    ] {
+        let (got, v) = post(&s.url("/api/chat"), &body);
+        assert_eq!(got, status, "{body}: {v}");
+        assert!(v["error"].as_str().unwrap().starts_with(&format!("{field}:")), "{v}");
+    }
+    let (st, body) = get(&s.url("/v1/nope"));
+    assert_eq!(st, 404, "{body}");
+    // Still serving: a valid request is answered.
+    let mut ok = good.clone();
+    ok["model"] = json!(SMOL);
+    let (st, v) = post(&chat, &ok);
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["usage"]["completion_tokens"], 2, "{v}");
+    assert_eq!(v["choices"][0]["finish_reason"], "length");
+}
+
+#[test]
+fn chat_answers_greedy_and_counts_usage() {
+    let s = shared();
+    let (st, v) = post(&s.url("/v1/chat/completions"), &chat_body("What is the capital of France?", json!({})));
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["object"], "chat.completion");
+    assert_eq!(v["model"], SMOL);
+    let text = v["choices"][0]["message"]["content"].as_str().unwrap();
+    assert!(text.contains("Paris"), "{text}");
+    assert_eq!(v["choices"][0]["message"]["role"], "assistant");
+    let u = &v["usage"];
+    // The prompt's tokens, counted independently: the completions endpoint with the
+    // rendered prompt must report the same count (both >= the words of the question).
+    let prompt_tokens = u["prompt_tokens"].as_u64().unwrap();
+    assert!(prompt_tokens > 7, "{u}");
+    assert_eq!(u["total_tokens"].as_u64().unwrap(), prompt_tokens + u["completion_tokens"].as_u64().unwrap());
+    // logprobs: one entry per generated token, so completion_tokens is the count of tokens.
+    let (_, v) = post(&s.url("/v1/chat/completions"), &chat_body("What is the capital of France?", json!({"logprobs": true, "top_logprobs": 2})));
+    let lp = v["choices"][0]["logprobs"]["content"].as_array().unwrap();
+    assert_eq!(lp.len() as u64, v["usage"]["completion_tokens"].as_u64().unwrap());
+    assert_eq!(lp[0]["top_logprobs"].as_array().unwrap().len(), 2);
+    // Greedy: the chosen token is the most likely alternative.
+    assert_eq!(lp[0]["token"], lp[0]["top_logprobs"][0]["token"]);
+    assert!(lp[0]["logprob"].as_f64().unwrap() <= 0.0);
+    let joined: String = lp.iter().map(|e| e["token"].as_str().unwrap()).collect();
+    assert_eq!(joined, v["choices"][0]["message"]["content"].as_str().unwrap());
+}
+
+#[test]
+fn streaming_matches_non_streaming_and_reports_usage() {
+    let s = shared();
+    let body = chat_body("Name three colors.", json!({}));
+    let (_, full) = post(&s.url("/v1/chat/completions"), &body);
+    let mut sb = body.clone();
+    sb["stream"] = json!(true);
+    sb["stream_options"] = json!({"include_usage": true});
+    let (st, _, text) = post_raw(&s.url("/v1/chat/completions"), &sb.to_string(), None);
+    assert_eq!(st, 200);
+    let events = sse_events(&text);
+    assert_eq!(events.last().unwrap(), "[DONE]");
+    let chunks: Vec<Value> = events[..events.len() - 1].iter().map(|e| serde_json::from_str(e).unwrap()).collect();
+    assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
+    let streamed: String = chunks.iter().filter_map(|c| c["choices"].get(0).and_then(|ch| ch["delta"]["content"].as_str())).collect();
+    assert_eq!(streamed, full["choices"][0]["message"]["content"].as_str().unwrap());
+    let fin: Vec<&Value> = chunks.iter().filter(|c| c["choices"].get(0).is_some_and(|ch| !ch["finish_reason"].is_null())).collect();
+    assert_eq!(fin.len(), 1);
+    assert_eq!(fin[0]["choices"][0]["finish_reason"], full["choices"][0]["finish_reason"]);
+    let usage = chunks.last().unwrap();
+    assert_eq!(usage["choices"], json!([]));
+    assert_eq!(usage["usage"], full["usage"]);
+    assert!(chunks.iter().all(|c| c["id"] == chunks[0]["id"] && c["object"] == "chat.completion.chunk"));
+}
+
+#[test]
+fn stop_strings_end_the_reply_before_them() {
+    let s = shared();
+    let (_, full) = post(&s.url("/v1/chat/completions"), &chat_body("What is the capital of France?", json!({})));
+    let text = full["choices"][0]["message"]["content"].as_str().unwrap().to_string();
+    let at = text.find("Paris").expect("Paris in the greedy answer");
+    let (_, v) = post(&s.url("/v1/chat/completions"), &chat_body("What is the capital of France?", json!({"stop": ["Paris"]})));
+    assert_eq!(v["choices"][0]["message"]["content"].as_str().unwrap(), &text[..at]);
+    assert_eq!(v["choices"][0]["finish_reason"], "stop");
+}
+
+#[test]
+fn n_choices_and_seeds() {
+    let s = shared();
+    let body = chat_body("Write a word.", json!({"temperature": 1.0, "seed": 1234, "n": 3, "max_tokens": 12}));
+    let (st, a) = post(&s.url("/v1/chat/completions"), &body);
+    assert_eq!(st, 200, "{a}");
+    let choices = a["choices"].as_array().unwrap();
+    assert_eq!(choices.len(), 3);
+    for (i, c) in choices.iter().enumerate() {
+        assert_eq!(c["index"], i);
+    }
+    // The same seed gives the same choices; usage sums the choices' tokens.
+    let (_, b) = post(&s.url("/v1/chat/completions"), &body);
+    assert_eq!(a["choices"], b["choices"]);
+    let sum: u64 = (0..3)
+        .map(|i| {
+            let (_, one) = post(&s.url("/v1/chat/completions"), &chat_body("Write a word.", json!({"temperature": 1.0, "seed": 1234 + i, "max_tokens": 12})));
+            // Choice i of a seeded request is the single request with seed + i.
+            assert_eq!(one["choices"][0]["message"], a["choices"][i as usize]["message"]);
+            one["usage"]["completion_tokens"].as_u64().unwrap()
+        })
+        .sum();
+    assert_eq!(a["usage"]["completion_tokens"].as_u64().unwrap(), sum);
+    // Streaming n: every index ends once.
+    let mut sb = body.clone();
+    sb["stream"] = json!(true);
+    let (_, _, text) = post_raw(&s.url("/v1/chat/completions"), &sb.to_string(), None);
+    let mut texts = vec![String::new(); 3];
+    let mut ends = 0;
+    for e in sse_events(&text).iter().filter(|e| *e != "[DONE]") {
+        let c: Value = serde_json::from_str(e).unwrap();
+        for ch in c["choices"].as_array().unwrap() {
+            let i = ch["index"].as_u64().unwrap() as usize;
+            texts[i].push_str(ch["delta"]["content"].as_str().unwrap_or(""));
+            ends += !ch["finish_reason"].is_null() as usize;
+        }
+    }
+    assert_eq!(ends, 3);
+    for i in 0..3 {
+        assert_eq!(texts[i], a["choices"][i]["message"]["content"].as_str().unwrap());
+    }
+}
+
+#[test]
+fn text_completions_stream_and_not() {
+    let s = shared();
+    let body = json!({"model": SMOL, "prompt": "The capital of France is", "max_tokens": 8, "temperature": 0, "logprobs": 1});
+    let (st, v) = post(&s.url("/v1/completions"), &body);
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["object"], "text_completion");
+    let text = v["choices"][0]["text"].as_str().unwrap();
+    assert!(text.contains("Paris"), "{text}");
+    assert_eq!(v["choices"][0]["logprobs"]["tokens"].as_array().unwrap().len() as u64, v["usage"]["completion_tokens"].as_u64().unwrap());
+    let mut sb = body.clone();
+    sb["stream"] = json!(true);
+    let (_, _, t) = post_raw(&s.url("/v1/completions"), &sb.to_string(), None);
+    let streamed: String = sse_events(&t)
+        .iter()
+        .filter(|e| *e != "[DONE]")
+        .map(|e| serde_json::from_str::<Value>(e).unwrap()["choices"][0]["text"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(streamed, text);
+}
+
+#[test]
+fn models_and_ollama_listing_endpoints() {
+    let s = shared();
+    let (st, t) = get(&s.url("/v1/models"));
+    assert_eq!(st, 200);
+    let v: Value = serde_json::from_str(&t).unwrap();
+    let ids: Vec<&str> = v["data"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, vec![SMOL, "tiny"]);
+    let (_, t) = get(&s.url("/api/tags"));
+    let v: Value = serde_json::from_str(&t).unwrap();
+    let smol = v["models"].as_array().unwrap().iter().find(|m| m["name"] == SMOL).unwrap();
+    assert_eq!(smol["details"]["format"], "gguf");
+    assert_eq!(smol["size"].as_u64().unwrap(), std::fs::metadata(smollm()).unwrap().len());
+    let (_, t) = get(&s.url("/api/version"));
+    assert!(serde_json::from_str::<Value>(&t).unwrap()["version"].is_string());
+    let (st, v) = post(&s.url("/api/show"), &json!({"model": SMOL}));
+    assert_eq!(st, 200, "{v}");
+    assert!(v["template"].as_str().unwrap().contains("im_start"), "{v}");
+    assert_eq!(v["model_info"]["general.architecture"], "llama");
+    let (_, t) = get(&s.url("/api/ps"));
+    let v: Value = serde_json::from_str(&t).unwrap();
+    assert!(v["models"].as_array().unwrap().iter().any(|m| m["name"] == SMOL), "{v}");
+}
+
+#[test]
+fn ollama_chat_and_generate_stream_ndjson() {
+    let s = shared();
+    let body =
+        json!({"model": SMOL, "messages": [{"role": "user", "content": "What is the capital of France?"}], "options": {"temperature": 0, "num_predict": 24}});
+    let (st, _, text) = post_raw(&s.url("/api/chat"), &body.to_string(), None);
+    assert_eq!(st, 200);
+    let lines: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let last = lines.last().unwrap();
+    assert_eq!(last["done"], true);
+    assert!(lines[..lines.len() - 1].iter().all(|l| l["done"] == false && l["message"]["role"] == "assistant"));
+    let streamed: String = lines.iter().map(|l| l["message"]["content"].as_str().unwrap()).collect();
+    let (_, oa) = post(&s.url("/v1/chat/completions"), &chat_body("What is the capital of France?", json!({})));
+    assert_eq!(streamed, oa["choices"][0]["message"]["content"].as_str().unwrap());
+    assert_eq!(last["eval_count"], oa["usage"]["completion_tokens"]);
+    assert_eq!(last["prompt_eval_count"], oa["usage"]["prompt_tokens"]);
+    assert!(chrono_like(last["created_at"].as_str().unwrap()));
+    // Not streaming: one object with the whole reply.
+    let mut nb = body.clone();
+    nb["stream"] = json!(false);
+    let (_, v) = post(&s.url("/api/chat"), &nb);
+    assert_eq!(v["message"]["content"].as_str().unwrap(), streamed);
+    assert_eq!(v["done"], true);
+    // /api/generate (the prompt as a user turn of the template).
+    let g = json!({"model": SMOL, "prompt": "What is the capital of France?", "stream": false, "options": {"temperature": 0, "num_predict": 24}});
+    let (_, v) = post(&s.url("/api/generate"), &g);
+    assert_eq!(v["response"].as_str().unwrap(), streamed);
+}
+
+fn chrono_like(s: &str) -> bool {
+    s.len() >= 20 && s.as_bytes()[4] == b'-' && s.contains('T') && s.ends_with('Z')
+}
+
+/// A streaming request whose client goes away is cancelled: its generation stops.
+#[test]
+fn a_client_that_disconnects_cancels_its_generation() {
+    let s = shared();
+    let body = chat_body("Count from one to one thousand in words.", json!({"stream": true, "max_tokens": 400}));
+    let before = metric(s, "gomlx_cancelled_total");
+    let resp = agent().post(&s.url("/v1/chat/completions")).header("content-type", "application/json").send(body.to_string()).unwrap();
+    let mut reader = resp.into_body().into_reader();
+    let mut buf = [0u8; 256];
+    let mut got = 0;
+    while got < 3 {
+        let n = reader.read(&mut buf).unwrap();
+        assert!(n > 0);
+        got += 1;
+    }
+    drop(reader);
+    let t = Instant::now();
+    loop {
+        if metric(s, "gomlx_cancelled_total") > before {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(20), "the generation was not cancelled");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The request log names it.
+    let t = Instant::now();
+    while !s.log_lines().iter().any(|l| l.contains("\"finish\":\"client_gone\"")) {
+        assert!(t.elapsed() < Duration::from_secs(10), "no log line for the cancelled request");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn metric(s: &Server, name: &str) -> f64 {
+    let (_, t) = get(&s.url("/metrics"));
+    t.lines().find_map(|l| l.strip_prefix(&format!("{name} ")).map(|v| v.parse().unwrap())).unwrap_or_else(|| panic!("no {name} in {t}"))
+}
+
+#[test]
+fn metrics_and_health() {
+    let s = shared();
+    let (_, v) = post(&s.url("/v1/chat/completions"), &chat_body("Hi", json!({"max_tokens": 4})));
+    assert!(v["usage"]["completion_tokens"].as_u64().unwrap() >= 1);
+    let (st, t) = get(&s.url("/metrics"));
+    assert_eq!(st, 200);
+    for m in [
+        "gomlx_requests_total{endpoint=\"/v1/chat/completions\",status=\"200\"}",
+        "gomlx_generated_tokens_total",
+        "gomlx_queue_depth",
+        "gomlx_time_to_first_token_seconds_bucket{le=\"+Inf\"}",
+        "gomlx_inter_token_seconds_count",
+        "gomlx_memory_active_bytes",
+        "gomlx_process_resident_bytes",
+    ] {
+        assert!(t.contains(m), "no {m} in /metrics");
+    }
+    assert!(metric(s, "gomlx_generated_tokens_total") >= 1.0);
+    let (st, t) = get(&s.url("/health"));
+    assert_eq!(st, 200);
+    assert_eq!(serde_json::from_str::<Value>(&t).unwrap()["status"], "ok");
+    // One structured log line per request.
+    assert!(s.log_lines().iter().any(|l| l.contains("\"endpoint\":\"/v1/chat/completions\"") && l.contains("\"completion_tokens\"")));
+    assert!(s.log_lines().iter().any(|l| l.contains("\"path\":\"/health\"")));
+}
+
+#[test]
+fn the_api_key_is_required_on_the_api_routes() {
+    let s = Server::start(&["--model", smollm().to_str().unwrap()], &[("GOMLX_API_KEY", "s3cret")]);
+    let body = json!({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}).to_string();
+    let (st, _, t) = post_raw(&s.url("/v1/chat/completions"), &body, None);
+    assert_eq!(st, 401, "{t}");
+    let (st, _, _) = post_raw(&s.url("/v1/chat/completions"), &body, Some("s3cre"));
+    assert_eq!(st, 401);
+    let (st, _, t) = post_raw(&s.url("/v1/chat/completions"), &body, Some("s3cret"));
+    assert_eq!(st, 200, "{t}");
+    let (st, _, t) = post_raw(&s.url("/api/chat"), &json!({"model": SMOL, "messages": []}).to_string(), None);
+    assert_eq!(st, 401);
+    assert!(serde_json::from_str::<Value>(&t).unwrap()["error"].is_string());
+    assert_eq!(get(&s.url("/health")).0, 200);
+    assert_eq!(get(&s.url("/")).0, 200);
+}
+
+/// A full queue answers 429 with Retry-After; SIGTERM lets the running stream finish.
+#[test]
+fn queue_bound_and_sigterm_drain() {
+    let mut s = Server::start(&["--model", smollm().to_str().unwrap(), "--max-queue", "1", "--preload"], &[]);
+    let body = json!({"messages": [{"role": "user", "content": "Count from one to fifty."}], "max_tokens": 48, "temperature": 0, "stream": true});
+    let url = s.url("/v1/chat/completions");
+    let b2 = body.to_string();
+    let running = std::thread::spawn(move || post_raw(&url, &b2, None));
+    // Wait until it runs, then a second request finds the queue full.
+    let t = Instant::now();
+    while metric(&s, "gomlx_requests_in_flight") < 1.0 {
+        assert!(t.elapsed() < Duration::from_secs(30));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (st, retry, t) = post_raw(&s.url("/v1/chat/completions"), &body.to_string(), None);
+    assert_eq!(st, 429, "{t}");
+    assert_eq!(retry.as_deref(), Some("1"));
+    // SIGTERM while the first streams: it completes with every token and [DONE].
+    let status = s.terminate();
+    assert!(status.success(), "{status:?}");
+    let (st, _, text) = running.join().unwrap();
+    assert_eq!(st, 200);
+    let events = sse_events(&text);
+    assert_eq!(events.last().unwrap(), "[DONE]");
+    let fin = events.iter().rev().nth(1).unwrap();
+    assert!(fin.contains("\"finish_reason\":\"length\"") || fin.contains("\"finish_reason\":\"stop\""), "{fin}");
+    let log = s.log_lines();
+    assert!(log.iter().any(|l| l.contains("\"event\":\"draining\"")));
+    assert!(log.iter().any(|l| l.contains("\"event\":\"stopped\"")));
+}
+
+#[test]
+fn idle_models_unload_after_keep_alive() {
+    let s = Server::start(&["--model", smollm().to_str().unwrap(), "--keep-alive", "1s"], &[]);
+    let (st, v) = post(&s.url("/v1/chat/completions"), &json!({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}));
+    assert_eq!(st, 200, "{v}");
+    let (_, t) = get(&s.url("/api/ps"));
+    assert_eq!(serde_json::from_str::<Value>(&t).unwrap()["models"].as_array().unwrap().len(), 1);
+    let t0 = Instant::now();
+    loop {
+        let (_, t) = get(&s.url("/api/ps"));
+        if serde_json::from_str::<Value>(&t).unwrap()["models"].as_array().unwrap().is_empty() {
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(15), "still loaded: {t}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(s.log_lines().iter().any(|l| l.contains("model_unloaded")));
+    // Used again: loaded again.
+    let (st, v) = post(&s.url("/v1/chat/completions"), &json!({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}));
+    assert_eq!(st, 200, "{v}");
+}
+
+#[test]
+fn the_chat_page_is_served_from_the_binary_and_loads_nothing_from_elsewhere() {
+    let s = shared();
+    let resp = agent().get(&s.url("/")).call().unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    assert!(resp.headers().get("content-type").unwrap().to_str().unwrap().starts_with("text/html"));
+    assert!(resp.headers().get("content-security-policy").unwrap().to_str().unwrap().contains("default-src 'self'"));
+    let page = resp.into_body().read_to_string().unwrap();
+    assert!(page.contains("/v1/chat/completions") && page.contains("/v1/models"));
+    for outside in ["<script src", "<link", "@import", "url(", "src=\"http", "src='http"] {
+        assert!(!page.contains(outside), "the page loads something from elsewhere: {outside}");
+    }
+}

@@ -324,8 +324,9 @@ struct GoMLXTests {
         #expect(Memory.setCacheLimit(previous) == 1 << 30)
         let limit = Memory.setLimit(1 << 40)
         #expect(Memory.setLimit(limit) == 1 << 40)
+        // Engines of other tests may hand buffers back to MLX's cache meanwhile: bounded, not zero.
         Memory.clearCache()
-        #expect(Memory.cache == 0)
+        #expect(Memory.cache < 64 << 20)
         #expect(Memory.peak >= Memory.active)
         // MLX restarts the peak from zero; the next allocation raises it again.
         Memory.resetPeak()

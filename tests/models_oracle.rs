@@ -182,6 +182,9 @@ oracle_cases! {
     mixtral => "mixtral";
     gpt_oss => "gpt_oss";
     gpt_oss_transformers_layout => "gpt_oss_tf5";
+    qwen3_5_hybrid => "qwen3_5";
+    qwen3_5_moe => "qwen3_5_moe";
+    qwen3_5_moe_transformers_layout => "qwen3_5_moe_tf5";
     // MLX-quantised checkpoints against mlx-lm's own float32 logits.
     llama_q4 => "llama_tied_q4";
     llama_q8 => "llama_tied_q8";
@@ -193,6 +196,8 @@ oracle_cases! {
     mixtral_q4 => "mixtral_q4";
     qwen3_moe_q8 => "qwen3_moe_q8";
     mixtral_q8 => "mixtral_q8";
+    qwen3_5_q4 => "qwen3_5_q4";
+    qwen3_5_moe_q4 => "qwen3_5_moe_q4";
     // OpenAI's MXFP4 layout (*_blocks / *_scales), through MLX's mxfp4 gather_qmm.
     gpt_oss_mxfp4 => "gpt_oss_mxfp4";
 }
@@ -298,8 +303,9 @@ fn prefill_in_chunks_and_token_by_token_agree() {
     on_device();
     let _gpu = gpu();
     // Gemma's window is 8 and the prompt 24: chunks and single steps cross the
-    // window, exercising the rotating cache and its masks.
-    for case in ["gemma3_text", "llama_rope_llama3", "ministral3_yarn", "smollm3_nope"] {
+    // window, exercising the rotating cache and its masks; Qwen 3.5's chunks and
+    // steps carry the recurrent and convolution states of its linear layers.
+    for case in ["gemma3_text", "llama_rope_llama3", "ministral3_yarn", "smollm3_nope", "qwen3_5", "qwen3_5_moe"] {
         let dir = fixtures().join(case);
         let r = reference(&dir);
         let model = Model::load(&dir, &LoadOptions::default()).unwrap();

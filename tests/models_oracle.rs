@@ -5,7 +5,7 @@
 
 use gomlx::engine::{Engine, EngineOptions, GenerateOptions};
 use gomlx::mlx::{self, io, Array, DeviceKind, Dtype, Stream};
-use gomlx::models::{LoadOptions, Logits, Model};
+use gomlx::models::{Context, LoadOptions, Logits, Model};
 use std::path::{Path, PathBuf};
 
 /// The device under test: `GOMLX_TEST_DEVICE=cpu|gpu`, else MLX's default
@@ -329,6 +329,43 @@ fn prefill_in_chunks_and_token_by_token_agree() {
             let tol = if tf32() { f32_tol() } else { 1e-5 };
             assert!(err < tol, "{case} chunk {chunk}: {err:e}");
         }
+    }
+}
+
+/// A left-padded batch (`Context::valid`, per-row positions) gives each row
+/// the logits it gets alone: padding reaches neither the KV caches' attention
+/// nor Qwen 3.5's convolution and recurrent states.
+#[test]
+fn left_padded_rows_equal_their_solo_forwards() {
+    on_device();
+    let _gpu = gpu();
+    for case in ["qwen3_5", "qwen3_5_moe", "llama_tied"] {
+        let dir = fixtures().join(case);
+        let r = reference(&dir);
+        let model = Model::load(&dir, &LoadOptions::default()).unwrap();
+        let v = model.config().vocab_size;
+        let (long, short) = (&r.inputs[..], &r.inputs[7..]);
+        let pad = long.len() - short.len();
+        let solo = |p: &[u32]| {
+            let x = Array::from_slice(p, &[1, p.len() as i32]).unwrap();
+            model.forward(&x, &mut model.new_caches(), None, Logits::All).unwrap().to_vec::<f32>().unwrap()
+        };
+        let (want_long, want_short) = (solo(long), solo(short));
+        let mut tokens: Vec<u32> = vec![0; pad];
+        tokens.extend(short);
+        tokens.extend(long);
+        let n = long.len() as i32;
+        let x = Array::from_slice(&tokens, &[2, n]).unwrap();
+        let valid: Vec<bool> = (0..2 * long.len()).map(|i| i >= pad).collect();
+        let valid = Array::from_slice(&valid, &[2, n]).unwrap();
+        let positions = Array::from_slice(&[-(pad as i32), 0], &[2]).unwrap();
+        let ctx = Context { valid: Some(&valid), positions: Some(&positions) };
+        let got = model.forward_ctx(&x, &mut model.new_caches(), &ctx, Logits::All).unwrap().to_vec::<f32>().unwrap();
+        let row0 = &got[pad * v..long.len() * v];
+        let row1 = &got[long.len() * v..];
+        let (e0, e1) = (rel_error(row0, &want_short), rel_error(row1, &want_long));
+        eprintln!("{case}: padded row {e0:e}, full row {e1:e}");
+        assert!(e0 < f32_tol() && e1 < f32_tol(), "{case}: padded row {e0:e}, full row {e1:e}");
     }
 }
 

@@ -575,7 +575,7 @@ pub(super) fn mlx_dir(a: &Args) -> CliResult<PathBuf> {
     }
     // A .gguf: its arrays as gomlx loads them (quantised blocks kept, compute dtype f32
     // unless --dtype says otherwise).
-    let dtype = a.model.dtype.map(DtypeArg::dtype).unwrap_or(Dtype::F32);
+    let dtype = a.model.engine.dtype.map(DtypeArg::dtype).unwrap_or(Dtype::F32);
     let stem = m.file_stem().unwrap_or_default().to_string_lossy();
     let dir = repo_file(".cache").join("bench-models/converted").join(format!("{stem}-keep-{}", dtype.name()));
     if !dir.join("config.json").is_file() || !dir.join("model.safetensors").is_file() {
@@ -658,7 +658,7 @@ pub fn run(a: Args) -> CliResult {
     let gomlx_cmd = |v: Variant| {
         let mut c = Command::new(&exe);
         c.arg("bench").arg("--model").arg(&a.model.model).arg("--worker").arg(&tmp);
-        let (mut dtype, mut weights) = (a.model.dtype, a.model.weights);
+        let (mut dtype, mut weights) = (a.model.engine.dtype, a.model.engine.weights);
         match v {
             Variant::Auto => {}
             Variant::Widened => weights = Some(WeightsArg::Widened),
@@ -674,16 +674,16 @@ pub fn run(a: Args) -> CliResult {
         if let Some(w) = weights {
             c.arg("--weights").arg(if w == WeightsArg::Widened { "widened" } else { "stored" });
         }
-        if let Some(d) = a.model.device {
+        if let Some(d) = a.model.engine.device {
             c.arg("--device").arg(match d {
                 DeviceArg::Cpu => "cpu",
                 DeviceArg::Gpu => "gpu",
             });
         }
-        if let Some(n) = a.model.context_length {
+        if let Some(n) = a.model.engine.context_length {
             c.arg("--context-length").arg(n.to_string());
         }
-        if let Some(d) = &a.model.adapter_path {
+        if let Some(d) = &a.model.engine.adapter_path {
             c.arg("--adapter-path").arg(d);
         }
         c
@@ -691,7 +691,7 @@ pub fn run(a: Args) -> CliResult {
     let mlx_cmd = || {
         let mut c = Command::new(&python);
         c.arg(&script).arg(mlx_model.as_ref().unwrap()).arg(&tmp);
-        if let Some(d) = &a.model.adapter_path {
+        if let Some(d) = &a.model.engine.adapter_path {
             c.arg(d);
         }
         // mlx-lm runs with MLX's own defaults, not the CUDA graph size gomlx picks for itself.
@@ -772,7 +772,7 @@ pub fn run(a: Args) -> CliResult {
     }
     let name = a.name.clone().unwrap_or_else(|| {
         let model = a.model.model.file_name().unwrap_or_default().to_string_lossy().into_owned();
-        match &a.model.adapter_path {
+        match &a.model.engine.adapter_path {
             Some(d) => format!("{model} + adapter {}", d.file_name().unwrap_or_default().to_string_lossy()),
             None => model,
         }
@@ -783,7 +783,7 @@ pub fn run(a: Args) -> CliResult {
     let report = json!({
         "model": name,
         "path": a.model.model,
-        "adapter": a.model.adapter_path,
+        "adapter": a.model.engine.adapter_path,
         "mlx_lm_model": mlx_model,
         "machine": machine(),
         "date": chrono::Local::now().format("%Y-%m-%d").to_string(),

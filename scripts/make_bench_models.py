@@ -75,6 +75,20 @@ CONFIGS = {
         "beta_slow": 1.0, "original_max_position_embeddings": 4096, "truncate": False},
         "tie_word_embeddings": False, "swiglu_limit": 7.0, "bos_token_id": 151643, "eos_token_id": 151645,
     }),
+    # Qwen/Qwen3.5-0.8B's text config, all 24 layers (18 gated delta, 6 gated full attention):
+    # the hybrid rows of issue 23. The vocabulary is Qwen3's (its tokenizer is the one packed),
+    # 151 936 rows instead of 248 320; the layers are the real ones.
+    "qwen3.5-0.8b": ("qwen3", {
+        "model_type": "qwen3_5", "architectures": ["Qwen3_5ForCausalLM"], "hidden_size": 1024,
+        "num_hidden_layers": 24, "intermediate_size": 3584, "num_attention_heads": 8,
+        "num_key_value_heads": 2, "head_dim": 256, "rms_norm_eps": 1e-6, "vocab_size": 151936,
+        "max_position_embeddings": 262144, "tie_word_embeddings": True, "attention_bias": False,
+        "full_attention_interval": 4, "linear_num_key_heads": 16, "linear_num_value_heads": 16,
+        "linear_key_head_dim": 128, "linear_value_head_dim": 128, "linear_conv_kernel_dim": 4,
+        "rope_parameters": {"rope_type": "default", "rope_theta": 10000000.0, "partial_rotary_factor": 0.25,
+                            "mrope_section": [11, 11, 10], "mrope_interleaved": True},
+        "hidden_act": "silu", "bos_token_id": 151643, "eos_token_id": 151645,
+    }),
 }
 WANT = [("qwen3-0.6b", "bf16"), ("qwen3-0.6b", "4bit"), ("llama-3.2-1b", "bf16"),
         ("llama-3.2-1b", "4bit"), ("gemma-3-1b", "4bit")]
@@ -82,7 +96,8 @@ WANT = [("qwen3-0.6b", "bf16"), ("qwen3-0.6b", "4bit"), ("llama-3.2-1b", "bf16")
 # Named on the command line only (the GPU benchmark's extra rows): bf16 Gemma and
 # random-weight SmolLM2-shaped models (same timing as the real weights).
 EXTRA = [("gemma-3-1b", "bf16"), ("smollm2-135m", "bf16"), ("smollm2-135m", "4bit"), ("qwen3-moe-2l", "fp32"),
-         ("qwen3-moe-2l", "bf16"), ("qwen3-moe-2l", "4bit"), ("gpt-oss-2l", "fp32"), ("gpt-oss-2l", "bf16"), ("gpt-oss-2l", "mxfp4")]
+         ("qwen3-moe-2l", "bf16"), ("qwen3-moe-2l", "4bit"), ("gpt-oss-2l", "fp32"), ("gpt-oss-2l", "bf16"), ("gpt-oss-2l", "mxfp4"),
+         ("qwen3.5-0.8b", "bf16"), ("qwen3.5-0.8b", "4bit")]
 
 only = set(sys.argv[1:])
 mx.random.seed(0)

@@ -169,7 +169,8 @@ fn max_rel(a: &[f32], b: &[f32]) -> f32 {
 
 #[test]
 fn classify_equals_unbatched_forward_with_and_without_shared_prefix() {
-    for case in ["llama_rope_llama3", "gemma3_text"] {
+    // Qwen 3.5: the shared prefix's recurrent states broadcast to every row, rows right-padded.
+    for case in ["llama_rope_llama3", "gemma3_text", "qwen3_5"] {
         let engine = Engine::load(&fixture(case), &cpu()).unwrap();
         let model = Model::load(&fixture(case), &LoadOptions::default()).unwrap();
         let (base, _) = inputs(case);

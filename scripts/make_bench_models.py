@@ -62,13 +62,27 @@ CONFIGS = {
         "rope_theta": 1000000.0, "tie_word_embeddings": False, "attention_bias": False,
         "hidden_act": "silu", "bos_token_id": 151643, "eos_token_id": 151645,
     }),
+    # openai/gpt-oss-20b config.json with 2 of its 24 layers (one sliding, one full): 32 experts
+    # of 2880, 4 per token, attention sinks. The vocabulary is Qwen3's (its tokenizer is the one
+    # packed), 151 936 rows instead of 201 088: the expert shapes are what these rows measure.
+    "gpt-oss-2l": ("qwen3", {
+        "model_type": "gpt_oss", "architectures": ["GptOssForCausalLM"], "hidden_size": 2880,
+        "num_hidden_layers": 2, "intermediate_size": 2880, "num_local_experts": 32,
+        "num_experts_per_tok": 4, "num_attention_heads": 64, "num_key_value_heads": 8, "head_dim": 64,
+        "sliding_window": 128, "layer_types": ["sliding_attention", "full_attention"],
+        "rms_norm_eps": 1e-5, "vocab_size": 151936, "max_position_embeddings": 131072,
+        "rope_theta": 150000, "rope_scaling": {"rope_type": "yarn", "factor": 32.0, "beta_fast": 32.0,
+        "beta_slow": 1.0, "original_max_position_embeddings": 4096, "truncate": False},
+        "tie_word_embeddings": False, "swiglu_limit": 7.0, "bos_token_id": 151643, "eos_token_id": 151645,
+    }),
 }
 WANT = [("qwen3-0.6b", "bf16"), ("qwen3-0.6b", "4bit"), ("llama-3.2-1b", "bf16"),
         ("llama-3.2-1b", "4bit"), ("gemma-3-1b", "4bit")]
 
 # Named on the command line only (the GPU benchmark's extra rows): bf16 Gemma and
 # random-weight SmolLM2-shaped models (same timing as the real weights).
-EXTRA = [("gemma-3-1b", "bf16"), ("smollm2-135m", "bf16"), ("smollm2-135m", "4bit"), ("qwen3-moe-2l", "fp32")]
+EXTRA = [("gemma-3-1b", "bf16"), ("smollm2-135m", "bf16"), ("smollm2-135m", "4bit"), ("qwen3-moe-2l", "fp32"),
+         ("qwen3-moe-2l", "bf16"), ("qwen3-moe-2l", "4bit"), ("gpt-oss-2l", "fp32"), ("gpt-oss-2l", "bf16"), ("gpt-oss-2l", "mxfp4")]
 
 only = set(sys.argv[1:])
 mx.random.seed(0)
@@ -99,6 +113,8 @@ for base, kind in WANT + [e for e in EXTRA if f"{e[0]}-{e[1]}" in only]:
     mx.eval(model.parameters())
     if kind == "4bit":
         model, config = quantize_model(model, config, group_size=64, bits=4)
+    elif kind == "mxfp4":
+        model, config = quantize_model(model, config, group_size=32, bits=4, mode="mxfp4")
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)

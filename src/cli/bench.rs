@@ -24,6 +24,7 @@ use super::{bar, check_model_path, out, runtime, usage, CliResult, DeviceArg, Dt
 use gomlx::engine::{ClassifyOptions, Engine, GenerateOptions};
 use gomlx::mlx::{self, memory, Dtype};
 use gomlx::models::convert::{self, Mode, Plan};
+use gomlx::sample::{Constraint, SamplerConfig};
 use gomlx::text::Tokenizer;
 use serde_json::{json, Map, Value};
 use std::path::{Path, PathBuf};
@@ -95,6 +96,11 @@ pub struct Args {
     /// `--worker FILE` one repetition can then be profiled on its own.
     #[arg(long, value_name = "FILE")]
     pub write_workload: Option<PathBuf>,
+    /// Also decode under this JSON Schema (a file or the schema itself) with the
+    /// decode prompt and token budget: constrained tok/s, its ratio to free
+    /// decode and the host's mask time per token (issue 22's overhead figure).
+    #[arg(long, value_name = "FILE|JSON")]
+    pub json_schema: Option<String>,
     /// Concurrent streams instead of the single-request table: each level (e.g.
     /// 1,4,16,64) starts that many streams of --decode-tokens tokens at once.
     #[arg(long, value_delimiter = ',', value_name = "N,N,...")]
@@ -178,7 +184,7 @@ fn repeat_to(tok: &Tokenizer, text: &str, n: usize, specials: bool) -> gomlx::Re
 
 /// Prompts start with their number, so without the instruction they share at most
 /// the BOS token.
-fn build_workload(tok: &Tokenizer, a: &Args) -> gomlx::Result<Value> {
+fn build_workload(tok: &Tokenizer, a: &Args, schema: Option<&Value>) -> gomlx::Result<Value> {
     let bos: Vec<u32> = if tok.specials().add_bos { tok.bos_id().into_iter().collect() } else { Vec::new() };
     let prefill = repeat_to(tok, TEXT, a.prefill_tokens, true)?;
     let decode_prompt = tok.encode("Once upon a time, in a small village by the sea, there lived", true)?;
@@ -213,6 +219,7 @@ fn build_workload(tok: &Tokenizer, a: &Args) -> gomlx::Result<Value> {
         "classify_batch": 512,
         "classify": plain,
         "classify_prefixed": prefixed,
+        "json_schema": schema,
     }))
 }
 
@@ -314,6 +321,34 @@ fn generate_steps(engine: &Engine, w: &Value, o: &mut Map<String, Value>, steps:
     o.insert("decode_tok_s".into(), json!(rate));
     o.insert("decode_ids".into(), json!(tokens));
     steps.insert("decode".into(), json!(memory::peak()?));
+    if let Some(schema) = w.get("json_schema").filter(|s| !s.is_null()) {
+        constrained_decode(engine, w, schema, rate, o)?;
+    }
+    Ok(())
+}
+
+/// The decode measurement again under a JSON Schema: the same prompt, budget and
+/// greedy sampler, the grammar's mask computed on the host each step. The
+/// grammar may end the output before the budget (reported as its token count).
+fn constrained_decode(engine: &Engine, w: &Value, schema: &Value, free_rate: f64, o: &mut Map<String, Value>) -> CliResult {
+    let n = w["decode_tokens"].as_u64().unwrap_or(128) as usize;
+    let sampler = SamplerConfig { constraint: Some(Constraint::JsonSchema(schema.clone())), ..SamplerConfig::default() };
+    let opts = GenerateOptions { max_tokens: n, ignore_eos: true, sampler, ..Default::default() };
+    let mut g = engine.generate_tokens(ids(&w["decode_prompt"]), &opts)?;
+    let mut times = Vec::new();
+    let mut tokens = Vec::new();
+    for t in g.by_ref() {
+        tokens.push(t?.id);
+        times.push(Instant::now());
+    }
+    let rate = if times.len() > 1 { (times.len() - 1) as f64 / (times[times.len() - 1] - times[0]).as_secs_f64() } else { 0.0 };
+    let mask_ms = g.metrics().filter(|m| m.constraint_masks > 0).map(|m| 1e3 * m.constraint_mask_s / m.constraint_masks as f64);
+    o.insert("constrained_decode_tok_s".into(), json!(rate));
+    o.insert("constrained_decode_tokens".into(), json!(tokens.len()));
+    o.insert("constrained_text".into(), json!(engine.tokenizer().map(|t| t.decode(&tokens, true)).transpose()?));
+    o.insert("mask_ms_per_token".into(), json!(mask_ms));
+    // Free over constrained rate: 1.05 means a constrained token takes 5 % longer.
+    o.insert("constrained_step_ratio".into(), json!(if rate > 0.0 { free_rate / rate } else { f64::NAN }));
     Ok(())
 }
 
@@ -337,6 +372,14 @@ const METRICS: [(&str, &str); 7] = [
     ("classify_prompts_s", "classify prompts/s"),
     ("classify_prefixed_prompts_s", "classify shared-prefix prompts/s"),
     ("peak_memory_bytes", "peak memory MiB"),
+];
+
+/// The `--json-schema` measurement's figures (gomlx only; not in the Markdown table).
+const CONSTRAINED: [(&str, &str); 4] = [
+    ("constrained_decode_tok_s", "JSON Schema decode tok/s"),
+    ("constrained_step_ratio", "JSON Schema / free step time"),
+    ("mask_ms_per_token", "mask ms/token (host)"),
+    ("constrained_decode_tokens", "JSON Schema tokens"),
 ];
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -532,7 +575,7 @@ pub(super) fn mlx_dir(a: &Args) -> CliResult<PathBuf> {
     }
     // A .gguf: its arrays as gomlx loads them (quantised blocks kept, compute dtype f32
     // unless --dtype says otherwise).
-    let dtype = a.model.dtype.map(DtypeArg::dtype).unwrap_or(Dtype::F32);
+    let dtype = a.model.engine.dtype.map(DtypeArg::dtype).unwrap_or(Dtype::F32);
     let stem = m.file_stem().unwrap_or_default().to_string_lossy();
     let dir = repo_file(".cache").join("bench-models/converted").join(format!("{stem}-keep-{}", dtype.name()));
     if !dir.join("config.json").is_file() || !dir.join("model.safetensors").is_file() {
@@ -558,7 +601,7 @@ fn checkpoint_dtype(dir: &Path) -> DtypeArg {
 fn fmt(key: &str, v: f64) -> String {
     match key {
         "peak_memory_bytes" => format!("{:.0}", v / (1u64 << 20) as f64),
-        "load_s" | "ttft_s" => format!("{v:.3}"),
+        "load_s" | "ttft_s" | "mask_ms_per_token" | "constrained_step_ratio" => format!("{v:.3}"),
         _ if v >= 100.0 => format!("{v:.0}"),
         _ => format!("{v:.2}"),
     }
@@ -589,7 +632,12 @@ pub fn run(a: Args) -> CliResult {
     } else {
         Tokenizer::from_dir(&a.model.model)?
     };
-    let workload = build_workload(&tok, &a)?;
+    let schema = a.json_schema.as_deref().map(super::read_schema).transpose()?;
+    if let Some(s) = &schema {
+        // An unsupported schema fails here, before any measured process starts.
+        gomlx::sample::Grammars::new(&tok, tok.vocab_size())?.compile(&Constraint::JsonSchema(s.clone()))?;
+    }
+    let workload = build_workload(&tok, &a, schema.as_ref())?;
     if let Some(p) = &a.write_workload {
         return std::fs::write(p, workload.to_string()).map_err(|e| runtime(format!("{}: {e}", p.display())));
     }
@@ -610,7 +658,7 @@ pub fn run(a: Args) -> CliResult {
     let gomlx_cmd = |v: Variant| {
         let mut c = Command::new(&exe);
         c.arg("bench").arg("--model").arg(&a.model.model).arg("--worker").arg(&tmp);
-        let (mut dtype, mut weights) = (a.model.dtype, a.model.weights);
+        let (mut dtype, mut weights) = (a.model.engine.dtype, a.model.engine.weights);
         match v {
             Variant::Auto => {}
             Variant::Widened => weights = Some(WeightsArg::Widened),
@@ -626,16 +674,16 @@ pub fn run(a: Args) -> CliResult {
         if let Some(w) = weights {
             c.arg("--weights").arg(if w == WeightsArg::Widened { "widened" } else { "stored" });
         }
-        if let Some(d) = a.model.device {
+        if let Some(d) = a.model.engine.device {
             c.arg("--device").arg(match d {
                 DeviceArg::Cpu => "cpu",
                 DeviceArg::Gpu => "gpu",
             });
         }
-        if let Some(n) = a.model.context_length {
+        if let Some(n) = a.model.engine.context_length {
             c.arg("--context-length").arg(n.to_string());
         }
-        if let Some(d) = &a.model.adapter_path {
+        if let Some(d) = &a.model.engine.adapter_path {
             c.arg("--adapter-path").arg(d);
         }
         c
@@ -643,7 +691,7 @@ pub fn run(a: Args) -> CliResult {
     let mlx_cmd = || {
         let mut c = Command::new(&python);
         c.arg(&script).arg(mlx_model.as_ref().unwrap()).arg(&tmp);
-        if let Some(d) = &a.model.adapter_path {
+        if let Some(d) = &a.model.engine.adapter_path {
             c.arg(d);
         }
         // mlx-lm runs with MLX's own defaults, not the CUDA graph size gomlx picks for itself.
@@ -705,6 +753,11 @@ pub fn run(a: Args) -> CliResult {
             }
             metrics.insert(k.into(), m);
         }
+        if schema.is_some() {
+            for (k, _) in CONSTRAINED {
+                metrics.insert(k.into(), json!({"gomlx": med(&ours[i], k)}));
+            }
+        }
         let first = &ours[i][0];
         rows.push(json!({
             "variant": v.name(),
@@ -719,7 +772,7 @@ pub fn run(a: Args) -> CliResult {
     }
     let name = a.name.clone().unwrap_or_else(|| {
         let model = a.model.model.file_name().unwrap_or_default().to_string_lossy().into_owned();
-        match &a.model.adapter_path {
+        match &a.model.engine.adapter_path {
             Some(d) => format!("{model} + adapter {}", d.file_name().unwrap_or_default().to_string_lossy()),
             None => model,
         }
@@ -730,7 +783,7 @@ pub fn run(a: Args) -> CliResult {
     let report = json!({
         "model": name,
         "path": a.model.model,
-        "adapter": a.model.adapter_path,
+        "adapter": a.model.engine.adapter_path,
         "mlx_lm_model": mlx_model,
         "machine": machine(),
         "date": chrono::Local::now().format("%Y-%m-%d").to_string(),
@@ -780,6 +833,11 @@ pub fn run(a: Args) -> CliResult {
                     s.push_str(&format!(" {:>12} {:>8.2}", fmt(k, m["mlx_lm"].as_f64().unwrap_or(f64::NAN)), m["ratio"].as_f64().unwrap_or(f64::NAN)));
                 }
                 s.push('\n');
+            }
+            if schema.is_some() {
+                for (k, label) in CONSTRAINED {
+                    s.push_str(&format!("{label:<34} {:>12}\n", fmt(k, r["metrics"][k]["gomlx"].as_f64().unwrap_or(f64::NAN))));
+                }
             }
             if compare {
                 let d = &r["greedy_agreement"]["decode"];

@@ -1,6 +1,6 @@
 //! `gomlx info` and `gomlx discover`.
 
-use super::{load_engine, out, CliResult, ModelArgs};
+use super::{load_engine, out, CliResult, EngineArgs, ModelArgs};
 use gomlx::mlx::{self, Array};
 use serde_json::{json, Value};
 use std::path::PathBuf;
@@ -51,7 +51,10 @@ pub fn run_info(a: InfoArgs) -> CliResult {
             mlx::blas::info().summary()
         ));
     };
-    let margs = ModelArgs { model, device: a.device, dtype: a.dtype, context_length: None, weights: a.weights, adapter_path: None, tune: Vec::new() };
+    let margs = ModelArgs {
+        model,
+        engine: EngineArgs { device: a.device, dtype: a.dtype, context_length: None, weights: a.weights, adapter_path: None, tune: Vec::new() },
+    };
     let (engine, load_s) = load_engine(&margs)?;
     let tokenizer = engine.tokenizer().map(|t| {
         json!({

@@ -177,6 +177,13 @@ pub struct ModelArgs {
     /// Model: a Hugging Face style directory (config.json + safetensors) or a .gguf file.
     #[arg(long, value_name = "PATH")]
     pub model: PathBuf,
+    #[command(flatten)]
+    pub engine: EngineArgs,
+}
+
+/// How to load a model: the engine flags `serve` shares with the one-model commands.
+#[derive(clap::Args, Clone, Debug)]
+pub struct EngineArgs {
     /// Device (default: the GPU when MLX has one, else the CPU).
     #[arg(long, value_enum)]
     pub device: Option<DeviceArg>,
@@ -207,6 +214,12 @@ pub enum WeightsArg {
 }
 
 impl ModelArgs {
+    pub fn engine_options(&self) -> CliResult<EngineOptions> {
+        self.engine.engine_options()
+    }
+}
+
+impl EngineArgs {
     pub fn engine_options(&self) -> CliResult<EngineOptions> {
         let mut o = EngineOptions {
             device: self.device.map(|d| match d {

@@ -1,9 +1,7 @@
 //! `gomlx serve`: the OpenAI- and Ollama-compatible HTTP server with its web
 //! chat page (src/server/, docs/server.md).
 
-use super::{check_model_path, usage, CliResult, DeviceArg, DtypeArg, WeightsArg};
-use gomlx::engine::EngineOptions;
-use gomlx::mlx::DeviceKind;
+use super::{check_model_path, usage, CliResult};
 use gomlx::server::ServeOptions;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -49,27 +47,18 @@ pub struct Args {
     /// Shut down (draining, as on SIGTERM) when standard input ends: for supervisors and tests.
     #[arg(long)]
     pub stop_on_stdin_eof: bool,
-    /// Device (default: the GPU when MLX has one, else the CPU).
-    #[arg(long, value_enum)]
-    pub device: Option<DeviceArg>,
-    /// Compute dtype (default: the checkpoint's; float32 on the CPU when it fits).
-    #[arg(long, value_enum)]
-    pub dtype: Option<DtypeArg>,
-    /// Longest sequence (prompt + output) a request may reach (default: the model's).
-    #[arg(long, value_name = "TOKENS")]
-    pub context_length: Option<usize>,
-    /// CPU: widen weights to the compute dtype at load, or keep them as stored (see gomlx generate --help).
-    #[arg(long, value_enum)]
-    pub weights: Option<WeightsArg>,
+    /// A Jinja chat template (a file) used instead of the models' own, e.g. one
+    /// that renders tools for a model whose template does not.
+    #[arg(long, value_name = "FILE")]
+    pub chat_template: Option<PathBuf>,
+    #[command(flatten)]
+    pub engine: super::EngineArgs,
     /// Most generations decoding in one batch (default: 64 on a GPU, 32 on the CPU).
     #[arg(long)]
     pub max_batch: Option<usize>,
     /// Bytes of KV the prefix cache keeps for prompts that share a prefix (K/M/G suffixes; default off).
     #[arg(long, value_name = "BYTES")]
     pub prefix_cache: Option<String>,
-    /// A device-strategy knob, NAME=VALUE (repeatable; docs/tuning.md).
-    #[arg(long, value_name = "NAME=VALUE")]
-    pub tune: Vec<String>,
 }
 
 /// "5m", "30s", "1h", "250ms", a number of seconds; "-1" (any negative): None, for ever.
@@ -109,25 +98,19 @@ pub fn run(a: Args) -> CliResult {
     if a.api_key.as_deref().is_some_and(|k| k.trim().is_empty()) {
         return Err(usage("--api-key (or GOMLX_API_KEY) is empty"));
     }
-    let mut engine = EngineOptions {
-        device: a.device.map(|d| match d {
-            DeviceArg::Cpu => DeviceKind::Cpu,
-            DeviceArg::Gpu => DeviceKind::Gpu,
-        }),
-        dtype: a.dtype.map(DtypeArg::dtype),
-        context_length: a.context_length,
-        widen: a.weights.map(|w| w == WeightsArg::Widened),
-        max_batch: a.max_batch,
-        ..Default::default()
-    };
+    let mut engine = a.engine.engine_options()?;
+    engine.max_batch = a.max_batch;
     if let Some(p) = &a.prefix_cache {
         let bytes = gomlx::models::tuning::parse_bytes(p).ok_or_else(|| usage(format!("--prefix-cache {p}: expected a byte count such as 256M")))?;
         engine.prefix_cache_bytes = Some(bytes as usize);
     }
-    for t in &a.tune {
-        let (name, value) = t.split_once('=').ok_or_else(|| usage(format!("--tune {t}: expected NAME=VALUE")))?;
-        engine.set_knob(name.trim(), value).map_err(|e| usage(e.to_string()))?;
-    }
+    let chat_template = match &a.chat_template {
+        Some(p) => {
+            let text = gomlx::files::read_text(p, gomlx::files::MAX_TEXT_FILE).map_err(|e| usage(format!("--chat-template {}: {e}", p.display())))?;
+            Some(gomlx::text::ChatTemplate::new(text).map_err(|e| usage(format!("--chat-template {}: {e}", p.display())))?)
+        }
+        None => None,
+    };
     let opts = ServeOptions {
         model: a.model,
         models_dir: a.models_dir,
@@ -143,6 +126,7 @@ pub fn run(a: Args) -> CliResult {
         drain_timeout: Duration::from_secs(a.drain_timeout),
         preload: a.preload,
         stop_on_stdin_eof: a.stop_on_stdin_eof,
+        chat_template,
     };
     gomlx::server::serve(opts)?;
     Ok(())

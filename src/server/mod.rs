@@ -11,12 +11,13 @@ mod page;
 mod params;
 mod registry;
 mod run;
+mod structured;
 
 pub use params::constant_time_eq;
 pub use registry::model_name;
 
 use crate::engine::{Engine, EngineOptions};
-use crate::text::{ChatFormat, ChatMessage, ChatOptions};
+use crate::text::{ChatFormat, ChatMessage, ChatOptions, ChatTemplate};
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::Next;
@@ -55,6 +56,9 @@ pub struct ServeOptions {
     /// Shut down (as on SIGTERM) when standard input reaches its end: a supervisor
     /// (a test harness) that dies takes the server with it.
     pub stop_on_stdin_eof: bool,
+    /// A chat template used instead of the models' own (`--chat-template`),
+    /// e.g. one that renders tools for a model whose template does not.
+    pub chat_template: Option<ChatTemplate>,
 }
 
 impl Default for ServeOptions {
@@ -74,6 +78,7 @@ impl Default for ServeOptions {
             drain_timeout: Duration::from_secs(30),
             preload: false,
             stop_on_stdin_eof: false,
+            chat_template: None,
         }
     }
 }
@@ -98,13 +103,24 @@ fn fingerprint() -> String {
     format!("gomlx-{}", env!("CARGO_PKG_VERSION"))
 }
 
-/// A chat's prompt ids: the model's chat template, or "role: content" lines for a
-/// model without one (as `gomlx chat` does).
-fn chat_prompt(engine: &Engine, messages: &[ChatMessage]) -> ApiResult<Vec<u32>> {
+/// The template a chat renders with: `--chat-template`, else the model's own (its
+/// `tool_use` template when tools are shown and it has one, as transformers picks);
+/// None: the model has none.
+fn chat_template(state: &ServerState, engine: &Engine, tools: bool) -> Option<ChatTemplate> {
+    if let Some(t) = &state.options.chat_template {
+        return Some(t.clone());
+    }
+    let tok = engine.tokenizer()?;
+    tok.named_template("tool_use").filter(|_| tools).or_else(|| tok.chat_template()).cloned()
+}
+
+/// A chat's prompt ids: the template (`chat_template`), or "role: content" lines
+/// for a model without one (as `gomlx chat` does).
+fn chat_prompt(engine: &Engine, template: Option<ChatTemplate>, messages: &[ChatMessage], tools: Option<Vec<serde_json::Value>>) -> ApiResult<Vec<u32>> {
     let tok = engine.tokenizer().ok_or_else(|| ApiError::field("model", "this model has no tokenizer, so it cannot chat"))?;
-    let opts = ChatOptions { add_generation_prompt: true, ..Default::default() };
-    let r = if tok.chat_template().is_some() { engine.encode_chat(messages, &opts) } else { tok.encode_chat(messages, &opts, &ChatFormat::Plain) };
-    r.map_err(|e| match e {
+    let opts = ChatOptions { add_generation_prompt: true, tools, ..Default::default() };
+    let format = template.map_or(ChatFormat::Plain, ChatFormat::Custom);
+    tok.encode_chat(messages, &opts, &format).map_err(|e| match e {
         crate::Error::Template(m) => ApiError::field("messages", format!("the chat template failed: {m}")),
         other => ApiError::field("messages", other.to_string()),
     })

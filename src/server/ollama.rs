@@ -7,9 +7,10 @@ use super::openai::{body, messages};
 use super::params::{object, Fields};
 use super::registry::Entry;
 use super::run::{self, Format, Job, Piece, Sampling};
-use super::{chat_prompt, AppState, GENERATION_LOGGED};
+use super::structured::{self, ollama_call, Calls, Wanted};
+use super::{chat_prompt, chat_template, AppState, GENERATION_LOGGED};
 use crate::sample::SamplerConfig;
-use crate::text::ChatMessage;
+use crate::text::{ChatMessage, ToolCall, ToolChoice, ToolFormat};
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
@@ -102,18 +103,17 @@ struct Common<'a> {
     stream: bool,
     sampling: Sampling,
     started: Instant,
+    format: Option<Wanted>,
+    /// The format replies write tool calls in (chat with tools).
+    calls: Option<ToolFormat>,
 }
 
 fn common<'a>(f: &Fields<'a>, cap: usize) -> ApiResult<Common<'a>> {
     let model = f.string("model")?.ok_or_else(|| ApiError::field("model", "is required"))?;
     let stream = f.bool("stream")?.unwrap_or(true);
-    if let Some(fmt) = f.get("format") {
-        if fmt.as_str() != Some("") {
-            return Err(ApiError::field("format", "structured output is not supported yet"));
-        }
-    }
+    let format = structured::ollama_format(f)?;
     let sampling = options(f.object("options")?, cap)?;
-    Ok(Common { model, stream, sampling, started: Instant::now() })
+    Ok(Common { model, stream, sampling, started: Instant::now(), format, calls: None })
 }
 
 /// The NDJSON stream of `/api/chat` (chat) or `/api/generate`.
@@ -125,6 +125,7 @@ struct Ndjson {
     started: Instant,
     load_s: f64,
     metrics: crate::engine::Metrics,
+    calls: Calls,
 }
 
 impl Ndjson {
@@ -148,6 +149,26 @@ impl Ndjson {
         v
     }
 
+    /// A chat line holding tool calls, numbered from `first`.
+    fn calls_line(&self, calls: &[ToolCall], first: usize, job: &Job) -> Value {
+        let mut v = self.line("", false, job);
+        v["message"]["tool_calls"] = calls.iter().enumerate().map(|(k, c)| ollama_call(c, first + k)).collect();
+        v
+    }
+
+    /// The lines of a piece of the reply: its text, then the calls it completed.
+    fn lines(&mut self, text: &str, end: bool, job: &Job) -> String {
+        let (text, calls) = if end { self.calls.finish() } else { self.calls.push(text) };
+        let mut out = String::new();
+        if !text.is_empty() {
+            out.push_str(&format!("{}\n", self.line(&text, false, job)));
+        }
+        if !calls.is_empty() {
+            out.push_str(&format!("{}\n", self.calls_line(&calls, self.calls.count - calls.len(), job)));
+        }
+        out
+    }
+
     fn final_value(&self, job: &Job) -> Value {
         match &self.error {
             Some(e) => json!({"error": e}),
@@ -159,8 +180,7 @@ impl Ndjson {
 impl Format for Ndjson {
     fn piece(&mut self, job: &Job, p: Piece) -> String {
         match p {
-            Piece::Text { text, .. } if !text.is_empty() => format!("{}\n", self.line(&text, false, job)),
-            Piece::Text { .. } => String::new(),
+            Piece::Text { text, .. } => self.lines(&text, false, job),
             Piece::Done { reason, metrics, .. } => {
                 self.reason = run::finish_name(reason);
                 self.metrics = metrics;
@@ -174,7 +194,8 @@ impl Format for Ndjson {
     }
 
     fn end(&mut self, job: &Job) -> String {
-        format!("{}\n", self.final_value(job))
+        let rest = if self.error.is_none() { self.lines("", true, job) } else { String::new() };
+        format!("{rest}{}\n", self.final_value(job))
     }
 }
 
@@ -187,7 +208,8 @@ async fn respond(state: &AppState, c: Common<'_>, entry: Arc<Entry>, prompt: Vec
     };
     let endpoint = if chat { "/api/chat" } else { "/api/generate" };
     let mut job = run::start(state, lease, prompt, &c.sampling, endpoint, "ollama", param)?;
-    let mut fmt = Ndjson { chat, model: entry.name.clone(), reason: "stop", error: None, started: c.started, load_s, metrics: Default::default() };
+    let calls = Calls::new(c.calls, &job.id, 0);
+    let mut fmt = Ndjson { chat, model: entry.name.clone(), reason: "stop", error: None, started: c.started, load_s, metrics: Default::default(), calls };
     let mut r = if c.stream {
         ([(header::CONTENT_TYPE, "application/x-ndjson")], run::stream_body(job, fmt)).into_response()
     } else {
@@ -201,7 +223,11 @@ async fn respond(state: &AppState, c: Common<'_>, entry: Arc<Entry>, prompt: Vec
         if let Some(e) = fmt.error {
             return Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e));
         }
+        let (text, calls) = fmt.calls.whole(&text);
         let mut v = fmt.line(&text, true, &job);
+        if chat && !calls.is_empty() {
+            v["message"]["tool_calls"] = calls.iter().enumerate().map(|(k, c)| ollama_call(c, k)).collect();
+        }
         v["created_at"] = json!(now());
         axum::Json(v).into_response()
     };
@@ -223,9 +249,16 @@ pub async fn chat(State(state): State<AppState>, b: Result<Bytes, BytesRejection
         return Ok(r);
     }
     let msgs = messages(f.get("messages"))?;
+    // Ollama has no tool_choice: the model decides.
+    let tools = structured::tools(&f)?;
     let lease = state.registry.lease(&entry).await?;
-    let prompt = chat_prompt(&lease.engine, &msgs)?;
+    let template = chat_template(&state, &lease.engine, !tools.is_empty());
+    let mut c = c;
+    let plan = structured::plan(&lease.engine, template.as_ref().map(|t| t.source()), tools, ToolChoice::Auto, c.format.take())?;
+    let prompt = chat_prompt(&lease.engine, template, &msgs, plan.template_tools)?;
     drop(lease);
+    c.sampling.sampler.constraint = plan.constraint;
+    c.calls = plan.calls;
     respond(&state, c, entry, prompt, true, "messages").await
 }
 
@@ -252,14 +285,17 @@ pub async fn generate(State(state): State<AppState>, b: Result<Bytes, BytesRejec
         return Ok(r);
     }
     let engine = lease.engine.clone();
+    let mut c = c;
+    c.sampling.sampler.constraint = structured::plan(&engine, None, Vec::new(), ToolChoice::Auto, c.format.take())?.constraint;
     let tok = engine.tokenizer().ok_or_else(|| ApiError::field("model", "this model has no tokenizer"))?;
     // Not raw: the prompt is a user turn in the model's template, as Ollama renders it.
-    let prompt = if raw || tok.chat_template().is_none() {
+    let template = chat_template(&state, &engine, false);
+    let prompt = if raw || template.is_none() {
         tok.encode(prompt_text, true).map_err(|e| ApiError::field("prompt", e.to_string()))?
     } else {
         let mut msgs: Vec<ChatMessage> = system.map(ChatMessage::system).into_iter().collect();
         msgs.push(ChatMessage::user(prompt_text));
-        chat_prompt(&engine, &msgs).map_err(|e| ApiError { param: Some("prompt".into()), ..e })?
+        chat_prompt(&engine, template, &msgs, None).map_err(|e| ApiError { param: Some("prompt".into()), ..e })?
     };
     drop(lease);
     respond(&state, c, entry, prompt, false, "prompt").await
@@ -347,7 +383,12 @@ pub async fn show(State(state): State<AppState>, b: Result<Bytes, BytesRejection
     let entry = state.registry.resolve(Some(name))?.clone();
     let lease = state.registry.lease(&entry).await?;
     let info = lease.engine.info().clone();
-    let template = lease.engine.tokenizer().and_then(|t| t.chat_template().map(|c| c.source().to_string())).unwrap_or_default();
+    let template = chat_template(&state, &lease.engine, false).map(|t| t.source().to_string()).unwrap_or_default();
+    let tools_template = chat_template(&state, &lease.engine, true);
+    let mut capabilities = vec!["completion"];
+    if tools_template.is_some_and(|t| ToolFormat::from_template(t.source()).is_some()) {
+        capabilities.push("tools");
+    }
     let arch = &info.architecture;
     let mut model_info = serde_json::Map::new();
     model_info.insert("general.architecture".into(), json!(arch));
@@ -364,7 +405,7 @@ pub async fn show(State(state): State<AppState>, b: Result<Bytes, BytesRejection
         "template": template,
         "details": details(&entry, Some(info.parameters)),
         "model_info": model_info,
-        "capabilities": ["completion"],
+        "capabilities": capabilities,
         "modified_at": modified_at(&entry),
     }))
     .into_response())

@@ -3,11 +3,12 @@
 
 use super::errors::{ApiError, ApiResult};
 use super::params::{object, type_name, Fields};
-use super::run::{self, Format, Job, Piece, Sampling, TokenInfo};
-use super::{chat_prompt, AppState, GENERATION_LOGGED};
+use super::run::{self, Choice, Format, Job, Piece, Sampling, TokenInfo};
+use super::structured::{self, openai_call, Calls};
+use super::{chat_prompt, chat_template, AppState, GENERATION_LOGGED};
 use crate::engine::Engine;
 use crate::sample::SamplerConfig;
-use crate::text::ChatMessage;
+use crate::text::{ChatMessage, ToolChoice, ToolFormat};
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
@@ -153,8 +154,25 @@ pub fn messages(v: Option<&Value>) -> ApiResult<Vec<ChatMessage>> {
             "developer" => "system",
             other => return Err(ApiError::field(&format!("{name}.role"), format!("'{other}' is not one of system, developer, user, assistant, tool"))),
         };
+        let calls = match o.get("tool_calls").filter(|c| !c.is_null()) {
+            Some(c) if role == "assistant" => Some(structured::message_tool_calls(c, &format!("{name}.tool_calls"))?),
+            Some(_) => return Err(ApiError::field(&format!("{name}.tool_calls"), "only assistant messages carry tool calls")),
+            None => None,
+        };
         let content = content_text(o.get("content"), &format!("{name}.content"), role == "assistant")?;
-        out.push(ChatMessage::new(role, content));
+        let mut msg = ChatMessage::new(role, content);
+        if let Some(c) = calls {
+            msg = msg.with("tool_calls", c);
+        }
+        // A tool result names the call it answers (OpenAI) or the tool (Ollama); templates read either.
+        for key in ["tool_call_id", "name", "tool_name"] {
+            match o.get(key) {
+                None | Some(Value::Null) => {}
+                Some(Value::String(s)) => msg = msg.with(key, s.as_str()),
+                Some(other) => return Err(ApiError::field(&format!("{name}.{key}"), format!("expected a string, got {}", type_name(other)))),
+            }
+        }
+        out.push(msg);
     }
     Ok(out)
 }
@@ -208,9 +226,33 @@ struct Sse {
     model: String,
     errored: bool,
     offsets: Vec<usize>,
+    /// Per choice: its reply split into text and tool calls (chat only).
+    calls: Vec<Calls>,
 }
 
 impl Sse {
+    fn new(job: &Job, chat: bool, include_usage: bool, model: String, n: usize, format: Option<ToolFormat>) -> Sse {
+        let calls = (0..n).map(|i| Calls::new(format, &job.id, i)).collect();
+        Sse { chat, include_usage, model, errored: false, offsets: vec![0; n], calls }
+    }
+
+    /// The content and tool-call deltas of a piece of choice `index`'s reply.
+    fn chat_deltas(&mut self, job: &Job, index: usize, text: &str, token: Option<&TokenInfo>, end: bool) -> String {
+        let (text, calls) = if end { self.calls[index].finish() } else { self.calls[index].push(text) };
+        let mut out = String::new();
+        if !text.is_empty() || token.is_some() {
+            let lp = token.map(|t| json!({"content": [chat_logprob(&job.lease.engine, t)]})).unwrap_or(Value::Null);
+            out.push_str(&sse(&self.chunk(job, json!([{"index": index, "delta": {"content": text}, "logprobs": lp, "finish_reason": null}]))));
+        }
+        if !calls.is_empty() {
+            // Each call whole in one delta (its id, name and all its arguments), as clients accumulate them by index.
+            let first = self.calls[index].count - calls.len();
+            let deltas: Vec<Value> = calls.iter().enumerate().map(|(k, c)| openai_call(c, Some(first + k))).collect();
+            out.push_str(&sse(&self.chunk(job, json!([{"index": index, "delta": {"tool_calls": deltas}, "logprobs": null, "finish_reason": null}]))));
+        }
+        out
+    }
+
     fn chunk(&self, job: &Job, choices: Value) -> Value {
         let object = if self.chat { "chat.completion.chunk" } else { "text_completion" };
         let mut c = json!({"id": job.id, "object": object, "created": job.created, "model": self.model, "system_fingerprint": super::fingerprint(), "choices": choices});
@@ -236,13 +278,13 @@ impl Format for Sse {
         let engine = &job.lease.engine;
         match p {
             Piece::Text { index, text, token, .. } => {
+                if self.chat {
+                    return self.chat_deltas(job, index, &text, token.as_ref(), false);
+                }
                 if text.is_empty() && token.is_none() {
                     return String::new();
                 }
-                let choice = if self.chat {
-                    let lp = token.as_ref().map(|t| json!({"content": [chat_logprob(engine, t)]})).unwrap_or(Value::Null);
-                    json!({"index": index, "delta": {"content": text}, "logprobs": lp, "finish_reason": null})
-                } else {
+                let choice = {
                     let lp = match &token {
                         Some(t) => completion_logprobs(engine, std::slice::from_ref(t), self.offsets[index]),
                         None => Value::Null,
@@ -253,12 +295,13 @@ impl Format for Sse {
                 sse(&self.chunk(job, json!([choice])))
             }
             Piece::Done { index, reason, .. } => {
-                let choice = if self.chat {
-                    json!({"index": index, "delta": {}, "logprobs": null, "finish_reason": run::finish_name(reason)})
-                } else {
-                    json!({"index": index, "text": "", "logprobs": null, "finish_reason": run::finish_name(reason)})
-                };
-                sse(&self.chunk(job, json!([choice])))
+                if self.chat {
+                    let mut out = self.chat_deltas(job, index, "", None, true);
+                    let reason = if self.calls[index].count > 0 { "tool_calls" } else { run::finish_name(reason) };
+                    out.push_str(&sse(&self.chunk(job, json!([{"index": index, "delta": {}, "logprobs": null, "finish_reason": reason}]))));
+                    return out;
+                }
+                sse(&self.chunk(job, json!([{"index": index, "text": "", "logprobs": null, "finish_reason": run::finish_name(reason)}])))
             }
             Piece::Error { message, .. } => {
                 if std::mem::replace(&mut self.errored, true) {
@@ -294,35 +337,64 @@ fn json_response(v: Value) -> Response {
     r
 }
 
+/// The non-streaming response: every choice (a chat message with its tool calls
+/// parsed out, or a completion's text), usage and the envelope both endpoints share.
+fn full_response(job: &Job, model: &str, chat: bool, choices: &[Choice], logprobs: bool, calls: Option<ToolFormat>) -> Response {
+    let engine = &job.lease.engine;
+    let list: Vec<Value> = choices
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let mut reason = c.reason.map(run::finish_name);
+            if !chat {
+                let lp = if logprobs { completion_logprobs(engine, &c.tokens, 0) } else { Value::Null };
+                return json!({"index": i, "text": c.text, "logprobs": lp, "finish_reason": reason});
+            }
+            let (text, found) = Calls::new(calls, &job.id, i).whole(&c.text);
+            let mut message = json!({"role": "assistant", "content": text});
+            if !found.is_empty() {
+                if text.trim().is_empty() {
+                    message["content"] = Value::Null;
+                }
+                message["tool_calls"] = found.iter().map(|c| openai_call(c, None)).collect();
+                reason = Some("tool_calls");
+            }
+            let lp = if logprobs { json!({"content": c.tokens.iter().map(|t| chat_logprob(engine, t)).collect::<Vec<_>>()}) } else { Value::Null };
+            json!({"index": i, "message": message, "logprobs": lp, "finish_reason": reason})
+        })
+        .collect();
+    json_response(json!({
+        "id": job.id, "object": if chat { "chat.completion" } else { "text_completion" }, "created": job.created, "model": model,
+        "system_fingerprint": super::fingerprint(), "choices": list, "usage": usage(job),
+    }))
+}
+
 pub async fn chat_completions(State(state): State<AppState>, b: Result<Bytes, BytesRejection>) -> ApiResult<Response> {
     let b = body(b)?;
     let obj = object(&b)?;
     let f = Fields::new(&obj);
     let model = model_field(&f)?;
     let msgs = messages(f.get("messages"))?;
-    let s = sampling(&f, state.options.max_tokens_cap, true)?;
+    let mut s = sampling(&f, state.options.max_tokens_cap, true)?;
     let (stream, include_usage) = streaming(&f)?;
+    let wanted = structured::response_format(&f)?;
+    let tools = structured::tools(&f)?;
+    let choice = structured::tool_choice(&f, &tools)?;
+    // Accepted; a forced call is one call, an unforced reply may hold several.
+    f.bool("parallel_tool_calls")?;
     let entry = state.registry.resolve(model.as_deref())?.clone();
     let lease = state.registry.lease(&entry).await?;
-    let prompt = chat_prompt(&lease.engine, &msgs)?;
+    let template = chat_template(&state, &lease.engine, !tools.is_empty() && choice != ToolChoice::None);
+    let plan = structured::plan(&lease.engine, template.as_ref().map(|t| t.source()), tools, choice, wanted)?;
+    let prompt = chat_prompt(&lease.engine, template, &msgs, plan.template_tools.clone())?;
+    s.sampler.constraint = plan.constraint;
     let mut job = run::start(&state, lease, prompt, &s, "/v1/chat/completions", "chatcmpl", "messages")?;
     if stream {
-        return Ok(sse_response(job, Sse { chat: true, include_usage, model: entry.name.clone(), errored: false, offsets: vec![0; s.n] }));
+        let fmt = Sse::new(&job, true, include_usage, entry.name.clone(), s.n, plan.calls);
+        return Ok(sse_response(job, fmt));
     }
     let choices = job.collect().await?;
-    let engine = job.lease.engine.clone();
-    let choices: Vec<Value> = choices
-        .iter()
-        .enumerate()
-        .map(|(i, c)| {
-            let lp = if s.sampler.logprobs { json!({"content": c.tokens.iter().map(|t| chat_logprob(&engine, t)).collect::<Vec<_>>()}) } else { Value::Null };
-            json!({"index": i, "message": {"role": "assistant", "content": c.text}, "logprobs": lp, "finish_reason": c.reason.map(run::finish_name)})
-        })
-        .collect();
-    Ok(json_response(json!({
-        "id": job.id, "object": "chat.completion", "created": job.created, "model": entry.name,
-        "system_fingerprint": super::fingerprint(), "choices": choices, "usage": usage(&job),
-    })))
+    Ok(full_response(&job, &entry.name, true, &choices, s.sampler.logprobs, plan.calls))
 }
 
 /// `prompt`: a string, an array of one string, or an array of token ids.
@@ -354,7 +426,7 @@ pub async fn completions(State(state): State<AppState>, b: Result<Bytes, BytesRe
     let obj = object(&b)?;
     let f = Fields::new(&obj);
     let model = model_field(&f)?;
-    let s = sampling(&f, state.options.max_tokens_cap, false)?;
+    let mut s = sampling(&f, state.options.max_tokens_cap, false)?;
     let (stream, include_usage) = streaming(&f)?;
     if f.bool("echo")?.unwrap_or(false) {
         return Err(ApiError::field("echo", "is not supported"));
@@ -362,27 +434,18 @@ pub async fn completions(State(state): State<AppState>, b: Result<Bytes, BytesRe
     if f.get("prompt").is_none() {
         return Err(ApiError::field("prompt", "is required"));
     }
+    let wanted = structured::response_format(&f)?;
     let entry = state.registry.resolve(model.as_deref())?.clone();
     let lease = state.registry.lease(&entry).await?;
     let prompt = completion_prompt(&lease.engine, f.get("prompt"))?;
+    s.sampler.constraint = structured::plan(&lease.engine, None, Vec::new(), ToolChoice::Auto, wanted)?.constraint;
     let mut job = run::start(&state, lease, prompt, &s, "/v1/completions", "cmpl", "prompt")?;
     if stream {
-        return Ok(sse_response(job, Sse { chat: false, include_usage, model: entry.name.clone(), errored: false, offsets: vec![0; s.n] }));
+        let fmt = Sse::new(&job, false, include_usage, entry.name.clone(), s.n, None);
+        return Ok(sse_response(job, fmt));
     }
     let choices = job.collect().await?;
-    let engine = job.lease.engine.clone();
-    let choices: Vec<Value> = choices
-        .iter()
-        .enumerate()
-        .map(|(i, c)| {
-            let lp = if s.sampler.logprobs { completion_logprobs(&engine, &c.tokens, 0) } else { Value::Null };
-            json!({"index": i, "text": c.text, "logprobs": lp, "finish_reason": c.reason.map(run::finish_name)})
-        })
-        .collect();
-    Ok(json_response(json!({
-        "id": job.id, "object": "text_completion", "created": job.created, "model": entry.name,
-        "system_fingerprint": super::fingerprint(), "choices": choices, "usage": usage(&job),
-    })))
+    Ok(full_response(&job, &entry.name, false, &choices, s.sampler.logprobs, None))
 }
 
 pub async fn models(State(state): State<AppState>) -> Response {

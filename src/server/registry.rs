@@ -254,7 +254,7 @@ impl Entry {
         if let Some(l) = slot.take() {
             self.loaded.store(false, Ordering::SeqCst);
             let _ = tokio::task::spawn_blocking(move || l.engine.close()).await;
-            eprintln!("{}", serde_json::json!({"event": "model_unloaded", "model": self.name, "reason": why}));
+            eprintln!("{}", serde_json::json!({"event": "model_unloaded", "model": self.name, "reason": why, "idle_s": self.idle_for().as_secs_f64()}));
         }
     }
 }

@@ -176,6 +176,17 @@ impl ToolCallParser {
         self.format
     }
 
+    /// The reply text taken in but not yet handed out (a possible marker, or a
+    /// call being written with its opening marker): what a caller shows as
+    /// text when a call turns out malformed (`push` and `finish` then fail).
+    pub fn pending(&self) -> String {
+        match (self.in_call, self.format) {
+            (true, ToolFormat::Hermes) => format!("{HERMES_OPEN}{}", self.buf),
+            (true, _) => format!("{GEMMA_OPEN}{}", self.buf),
+            (false, _) => self.buf.clone(),
+        }
+    }
+
     fn call(&mut self, name: &str, arguments: Value) -> Result<ToolCall> {
         if name.is_empty() {
             return Err(Error::InvalidArgument("tool call without a function name".into()));

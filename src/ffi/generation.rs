@@ -165,18 +165,26 @@ pub extern "C" fn gm_generate_tokens_start(model: *mut gm_model, ids: *const u32
 /// A chat's template options, sampler options and tool-call parser: `tools`
 /// reach the template unless `tool_choice` is none; required or a named
 /// function adds the grammar that forces the call (`Engine::tool_constraint`).
+/// As the server does: a reply under a caller's constraint is not searched for
+/// calls, and tools for a template without a known call format are an error.
 pub(crate) fn chat_request(engine: &Engine, s: &options::GenerateSettings) -> Result<(ChatOptions, GenerateOptions, Option<ToolCallParser>)> {
     let mut chat = ChatOptions { add_generation_prompt: true, extra: s.template_args.clone(), ..Default::default() };
     let mut opts = s.opts.clone();
-    let Some(tools) = s.tools.as_ref().filter(|_| s.tool_choice != ToolChoice::None) else { return Ok((chat, opts, None)) };
+    let Some(tools) = s.tools.as_ref().filter(|t| !t.is_empty() && s.tool_choice != ToolChoice::None) else { return Ok((chat, opts, None)) };
+    let Some(parser) = engine.tool_parser() else {
+        return Err(invalid(
+            "gm_generate_options.tools: this model's chat template writes no tool calls gomlx can parse (Qwen <tool_call>, Llama 3 JSON, Mistral [TOOL_CALLS], Gemma tool_code)",
+        ));
+    };
+    let caller_constraint = opts.sampler.constraint.is_some();
     if let Some(forced) = engine.tool_constraint(tools, &s.tool_choice)? {
-        if opts.sampler.constraint.is_some() {
+        if caller_constraint {
             return Err(invalid("gm_generate_options.constraint and a tool_choice that forces a call cannot be used together"));
         }
         opts.sampler.constraint = Some(forced);
     }
     chat.tools = Some(tools.clone());
-    Ok((chat, opts, engine.tool_parser()))
+    Ok((chat, opts, (!caller_constraint).then_some(parser)))
 }
 
 /// Starts the assistant's reply to `n` chat messages, rendered with the
@@ -222,11 +230,7 @@ pub extern "C" fn gm_generate_next(gen: *mut gm_generation, out: *mut gm_token) 
         let Some(stream) = s.gen.as_mut() else { return Ok(0) };
         match stream.next() {
             Some(Ok(t)) => {
-                let (text, calls) = match s.tools.as_mut().map(|p| p.push(&t.text)) {
-                    None => (t.text, Vec::new()),
-                    Some(Ok(step)) => (step.text, step.calls),
-                    Some(Err(e)) => return Err(s.fail(e)),
-                };
+                let (text, calls) = s.through_tools(Some(&t.text));
                 s.text = cstring(&text);
                 s.calls = calls_json(&calls);
                 s.tops = t.top_logprobs.iter().map(|&(id, logprob)| gm_top_logprob { id, logprob }).collect();
@@ -239,13 +243,10 @@ pub extern "C" fn gm_generate_next(gen: *mut gm_generation, out: *mut gm_token) 
                 if !s.tail_sent {
                     s.tail_sent = true;
                     let tail = stream.tail().to_string();
-                    let (text, calls) = match s.tools.as_mut() {
-                        None => (tail, Vec::new()),
-                        Some(p) => match p.push(&tail).and_then(|a| p.finish().map(|b| (a, b))) {
-                            Ok((a, b)) => (a.text + &b.text, a.calls.into_iter().chain(b.calls).collect()),
-                            Err(e) => return Err(s.fail(e)),
-                        },
-                    };
+                    let (mut text, mut calls) = s.through_tools(Some(&tail));
+                    let (end, more) = s.through_tools(None);
+                    text.push_str(&end);
+                    calls.extend(more);
                     if !text.is_empty() || !calls.is_empty() {
                         s.text = cstring(&text);
                         s.calls = calls_json(&calls);
@@ -266,6 +267,25 @@ pub extern "C" fn gm_generate_next(gen: *mut gm_generation, out: *mut gm_token) 
 }
 
 impl TokenStream {
+    /// A piece of the reply (None: its end) through the tool-call parser, if
+    /// any: the text outside calls and the calls completed. A call the model
+    /// wrote malformed is handed out as text, and parsing stops (as the server does).
+    fn through_tools(&mut self, piece: Option<&str>) -> (String, Vec<ToolCall>) {
+        let Some(p) = self.tools.as_mut() else { return (piece.unwrap_or_default().to_string(), Vec::new()) };
+        let before = p.pending();
+        let step = match piece {
+            Some(s) => p.push(s),
+            None => p.finish(),
+        };
+        match step {
+            Ok(step) => (step.text, step.calls),
+            Err(_) => {
+                self.tools = None;
+                (before + piece.unwrap_or_default(), Vec::new())
+            }
+        }
+    }
+
     /// Ends the stream with an error.
     fn fail(&mut self, e: crate::Error) -> crate::Error {
         self.gen = None;

@@ -428,7 +428,24 @@ pub(crate) fn messages_json(ptr: *const c_char) -> Result<Vec<crate::text::ChatM
             if !m.get("role").is_some_and(serde_json::Value::is_string) {
                 return Err(invalid(format!("messages_json[{i}] has no \"role\" string")));
             }
+            let mut m = m;
+            object_arguments(&mut m, i)?;
             crate::text::ChatMessage::from_json(m).map_err(|_| invalid(format!("messages_json[{i}] is not a JSON object")))
         })
         .collect()
+}
+
+/// Templates read a call's `arguments` as an object; OpenAI sends them as a JSON
+/// string, which becomes the object here (as the server does).
+fn object_arguments(m: &mut serde_json::Value, i: usize) -> Result<()> {
+    let Some(calls) = m.get_mut("tool_calls").and_then(serde_json::Value::as_array_mut) else { return Ok(()) };
+    for (j, c) in calls.iter_mut().enumerate() {
+        if let Some(args) = c.pointer_mut("/function/arguments") {
+            if let serde_json::Value::String(text) = args {
+                *args = serde_json::from_str(text)
+                    .map_err(|e| invalid(format!("messages_json[{i}].tool_calls[{j}].function.arguments is a string but not JSON: {e}")))?;
+            }
+        }
+    }
+    Ok(())
 }

@@ -172,6 +172,19 @@ static void test_tool_round_trip(void) {
   o.tool_choice = NULL;
   char *got = render(round, &o);
   CHECK(got && strcmp(got, want_round) == 0, "round trip differs from transformers' render:\n%s", got ? got : gm_err());
+  free(got);
+  /* OpenAI's string arguments become the object templates read. */
+  snprintf(round, sizeof round,
+           "[{\"role\": \"user\", \"content\": \"Weather in Paris?\"}, {\"role\": \"assistant\", \"content\": \"\", \"tool_calls\": "
+           "[{\"id\": \"call_1\", \"type\": \"function\", \"function\": {\"name\": \"get_weather\", \"arguments\": \"{\\\"city\\\": \\\"Paris\\\"}\"}}]},"
+           " {\"role\": \"tool\", \"tool_call_id\": \"call_1\", \"name\": \"get_weather\", \"content\": \"{\\\"temperature\\\": 21.5}\"}]");
+  got = render(round, &o);
+  CHECK(got && strcmp(got, want_round) == 0, "string arguments:\n%s", got ? got : gm_err());
+  char bad_args[512];
+  snprintf(bad_args, sizeof bad_args,
+           "[{\"role\": \"assistant\", \"content\": \"\", \"tool_calls\": [{\"function\": {\"name\": \"f\", \"arguments\": \"{oops\"}}]}]");
+  CHECK(gm_chat_render_json(model, bad_args, &o, NULL, 0) == -1, "string arguments that are not JSON");
+  CHECK_ERR("messages_json[0].tool_calls[0].function.arguments");
   o.max_tokens = 4;
   gm_generation *g = gm_chat_start_json(model, round, &o);
   CHECK(g != NULL && gm_drain(g, NULL, 0, NULL, 0) >= 0, "the round trip generates: %s", gm_err());

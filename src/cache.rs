@@ -7,6 +7,10 @@
 //! - `Rotating`: a ring of `window` positions for sliding-window layers. Single
 //!   token steps write in place; multi-token steps return the retained window
 //!   plus the new tokens in temporal order so the caller can mask exactly.
+//! - `Recurrent`: the fixed-size state of a linear-attention layer (Qwen 3.5's
+//!   gated delta net): its short convolution's last inputs and its recurrent
+//!   matrix. It summarises every token seen, so it can be neither trimmed nor
+//!   cut to a shorter prefix: only reused whole, at the position it was saved at.
 
 use crate::mlx::{self, Array};
 use crate::{Error, Result};
@@ -17,6 +21,16 @@ pub const STEP: i32 = 256;
 pub enum KvCache {
     Growing(Growing),
     Rotating(Rotating),
+    Recurrent(Recurrent),
+}
+
+/// A linear-attention layer's state after `offset` tokens: `conv` `[B, K-1, C]`
+/// (the last inputs of the causal convolution) and `state` `[B, H, Dv, Dk]`
+/// (float32). Both None before the first token.
+pub struct Recurrent {
+    conv: Option<Array>,
+    state: Option<Array>,
+    offset: usize,
 }
 
 /// The keys and values to attend over after an update, and how many of them
@@ -50,11 +64,41 @@ impl KvCache {
         KvCache::Rotating(Rotating { keys: None, values: None, offset: 0, window, idx: 0, len: 0 })
     }
 
+    pub fn recurrent() -> KvCache {
+        KvCache::Recurrent(Recurrent { conv: None, state: None, offset: 0 })
+    }
+
+    pub fn is_recurrent(&self) -> bool {
+        matches!(self, KvCache::Recurrent(_))
+    }
+
+    /// A recurrent cache's convolution and recurrent states (None before the first token).
+    pub fn recurrent_state(&self) -> Result<(Option<&Array>, Option<&Array>)> {
+        match self {
+            KvCache::Recurrent(r) => Ok((r.conv.as_ref(), r.state.as_ref())),
+            _ => Err(Error::InvalidArgument("a linear-attention layer needs a recurrent cache".into())),
+        }
+    }
+
+    /// Stores a recurrent layer's states after `new` more tokens.
+    pub fn set_recurrent(&mut self, conv: Array, state: Array, new: usize) -> Result<()> {
+        match self {
+            KvCache::Recurrent(r) => {
+                r.conv = Some(conv);
+                r.state = Some(state);
+                r.offset += new;
+                Ok(())
+            }
+            _ => Err(Error::InvalidArgument("a linear-attention layer needs a recurrent cache".into())),
+        }
+    }
+
     /// Tokens seen so far (the position of the next token).
     pub fn offset(&self) -> usize {
         match self {
             KvCache::Growing(c) => c.offset,
             KvCache::Rotating(c) => c.offset,
+            KvCache::Recurrent(c) => c.offset,
         }
     }
 
@@ -63,6 +107,7 @@ impl KvCache {
         match self {
             KvCache::Growing(c) => c.update(k, v),
             KvCache::Rotating(c) => c.update(k, v),
+            KvCache::Recurrent(_) => Err(Error::InvalidArgument("an attention layer cannot use a recurrent cache".into())),
         }
     }
 
@@ -75,6 +120,8 @@ impl KvCache {
                 Ok(n)
             }
             KvCache::Rotating(c) => c.trim(n),
+            KvCache::Recurrent(_) if n == 0 => Ok(0),
+            KvCache::Recurrent(_) => Err(Error::InvalidArgument("a recurrent state cannot forget tokens".into())),
         }
     }
 
@@ -84,6 +131,16 @@ impl KvCache {
         match self {
             KvCache::Growing(_) => true,
             KvCache::Rotating(c) => n == 0 || c.offset == c.filled(),
+            KvCache::Recurrent(_) => n == 0,
+        }
+    }
+
+    /// Whether `prefix(n)` can give the state after the first `n` tokens: a
+    /// recurrent state exists only at the position it was saved at (or empty).
+    pub fn has_prefix(&self, n: usize) -> bool {
+        match self {
+            KvCache::Recurrent(c) => n == 0 || n == c.offset,
+            _ => n <= self.offset(),
         }
     }
 
@@ -93,6 +150,7 @@ impl KvCache {
         let (k, v) = match self {
             KvCache::Growing(c) => (&mut c.keys, &mut c.values),
             KvCache::Rotating(c) => (&mut c.keys, &mut c.values),
+            KvCache::Recurrent(c) => (&mut c.conv, &mut c.state),
         };
         for buf in [k, v] {
             if let Some(a) = buf.take() {
@@ -102,9 +160,14 @@ impl KvCache {
         Ok(())
     }
 
-    /// The cached keys and values in temporal order (`[B, H, T, D]`), or None if empty.
+    /// The cached keys and values in temporal order (`[B, H, T, D]`), or None
+    /// if empty; a recurrent cache's convolution and recurrent states.
     pub fn state(&self) -> Result<Option<(Array, Array)>> {
         match self {
+            KvCache::Recurrent(c) => match (&c.conv, &c.state) {
+                (Some(conv), Some(state)) if c.offset > 0 => Ok(Some((conv.clone(), state.clone()))),
+                _ => Ok(None),
+            },
             KvCache::Growing(c) => match (&c.keys, &c.values) {
                 (Some(k), Some(v)) if c.offset > 0 => {
                     let t = c.offset as i32;
@@ -119,6 +182,13 @@ impl KvCache {
     /// Replaces the contents with `keys`/`values` (`[B, H, T, D]`) covering
     /// positions `offset - T .. offset`.
     pub fn set_state(&mut self, keys: Array, values: Array, offset: usize) -> Result<()> {
+        if let KvCache::Recurrent(c) = self {
+            // A recurrent cache: the convolution and recurrent states after `offset` tokens.
+            c.conv = Some(keys);
+            c.state = Some(values);
+            c.offset = offset;
+            return Ok(());
+        }
         let t = keys.dim(2) as usize;
         if t > offset {
             return Err(Error::InvalidArgument(format!("cache state of {t} positions cannot end at offset {offset}")));
@@ -132,6 +202,7 @@ impl KvCache {
                 c.values = Some(values);
                 c.offset = offset;
             }
+            KvCache::Recurrent(_) => unreachable!("handled above"),
             KvCache::Rotating(c) => {
                 let keep = t.min(c.window) as i32;
                 let (k, v) = (keys.slice_axis(2, t as i32 - keep, t as i32)?, values.slice_axis(2, t as i32 - keep, t as i32)?);
@@ -150,13 +221,24 @@ impl KvCache {
         let (k, v) = match self {
             KvCache::Growing(c) => (&c.keys, &c.values),
             KvCache::Rotating(c) => (&c.keys, &c.values),
+            KvCache::Recurrent(c) => (&c.conv, &c.state),
         };
         k.iter().chain(v.iter()).collect()
     }
 
     /// A growing cache holding the first `n` positions of this one's (temporal
     /// order), sharing its arrays until either is written.
+    /// A recurrent cache gives its state only whole (`n` = its offset) or empty.
     pub fn prefix(&self, n: usize) -> Result<KvCache> {
+        if let KvCache::Recurrent(c) = self {
+            if n == 0 {
+                return Ok(KvCache::recurrent());
+            }
+            if n != c.offset {
+                return Err(Error::InvalidArgument(format!("a recurrent state after {} tokens has no prefix of {n}", c.offset)));
+            }
+            return Ok(KvCache::Recurrent(Recurrent { conv: c.conv.clone(), state: c.state.clone(), offset: n }));
+        }
         let mut out = KvCache::growing();
         if n > 0 {
             let (k, v) = self.state()?.ok_or_else(|| Error::InvalidArgument("an empty cache has no prefix".into()))?;
@@ -359,7 +441,8 @@ impl Rotating {
 }
 
 /// Writes the caches of a sequence (one per layer) and its token ids to a
-/// safetensors file: tensors `layers.N.keys` / `layers.N.values`, metadata
+/// safetensors file: tensors `layers.N.keys` / `layers.N.values` (a recurrent
+/// layer's convolution and recurrent states under the same names), metadata
 /// with each layer's kind and offset and the tokens.
 pub fn save(path: &std::path::Path, caches: &[KvCache], tokens: &[u32]) -> Result<()> {
     use std::collections::BTreeMap;
@@ -369,6 +452,7 @@ pub fn save(path: &std::path::Path, caches: &[KvCache], tokens: &[u32]) -> Resul
         let (kind, window) = match c {
             KvCache::Growing(_) => ("growing", 0),
             KvCache::Rotating(r) => ("rotating", r.window),
+            KvCache::Recurrent(_) => ("recurrent", 0),
         };
         layers.push(serde_json::json!({"kind": kind, "window": window, "offset": c.offset()}));
         if let Some((k, v)) = c.state()? {
@@ -399,6 +483,7 @@ pub fn load(path: &std::path::Path) -> Result<(Vec<KvCache>, Vec<u32>)> {
         let mut c = match l["kind"].as_str() {
             Some("growing") => KvCache::growing(),
             Some("rotating") => KvCache::rotating(l["window"].as_u64().filter(|&w| w > 0).ok_or_else(|| bad("window"))? as usize),
+            Some("recurrent") => KvCache::recurrent(),
             _ => return Err(bad("kind")),
         };
         if let (Some(k), Some(v)) = (tensors.remove(&format!("layers.{i}.keys")), tensors.remove(&format!("layers.{i}.values"))) {
@@ -409,12 +494,14 @@ pub fn load(path: &std::path::Path) -> Result<(Vec<KvCache>, Vec<u32>)> {
     Ok((caches, tokens))
 }
 
-/// The KV caches of a decoding batch: one growing cache per layer holding
-/// `[B, H, T, D]`, rows left-padded to the common length `T`. Row i's tokens
-/// are the columns `pads[i]..T`, so its next position is `T - pads[i]`; the
-/// padding is hidden by the valid mask and RoPE takes each row's own position
-/// (`positions`). Rows join (`join`) and leave (`keep`) between steps; joining
-/// copies the batch once, leaving copies the kept rows once.
+/// The KV caches of a decoding batch: one growing cache per attention layer
+/// holding `[B, H, T, D]`, rows left-padded to the common length `T`. Row i's
+/// tokens are the columns `pads[i]..T`, so its next position is `T - pads[i]`;
+/// the padding is hidden by the valid mask and RoPE takes each row's own
+/// position (`positions`). Linear-attention layers hold one recurrent state per
+/// row instead (`[B, ...]`, no columns, so no padding reaches them). Rows join
+/// (`join`) and leave (`keep`) between steps; joining copies the batch once,
+/// leaving copies the kept rows once.
 pub struct BatchKv {
     pub layers: Vec<KvCache>,
     pads: Vec<usize>,
@@ -430,9 +517,9 @@ impl BatchKv {
         self.pads.len()
     }
 
-    /// Columns per row (`T`).
+    /// Columns per row (`T`) of the attention layers.
     pub fn len(&self) -> usize {
-        self.layers.first().map_or(0, KvCache::offset)
+        self.layers.iter().find(|c| !c.is_recurrent()).map_or(0, KvCache::offset)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -444,14 +531,15 @@ impl BatchKv {
         self.len() - self.pads[i]
     }
 
-    /// Appends rows, each given as one growing cache per layer (`[1, H, L, D]`,
-    /// offset L), in one concatenation per layer.
+    /// Appends rows, each given as one cache per layer (growing `[1, H, L, D]`
+    /// with offset L, or recurrent after L tokens), in one concatenation per layer.
     pub fn join(&mut self, rows: Vec<Vec<KvCache>>) -> Result<()> {
         let mut lens = Vec::with_capacity(rows.len());
         for row in &rows {
             let l = row.first().map_or(0, KvCache::offset);
-            if row.len() != self.layers.len() || l == 0 || row.iter().any(|c| c.offset() != l || !matches!(c, KvCache::Growing(_))) {
-                return Err(Error::InvalidArgument(format!("a joining row needs {} growing caches of one non-zero length", self.layers.len())));
+            let kinds_ok = row.iter().zip(&rows[0]).all(|(c, first)| c.is_recurrent() == first.is_recurrent() && !matches!(c, KvCache::Rotating(_)));
+            if row.len() != self.layers.len() || l == 0 || !kinds_ok || row.iter().any(|c| c.offset() != l) {
+                return Err(Error::InvalidArgument(format!("a joining row needs {} growing or recurrent caches of one non-zero length", self.layers.len())));
             }
             lens.push(l);
         }
@@ -460,7 +548,25 @@ impl BatchKv {
         }
         let t = self.len();
         let end = lens.iter().copied().max().unwrap_or(0).max(t);
+        let join = |parts: &[Array]| if parts.len() == 1 { Ok(parts[0].clone()) } else { mlx::concatenate(&parts.iter().collect::<Vec<_>>(), 0) };
         for (li, batch) in self.layers.iter_mut().enumerate() {
+            if rows[0][li].is_recurrent() {
+                // One state per row, in row order: no columns to align.
+                let (mut cs, mut ss) = (Vec::new(), Vec::new());
+                if self.pads.is_empty() {
+                    *batch = KvCache::recurrent();
+                } else if let Some((c, s)) = batch.state()? {
+                    cs.push(c);
+                    ss.push(s);
+                }
+                for row in &rows {
+                    let (c, s) = row[li].state()?.ok_or_else(|| Error::Engine("an empty recurrent state in a joining row".into()))?;
+                    cs.push(c);
+                    ss.push(s);
+                }
+                batch.set_state(join(&cs)?, join(&ss)?, end)?;
+                continue;
+            }
             let (mut ks, mut vs) = (Vec::new(), Vec::new());
             if let Some((k, v)) = batch.state()? {
                 ks.push(pad_front(&k, end - t)?);
@@ -471,7 +577,6 @@ impl BatchKv {
                 ks.push(pad_front(&rk, end - l)?);
                 vs.push(pad_front(&rv, end - l)?);
             }
-            let join = |parts: &[Array]| if parts.len() == 1 { Ok(parts[0].clone()) } else { mlx::concatenate(&parts.iter().collect::<Vec<_>>(), 0) };
             batch.set_state(join(&ks)?, join(&vs)?, end)?;
         }
         for p in &mut self.pads {
@@ -498,6 +603,11 @@ impl BatchKv {
         for c in &mut self.layers {
             let Some((k, v)) = c.state()? else { continue };
             let (k, v) = (k.take(&idx, 0)?, v.take(&idx, 0)?);
+            if c.is_recurrent() {
+                let offset = c.offset();
+                c.set_state(k, v, offset)?;
+                continue;
+            }
             let (k, v) = if drop > 0 { (k.slice_axis(2, drop as i32, t as i32)?, v.slice_axis(2, drop as i32, t as i32)?) } else { (k, v) };
             c.set_state(k, v, t - drop)?;
         }
@@ -506,18 +616,24 @@ impl BatchKv {
     }
 
     /// Row `i`'s caches alone, without its padding (`[1, H, L, D]` growing
-    /// caches), copied out and evaluated: a view would keep the batch's buffers
-    /// shared and make the next step copy them instead of writing in place.
+    /// caches, or its recurrent states), copied out and evaluated: a view would
+    /// keep the batch's buffers shared and make the next step copy them instead
+    /// of writing in place.
     pub fn extract(&self, i: usize) -> Result<Vec<KvCache>> {
         let (t, pad) = (self.len() as i32, self.pads[i] as i32);
         let caches = self
             .layers
             .iter()
             .map(|c| {
-                let mut out = KvCache::growing();
+                let mut out = if c.is_recurrent() { KvCache::recurrent() } else { KvCache::growing() };
                 if let Some((k, v)) = c.state()? {
-                    let row = |a: &Array| a.slice_axis(0, i as i32, i as i32 + 1)?.slice_axis(2, pad, t)?.contiguous();
-                    out.set_state(row(&k)?, row(&v)?, (t - pad) as usize)?;
+                    let one = |a: &Array| a.slice_axis(0, i as i32, i as i32 + 1);
+                    if c.is_recurrent() {
+                        out.set_state(one(&k)?.contiguous()?, one(&v)?.contiguous()?, (t - pad) as usize)?;
+                    } else {
+                        let row = |a: &Array| one(a)?.slice_axis(2, pad, t)?.contiguous();
+                        out.set_state(row(&k)?, row(&v)?, (t - pad) as usize)?;
+                    }
                 }
                 Ok(out)
             })

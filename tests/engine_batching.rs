@@ -118,6 +118,70 @@ fn new_families_batch_exactly() {
     assert_eq!(alone, together, "qwen3_moe_q4 kept quantised: alone vs batched");
 }
 
+/// Qwen 3.5's linear-attention layers keep one recurrent state per row: rows
+/// joining, leaving and prefilling beside each other never mix them (greedy and
+/// seeded, dense and mixture of experts).
+#[test]
+fn hybrid_recurrent_models_batch_exactly() {
+    check("qwen3_5", false);
+    check("qwen3_5", true);
+    check("qwen3_5_moe", false);
+    // batch_generate: every row prefilled, then all decode together.
+    let ps = prompts("qwen3_5", 5);
+    let engine = load("qwen3_5", 8);
+    let o = opts(2, false);
+    let alone: Vec<Vec<u32>> = ps.iter().map(|p| drain(&mut engine.generate_tokens(p.clone(), &o).unwrap()).0).collect();
+    let (out, _) = engine.batch_generate_tokens(ps.clone(), &o).unwrap();
+    assert_eq!(out.iter().map(|r| r.tokens.clone()).collect::<Vec<_>>(), alone);
+}
+
+/// A recurrent state exists only at the position it was saved at: the prefix
+/// cache lends a Qwen 3.5 entry to a prompt that extends all of its tokens
+/// (the next chat turn), and to no prompt that shares only part of them;
+/// a session's next turn reuses its state the same way. Tokens never change.
+#[test]
+fn recurrent_states_are_reused_only_whole() {
+    let case = "qwen3_5";
+    let base = prompts(case, 3);
+    let o = opts(1, false);
+    let plain = load(case, 8);
+    let cached =
+        Engine::load(&fixture(case), &EngineOptions { device: Some(DeviceKind::Cpu), prefix_cache_bytes: Some(64 << 20), ..Default::default() }).unwrap();
+    let first = base[2].clone();
+    let mut g = cached.generate_tokens(first.clone(), &o).unwrap();
+    let (ids, _) = drain(&mut g);
+    assert_eq!(ids, drain(&mut plain.generate_tokens(first.clone(), &o).unwrap()).0);
+    // The next turn: the first prompt, all it generated, then more.
+    let mut next = first.clone();
+    next.extend(&ids);
+    next.extend(&base[1]);
+    let mut g = cached.generate_tokens(next.clone(), &o).unwrap();
+    assert_eq!(drain(&mut g).0, drain(&mut plain.generate_tokens(next.clone(), &o).unwrap()).0);
+    let evaluated = g.metrics().unwrap().prompt_tokens_evaluated;
+    assert!(evaluated <= base[1].len() + 1, "{evaluated} of {} evaluated: the whole entry was not reused", next.len());
+    // Sharing only part of an entry (the first prompt, then something else): nothing is lent.
+    let mut other = first[..first.len() - 1].to_vec();
+    other.extend(&base[0]);
+    let mut g = cached.generate_tokens(other.clone(), &o).unwrap();
+    assert_eq!(drain(&mut g).0, drain(&mut plain.generate_tokens(other.clone(), &o).unwrap()).0);
+    assert_eq!(g.metrics().unwrap().prompt_tokens_evaluated, other.len(), "a recurrent state was cut to a shorter prefix");
+    // Sessions: the next turn continues from the saved state; an edited history starts over.
+    let s = plain.new_session().unwrap();
+    let (ids1, _) = drain(&mut plain.generate_in_session(first.clone(), &o, &s).unwrap());
+    let mut turn2 = first.clone();
+    turn2.extend(&ids1);
+    turn2.extend(&base[0]);
+    let mut t2 = plain.generate_in_session(turn2.clone(), &o, &s).unwrap();
+    let ids2 = drain(&mut t2).0;
+    assert!(t2.metrics().unwrap().prompt_tokens_evaluated <= base[0].len() + 1, "the session's state was not reused");
+    assert_eq!(ids2, drain(&mut load(case, 1).generate_tokens(turn2.clone(), &o).unwrap()).0);
+    let edited: Vec<u32> = turn2[..first.len()].iter().chain(&base[1]).copied().collect();
+    let mut t3 = plain.generate_in_session(edited.clone(), &o, &s).unwrap();
+    let ids3 = drain(&mut t3).0;
+    assert_eq!(t3.metrics().unwrap().prompt_tokens_evaluated, edited.len());
+    assert_eq!(ids3, drain(&mut load(case, 1).generate_tokens(edited, &o).unwrap()).0);
+}
+
 #[test]
 fn a_sliding_window_model_batches_exactly() {
     // gemma3_text slides over 8 positions: prompts and outputs run past the window.

@@ -5,7 +5,7 @@
 
 use gomlx::engine::{Engine, EngineOptions, GenerateOptions};
 use gomlx::mlx::{self, io, Array, DeviceKind, Dtype, Stream};
-use gomlx::models::{LoadOptions, Logits, Model};
+use gomlx::models::{Context, LoadOptions, Logits, Model};
 use std::path::{Path, PathBuf};
 
 /// The device under test: `GOMLX_TEST_DEVICE=cpu|gpu`, else MLX's default
@@ -182,6 +182,9 @@ oracle_cases! {
     mixtral => "mixtral";
     gpt_oss => "gpt_oss";
     gpt_oss_transformers_layout => "gpt_oss_tf5";
+    qwen3_5_hybrid => "qwen3_5";
+    qwen3_5_moe => "qwen3_5_moe";
+    qwen3_5_moe_transformers_layout => "qwen3_5_moe_tf5";
     // MLX-quantised checkpoints against mlx-lm's own float32 logits.
     llama_q4 => "llama_tied_q4";
     llama_q8 => "llama_tied_q8";
@@ -193,6 +196,8 @@ oracle_cases! {
     mixtral_q4 => "mixtral_q4";
     qwen3_moe_q8 => "qwen3_moe_q8";
     mixtral_q8 => "mixtral_q8";
+    qwen3_5_q4 => "qwen3_5_q4";
+    qwen3_5_moe_q4 => "qwen3_5_moe_q4";
     // OpenAI's MXFP4 layout (*_blocks / *_scales), through MLX's mxfp4 gather_qmm.
     gpt_oss_mxfp4 => "gpt_oss_mxfp4";
 }
@@ -298,8 +303,9 @@ fn prefill_in_chunks_and_token_by_token_agree() {
     on_device();
     let _gpu = gpu();
     // Gemma's window is 8 and the prompt 24: chunks and single steps cross the
-    // window, exercising the rotating cache and its masks.
-    for case in ["gemma3_text", "llama_rope_llama3", "ministral3_yarn", "smollm3_nope"] {
+    // window, exercising the rotating cache and its masks; Qwen 3.5's chunks and
+    // steps carry the recurrent and convolution states of its linear layers.
+    for case in ["gemma3_text", "llama_rope_llama3", "ministral3_yarn", "smollm3_nope", "qwen3_5", "qwen3_5_moe"] {
         let dir = fixtures().join(case);
         let r = reference(&dir);
         let model = Model::load(&dir, &LoadOptions::default()).unwrap();
@@ -323,6 +329,43 @@ fn prefill_in_chunks_and_token_by_token_agree() {
             let tol = if tf32() { f32_tol() } else { 1e-5 };
             assert!(err < tol, "{case} chunk {chunk}: {err:e}");
         }
+    }
+}
+
+/// A left-padded batch (`Context::valid`, per-row positions) gives each row
+/// the logits it gets alone: padding reaches neither the KV caches' attention
+/// nor Qwen 3.5's convolution and recurrent states.
+#[test]
+fn left_padded_rows_equal_their_solo_forwards() {
+    on_device();
+    let _gpu = gpu();
+    for case in ["qwen3_5", "qwen3_5_moe", "llama_tied"] {
+        let dir = fixtures().join(case);
+        let r = reference(&dir);
+        let model = Model::load(&dir, &LoadOptions::default()).unwrap();
+        let v = model.config().vocab_size;
+        let (long, short) = (&r.inputs[..], &r.inputs[7..]);
+        let pad = long.len() - short.len();
+        let solo = |p: &[u32]| {
+            let x = Array::from_slice(p, &[1, p.len() as i32]).unwrap();
+            model.forward(&x, &mut model.new_caches(), None, Logits::All).unwrap().to_vec::<f32>().unwrap()
+        };
+        let (want_long, want_short) = (solo(long), solo(short));
+        let mut tokens: Vec<u32> = vec![0; pad];
+        tokens.extend(short);
+        tokens.extend(long);
+        let n = long.len() as i32;
+        let x = Array::from_slice(&tokens, &[2, n]).unwrap();
+        let valid: Vec<bool> = (0..2 * long.len()).map(|i| i >= pad).collect();
+        let valid = Array::from_slice(&valid, &[2, n]).unwrap();
+        let positions = Array::from_slice(&[-(pad as i32), 0], &[2]).unwrap();
+        let ctx = Context { valid: Some(&valid), positions: Some(&positions) };
+        let got = model.forward_ctx(&x, &mut model.new_caches(), &ctx, Logits::All).unwrap().to_vec::<f32>().unwrap();
+        let row0 = &got[pad * v..long.len() * v];
+        let row1 = &got[long.len() * v..];
+        let (e0, e1) = (rel_error(row0, &want_short), rel_error(row1, &want_long));
+        eprintln!("{case}: padded row {e0:e}, full row {e1:e}");
+        assert!(e0 < f32_tol() && e1 < f32_tol(), "{case}: padded row {e0:e}, full row {e1:e}");
     }
 }
 

@@ -220,6 +220,39 @@ DENSE_CASES = [
                                          truncate=True)),
         seed=13001, tf5_copy=True, hub_weights="gpt_oss_mlx_layout", mxfp4_copy=True,
     ),
+    dict(
+        name="qwen3_5",
+        what="qwen3_5: layers 0-2 gated delta linear attention (2 key heads of 16, 4 value heads of 8, conv kernel 4), "
+             "layer 3 gated full attention (q_proj = query + output gate per head, q/k norms), partial rotary 0.25 of "
+             "head_dim 32, zero-centred RMSNorms (1 + w), untied. Hub layout: nested text_config, "
+             "model.language_model.* tensors (as Qwen ships Qwen 3.5)",
+        config=dict(model_type="qwen3_5_text", num_hidden_layers=4, vocab_size=256, tie_word_embeddings=False,
+                    head_dim=32, linear_num_key_heads=2, linear_num_value_heads=4, linear_key_head_dim=16,
+                    linear_value_head_dim=8, linear_conv_kernel_dim=4,
+                    layer_types=["linear_attention", "linear_attention", "linear_attention", "full_attention"],
+                    pad_token_id=None, bos_token_id=None, eos_token_id=None,
+                    rope_parameters=dict(rope_type="default", rope_theta=10000000.0, partial_rotary_factor=0.25,
+                                         mrope_section=[2, 1, 1], mrope_interleaved=True)),
+        seed=14001, hub_keeps_rope_parameters=True, hub_weights="qwen3_5_hub_layout", hub_config="qwen3_5_hub_config",
+        quantize=[(4, 32)],
+    ),
+    dict(
+        name="qwen3_5_moe",
+        what="qwen3_5_moe: the qwen3_5 case's hybrid layers with sparse MLPs: 4 experts of 32, top 2 (renormalised), "
+             "a shared expert of 48 gated by sigmoid(shared_expert_gate). Hub layout: nested text_config, "
+             "model.language_model.*, experts fused (experts.gate_up_proj [E, 2I, H], experts.down_proj [E, H, I]); "
+             "the _tf5 copy is what transformers 5.20.2 saves (flat qwen3_5_moe_text config, per-expert tensors)",
+        config=dict(model_type="qwen3_5_moe_text", num_hidden_layers=4, vocab_size=256, tie_word_embeddings=False,
+                    head_dim=32, linear_num_key_heads=2, linear_num_value_heads=4, linear_key_head_dim=16,
+                    linear_value_head_dim=8, linear_conv_kernel_dim=4,
+                    layer_types=["linear_attention", "linear_attention", "linear_attention", "full_attention"],
+                    num_experts=4, num_experts_per_tok=2, moe_intermediate_size=32, shared_expert_intermediate_size=48,
+                    pad_token_id=None, bos_token_id=None, eos_token_id=None,
+                    rope_parameters=dict(rope_type="default", rope_theta=10000000.0, partial_rotary_factor=0.25,
+                                         mrope_section=[2, 1, 1], mrope_interleaved=True)),
+        seed=15001, tf5_copy=True, hub_keeps_rope_parameters=True, hub_weights="qwen3_5_hub_layout",
+        hub_config="qwen3_5_hub_config", quantize=[(4, 32)],
+    ),
 ]
 
 
@@ -278,8 +311,9 @@ def init_weights(model, arch: str, seed: int, tied: bool, block_gain: float, lm_
     with torch.no_grad():
         for name, p in sorted(model.named_parameters(), key=lambda kv: kv[0]):
             if "norm" in name:
-                # gemma stores w for (1 + w); the others store w
-                base = 0.0 if gemma else 1.0
+                # gemma and qwen3_5 store w for (1 + w); the others (and qwen3_5's gated norm) store w
+                zero_centred = gemma or (arch.startswith("qwen3_5") and "linear_attn.norm" not in name)
+                base = 0.0 if zero_centred else 1.0
                 if gemma and ("post_attention_layernorm" in name or "post_feedforward_layernorm" in name):
                     # (1 + 2) = 3x on the block outputs: after gemma's post-norms the blocks would
                     # otherwise be no larger than the scaled embedding, and a tied random model
@@ -480,6 +514,41 @@ def gpt_oss_mlx_layout(tensors: dict) -> dict:
     return out
 
 
+def qwen3_5_hub_layout(tensors: dict) -> dict:
+    """Qwen 3.5 as Qwen ships it: the text model under model.language_model.*
+    (lm_head stays), MoE experts fused per layer (experts.gate_up_proj [E, 2I, H]
+    with the gate rows first, experts.down_proj [E, H, I]): the layout mlx-lm
+    0.32.2's sanitize reads (it has no per-expert path)."""
+    out, experts = {}, {}
+    for k, v in tensors.items():
+        parts = k.split(".")
+        if ".mlp.experts." in k:
+            # model.layers.{l}.mlp.experts.{e}.{proj}.weight
+            layer, e, proj = int(parts[2]), int(parts[5]), parts[6]
+            experts.setdefault(layer, {}).setdefault(proj, {})[e] = v
+            continue
+        out[k.replace("model.", "model.language_model.", 1) if k.startswith("model.") else k] = v
+    for layer, projs in experts.items():
+        n = len(projs["gate_proj"])
+        stack = lambda p: np.stack([projs[p][e] for e in range(n)])
+        p = f"model.language_model.layers.{layer}.mlp.experts."
+        out[p + "gate_up_proj"] = np.ascontiguousarray(np.concatenate([stack("gate_proj"), stack("up_proj")], axis=1))
+        out[p + "down_proj"] = np.ascontiguousarray(stack("down_proj"))
+    return out
+
+
+def qwen3_5_hub_config(cfg: dict) -> dict:
+    """The hub's Qwen 3.5 config.json: the text settings nested under text_config
+    of a `qwen3_5` / `qwen3_5_moe` model (no vision_config: text only)."""
+    text = dict(cfg)
+    outer = text["model_type"].removesuffix("_text")
+    arch = "Qwen3_5MoeForConditionalGeneration" if outer.endswith("moe") else "Qwen3_5ForConditionalGeneration"
+    text.pop("architectures", None)
+    return dict(sorted({"architectures": [arch], "model_type": outer, "text_config": text,
+                        "tie_word_embeddings": text["tie_word_embeddings"],
+                        "torch_dtype": text.get("torch_dtype", "float32")}.items()))
+
+
 def rewrite_weights(d: Path, fn):
     from safetensors.numpy import load_file
     tensors = load_file(str(d / "model.safetensors"))
@@ -551,6 +620,8 @@ def save_both_dialects(case, model, tmp: Path):
         hub_cfg = to_hub_dialect(hub_cfg)
     if case.get("hub_weights"):
         rewrite_weights(hub_dir, globals()[case["hub_weights"]])
+    if case.get("hub_config"):
+        hub_cfg = globals()[case["hub_config"]](hub_cfg)
     if case.get("hub_drop_head_dim"):
         # old hub configs leave head_dim out when it is hidden_size / num_attention_heads
         assert hub_cfg["head_dim"] * hub_cfg["num_attention_heads"] == hub_cfg["hidden_size"]

@@ -2,7 +2,10 @@
 //! least recently used first out, so a new request whose prompt starts with
 //! one (a repeated system prompt, the next chat turn from any caller) prefills
 //! only the rest. Entries are matched on token ids; the longest shared prefix
-//! wins. Off unless `EngineOptions::prefix_cache_bytes` is set.
+//! wins. Off unless `EngineOptions::prefix_cache_bytes` is set. A model with
+//! linear-attention layers (recurrent states, Qwen 3.5) reuses an entry only
+//! when the prompt extends all of its tokens: a recurrent state exists only
+//! at the position it was saved at (docs/engine.md).
 
 use super::worker::Session;
 use crate::cache::KvCache;
@@ -42,9 +45,18 @@ impl PrefixStore {
     }
 
     /// The cached state sharing the longest prefix with `prompt` (at least one
-    /// token, leaving at least one to evaluate), as a session to start from.
+    /// token, leaving at least one to evaluate), as a session to start from;
+    /// only whole entries where a cache cannot be cut (`KvCache::has_prefix`).
     pub fn lookup(&mut self, prompt: &[u32]) -> Result<Option<Session>> {
-        let best = self.entries.iter().enumerate().map(|(i, e)| (i, lcp(&e.tokens, prompt).min(prompt.len().saturating_sub(1)))).max_by_key(|&(_, n)| n);
+        let usable = |e: &Entry| {
+            let n = lcp(&e.tokens, prompt).min(prompt.len().saturating_sub(1));
+            if e.caches.iter().all(|c| c.has_prefix(n)) {
+                n
+            } else {
+                0
+            }
+        };
+        let best = self.entries.iter().enumerate().map(|(i, e)| (i, usable(e))).max_by_key(|&(_, n)| n);
         let Some((i, n)) = best.filter(|&(_, n)| n > 0) else { return Ok(None) };
         self.clock += 1;
         let e = &mut self.entries[i];
@@ -54,7 +66,9 @@ impl PrefixStore {
     }
 
     /// Keeps `s` (evicting the least recently used entries to fit the budget);
-    /// an entry that another one extends, or that extends another, replaces it.
+    /// an entry that another one extends, or that extends another, replaces it
+    /// (with recurrent states the shorter one then serves no prompt the longer
+    /// one does not: a trade of reuse for memory).
     pub fn insert(&mut self, s: Session) {
         let bytes: usize = s.caches.iter().map(KvCache::nbytes).sum();
         if self.budget == 0 || bytes > self.budget || s.tokens.is_empty() {

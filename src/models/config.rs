@@ -153,11 +153,25 @@ pub struct ModelConfig {
     pub moe: Option<Moe>,
     /// A learned attention sink per head (`self_attn.sinks`, gpt-oss).
     pub attn_sinks: bool,
+    /// Attention heads scaled by σ(gate) from a second half of q_proj (Qwen 3.5).
+    pub attn_output_gate: bool,
+    /// Linear-attention (gated delta) layers and their sizes (Qwen 3.5).
+    pub linear_attention: Option<LinearAttention>,
+    /// A shared expert beside the routed ones, of this width, scaled by
+    /// σ(`shared_expert_gate`) (Qwen 3.5 MoE).
+    pub shared_expert_size: Option<usize>,
     /// Checkpoint dtype of the weights.
     pub dtype: Dtype,
     pub quantization: Quantization,
     /// How to build the layers (not from config.json; set from `LoadOptions`).
     pub build: Build,
+}
+
+/// Which layers are linear attention (the rest full attention) and their sizes.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LinearAttention {
+    pub layers: Vec<bool>,
+    pub dims: super::linear_attention::LinearDims,
 }
 
 /// Llama 4's position-dependent query scaling (`llama_4_scaling_beta`).
@@ -333,6 +347,9 @@ impl ModelConfig {
             attn_temperature: None,
             moe: None,
             attn_sinks: false,
+            attn_output_gate: false,
+            linear_attention: None,
+            shared_expert_size: None,
             dtype,
             quantization,
             build: Build::default(),
@@ -510,7 +527,8 @@ fn sliding_layers(obj: &Map<String, Value>, n: usize, pattern: Option<usize>, wi
             .iter()
             .map(|t| match t.as_str() {
                 Some("sliding_attention") => Ok(window.is_some()),
-                Some("full_attention") => Ok(false),
+                // Qwen 3.5's gated delta layers: the family reads them (`linear_attention`).
+                Some("full_attention") | Some("linear_attention") => Ok(false),
                 _ => Err(Error::Model(format!("config.json: unknown layer type {t}"))),
             })
             .collect();
@@ -551,11 +569,13 @@ fn parse_quantization(v: Option<&Value>) -> Result<Quantization> {
     let mut overrides = BTreeMap::new();
     for (k, val) in obj {
         match val {
+            // Module paths as the tensors are named after `weights::normalise`
+            // (mlx-lm writes `language_model.model.layers...` for Qwen 3.5).
             Value::Object(o) => {
-                overrides.insert(k.clone(), Some(parse_quant(o)?));
+                overrides.insert(super::weights::normalise(k).unwrap_or_else(|| k.clone()), Some(parse_quant(o)?));
             }
             Value::Bool(false) => {
-                overrides.insert(k.clone(), None);
+                overrides.insert(super::weights::normalise(k).unwrap_or_else(|| k.clone()), None);
             }
             _ => {}
         }

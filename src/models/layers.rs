@@ -425,6 +425,9 @@ pub struct Attention {
     temperature: Option<AttnTemperature>,
     /// gpt-oss's per-head attention sinks (`[heads]`).
     sinks: Option<Array>,
+    /// Qwen 3.5's output gate: q_proj gives each head's query and a gate, and
+    /// the heads' outputs are scaled by σ(gate) before o_proj.
+    output_gate: bool,
     heads: i32,
     kv_heads: i32,
     head_dim: i32,
@@ -439,15 +442,17 @@ impl Attention {
         let sliding = cfg.sliding[layer];
         let rope_cfg = if sliding { cfg.rope_local.as_ref().unwrap_or(&cfg.rope) } else { &cfg.rope };
         let norm = |w: &mut Weights, name: &str| RmsNorm::load(w, &format!("{p}.{name}"), hd, cfg.rms_norm_eps, norm_plus_one);
-        let parts = [("q_proj", nh * hd), ("k_proj", nkv * hd), ("v_proj", nkv * hd)];
+        let gate = cfg.attn_output_gate;
+        let parts = [("q_proj", nh * hd * if gate { 2 } else { 1 }), ("k_proj", nkv * hd), ("v_proj", nkv * hd)];
         Ok(Attention {
-            qkv: Fanout::load(w, cfg, &p, &parts, h, cfg.qkv_bias, cfg.build.fuse_projections)?,
+            qkv: Fanout::load(w, cfg, &p, &parts, h, cfg.qkv_bias, cfg.build.fuse_projections && !gate)?,
             o_proj: Linear::load(w, cfg, &format!("{p}.o_proj"), nh * hd, h, cfg.o_bias)?,
             q_norm: if cfg.qk_norm { Some(norm(w, "q_norm")?) } else { None },
             k_norm: if cfg.qk_norm { Some(norm(w, "k_norm")?) } else { None },
             rope: if cfg.no_rope[layer] { None } else { Some(RotaryEmbedding::new(rope_cfg, cfg.rope_dims)?) },
             temperature: cfg.attn_temperature,
             sinks: if cfg.attn_sinks { Some(w.take_shaped(&format!("{p}.sinks"), &[nh])?) } else { None },
+            output_gate: gate,
             heads: nh as i32,
             kv_heads: nkv as i32,
             head_dim: hd as i32,
@@ -469,6 +474,14 @@ impl Attention {
         let (b, l) = (x.dim(0), x.dim(1));
         let offset = cache.as_ref().map_or(0, |c| c.offset());
         let [q, k, v] = self.project(x)?;
+        // Gated heads: [B, H, L, 2D] holds each head's query then its gate.
+        let (q, gate) = if self.output_gate {
+            let mut halves = q.split(2, -1)?;
+            let g = halves.pop().expect("two halves");
+            (halves.pop().expect("two halves"), Some(g))
+        } else {
+            (q, None)
+        };
         let norm = |y: Array, n: &Option<RmsNorm>| match n {
             Some(nm) => nm.forward(&y),
             None => Ok(y),
@@ -501,6 +514,10 @@ impl Attention {
         };
         let o = fast::scaled_dot_product_attention_sinks(&q, &att.keys, &att.values, self.scale, mask_ref, sinks.as_ref())?;
         // With one position, [B, H, 1, D] and [B, 1, H·D] share a memory layout.
+        let o = match &gate {
+            Some(g) => o.multiply(&g.sigmoid()?)?,
+            None => o,
+        };
         let o = if l == 1 { o } else { o.transpose(&[0, 2, 1, 3])? };
         self.o_proj.forward(&o.reshape(&[b, l, self.heads * self.head_dim])?)
     }
@@ -512,6 +529,19 @@ impl Attention {
     fn project(&self, x: &Array) -> Result<[Array; 3]> {
         let (b, l, d) = (x.dim(0), x.dim(1), self.head_dim);
         let counts = [self.heads, self.kv_heads, self.kv_heads];
+        let q_width = if self.output_gate { 2 * d } else { d };
+        let heads_of = |y: &Array, n: i32, d: i32| -> Result<Array> {
+            if l == 1 {
+                y.reshape(&[b, n, 1, d])
+            } else {
+                y.reshape(&[b, l, n, d])?.transpose(&[0, 2, 1, 3])
+            }
+        };
+        if self.output_gate {
+            let ys = self.qkv.forward(x)?;
+            let parts = vec![heads_of(&ys[0], self.heads, q_width)?, heads_of(&ys[1], self.kv_heads, d)?, heads_of(&ys[2], self.kv_heads, d)?];
+            return parts.try_into().map_err(|_| Error::Model("q/k/v projections".into()));
+        }
         let heads = |y: &Array, n: i32| -> Result<Array> {
             if l == 1 {
                 y.reshape(&[b, n, 1, d])
@@ -637,12 +667,16 @@ pub struct Mlp {
 
 impl Mlp {
     pub fn load(w: &mut Weights, cfg: &ModelConfig, layer: usize, gelu: bool) -> Result<Mlp> {
-        let p = format!("model.layers.{layer}.mlp");
-        let (h, i) = (cfg.hidden_size, cfg.intermediate_size);
+        Mlp::load_at(w, cfg, &format!("model.layers.{layer}.mlp"), cfg.intermediate_size, gelu)
+    }
+
+    /// The MLP at `p` (`gate_proj`, `up_proj`, `down_proj` below it) of width `i`.
+    pub fn load_at(w: &mut Weights, cfg: &ModelConfig, p: &str, i: usize, gelu: bool) -> Result<Mlp> {
+        let h = cfg.hidden_size;
         let parts = [("gate_proj", i), ("up_proj", i)];
         Ok(Mlp {
             // Not fused: one matmul plus two slices is more graph nodes than two matmuls.
-            gate_up: Fanout::load(w, cfg, &p, &parts, h, cfg.mlp_bias, false)?,
+            gate_up: Fanout::load(w, cfg, p, &parts, h, cfg.mlp_bias, false)?,
             down: Linear::load(w, cfg, &format!("{p}.down_proj"), i, h, cfg.mlp_bias)?,
             act: GatedAct::new(gelu, cfg.build.compile_activations)?,
         })

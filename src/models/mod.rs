@@ -9,6 +9,7 @@ mod discover;
 pub mod family;
 pub mod gguf;
 pub mod layers;
+pub mod linear_attention;
 mod load;
 pub mod lora;
 pub mod policy;
@@ -36,6 +37,8 @@ families! {
     qwen3_moe: qwen3_moe::Qwen3Moe,
     mixtral: mixtral::Mixtral,
     gpt_oss: gpt_oss::GptOss,
+    qwen3_5: qwen3_5::Qwen35,
+    qwen3_5_moe: qwen3_5_moe::Qwen35Moe,
 }
 
 pub use config::{Build, ModelConfig, Quant};

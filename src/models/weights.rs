@@ -16,8 +16,16 @@ pub struct Weights {
 
 /// Maps checkpoint names onto the `model.` / `lm_head.` layout; `None` drops
 /// tensors that no text model uses (vision tower, projector, rotary caches).
-fn normalise(name: &str) -> Option<String> {
-    const DROP: &[&str] = &["vision_tower.", "multi_modal_projector.", "model.vision_tower.", "model.multi_modal_projector."];
+pub(crate) fn normalise(name: &str) -> Option<String> {
+    const DROP: &[&str] = &[
+        "vision_tower.",
+        "multi_modal_projector.",
+        "model.vision_tower.",
+        "model.multi_modal_projector.",
+        // Qwen 3.5: the vision model and the multi-token-prediction head.
+        "model.visual.",
+        "mtp.",
+    ];
     if DROP.iter().any(|p| name.starts_with(p)) || name.ends_with("rotary_emb.inv_freq") {
         return None;
     }

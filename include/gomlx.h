@@ -127,6 +127,21 @@ typedef struct gm_generate_options {
   // Chat only: a JSON object of extra chat-template variables, e.g.
   // `{"enable_thinking": false}`; NULL = none.
   const char *chat_template_args;
+  // What the output must be, as JSON (docs/sampling.md): `{"json_schema": {...}}`,
+  // `"json_object"`, `{"regex": "..."}`, `{"lark": "..."}` or
+  // `{"choice": ["a", "b"]}`; NULL = unconstrained. A schema or grammar the
+  // engine cannot support fails the start with an error naming it.
+  const char *constraint;
+  // Chat only: a JSON array of tool definitions (OpenAI's
+  // `{"type": "function", "function": {"name", "description", "parameters"}}`),
+  // passed to the chat template as `tools`; the reply's tool calls then come
+  // back parsed in `gm_token.tool_calls`. NULL = no tools.
+  const char *tools;
+  // Chat only: `"auto"` (NULL: the model decides), `"none"` (the tools are not
+  // shown), `"required"` (a call of one of the tools, forced by a grammar) or
+  // a function to call, as OpenAI writes it:
+  // `{"type": "function", "function": {"name": "get_weather"}}`.
+  const char *tool_choice;
 } gm_generate_options;
 
 // The outputs of `gm_batch_generate`, as parallel arrays of `n` entries
@@ -269,6 +284,14 @@ typedef struct gm_token {
   // them), NULL when not asked for.
   const struct gm_top_logprob *top_logprobs;
   size_t n_top_logprobs;
+  // Chat with `gm_generate_options.tools`: the tool calls this token
+  // completed, as a NUL-terminated JSON array of
+  // `{"id": "call_1", "type": "function", "function": {"name": ..., "arguments": {...}}}`
+  // (the shape an assistant message's `tool_calls` takes back); NULL when
+  // none. Owned by the generation like `text`. With tools, `text` carries
+  // only the reply's text outside calls. (Added after the first release:
+  // a caller whose `struct_size` ends before it never gets it.)
+  const char *tool_calls;
 } gm_token;
 
 // How one generation went (`gm_generation_metrics`). The caller owns it and
@@ -538,6 +561,37 @@ void gm_batch_result_free(struct gm_batch_result *result);
 // path under `mlx_cpu.libs/` (`libblas-*.so`) means the slow reference BLAS.
 const char *gm_blas_library(void);
 
+// Like `gm_chat_start` with the conversation as a NUL-terminated JSON array
+// of message objects in OpenAI's shape, each passed to the chat template as
+// it is: `{"role": "user", "content": "..."}`, an assistant's
+// `{"role": "assistant", "content": "", "tool_calls": [{"id": "call_1",
+// "type": "function", "function": {"name": "f", "arguments": {...}}}]}` (the
+// JSON `gm_token.tool_calls` hands out) and a tool's result
+// `{"role": "tool", "tool_call_id": "call_1", "name": "f", "content": "..."}`.
+// `messages_json` and `opts` are read during the call only. Returns a new
+// generation owned by the caller, or NULL on error (see `gm_last_error`).
+struct gm_generation *gm_chat_start_json(struct gm_model *model,
+                                         const char *messages_json,
+                                         const struct gm_generate_options *opts);
+
+// Like `gm_session_chat_start` with the conversation as JSON (see
+// `gm_chat_start_json`). NULL on error (see `gm_last_error`).
+struct gm_generation *gm_session_chat_start_json(struct gm_session *session,
+                                                 const char *messages_json,
+                                                 const struct gm_generate_options *opts);
+
+// Renders the prompt `gm_chat_start_json` would start from (the model's chat
+// template with `opts->tools`, `tool_choice` and `chat_template_args`, ending
+// with the assistant's header), snprintf-style: writes at most `cap` bytes
+// including a NUL into `buf` (which may be NULL when `cap` is 0) and returns
+// the rendered length in bytes without the NUL (call again with a larger
+// buffer when it is `>= cap`); -1 on error (see `gm_last_error`).
+int64_t gm_chat_render_json(struct gm_model *model,
+                            const char *messages_json,
+                            const struct gm_generate_options *opts,
+                            char *buf,
+                            size_t cap);
+
 // Classifies `n` text prompts by their next token, in batched prefills (no
 // decode): the go-i18n workload. Prompts are encoded with the model's
 // tokenizer (special tokens added as it declares).
@@ -573,6 +627,22 @@ int32_t gm_classify_tokens(struct gm_model *model,
 // copy of an already freed result is detected where possible (reported by
 // `gm_last_error`).
 void gm_classify_result_free(struct gm_classify_result *result);
+
+// Classifies `n` text prompts by generating one of `n_labels` labels under a
+// choice constraint (`{"choice": labels}`; rows of one batch, greedy unless
+// `opts` samples): unlike `gm_classify`, labels may share first tokens and
+// are chosen whole. Writes each prompt's label index to `out[0 .. n]`
+// (caller-owned) and, when not NULL, `*metrics`. `opts` (NULL = defaults)
+// must not carry a constraint or tools. Returns 0, or -1 (see
+// `gm_last_error`). Blocks until done.
+int32_t gm_classify_choice(struct gm_model *model,
+                           const char *const *prompts,
+                           size_t n,
+                           const char *const *labels,
+                           size_t n_labels,
+                           const struct gm_generate_options *opts,
+                           int32_t *out,
+                           struct gm_batch_metrics *metrics);
 
 // Converts the GGUF file `gguf_path` into the directory `out_dir` (created;
 // its files replaced): config.json, model.safetensors, tokenizer.json and

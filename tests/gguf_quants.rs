@@ -298,6 +298,105 @@ fn mlx_bit_packing() {
 fn unsupported_types_are_named() {
     let e = dequantize(GgmlType::IQ2_XXS, &[0; 66], 256).unwrap_err().to_string();
     assert!(e.contains("IQ2_XXS") && e.contains("not supported"), "{e}");
-    let e = decode(GgmlType::Q3_K, &[0; 110], &[1, 256]).unwrap_err().to_string();
-    assert!(e.contains("Q3_K"), "{e}");
+    let e = decode(GgmlType::IQ3_S, &[0; 110], &[1, 256]).unwrap_err().to_string();
+    assert!(e.contains("IQ3_S") && e.contains("Q3_K") && e.contains("MXFP4"), "{e}");
+}
+
+/// Q2_K, Q3_K, IQ4_NL, IQ4_XS and MXFP4 on pseudo-random blocks equal gguf-py's reference decoders
+/// (tests/fixtures/gguf/quants_reference.json, scripts/gguf-oracle/make_quant_references.py), bit for bit.
+#[test]
+fn low_bit_types_match_gguf_py() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/gguf/quants_reference.json");
+    let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let types = r["types"].as_object().unwrap();
+    assert_eq!(types.len(), 5);
+    for (name, case) in types {
+        let ty = GgmlType::DECODABLE.iter().copied().find(|t| t.name() == name).unwrap_or_else(|| panic!("{name} is not decodable"));
+        let hex = case["bytes"].as_str().unwrap();
+        let bytes: Vec<u8> = (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap()).collect();
+        let expect: Vec<f32> = case["values"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect();
+        assert_eq!(expect.len(), case["elements"].as_u64().unwrap() as usize);
+        assert!(expect.iter().any(|v| *v != 0.0), "{name}: an all-zero reference");
+        let n = expect.len();
+        for (i, (x, y)) in dequantize(ty, &bytes, n).unwrap().iter().zip(&expect).enumerate() {
+            assert!(x.to_bits() == y.to_bits(), "{name} element {i}: {x} != {y} (gguf-py)");
+        }
+        let (block, _) = ty.block();
+        let d = decode(ty, &bytes, &[n / block, block]).unwrap();
+        assert!(matches!(d, TensorData::Float { .. }), "{name}: dequantised to float");
+        same(&d.dequantize(), &expect);
+    }
+}
+
+#[test]
+fn q2_k() {
+    // Sub-block j: scale nibble j (d = 0.5) and min nibble 1 (dmin = 0.25); all four 2-bit
+    // fields of qs byte k are k % 4, so element e (byte 32*(e/128) + e%32) has q = (e % 32) % 4.
+    let mut b: Vec<u8> = (0..16u8).map(|j| j | (1 << 4)).collect();
+    b.extend((0..64u8).map(|k| (k % 4) | ((k % 4) << 2) | ((k % 4) << 4) | ((k % 4) << 6)));
+    b.extend(h(0.5));
+    b.extend(h(0.25));
+    let e: Vec<f32> = (0..256).map(|e| 0.5 * (e / 16) as f32 * ((e % 32) % 4) as f32 - 0.25).collect();
+    assert_eq!(e[16 * 3 + 3], 0.5 * 3.0 * 3.0 - 0.25);
+    check(GgmlType::Q2_K, &b, &e, None);
+}
+
+#[test]
+fn q3_k() {
+    // hmask: bit e/32 of byte e%32 set for even e/32 (no offset), clear for odd (-4).
+    // qs: every 2-bit field = 2. Scales: all sixteen 6-bit values 33 (low nibble 1, high bits 2) so
+    // sc - 32 = 1; d = 0.5. Element e: 0.5 * (2 - (e/32 odd ? 4 : 0)).
+    let mut b = vec![0x55u8; 32];
+    b.extend(std::iter::repeat_n(0xAAu8, 64));
+    b.extend(std::iter::repeat_n(0x11u8, 8));
+    b.extend(std::iter::repeat_n(0xAAu8, 4));
+    b.extend(h(0.5));
+    let e: Vec<f32> = (0..256).map(|e| 0.5 * if (e / 32) % 2 == 0 { 2.0 } else { -2.0 }).collect();
+    check(GgmlType::Q3_K, &b, &e, None);
+}
+
+#[test]
+fn iq4_nl() {
+    // qs[j] = j | (15 - j) << 4, d = 2: elements 0..16 are 2 * table[j], 16..32 are 2 * table[15 - j].
+    let table = [-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113];
+    let mut b = h(2.0).to_vec();
+    b.extend((0..16u8).map(|j| j | ((15 - j) << 4)));
+    let mut e: Vec<f32> = (0..16).map(|j| 2.0 * table[j] as f32).collect();
+    e.extend((0..16).map(|j| 2.0 * table[15 - j] as f32));
+    assert_eq!((e[0], e[16]), (-254.0, 226.0));
+    check(GgmlType::IQ4_NL, &b, &e, None);
+}
+
+#[test]
+fn iq4_xs() {
+    // Sub-block ib gets the 6-bit scale 32 + ib (low nibble in scales_l, high 2 bits in scales_h),
+    // so d * (ls - 32) = 0.5 * ib; all codes 8 (table value 1) except low nibble 0 in sub-block 7 (-127).
+    let ls: Vec<u16> = (0..8).map(|ib| 32 + ib).collect();
+    let sh: u16 = (0..8).fold(0, |a, ib| a | ((ls[ib] >> 4) & 3) << (2 * ib));
+    let mut b = h(0.5).to_vec();
+    b.extend(sh.to_le_bytes());
+    b.extend((0..4).map(|i| (ls[2 * i] & 15) as u8 | (((ls[2 * i + 1] & 15) as u8) << 4)));
+    for ib in 0..8 {
+        b.extend(std::iter::repeat_n(if ib == 7 { 0x80u8 } else { 0x88 }, 16));
+    }
+    let e: Vec<f32> = (0..256).map(|e| 0.5 * (e / 32) as f32 * if e / 32 == 7 && e % 32 < 16 { -127.0 } else { 1.0 }).collect();
+    assert_eq!(e[7 * 32], -444.5);
+    check(GgmlType::IQ4_XS, &b, &e, None);
+}
+
+#[test]
+fn mxfp4() {
+    // e = 128: scale 2; the codes 0..16 in the low nibbles, 15..0 in the high nibbles. FP4 (e2m1)
+    // values: 0, 0.5, 1, 1.5, 2, 3, 4, 6 and their negatives.
+    let fp4 = [0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, -0.0, -0.5, -1.0, -1.5, -2.0, -3.0, -4.0, -6.0];
+    let mut b = vec![128u8];
+    b.extend((0..16u8).map(|j| j | ((15 - j) << 4)));
+    let mut e: Vec<f32> = (0..16).map(|j| 2.0 * fp4[j]).collect();
+    e.extend((0..16).map(|j| 2.0 * fp4[15 - j]));
+    assert_eq!((e[7], e[16]), (12.0, -12.0));
+    check(GgmlType::MXFP4, &b, &e, None);
+    // The smallest exponents are subnormal halves: e = 0 gives 2^-128, e = 1 gives 2^-127.
+    assert_eq!(gomlx::models::gguf::quants::e8m0_half(0), 2f32.powi(-128));
+    assert_eq!(gomlx::models::gguf::quants::e8m0_half(1), 2f32.powi(-127));
+    assert_eq!(gomlx::models::gguf::quants::e8m0_half(127), 0.5);
 }

@@ -218,11 +218,65 @@ fn unknown_tensor_type_is_named() {
 
 #[test]
 fn unsupported_tensor_type_is_named_when_decoded() {
-    // IQ4_NL (id 20) is a known type gomlx does not decode.
-    let w = tiny_llama().tensor("blk.0.attn_v.weight", &[32, 4], 20, vec![0; 4 * 18]);
-    let m = GgufModel::open(write("iq4.gguf", &w.bytes())).unwrap();
+    // IQ3_S (id 21) is a known type gomlx does not decode.
+    let w = tiny_llama().tensor("blk.0.attn_v.weight", &[256, 4], 21, vec![0; 4 * 110]);
+    let m = GgufModel::open(write("iq3.gguf", &w.bytes())).unwrap();
     let e = m.tensor("model.layers.0.self_attn.v_proj.weight").unwrap_err().to_string();
-    assert!(e.contains("blk.0.attn_v.weight") && e.contains("IQ4_NL") && e.contains("not supported"), "{e}");
+    assert!(e.contains("blk.0.attn_v.weight") && e.contains("IQ3_S") && e.contains("not supported"), "{e}");
+}
+
+/// llama.cpp's converter (convert_hf_to_gguf.py, LlamaModel) for a Llama 3.x config: the factor
+/// of each rotated pair, as it writes them into `rope_freqs.weight`.
+fn converter_rope_factors(theta: f64, dim: usize, factor: f64, low: f64, high: f64, old_ctx: f64) -> Vec<f32> {
+    (0..dim / 2)
+        .map(|i| {
+            let freq = 1.0 / theta.powf((2 * i) as f64 / dim as f64);
+            let wavelen = 2.0 * std::f64::consts::PI / freq;
+            let f = if wavelen < old_ctx / high {
+                1.0
+            } else if wavelen > old_ctx / low {
+                factor
+            } else {
+                let smooth = (old_ctx / wavelen - low) / (high - low);
+                1.0 / ((1.0 - smooth) / factor + smooth)
+            };
+            f as f32
+        })
+        .collect()
+}
+
+/// tiny_llama with Llama 3's rope base and head dimension (in the config only) and `factors` as `rope_freqs.weight`.
+fn with_rope_freqs(dim: u32, theta: f32, factors: &[f32]) -> W {
+    let mut w = tiny_llama();
+    w.kv.retain(|(k, _, _)| k != "llama.rope.freq_base");
+    w.u32("llama.attention.key_length", dim).f32("llama.rope.freq_base", theta).tensor("rope_freqs.weight", &[factors.len() as u64], 0, f32s(factors))
+}
+
+#[test]
+fn rope_freqs_become_llama3_scaling() {
+    // Llama 3.2 1B (head_dim 64, theta 500000, factor 32) and Llama 3.1 8B (head_dim 128, factor 8).
+    for (dim, theta, factor, file) in [(64u32, 500000f32, 32.0, "rf32.gguf"), (128, 500000.0, 8.0, "rf8.gguf")] {
+        let factors = converter_rope_factors(theta as f64, dim as usize, factor, 1.0, 4.0, 8192.0);
+        assert!(factors.iter().any(|f| *f > 1.0 && (*f as f64) < factor), "a blended band");
+        let w = with_rope_freqs(dim, theta, &factors);
+        let c = hf_config(&GgufFile::open(write(file, &w.bytes())).unwrap()).unwrap();
+        let r = &c["rope_scaling"];
+        assert_eq!(r["rope_type"], "llama3", "{c}");
+        assert_eq!((r["factor"].as_f64(), r["low_freq_factor"].as_f64(), r["high_freq_factor"].as_f64()), (Some(factor), Some(1.0), Some(4.0)), "{r}");
+        assert_eq!(r["original_max_position_embeddings"], 8192);
+    }
+    // All ones: no scaling.
+    let w = with_rope_freqs(4, 10000.0, &[1.0, 1.0]);
+    let c = hf_config(&GgufFile::open(write("rf1.gguf", &w.bytes())).unwrap()).unwrap();
+    assert!(c.get("rope_scaling").is_none(), "{c}");
+    // Factors no Llama 3 band produces, and the wrong count, are refused by name.
+    let mut bad = converter_rope_factors(500000.0, 64, 32.0, 1.0, 4.0, 8192.0);
+    bad[3] = 5.0;
+    for (factors, want) in [(bad, "do not follow Llama 3"), (vec![1.0, 8.0, 8.0], "3 factors for head dimension 64")] {
+        let w = with_rope_freqs(64, 500000.0, &factors);
+        let e = hf_config(&GgufFile::open(write("rfbad.gguf", &w.bytes())).unwrap()).unwrap_err().to_string();
+        assert!(e.contains("rope_freqs.weight") && e.contains(want), "{e}");
+    }
 }
 
 #[test]

@@ -1,7 +1,9 @@
 //! `gomlx serve` over loopback with a real HTTP client (ureq): the OpenAI and
 //! Ollama APIs on SmolLM2-135M-Instruct (GGUF) and a tiny fixture model, the
 //! bad-input table, streaming, usage counts, stop, n, seeds, cancellation, the
-//! queue bound, the API key, keep-alive unloading and the SIGTERM drain.
+//! queue bound, the API key, keep-alive unloading and the SIGTERM drain;
+//! `response_format`/`format` outputs validated against their schemas, forced tool
+//! calls (streamed and not) and tool results reaching the template.
 
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader, Read};
@@ -548,26 +550,49 @@ fn queue_bound_and_sigterm_drain() {
     assert!(log.iter().any(|l| l.contains("\"event\":\"stopped\"")));
 }
 
+/// Loaded while in use, unloaded once idle for the keep-alive (never before it),
+/// loaded again when used. Whether the model is loaded is checked while a stream
+/// holds it, so a slow machine cannot make the check race the expiry.
 #[test]
 fn idle_models_unload_after_keep_alive() {
     let s = Server::start(&["--model", smollm().to_str().unwrap(), "--keep-alive", "1s"], &[]);
-    let (st, v) = post(&s.url("/v1/chat/completions"), &json!({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}));
-    assert_eq!(st, 200, "{v}");
-    let (_, t) = get(&s.url("/api/ps"));
-    assert_eq!(serde_json::from_str::<Value>(&t).unwrap()["models"].as_array().unwrap().len(), 1);
-    let t0 = Instant::now();
-    loop {
+    let ps_count = || {
         let (_, t) = get(&s.url("/api/ps"));
-        if serde_json::from_str::<Value>(&t).unwrap()["models"].as_array().unwrap().is_empty() {
-            break;
-        }
-        assert!(t0.elapsed() < Duration::from_secs(15), "still loaded: {t}");
+        serde_json::from_str::<Value>(&t).unwrap()["models"].as_array().unwrap().len()
+    };
+    // EOS banned: the stream runs until this test lets it go.
+    let body = json!({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 400, "stream": true, "logit_bias": {"0": -100, "2": -100}});
+    let resp = agent().post(&s.url("/v1/chat/completions")).header("content-type", "application/json").send(body.to_string()).unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let mut reader = resp.into_body().into_reader();
+    let mut buf = [0u8; 512];
+    for _ in 0..3 {
+        assert!(reader.read(&mut buf).unwrap() > 0);
+    }
+    // In use for longer than the keep-alive: still loaded.
+    std::thread::sleep(Duration::from_millis(1600));
+    assert_eq!(ps_count(), 1, "unloaded while in use");
+    drop(reader);
+    let t0 = Instant::now();
+    while ps_count() > 0 {
+        assert!(t0.elapsed() < Duration::from_secs(30), "still loaded 30 s after its last use");
         std::thread::sleep(Duration::from_millis(100));
     }
-    assert!(s.log_lines().iter().any(|l| l.contains("model_unloaded")));
+    // Logged once the engine has closed, just after /api/ps stops listing it.
+    let line = loop {
+        if let Some(l) = s.log_lines().into_iter().find(|l| l.contains("model_unloaded")) {
+            break l;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(40), "no model_unloaded log line");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let v: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(v["reason"], "keep-alive expired", "{line}");
+    assert!(v["idle_s"].as_f64().unwrap() >= 1.0, "unloaded before its keep-alive: {line}");
     // Used again: loaded again.
     let (st, v) = post(&s.url("/v1/chat/completions"), &json!({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}));
     assert_eq!(st, 200, "{v}");
+    assert_eq!(s.log_lines().iter().filter(|l| l.contains("\"event\":\"model_loaded\"")).count(), 2);
 }
 
 #[test]
@@ -582,4 +607,332 @@ fn the_chat_page_is_served_from_the_binary_and_loads_nothing_from_elsewhere() {
     for outside in ["<script src", "<link", "@import", "url(", "src=\"http", "src='http"] {
         assert!(!page.contains(outside), "the page loads something from elsewhere: {outside}");
     }
+}
+
+// ---------------------------------------------------------------------------
+// Structured output and tool calls (issue 22).
+
+/// Schemas whose every string is bounded, so a sampled reply completes within max_tokens.
+fn schemas() -> Vec<Value> {
+    vec![
+        json!({"type": "object", "properties": {"name": {"type": "string", "maxLength": 12}, "age": {"type": "integer", "minimum": 0, "maximum": 120}},
+               "required": ["name", "age"], "additionalProperties": false}),
+        json!({"type": "object", "properties": {"color": {"enum": ["red", "green", "blue"]}, "tags": {"type": "array", "items": {"type": "string", "maxLength": 8}, "maxItems": 3},
+               "score": {"type": "number", "minimum": -1, "maximum": 1}, "note": {"type": "string", "maxLength": 10}},
+               "required": ["color", "tags", "score"], "additionalProperties": false}),
+        json!({"type": "object", "properties": {"code": {"type": "string", "pattern": "^[A-Z]{3}-[0-9]{2}$"}, "inner": {"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"], "additionalProperties": false}},
+               "required": ["code", "inner"], "additionalProperties": false}),
+    ]
+}
+
+fn validates(schema: &Value, text: &str) {
+    let v: Value = serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text:?}"));
+    let validator = jsonschema::validator_for(schema).unwrap();
+    let errors: Vec<String> = validator.iter_errors(&v).map(|e| e.to_string()).collect();
+    assert!(errors.is_empty(), "{text} does not validate against {schema}: {errors:?}");
+}
+
+#[test]
+fn response_format_json_schema_output_parses_and_validates() {
+    let s = shared();
+    for (i, schema) in schemas().into_iter().enumerate() {
+        let rf = json!({"type": "json_schema", "json_schema": {"name": format!("s{i}"), "schema": schema, "strict": true}});
+        // Sampled (temperature 1, a seed per schema), not greedy: a 135M model's free output would not be this JSON.
+        let body = chat_body("Describe something.", json!({"response_format": rf, "temperature": 1.0, "seed": 7 + i, "max_tokens": 200}));
+        let (st, v) = post(&s.url("/v1/chat/completions"), &body);
+        assert_eq!(st, 200, "{v}");
+        assert_eq!(v["choices"][0]["finish_reason"], "stop", "the grammar's end stops the reply: {v}");
+        validates(&schema, v["choices"][0]["message"]["content"].as_str().unwrap());
+        // Streamed: the deltas join into a reply that validates too (the same seed: the same reply).
+        let mut sb = body.clone();
+        sb["stream"] = json!(true);
+        let (_, _, text) = post_raw(&s.url("/v1/chat/completions"), &sb.to_string(), None);
+        let streamed: String = sse_events(&text)
+            .iter()
+            .filter(|e| *e != "[DONE]")
+            .filter_map(|e| serde_json::from_str::<Value>(e).unwrap()["choices"][0]["delta"]["content"].as_str().map(str::to_string))
+            .collect();
+        assert_eq!(streamed, v["choices"][0]["message"]["content"].as_str().unwrap());
+    }
+    // json_object: one JSON object.
+    let (_, v) = post(
+        &s.url("/v1/chat/completions"),
+        &chat_body("Hi", json!({"response_format": {"type": "json_object"}, "temperature": 1.0, "seed": 3, "max_tokens": 200})),
+    );
+    let content = v["choices"][0]["message"]["content"].as_str().unwrap();
+    if v["choices"][0]["finish_reason"] == "stop" {
+        assert!(serde_json::from_str::<Value>(content).unwrap_or_else(|e| panic!("{e}: {content}")).is_object(), "{content}");
+    } else {
+        assert!(content.starts_with('{'), "{content}");
+    }
+    // Ollama's format: a schema, and "json".
+    let schema = &schemas()[0];
+    let b = json!({"model": SMOL, "messages": [{"role": "user", "content": "Describe a person."}], "format": schema, "stream": false, "options": {"seed": 5, "num_predict": 200}});
+    let (st, v) = post(&s.url("/api/chat"), &b);
+    assert_eq!(st, 200, "{v}");
+    validates(schema, v["message"]["content"].as_str().unwrap());
+    let g = json!({"model": SMOL, "prompt": "Describe a person.", "format": schema, "stream": false, "options": {"seed": 6, "num_predict": 200}});
+    let (_, v) = post(&s.url("/api/generate"), &g);
+    validates(schema, v["response"].as_str().unwrap());
+    // A schema the engine cannot enforce is a 400 naming it, not an unconstrained answer.
+    let bad = json!({"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "string", "format": "no-such-format"}}});
+    let (st, v) = post(&s.url("/v1/chat/completions"), &chat_body("Hi", json!({"response_format": bad})));
+    assert_eq!(st, 400, "{v}");
+    assert_eq!(v["error"]["param"], "response_format.json_schema.schema", "{v}");
+    let (st, v) = post(
+        &s.url("/api/chat"),
+        &json!({"model": SMOL, "messages": [{"role": "user", "content": "hi"}], "format": {"type": "string", "format": "no-such-format"}}),
+    );
+    assert_eq!(st, 400, "{v}");
+    assert!(v["error"].as_str().unwrap().starts_with("format:"), "{v}");
+}
+
+/// Qwen 3's chat template (it renders tools, tool calls and tool results), from the
+/// fetched Qwen 3 tokenizer: SmolLM2's own template has no tools, and both speak ChatML.
+fn tools_template() -> PathBuf {
+    static P: OnceLock<PathBuf> = OnceLock::new();
+    P.get_or_init(|| {
+        let cfg = root().join(".cache/tokenizers/qwen3/tokenizer_config.json");
+        let text = std::fs::read_to_string(&cfg).unwrap_or_else(|e| panic!("{}: {e} (run scripts/fetch-tokenizers)", cfg.display()));
+        let v: Value = serde_json::from_str(&text).unwrap();
+        let p = std::env::temp_dir().join(format!("gomlx-server-qwen3-{}.jinja", std::process::id()));
+        std::fs::write(&p, v["chat_template"].as_str().unwrap()).unwrap();
+        p
+    })
+    .clone()
+}
+
+/// SmolLM2 served with the Qwen 3 template (`--chat-template`).
+fn tools_server() -> &'static Server {
+    static S: OnceLock<Server> = OnceLock::new();
+    S.get_or_init(|| Server::start(&["--model", smollm().to_str().unwrap(), "--chat-template", tools_template().to_str().unwrap()], &[]))
+}
+
+fn weather_tools() -> Value {
+    json!([
+        {"type": "function", "function": {"name": "get_weather", "description": "The weather in a city", "parameters": {"type": "object",
+            "properties": {"city": {"type": "string", "maxLength": 20}, "days": {"type": "integer", "minimum": 1, "maximum": 7}}, "required": ["city"], "additionalProperties": false}}},
+        {"type": "function", "function": {"name": "get_time", "description": "The time in a time zone", "parameters": {"type": "object",
+            "properties": {"zone": {"enum": ["UTC", "CET", "PST"]}}, "required": ["zone"], "additionalProperties": false}}}
+    ])
+}
+
+fn params_of(name: &str) -> Value {
+    weather_tools().as_array().unwrap().iter().find(|t| t["function"]["name"] == name).unwrap()["function"]["parameters"].clone()
+}
+
+#[test]
+fn forced_tool_calls_come_back_structured_streaming_and_not() {
+    let s = tools_server();
+    let url = s.url("/v1/chat/completions");
+    let ask = |choice: Value, seed: u64, stream: bool| {
+        json!({"messages": [{"role": "user", "content": "What is the weather in Paris?"}], "tools": weather_tools(), "tool_choice": choice,
+               "temperature": 1.0, "seed": seed, "max_tokens": 120, "stream": stream})
+    };
+    for (choice, want) in [(json!("required"), None), (json!({"type": "function", "function": {"name": "get_time"}}), Some("get_time"))] {
+        for seed in [1u64, 2] {
+            let (st, v) = post(&url, &ask(choice.clone(), seed, false));
+            assert_eq!(st, 200, "{v}");
+            let c = &v["choices"][0];
+            assert_eq!(c["finish_reason"], "tool_calls", "{v}");
+            assert!(c["message"]["content"].is_null(), "{v}");
+            let calls = c["message"]["tool_calls"].as_array().unwrap();
+            assert_eq!(calls.len(), 1, "{v}");
+            assert_eq!(calls[0]["type"], "function");
+            assert!(calls[0]["id"].as_str().unwrap().starts_with("call_"));
+            let name = calls[0]["function"]["name"].as_str().unwrap();
+            if let Some(w) = want {
+                assert_eq!(name, w);
+            }
+            validates(&params_of(name), calls[0]["function"]["arguments"].as_str().unwrap());
+
+            // Streamed: deltas accumulated by index as OpenAI's clients do give the same call.
+            let (st, _, text) = post_raw(&url, &ask(choice.clone(), seed, true).to_string(), None);
+            assert_eq!(st, 200);
+            let (mut id, mut fname, mut args, mut finishes) = (String::new(), String::new(), String::new(), Vec::new());
+            for e in sse_events(&text).iter().filter(|e| *e != "[DONE]") {
+                let ch = &serde_json::from_str::<Value>(e).unwrap()["choices"][0];
+                for d in ch["delta"]["tool_calls"].as_array().into_iter().flatten() {
+                    assert_eq!(d["index"], 0, "{d}");
+                    id.push_str(d["id"].as_str().unwrap_or(""));
+                    fname.push_str(d["function"]["name"].as_str().unwrap_or(""));
+                    args.push_str(d["function"]["arguments"].as_str().unwrap_or(""));
+                }
+                assert!(ch["delta"]["content"].as_str().unwrap_or("").is_empty(), "no text around a forced call: {e}");
+                if !ch["finish_reason"].is_null() {
+                    finishes.push(ch["finish_reason"].clone());
+                }
+            }
+            assert_eq!(finishes, vec![json!("tool_calls")]);
+            assert_eq!((fname.as_str(), args.as_str()), (name, calls[0]["function"]["arguments"].as_str().unwrap()), "{text}");
+            assert!(id.starts_with("call_"));
+        }
+    }
+}
+
+#[test]
+fn tool_messages_reach_the_template_and_the_model_answers() {
+    let s = tools_server();
+    let call_args = json!({"city": "Paris"});
+    let msgs = json!([
+        {"role": "user", "content": "What is the weather in Paris?"},
+        {"role": "assistant", "content": null, "tool_calls": [{"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": call_args.to_string()}}]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "Sunny, 24 C"}
+    ]);
+    let body = json!({"messages": msgs, "tools": weather_tools(), "tool_choice": "none", "temperature": 0, "max_tokens": 16});
+    let (st, v) = post(&s.url("/v1/chat/completions"), &body);
+    assert_eq!(st, 200, "{v}");
+    assert!(v["choices"][0]["message"]["content"].is_string(), "{v}");
+    assert!(v["choices"][0]["message"].get("tool_calls").is_none(), "{v}");
+    // The prompt the server evaluated is the template's rendering of the call and its
+    // result (rendered here from the same template and tokenizer, arguments as an object).
+    let tok = gomlx::models::gguf::tokenizer(&gomlx::models::gguf::GgufModel::open(smollm()).unwrap()).unwrap();
+    let tmpl = gomlx::text::ChatTemplate::new(std::fs::read_to_string(tools_template()).unwrap()).unwrap();
+    let mut conv: Vec<gomlx::text::ChatMessage> = Vec::new();
+    conv.push(gomlx::text::ChatMessage::user("What is the weather in Paris?"));
+    conv.push(
+        gomlx::text::ChatMessage::new("assistant", "")
+            .with("tool_calls", json!([{"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": call_args}}])),
+    );
+    conv.push(gomlx::text::ChatMessage::new("tool", "Sunny, 24 C").with("tool_call_id", "call_1"));
+    // tool_choice none: the tools are not shown.
+    let opts = gomlx::text::ChatOptions { add_generation_prompt: true, ..Default::default() };
+    let text = tmpl.render(&conv, &opts, &tok.template_tokens()).unwrap();
+    assert!(text.contains("<tool_call>") && text.contains("Sunny, 24 C") && text.contains("\"city\": \"Paris\""), "{text}");
+    assert_eq!(v["usage"]["prompt_tokens"].as_u64().unwrap() as usize, tok.encode(&text, false).unwrap().len());
+    // With the tools shown (auto), the prompt grows by the tools section.
+    let mut auto = body.clone();
+    auto["tool_choice"] = json!("auto");
+    let (_, a) = post(&s.url("/v1/chat/completions"), &auto);
+    let opts = gomlx::text::ChatOptions { add_generation_prompt: true, tools: Some(weather_tools().as_array().unwrap().clone()), ..Default::default() };
+    let with_tools = tmpl.render(&conv, &opts, &tok.template_tokens()).unwrap();
+    assert!(with_tools.contains("get_time"));
+    assert_eq!(a["usage"]["prompt_tokens"].as_u64().unwrap() as usize, tok.encode(&with_tools, false).unwrap().len());
+}
+
+#[test]
+fn ollama_tools_and_tool_results() {
+    let s = tools_server();
+    let base = json!({"model": SMOL, "tools": weather_tools(), "stream": false, "options": {"temperature": 0, "num_predict": 40}});
+    let mut b = base.clone();
+    b["messages"] = json!([{"role": "user", "content": "What is the weather in Paris?"}]);
+    let (st, v) = post(&s.url("/api/chat"), &b);
+    assert_eq!(st, 200, "{v}");
+    // The model decides (Ollama has no tool_choice); a call it makes comes back structured.
+    for c in v["message"]["tool_calls"].as_array().into_iter().flatten() {
+        let name = c["function"]["name"].as_str().unwrap();
+        assert!(c["function"]["arguments"].is_object(), "{c}");
+        assert!(name == "get_weather" || name == "get_time", "{c}");
+    }
+    // Ollama's shape of a past call (arguments an object) and a tool result by name.
+    b["messages"] = json!([
+        {"role": "user", "content": "What is the weather in Paris?"},
+        {"role": "assistant", "content": "", "tool_calls": [{"function": {"index": 0, "name": "get_weather", "arguments": {"city": "Paris"}}}]},
+        {"role": "tool", "tool_name": "get_weather", "content": "Sunny, 24 C"}
+    ]);
+    let (st, v) = post(&s.url("/api/chat"), &b);
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["done"], true);
+    let (st, v) = post(&s.url("/api/show"), &json!({"model": SMOL}));
+    assert_eq!(st, 200);
+    assert!(v["capabilities"].as_array().unwrap().contains(&json!("tools")), "{v}");
+}
+
+#[test]
+fn bad_structured_output_and_tool_fields_get_a_400_naming_the_field() {
+    let s = tools_server();
+    let good = json!({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2, "tools": weather_tools()});
+    let with = |k: &str, v: Value| {
+        let mut b = good.clone();
+        b[k] = v;
+        b
+    };
+    let bad_call = json!([{"role": "user", "content": "hi"}, {"role": "assistant", "tool_calls": [{"type": "function", "function": {"name": "get_weather", "arguments": "{city"}}]}]);
+    let table = [
+        (with("response_format", json!({"type": "xml"})), "response_format.type"),
+        (with("response_format", json!("json")), "response_format"),
+        (with("response_format", json!({"type": "json_schema", "json_schema": {"name": "a", "schema": 5}})), "response_format.json_schema.schema"),
+        (with("response_format", json!({"type": "json_schema", "json_schema": {"schema": {}}})), "response_format.json_schema.name"),
+        (with("tools", json!("get_weather")), "tools"),
+        (with("tools", json!([{"type": "function", "function": {}}])), "tools[0].function.name"),
+        (with("tools", json!([{"type": "retrieval"}])), "tools[0].type"),
+        (with("tools", json!([{"type": "function", "function": {"name": "f", "parameters": [1]}}])), "tools[0].function.parameters"),
+        (with("tool_choice", json!("sometimes")), "tool_choice"),
+        (with("tool_choice", json!(3)), "tool_choice"),
+        (with("tool_choice", json!({"type": "function", "function": {"name": "nope"}})), "tool_choice.function.name"),
+        (with("tools", json!([{"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {"x": {"type": "string", "format": "no-such"}}}}}]))
+            .as_object()
+            .map(|o| {
+                let mut o = o.clone();
+                o.insert("tool_choice".into(), json!("required"));
+                Value::Object(o)
+            })
+            .unwrap(), "tools"),
+        (with("messages", bad_call), "messages[1].tool_calls[0].function.arguments"),
+        (with("messages", json!([{"role": "user", "content": "hi", "tool_calls": []}])), "messages[0].tool_calls"),
+        (with("parallel_tool_calls", json!("yes")), "parallel_tool_calls"),
+        (
+            json!({"messages": [{"role": "user", "content": "hi"}], "tools": weather_tools(), "tool_choice": "required", "response_format": {"type": "json_object"}}),
+            "tool_choice",
+        ),
+        (json!({"messages": [{"role": "user", "content": "hi"}], "tool_choice": "required"}), "tool_choice"),
+    ];
+    for (body, field) in &table {
+        let (st, v) = post(&s.url("/v1/chat/completions"), body);
+        assert_eq!(st, 400, "{body}: {v}");
+        assert_eq!(v["error"]["param"], *field, "{body}: {v}");
+        assert!(v["error"]["message"].as_str().unwrap().starts_with(&format!("{field}:")), "{v}");
+    }
+    // A model whose template writes no tool calls gomlx can parse: `tools` is refused rather than ignored.
+    let (st, v) =
+        post(&shared().url("/v1/chat/completions"), &json!({"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "tools": weather_tools()}));
+    assert_eq!(st, 400, "{v}");
+    assert_eq!(v["error"]["param"], "tools");
+    let (st, v) = post(&s.url("/api/chat"), &json!({"model": SMOL, "messages": [{"role": "user", "content": "hi"}], "format": "yaml"}));
+    assert_eq!(st, 400, "{v}");
+    assert!(v["error"].as_str().unwrap().starts_with("format:"), "{v}");
+    // Still serving.
+    let (st, _) = post(&s.url("/v1/chat/completions"), &good);
+    assert_eq!(st, 200);
+}
+
+/// A client that sends a non-streaming request and closes its connection: the
+/// generation is cancelled at once and generates nothing more (its own server, so
+/// the counters are this request's alone).
+#[test]
+fn a_client_that_disconnects_during_a_non_streaming_request_cancels_it() {
+    let s = Server::start(&["--model", smollm().to_str().unwrap(), "--preload"], &[]);
+    // EOS and end-of-text banned: left alone it would run to max_tokens.
+    let body =
+        json!({"messages": [{"role": "user", "content": "Write a long story."}], "max_tokens": 400, "temperature": 0, "logit_bias": {"0": -100, "2": -100}})
+            .to_string();
+    let addr = s.base.trim_start_matches("http://").to_string();
+    let mut conn = std::net::TcpStream::connect(&addr).unwrap();
+    std::io::Write::write_all(
+        &mut conn,
+        format!("POST /v1/chat/completions HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len())
+            .as_bytes(),
+    )
+    .unwrap();
+    // Decoding has started.
+    let t = Instant::now();
+    while metric(&s, "gomlx_generated_tokens_total") < 3.0 {
+        assert!(t.elapsed() < Duration::from_secs(60), "no tokens generated: {:?}", s.log_lines());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop(conn);
+    let t = Instant::now();
+    while metric(&s, "gomlx_cancelled_total") < 1.0 {
+        assert!(t.elapsed() < Duration::from_secs(5), "the generation was not cancelled when its client went away");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let at_cancel = metric(&s, "gomlx_generated_tokens_total");
+    // Nothing more is generated: at most the token of the step running when the flag was set.
+    std::thread::sleep(Duration::from_millis(1500));
+    let after = metric(&s, "gomlx_generated_tokens_total");
+    assert!(after <= at_cancel + 1.0, "{at_cancel} tokens at cancellation, {after} later");
+    assert_eq!(metric(&s, "gomlx_requests_in_flight"), 0.0);
+    let line = s.log_lines().into_iter().find(|l| l.contains("\"finish\":\"client_gone\"")).expect("a client_gone log line");
+    let v: Value = serde_json::from_str(&line).unwrap();
+    assert!(v["completion_tokens"].as_u64().unwrap() < 400, "{line}");
 }

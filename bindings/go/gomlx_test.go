@@ -90,6 +90,9 @@ func TestMain(m *testing.M) {
 	if chatModel != nil {
 		chatModel.Close()
 	}
+	if toolModel != nil {
+		toolModel.Close()
+	}
 	ClearCache()
 	if code == 0 && MemoryActive() != base {
 		println("memory after closing every model:", MemoryActive(), "baseline:", base)
@@ -217,7 +220,7 @@ func TestStopAndSession(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := sess.Chat(ctx, append(question, Message{"assistant", reply}, Message{"user", "And of Italy?"}))
+	s := sess.Chat(ctx, append(question, Message{Role: "assistant", Content: reply}, Message{Role: "user", Content: "And of Italy?"}))
 	text, _, err = s.Text()
 	mt, _ := s.Metrics()
 	if err != nil || !strings.Contains(text, "Rome") || mt.PromptTokensEvaluated >= mt.PromptTokens {

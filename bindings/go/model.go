@@ -136,10 +136,15 @@ func (m *Model) GenerateTokens(ctx context.Context, ids []uint32, opts ...Genera
 	})
 }
 
-// Message is one chat message.
+// Message is one chat message. An assistant message may carry the calls it
+// made (ToolCalls, as Token.ToolCalls hands them out); a "tool" message the
+// result of one (ToolCallID and Name of the call, the result in Content).
 type Message struct {
-	Role    string // "system", "user", "assistant"
-	Content string
+	Role       string // "system", "user", "assistant", "tool"
+	Content    string
+	ToolCalls  []ToolCall
+	ToolCallID string
+	Name       string
 }
 
 func messages(mem *cmem, msgs []Message) (*C.gm_message, C.size_t, error) {
@@ -162,6 +167,9 @@ func messages(mem *cmem, msgs []Message) (*C.gm_message, C.size_t, error) {
 // Chat streams the assistant's reply to msgs, rendered with the model's own
 // chat template.
 func (m *Model) Chat(ctx context.Context, msgs []Message, opts ...GenerateOption) *Stream {
+	if needsJSON(msgs) {
+		return m.chatJSON(ctx, msgs, opts)
+	}
 	return m.start(ctx, opts, "gm_chat_start", func(h *C.gm_model, mem *cmem, o *C.gm_generate_options) (*C.gm_generation, error) {
 		cm, n, err := messages(mem, msgs)
 		if err != nil {
@@ -234,11 +242,21 @@ func (s *Session) Chat(ctx context.Context, msgs []Message, opts ...GenerateOpti
 	if err != nil {
 		return failed(err)
 	}
+	var g *C.gm_generation
+	if needsJSON(msgs) {
+		cm, err := messagesJSON(&mem, msgs)
+		if err != nil {
+			return failed(err)
+		}
+		if err := call("gm_session_chat_start_json", func() bool { g = C.gm_session_chat_start_json(s.h, cm, o); return g == nil }); err != nil {
+			return failed(err)
+		}
+		return newStream(ctx, g, s)
+	}
 	cm, n, err := messages(&mem, msgs)
 	if err != nil {
 		return failed(err)
 	}
-	var g *C.gm_generation
 	if err := call("gm_session_chat_start", func() bool { g = C.gm_session_chat_start(s.h, cm, n, o); return g == nil }); err != nil {
 		return failed(err)
 	}

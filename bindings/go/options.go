@@ -152,6 +152,10 @@ type genConfig struct {
 	prefillChunk          int
 	logitBias             map[uint32]float32
 	templateArgs          map[string]any
+	constraint            string // JSON; "" = none
+	tools                 string // JSON array; "" = none
+	toolChoice            string
+	err                   error // from an option that could not be built
 }
 
 // GenerateOption configures Generate, Chat and BatchGenerate. Unset options
@@ -231,6 +235,9 @@ func genOptions(m *cmem, opts []GenerateOption) (*C.gm_generate_options, error) 
 	for _, f := range opts {
 		f(&c)
 	}
+	if c.err != nil {
+		return nil, c.err
+	}
 	o := (*C.gm_generate_options)(m.alloc(int(unsafe.Sizeof(C.gm_generate_options{}))))
 	o.struct_size = C.size_t(unsafe.Sizeof(*o))
 	var err error
@@ -285,6 +292,17 @@ func genOptions(m *cmem, opts []GenerateOption) (*C.gm_generate_options, error) 
 		}
 		if o.chat_template_args, err = m.str("chat template args", string(js)); err != nil {
 			return nil, err
+		}
+	}
+	for _, f := range []struct {
+		dst  **C.char
+		what string
+		v    string
+	}{{&o.constraint, "constraint", c.constraint}, {&o.tools, "tools", c.tools}, {&o.tool_choice, "tool choice", c.toolChoice}} {
+		if f.v != "" {
+			if *f.dst, err = m.str(f.what, f.v); err != nil {
+				return nil, err
+			}
 		}
 	}
 	return o, nil

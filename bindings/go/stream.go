@@ -27,6 +27,9 @@ type Token struct {
 	Text        string  // text this token adds (may be empty while bytes are held back)
 	Logprob     float32 // NaN unless WithLogprobs
 	TopLogprobs []TopLogprob
+	// ToolCalls are the calls this token completed (a Chat WithTools); Text
+	// then carries only the text outside calls.
+	ToolCalls []ToolCall
 }
 
 // TopLogprob is one likely alternative token.
@@ -181,6 +184,9 @@ func (s *Stream) next() (Token, bool, error) {
 		return Token{}, false, err
 	}
 	t := Token{ID: uint32(ct.id), Text: C.GoStringN(ct.text, C.int(ct.text_len)), Logprob: float32(ct.logprob)}
+	if t.ToolCalls, err = parseToolCalls(ct.tool_calls); err != nil {
+		return Token{}, false, err
+	}
 	if ct.n_top_logprobs > 0 {
 		for _, a := range unsafe.Slice(ct.top_logprobs, int(ct.n_top_logprobs)) {
 			t.TopLogprobs = append(t.TopLogprobs, TopLogprob{uint32(a.id), float32(a.logprob)})

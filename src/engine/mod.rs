@@ -579,6 +579,32 @@ impl Engine {
     }
 
     /// Generates for several prompts together; returns each one's text, ids and finish reason.
+    /// Classifies `prompts` by generating one of `labels` under a choice constraint
+    /// (rows of one batch; greedy unless `opts` samples). Unlike `classify`, labels
+    /// may share their first tokens: each is written out whole. Returns each
+    /// prompt's label index.
+    pub fn classify_choice(&self, prompts: &[&str], labels: &[String], opts: &GenerateOptions) -> Result<(Vec<usize>, BatchMetrics)> {
+        if labels.is_empty() {
+            return Err(Error::InvalidArgument("classify: the label set is empty".into()));
+        }
+        if opts.sampler.constraint.is_some() {
+            return Err(Error::InvalidArgument("classify with a choice of labels sets its own constraint; pass none".into()));
+        }
+        let mut opts = opts.clone();
+        opts.sampler.constraint = Some(Constraint::Choice(labels.to_vec()));
+        let (outputs, m) = self.batch_generate(prompts, &opts)?;
+        let picks = outputs
+            .iter()
+            .map(|o| {
+                labels
+                    .iter()
+                    .position(|l| *l == o.text)
+                    .ok_or_else(|| Error::InvalidArgument(format!("classify: the output {:?} is not a whole label (max_tokens too small?)", o.text)))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok((picks, m))
+    }
+
     pub fn batch_generate(&self, prompts: &[&str], opts: &GenerateOptions) -> Result<(Vec<batch::Output>, BatchMetrics)> {
         let ids = self.require_tokenizer()?.encode_batch(prompts, true)?;
         self.batch_generate_tokens(ids, opts)

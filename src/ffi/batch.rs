@@ -104,6 +104,7 @@ pub extern "C" fn gm_batch_generate(
         let m = handles::get(model)?;
         let prompts = c_strs(prompts, n, "prompts")?;
         let s = options::generate_settings(opts)?;
+        s.without_tools("gm_batch_generate")?;
         let (outputs, bm) = m.engine()?.batch_generate(&prompts, &s.opts)?;
         write_result(out, outputs)?;
         write_batch_metrics(metrics, &bm)
@@ -128,6 +129,7 @@ pub extern "C" fn gm_batch_generate_tokens(
         let m = handles::get(model)?;
         let prompts = token_prompts(prompts, lens, n)?;
         let s = options::generate_settings(opts)?;
+        s.without_tools("gm_batch_generate_tokens")?;
         let (outputs, bm) = m.engine()?.batch_generate_tokens(prompts, &s.opts)?;
         write_result(out, outputs)?;
         write_batch_metrics(metrics, &bm)

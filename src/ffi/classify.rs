@@ -207,3 +207,40 @@ pub extern "C" fn gm_classify_result_free(result: *mut gm_classify_result) {
         write_sized(result, "result", empty())
     })
 }
+
+/// Classifies `n` text prompts by generating one of `n_labels` labels under a
+/// choice constraint (`{"choice": labels}`; rows of one batch, greedy unless
+/// `opts` samples): unlike `gm_classify`, labels may share first tokens and
+/// are chosen whole. Writes each prompt's label index to `out[0 .. n]`
+/// (caller-owned) and, when not NULL, `*metrics`. `opts` (NULL = defaults)
+/// must not carry a constraint or tools. Returns 0, or -1 (see
+/// `gm_last_error`). Blocks until done.
+#[no_mangle]
+pub extern "C" fn gm_classify_choice(
+    model: *mut gm_model,
+    prompts: *const *const c_char,
+    n: usize,
+    labels: *const *const c_char,
+    n_labels: usize,
+    opts: *const super::options::gm_generate_options,
+    out: *mut i32,
+    metrics: *mut gm_batch_metrics,
+) -> i32 {
+    guard_status(|| {
+        check_batch_metrics(metrics)?;
+        let m = handles::get(model)?;
+        let prompts = c_strs(prompts, n, "prompts")?;
+        let labels: Vec<String> = c_strs(labels, n_labels, "labels")?.into_iter().map(String::from).collect();
+        if out.is_null() {
+            return Err(invalid("out is NULL"));
+        }
+        let s = options::generate_settings(opts)?;
+        s.without_tools("gm_classify_choice")?;
+        let (picks, bm) = m.engine()?.classify_choice(&prompts, &labels, &s.opts)?;
+        let out = unsafe { std::slice::from_raw_parts_mut(out, picks.len()) };
+        for (o, p) in out.iter_mut().zip(picks) {
+            *o = p as i32;
+        }
+        write_batch_metrics(metrics, &bm)
+    })
+}

@@ -6,8 +6,9 @@ use super::metrics::{finish_code, write_metrics, GM_FINISH_ERROR, GM_FINISH_NONE
 use super::model::{gm_model, ModelState};
 use super::options::{self, gm_generate_options, gm_message};
 use super::{c_slice, c_str, cstring, guard, invalid, write_sized, SizedStruct, GM_ERROR};
+use crate::engine::GenerateOptions;
 use crate::engine::{ChatSession, Engine, Generation, Metrics};
-use crate::text::ChatOptions;
+use crate::text::{ChatMessage, ChatOptions, ToolCall, ToolCallParser, ToolChoice};
 use crate::Result;
 use std::ffi::{c_char, CString};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -47,10 +48,19 @@ pub struct gm_token {
     /// them), NULL when not asked for.
     pub top_logprobs: *const gm_top_logprob,
     pub n_top_logprobs: usize,
+    /// Chat with `gm_generate_options.tools`: the tool calls this token
+    /// completed, as a NUL-terminated JSON array of
+    /// `{"id": "call_1", "type": "function", "function": {"name": ..., "arguments": {...}}}`
+    /// (the shape an assistant message's `tool_calls` takes back); NULL when
+    /// none. Owned by the generation like `text`. With tools, `text` carries
+    /// only the reply's text outside calls. (Added after the first release:
+    /// a caller whose `struct_size` ends before it never gets it.)
+    pub tool_calls: *const c_char,
 }
 
 impl SizedStruct for gm_token {
     const NAME: &'static str = "gm_token";
+    const MIN_SIZE: usize = std::mem::offset_of!(gm_token, tool_calls);
 }
 
 struct TokenStream {
@@ -58,6 +68,9 @@ struct TokenStream {
     /// Storage for the last token handed out.
     text: CString,
     tops: Vec<gm_top_logprob>,
+    /// The reply's tool-call parser (a chat with tools), and the calls of the last token.
+    tools: Option<ToolCallParser>,
+    calls: Option<CString>,
     tail_sent: bool,
     /// GM_FINISH_* once ended.
     reason: i32,
@@ -89,10 +102,28 @@ impl Handle for gm_generation {
 }
 
 fn start(model: &Arc<ModelState>, f: impl FnOnce(&Engine) -> Result<Generation>) -> Result<*mut gm_generation> {
+    start_with_tools(model, None, f)
+}
+
+/// Starts a generation whose text goes through `tools` (a chat with tools).
+pub(crate) fn start_with_tools(
+    model: &Arc<ModelState>,
+    tools: Option<ToolCallParser>,
+    f: impl FnOnce(&Engine) -> Result<Generation>,
+) -> Result<*mut gm_generation> {
     let gen = f(model.engine()?)?;
     let state = GenerationState {
         cancel: gen.canceller(),
-        stream: Mutex::new(TokenStream { gen: Some(gen), text: CString::default(), tops: Vec::new(), tail_sent: false, reason: GM_FINISH_NONE, metrics: None }),
+        stream: Mutex::new(TokenStream {
+            gen: Some(gen),
+            text: CString::default(),
+            tops: Vec::new(),
+            tools,
+            calls: None,
+            tail_sent: false,
+            reason: GM_FINISH_NONE,
+            metrics: None,
+        }),
     };
     Ok(handles::register::<gm_generation>(Arc::new(state)))
 }
@@ -112,6 +143,7 @@ pub extern "C" fn gm_generate_start(model: *mut gm_model, prompt: *const c_char,
         let m = handles::get(model)?;
         let prompt = c_str(prompt, "prompt")?;
         let s = options::generate_settings(opts)?;
+        s.without_tools("gm_generate_start")?;
         start(&m, |e| e.generate(prompt, &s.opts))
     })
 }
@@ -125,12 +157,34 @@ pub extern "C" fn gm_generate_tokens_start(model: *mut gm_model, ids: *const u32
         let m = handles::get(model)?;
         let ids = c_slice(ids, n, "ids")?.to_vec();
         let s = options::generate_settings(opts)?;
+        s.without_tools("gm_generate_tokens_start")?;
         start(&m, |e| e.generate_tokens(ids, &s.opts))
     })
 }
 
-fn chat_options(s: &options::GenerateSettings) -> ChatOptions {
-    ChatOptions { add_generation_prompt: true, extra: s.template_args.clone(), ..Default::default() }
+/// A chat's template options, sampler options and tool-call parser: `tools`
+/// reach the template unless `tool_choice` is none; required or a named
+/// function adds the grammar that forces the call (`Engine::tool_constraint`).
+/// As the server does: a reply under a caller's constraint is not searched for
+/// calls, and tools for a template without a known call format are an error.
+pub(crate) fn chat_request(engine: &Engine, s: &options::GenerateSettings) -> Result<(ChatOptions, GenerateOptions, Option<ToolCallParser>)> {
+    let mut chat = ChatOptions { add_generation_prompt: true, extra: s.template_args.clone(), ..Default::default() };
+    let mut opts = s.opts.clone();
+    let Some(tools) = s.tools.as_ref().filter(|t| !t.is_empty() && s.tool_choice != ToolChoice::None) else { return Ok((chat, opts, None)) };
+    let Some(parser) = engine.tool_parser() else {
+        return Err(invalid(
+            "gm_generate_options.tools: this model's chat template writes no tool calls gomlx can parse (Qwen <tool_call>, Llama 3 JSON, Mistral [TOOL_CALLS], Gemma tool_code)",
+        ));
+    };
+    let caller_constraint = opts.sampler.constraint.is_some();
+    if let Some(forced) = engine.tool_constraint(tools, &s.tool_choice)? {
+        if caller_constraint {
+            return Err(invalid("gm_generate_options.constraint and a tool_choice that forces a call cannot be used together"));
+        }
+        opts.sampler.constraint = Some(forced);
+    }
+    chat.tools = Some(tools.clone());
+    Ok((chat, opts, (!caller_constraint).then_some(parser)))
 }
 
 /// Starts the assistant's reply to `n` chat messages, rendered with the
@@ -145,7 +199,7 @@ pub extern "C" fn gm_chat_start(model: *mut gm_model, messages: *const gm_messag
         let m = handles::get(model)?;
         let msgs = options::messages(messages, n)?;
         let s = options::generate_settings(opts)?;
-        start(&m, |e| e.chat(&msgs, &s.opts, &chat_options(&s), None))
+        chat_start(&m, &msgs, &s)
     })
 }
 
@@ -176,25 +230,32 @@ pub extern "C" fn gm_generate_next(gen: *mut gm_generation, out: *mut gm_token) 
         let Some(stream) = s.gen.as_mut() else { return Ok(0) };
         match stream.next() {
             Some(Ok(t)) => {
-                s.text = cstring(&t.text);
+                let (text, calls) = s.through_tools(Some(&t.text));
+                s.text = cstring(&text);
+                s.calls = calls_json(&calls);
                 s.tops = t.top_logprobs.iter().map(|&(id, logprob)| gm_top_logprob { id, logprob }).collect();
                 let tops = if t.top_logprobs.is_empty() { std::ptr::null() } else { s.tops.as_ptr() };
-                write_token(out, t.id, &s.text, t.logprob.unwrap_or(f32::NAN), tops, s.tops.len())?;
+                write_token(out, t.id, &s.text, t.logprob.unwrap_or(f32::NAN), tops, s.tops.len(), s.calls.as_ref())?;
                 Ok(1)
             }
-            Some(Err(e)) => {
-                s.gen = None;
-                s.reason = GM_FINISH_ERROR;
-                Err(e)
-            }
+            Some(Err(e)) => Err(s.fail(e)),
             None => {
-                if !s.tail_sent && !stream.tail().is_empty() {
+                if !s.tail_sent {
                     s.tail_sent = true;
-                    s.text = cstring(stream.tail());
-                    s.tops.clear();
-                    write_token(out, GM_NO_TOKEN, &s.text, f32::NAN, std::ptr::null(), 0)?;
-                    return Ok(1);
+                    let tail = stream.tail().to_string();
+                    let (mut text, mut calls) = s.through_tools(Some(&tail));
+                    let (end, more) = s.through_tools(None);
+                    text.push_str(&end);
+                    calls.extend(more);
+                    if !text.is_empty() || !calls.is_empty() {
+                        s.text = cstring(&text);
+                        s.calls = calls_json(&calls);
+                        s.tops.clear();
+                        write_token(out, GM_NO_TOKEN, &s.text, f32::NAN, std::ptr::null(), 0, s.calls.as_ref())?;
+                        return Ok(1);
+                    }
                 }
+                let Some(stream) = s.gen.as_mut() else { return Ok(0) };
                 let reason = stream.finish_reason().map(finish_code).unwrap_or(GM_FINISH_ERROR);
                 s.metrics = stream.metrics().cloned();
                 s.gen = None;
@@ -205,11 +266,45 @@ pub extern "C" fn gm_generate_next(gen: *mut gm_generation, out: *mut gm_token) 
     })
 }
 
-fn write_token(out: *mut gm_token, id: u32, text: &CString, logprob: f32, tops: *const gm_top_logprob, n_tops: usize) -> Result<()> {
+impl TokenStream {
+    /// A piece of the reply (None: its end) through the tool-call parser, if
+    /// any: the text outside calls and the calls completed. A call the model
+    /// wrote malformed is handed out as text, and parsing stops (as the server does).
+    fn through_tools(&mut self, piece: Option<&str>) -> (String, Vec<ToolCall>) {
+        let Some(p) = self.tools.as_mut() else { return (piece.unwrap_or_default().to_string(), Vec::new()) };
+        let before = p.pending();
+        let step = match piece {
+            Some(s) => p.push(s),
+            None => p.finish(),
+        };
+        match step {
+            Ok(step) => (step.text, step.calls),
+            Err(_) => {
+                self.tools = None;
+                (before + piece.unwrap_or_default(), Vec::new())
+            }
+        }
+    }
+
+    /// Ends the stream with an error.
+    fn fail(&mut self, e: crate::Error) -> crate::Error {
+        self.gen = None;
+        self.reason = GM_FINISH_ERROR;
+        e
+    }
+}
+
+/// The calls as `gm_token.tool_calls` hands them out; None when there are none.
+fn calls_json(calls: &[ToolCall]) -> Option<CString> {
+    (!calls.is_empty()).then(|| cstring(&serde_json::Value::Array(calls.iter().map(ToolCall::to_message_json).collect()).to_string()))
+}
+
+fn write_token(out: *mut gm_token, id: u32, text: &CString, logprob: f32, tops: *const gm_top_logprob, n_tops: usize, calls: Option<&CString>) -> Result<()> {
+    let tool_calls = calls.map_or(std::ptr::null(), |c| c.as_ptr());
     write_sized(
         out,
         "out",
-        gm_token { struct_size: 0, id, text: text.as_ptr(), text_len: text.as_bytes().len(), logprob, top_logprobs: tops, n_top_logprobs: n_tops },
+        gm_token { struct_size: 0, id, text: text.as_ptr(), text_len: text.as_bytes().len(), logprob, top_logprobs: tops, n_top_logprobs: n_tops, tool_calls },
     )
 }
 
@@ -327,12 +422,25 @@ pub extern "C" fn gm_session_chat_start(
         let ss = handles::get(session)?;
         let msgs = options::messages(messages, n)?;
         let s = options::generate_settings(opts)?;
-        // Rendered and encoded before the session's lock is taken (gm_session_free needs it).
-        let ids = ss.model.engine()?.encode_chat(&msgs, &chat_options(&s))?;
-        let guard = ss.session.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(session) = guard.as_ref() else { return Err(invalid("the session is freed")) };
-        start(&ss.model, |e| e.generate_in_session(ids, &s.opts, session))
+        session_chat_start(&ss, &msgs, &s)
     })
+}
+
+/// A chat's generation on `model` (`gm_chat_start`, `gm_chat_start_json`).
+pub(crate) fn chat_start(model: &Arc<ModelState>, msgs: &[ChatMessage], s: &options::GenerateSettings) -> Result<*mut gm_generation> {
+    let (chat, opts, tools) = chat_request(model.engine()?, s)?;
+    start_with_tools(model, tools, |e| e.chat(msgs, &opts, &chat, None))
+}
+
+/// A chat's generation in a session (`gm_session_chat_start`, `gm_session_chat_start_json`).
+pub(crate) fn session_chat_start(ss: &Arc<SessionState>, msgs: &[ChatMessage], s: &options::GenerateSettings) -> Result<*mut gm_generation> {
+    let engine = ss.model.engine()?;
+    let (chat, opts, tools) = chat_request(engine, s)?;
+    // Rendered and encoded before the session's lock is taken (gm_session_free needs it).
+    let ids = engine.encode_chat(msgs, &chat)?;
+    let guard = ss.session.lock().unwrap_or_else(|p| p.into_inner());
+    let Some(session) = guard.as_ref() else { return Err(invalid("the session is freed")) };
+    start_with_tools(&ss.model, tools, |e| e.generate_in_session(ids, &opts, session))
 }
 
 /// Writes the session's cache (its tokens and KV) to the file `path`

@@ -25,6 +25,7 @@
 
 mod batch;
 mod blas;
+mod chat_json;
 mod classify;
 mod convert;
 mod error;
@@ -39,6 +40,7 @@ mod version;
 
 pub use batch::*;
 pub use blas::*;
+pub use chat_json::*;
 pub use classify::*;
 pub use convert::*;
 pub use error::*;

@@ -7,7 +7,8 @@
 use super::{c_slice, c_str, c_strs, invalid, opt_c_str, read_opts, SizedStruct};
 use crate::engine::{ClassifyOptions, EngineOptions, GenerateOptions};
 use crate::mlx::{DeviceKind, Dtype};
-use crate::sample::SamplerConfig;
+use crate::sample::{Constraint, SamplerConfig};
+use crate::text::ToolChoice;
 use crate::Result;
 use std::ffi::c_char;
 use std::path::PathBuf;
@@ -209,20 +210,92 @@ pub struct gm_generate_options {
     /// Chat only: a JSON object of extra chat-template variables, e.g.
     /// `{"enable_thinking": false}`; NULL = none.
     pub chat_template_args: *const c_char,
+    // Structured output and tools (callers built before they were added get the defaults).
+    /// What the output must be, as JSON (docs/sampling.md): `{"json_schema": {...}}`,
+    /// `"json_object"`, `{"regex": "..."}`, `{"lark": "..."}` or
+    /// `{"choice": ["a", "b"]}`; NULL = unconstrained. A schema or grammar the
+    /// engine cannot support fails the start with an error naming it.
+    pub constraint: *const c_char,
+    /// Chat only: a JSON array of tool definitions (OpenAI's
+    /// `{"type": "function", "function": {"name", "description", "parameters"}}`),
+    /// passed to the chat template as `tools`; the reply's tool calls then come
+    /// back parsed in `gm_token.tool_calls`. NULL = no tools.
+    pub tools: *const c_char,
+    /// Chat only: `"auto"` (NULL: the model decides), `"none"` (the tools are not
+    /// shown), `"required"` (a call of one of the tools, forced by a grammar) or
+    /// a function to call, as OpenAI writes it:
+    /// `{"type": "function", "function": {"name": "get_weather"}}`.
+    pub tool_choice: *const c_char,
 }
 
 impl SizedStruct for gm_generate_options {
     const NAME: &'static str = "gm_generate_options";
+    // The first release ended after `chat_template_args`.
+    const MIN_SIZE: usize = std::mem::offset_of!(gm_generate_options, constraint);
 }
 
 pub(crate) struct GenerateSettings {
     pub opts: GenerateOptions,
     pub template_args: serde_json::Map<String, serde_json::Value>,
+    /// `tools`, when given.
+    pub tools: Option<Vec<serde_json::Value>>,
+    pub tool_choice: ToolChoice,
+}
+
+impl GenerateSettings {
+    /// Refuses tools where no chat template is rendered (`what` is the entry point).
+    pub fn without_tools(&self, what: &str) -> Result<()> {
+        if self.tools.is_some() || self.tool_choice != ToolChoice::Auto {
+            return Err(invalid(format!("gm_generate_options.tools / tool_choice need a chat (gm_chat_start); {what} renders no template")));
+        }
+        Ok(())
+    }
+}
+
+/// `gm_generate_options.constraint`: a `Constraint` in its JSON form.
+fn constraint(text: &str) -> Result<Constraint> {
+    let c: Constraint = serde_json::from_str(text).map_err(|e| {
+        invalid(format!(
+            "gm_generate_options.constraint is not a constraint ({e}); expected {{\"json_schema\": {{...}}}}, \"json_object\", {{\"regex\": \"...\"}}, {{\"lark\": \"...\"}} or {{\"choice\": [...]}}"
+        ))
+    })?;
+    c.validate().map_err(|e| match e {
+        crate::Error::InvalidArgument(m) => invalid(format!("gm_generate_options.{m}")),
+        other => other,
+    })?;
+    Ok(c)
+}
+
+/// `gm_generate_options.tools`: a JSON array of objects.
+fn tools(text: &str) -> Result<Vec<serde_json::Value>> {
+    match serde_json::from_str(text) {
+        Ok(serde_json::Value::Array(a)) if a.iter().all(serde_json::Value::is_object) => Ok(a),
+        Ok(_) => Err(invalid("gm_generate_options.tools must be a JSON array of tool objects")),
+        Err(e) => Err(invalid(format!("gm_generate_options.tools is not JSON: {e}"))),
+    }
+}
+
+/// `gm_generate_options.tool_choice`: a keyword or OpenAI's named-function object.
+fn tool_choice(text: &str) -> Result<ToolChoice> {
+    match text.trim() {
+        "auto" => return Ok(ToolChoice::Auto),
+        "none" => return Ok(ToolChoice::None),
+        "required" => return Ok(ToolChoice::Required),
+        _ => {}
+    }
+    let bad = || {
+        invalid(format!("gm_generate_options.tool_choice is {text:?}; expected \"auto\", \"none\", \"required\" or {{\"type\": \"function\", \"function\": {{\"name\": \"...\"}}}}"))
+    };
+    let v: serde_json::Value = serde_json::from_str(text).map_err(|_| bad())?;
+    match v.pointer("/function/name").or_else(|| v.get("name")).and_then(serde_json::Value::as_str) {
+        Some(name) if !name.is_empty() => Ok(ToolChoice::Function(name.to_string())),
+        _ => Err(bad()),
+    }
 }
 
 pub(crate) fn generate_settings(ptr: *const gm_generate_options) -> Result<GenerateSettings> {
     let Some(o) = read_opts(ptr)? else {
-        return Ok(GenerateSettings { opts: GenerateOptions::default(), template_args: Default::default() });
+        return Ok(GenerateSettings { opts: GenerateOptions::default(), template_args: Default::default(), tools: None, tool_choice: ToolChoice::Auto });
     };
     let d = GenerateOptions::default();
     let s = SamplerConfig::default();
@@ -244,7 +317,7 @@ pub(crate) fn generate_settings(ptr: *const gm_generate_options) -> Result<Gener
         seed: if o.has_seed { Some(o.seed) } else { None },
         logprobs: o.logprobs,
         top_logprobs: o.top_logprobs,
-        constraint: None,
+        constraint: opt_c_str(o.constraint, "gm_generate_options.constraint")?.map(constraint).transpose()?,
     };
     sampler.validate()?;
     let template_args = match opt_c_str(o.chat_template_args, "gm_generate_options.chat_template_args")? {
@@ -262,7 +335,12 @@ pub(crate) fn generate_settings(ptr: *const gm_generate_options) -> Result<Gener
         ignore_eos: o.ignore_eos,
         prefill_chunk: or(o.prefill_chunk, d.prefill_chunk),
     };
-    Ok(GenerateSettings { opts, template_args })
+    let tools = opt_c_str(o.tools, "gm_generate_options.tools")?.map(tools).transpose()?;
+    let tool_choice = opt_c_str(o.tool_choice, "gm_generate_options.tool_choice")?.map(tool_choice).transpose()?.unwrap_or_default();
+    if tools.is_none() && matches!(tool_choice, ToolChoice::Required | ToolChoice::Function(_)) {
+        return Err(invalid("gm_generate_options.tool_choice asks for a call but gm_generate_options.tools is NULL"));
+    }
+    Ok(GenerateSettings { opts, template_args, tools, tool_choice })
 }
 
 /// How to classify (`gm_classify`). Zero-initialise, set
@@ -332,4 +410,42 @@ pub(crate) fn messages(ptr: *const gm_message, n: usize) -> Result<Vec<crate::te
         .enumerate()
         .map(|(i, m)| Ok(crate::text::ChatMessage::new(c_str(m.role, &format!("messages[{i}].role"))?, c_str(m.content, &format!("messages[{i}].content"))?)))
         .collect()
+}
+
+/// Chat messages as a JSON array of message objects (`role`, `content`, and
+/// whatever else the template reads: `tool_calls`, `tool_call_id`, `name`, ...).
+pub(crate) fn messages_json(ptr: *const c_char) -> Result<Vec<crate::text::ChatMessage>> {
+    let text = c_str(ptr, "messages_json")?;
+    let v: serde_json::Value = serde_json::from_str(text).map_err(|e| invalid(format!("messages_json is not JSON: {e}")))?;
+    let serde_json::Value::Array(items) = v else { return Err(invalid("messages_json must be a JSON array of message objects")) };
+    if items.is_empty() {
+        return Err(invalid("a chat needs at least one message"));
+    }
+    items
+        .into_iter()
+        .enumerate()
+        .map(|(i, m)| {
+            if !m.get("role").is_some_and(serde_json::Value::is_string) {
+                return Err(invalid(format!("messages_json[{i}] has no \"role\" string")));
+            }
+            let mut m = m;
+            object_arguments(&mut m, i)?;
+            crate::text::ChatMessage::from_json(m).map_err(|_| invalid(format!("messages_json[{i}] is not a JSON object")))
+        })
+        .collect()
+}
+
+/// Templates read a call's `arguments` as an object; OpenAI sends them as a JSON
+/// string, which becomes the object here (as the server does).
+fn object_arguments(m: &mut serde_json::Value, i: usize) -> Result<()> {
+    let Some(calls) = m.get_mut("tool_calls").and_then(serde_json::Value::as_array_mut) else { return Ok(()) };
+    for (j, c) in calls.iter_mut().enumerate() {
+        if let Some(args) = c.pointer_mut("/function/arguments") {
+            if let serde_json::Value::String(text) = args {
+                *args = serde_json::from_str(text)
+                    .map_err(|e| invalid(format!("messages_json[{i}].tool_calls[{j}].function.arguments is a string but not JSON: {e}")))?;
+            }
+        }
+    }
+    Ok(())
 }

@@ -249,12 +249,17 @@ pub async fn chat(State(state): State<AppState>, b: Result<Bytes, BytesRejection
         return Ok(r);
     }
     let msgs = messages(f.get("messages"))?;
-    // Ollama has no tool_choice: the model decides.
     let tools = structured::tools(&f)?;
+    // Ollama has no tool_choice (the model decides); gomlx reads one from `options`
+    // (OpenAI's values), which Ollama's clients can send unchanged.
+    let choice = match f.object("options")? {
+        Some(o) => structured::tool_choice(&Fields { obj: o, prefix: "options." }, &tools)?,
+        None => ToolChoice::Auto,
+    };
     let lease = state.registry.lease(&entry).await?;
-    let template = chat_template(&state, &lease.engine, !tools.is_empty());
+    let template = chat_template(&state, &lease.engine, !tools.is_empty() && choice != ToolChoice::None);
     let mut c = c;
-    let plan = structured::plan(&lease.engine, template.as_ref().map(|t| t.source()), tools, ToolChoice::Auto, c.format.take())?;
+    let plan = structured::plan(&lease.engine, template.as_ref().map(|t| t.source()), tools, choice, c.format.take())?;
     let prompt = chat_prompt(&lease.engine, template, &msgs, plan.template_tools)?;
     drop(lease);
     c.sampling.sampler.constraint = plan.constraint;

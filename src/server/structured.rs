@@ -113,33 +113,35 @@ fn function_name(t: &Value) -> &str {
 /// `tool_choice`: `"none"`, `"auto"`, `"required"` or `{"type": "function",
 /// "function": {"name": ...}}` naming one of `tools`. Absent: auto.
 pub fn tool_choice(f: &Fields, tools: &[Value]) -> ApiResult<ToolChoice> {
+    let at = f.name("tool_choice");
+    let sub = |k: &str| format!("{at}.{k}");
     let choice = match f.get("tool_choice") {
         None => return Ok(ToolChoice::Auto),
         Some(Value::String(s)) => match s.as_str() {
             "none" => ToolChoice::None,
             "auto" => ToolChoice::Auto,
             "required" => ToolChoice::Required,
-            other => return Err(ApiError::field("tool_choice", format!("'{other}' is not one of none, auto, required or a function object"))),
+            other => return Err(ApiError::field(&at, format!("'{other}' is not one of none, auto, required or a function object"))),
         },
         Some(Value::Object(o)) => {
-            let cf = Fields { obj: o, prefix: "tool_choice." };
+            let prefix = sub("");
+            let cf = Fields { obj: o, prefix: &prefix };
             match cf.string("type")? {
                 Some("function") | None => {}
-                Some(other) => return Err(ApiError::field("tool_choice.type", format!("'{other}' is not supported (function only)"))),
+                Some(other) => return Err(ApiError::field(&sub("type"), format!("'{other}' is not supported (function only)"))),
             }
-            let func = cf.object("function")?.ok_or_else(|| ApiError::field("tool_choice.function", "is required"))?;
-            let name = Fields { obj: func, prefix: "tool_choice.function." }
-                .string("name")?
-                .ok_or_else(|| ApiError::field("tool_choice.function.name", "is required"))?;
+            let func = cf.object("function")?.ok_or_else(|| ApiError::field(&sub("function"), "is required"))?;
+            let fprefix = sub("function.");
+            let name = Fields { obj: func, prefix: &fprefix }.string("name")?.ok_or_else(|| ApiError::field(&sub("function.name"), "is required"))?;
             if !tools.iter().any(|t| function_name(t) == name) {
-                return Err(ApiError::field("tool_choice.function.name", format!("{name:?} is not among the tools")));
+                return Err(ApiError::field(&sub("function.name"), format!("{name:?} is not among the tools")));
             }
             ToolChoice::Function(name.to_string())
         }
-        Some(other) => return Err(ApiError::field("tool_choice", format!("expected a string or an object, got {}", type_name(other)))),
+        Some(other) => return Err(ApiError::field(&at, format!("expected a string or an object, got {}", type_name(other)))),
     };
     if tools.is_empty() && matches!(choice, ToolChoice::Required | ToolChoice::Function(_)) {
-        return Err(ApiError::field("tool_choice", "needs tools"));
+        return Err(ApiError::field(&at, "needs tools"));
     }
     Ok(choice)
 }

@@ -3,6 +3,8 @@
  * foreign handles, double frees, next after the end, bad options. */
 #include "util.h"
 
+#include <stddef.h>
+
 static const char bad_utf8[] = {'a', (char)0xff, 'b', 0};
 static const gm_message question[] = {{"user", "What is the capital of France?"}};
 
@@ -156,7 +158,8 @@ static void test_generation_errors(gm_model *fixture, gm_model *chat) {
 
   /* Options. */
   gm_generate_options b = o;
-  b.struct_size = sizeof b - 1;
+  /* Smaller than the first release's struct (which ended at chat_template_args). */
+  b.struct_size = offsetof(gm_generate_options, constraint) - 1;
   CHECK(gm_generate_tokens_start(fixture, ids, 3, &b) == NULL, "small struct_size");
   CHECK_ERR("gm_generate_options.struct_size");
   b = o;

@@ -184,6 +184,86 @@ pub fn hf_config(file: &GgufFile) -> Result<Json> {
         }
     }
 
+    // Llama 3.1+ files keep their rope scaling as per-frequency factors (`rope_freqs.weight`).
+    if let Some(t) = file.tensor("rope_freqs.weight").filter(|_| !c.contains_key("rope_scaling")) {
+        let factors = super::quants::dequantize(t.ty, file.tensor_bytes(t), t.n_elements() as usize)?;
+        let orig = file.get_u64(&key("rope.scaling.original_context_length"))?.unwrap_or(8192) as f64;
+        if let Some(s) =
+            llama3_scaling_from_factors(&factors, rope_theta, head_dim as usize, orig).map_err(|e| file.error(format!("'rope_freqs.weight': {e}")))?
+        {
+            c.insert("rope_scaling".into(), s);
+        }
+    }
+
     (arch.config)(file, &mut c)?;
     Ok(Json::Object(c))
+}
+
+/// Llama 3's rope factor of rotated pair `i`: 1 for short wavelengths, `factor` for long ones,
+/// a smooth blend between (what llama.cpp's converter stores in `rope_freqs.weight`).
+pub fn llama3_rope_factor(i: usize, theta: f64, dims: usize, factor: f64, low: f64, high: f64, orig: f64) -> f64 {
+    let wavelen = 2.0 * std::f64::consts::PI * theta.powf(2.0 * i as f64 / dims as f64);
+    if wavelen < orig / high {
+        1.0
+    } else if wavelen > orig / low {
+        factor
+    } else {
+        let smooth = (orig / wavelen - low) / (high - low);
+        1.0 / ((1.0 - smooth) / factor + smooth)
+    }
+}
+
+/// The `rope_scaling` (llama3) whose factors are `factors` (one per rotated pair), or None when
+/// every factor is 1. The band edges come from a line fitted through the blended factors (the
+/// formula depends on `low / orig` and `high / orig` only, so `orig` is taken as given); the
+/// result must reproduce every factor, or the tensor is refused.
+pub fn llama3_scaling_from_factors(factors: &[f32], theta: f64, head_dim: usize, orig: f64) -> std::result::Result<Option<Json>, String> {
+    if factors.len() * 2 != head_dim {
+        return Err(format!("{} factors for head dimension {head_dim} (expected {})", factors.len(), head_dim / 2));
+    }
+    if factors.iter().any(|f| !f.is_finite() || *f <= 0.0) {
+        return Err("factors must be finite and positive".into());
+    }
+    let factor = factors.iter().fold(0f32, |a, &b| a.max(b)) as f64;
+    if (factor - 1.0).abs() < 1e-6 {
+        return Ok(None);
+    }
+    // Blended pairs: s = (1/f - 1/factor) / (1 - 1/factor) is linear in 1/wavelength.
+    let pts: Vec<(f64, f64)> = factors
+        .iter()
+        .enumerate()
+        .filter(|(_, &f)| (f as f64) > 1.0 + 1e-6 && (f as f64) < factor * (1.0 - 1e-6))
+        .map(|(i, &f)| {
+            let x = 1.0 / (2.0 * std::f64::consts::PI * theta.powf(2.0 * i as f64 / head_dim as f64));
+            (x, (1.0 / f as f64 - 1.0 / factor) / (1.0 - 1.0 / factor))
+        })
+        .collect();
+    let (low, high) = if pts.len() >= 2 {
+        let n = pts.len() as f64;
+        let (mx, my) = (pts.iter().map(|p| p.0).sum::<f64>() / n, pts.iter().map(|p| p.1).sum::<f64>() / n);
+        let a = pts.iter().map(|p| (p.0 - mx) * (p.1 - my)).sum::<f64>() / pts.iter().map(|p| (p.0 - mx).powi(2)).sum::<f64>();
+        let b = my - a * mx;
+        let low = -b * orig / a;
+        let round = |v: f64| (v * 1e4).round() / 1e4;
+        (round(low), round(low + orig / a))
+    } else {
+        // Fewer than two blended pairs do not fix the band: Llama 3.1's own edges.
+        (1.0, 4.0)
+    };
+    let ok = low > 0.0
+        && high > low
+        && factors.iter().enumerate().all(|(i, &f)| {
+            let want = llama3_rope_factor(i, theta, head_dim, factor, low, high, orig);
+            ((f as f64) - want).abs() <= 1e-3 * want
+        });
+    if !ok {
+        return Err(format!("the factors do not follow Llama 3's rope scaling (factor {factor}, fitted band {low}..{high} of {orig})"));
+    }
+    Ok(Some(json!({
+        "rope_type": "llama3",
+        "factor": f32_json(factor),
+        "low_freq_factor": f32_json(low),
+        "high_freq_factor": f32_json(high),
+        "original_max_position_embeddings": orig as u64,
+    })))
 }

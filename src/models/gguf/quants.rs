@@ -12,6 +12,14 @@
 //! | Q4_K | 256 | 144 | `d: half, dmin: half, scales: [u8; 12], qs: [u8; 128]`; eight sub-blocks of 32 with 6-bit scale `sc` and min `m`: `x = d*sc * q - dmin*m` |
 //! | Q5_K | 256 | 176 | `d, dmin, scales: [u8; 12], qh: [u8; 32], qs: [u8; 128]`; as Q4_K with a 5th bit from qh |
 //! | Q6_K | 256 | 210 | `ql: [u8; 128], qh: [u8; 64], scales: [i8; 16], d: half`; sixteen sub-blocks of 16: `x = d * sc * (q - 32)` |
+//! | Q2_K | 256 | 84 | `scales: [u8; 16], qs: [u8; 64], d: half, dmin: half`; sixteen sub-blocks of 16, 2-bit q: `x = d*(sc & 15) * q - dmin*(sc >> 4)` |
+//! | Q3_K | 256 | 110 | `hmask: [u8; 32], qs: [u8; 64], scales: [u8; 12], d: half`; sixteen sub-blocks of 16 with 6-bit signed scales: `x = d*(sc - 32) * (q - 4*!h)` |
+//! | IQ4_NL | 32 | 18 | `d: half, qs: [u8; 16]`; `x = d * IQ4_VALUES[q]` (a fixed non-linear table) |
+//! | IQ4_XS | 256 | 136 | `d: half, scales_h: u16, scales_l: [u8; 4], qs: [u8; 128]`; eight sub-blocks of 32 with 6-bit scales: `x = d*(sc - 32) * IQ4_VALUES[q]` |
+//! | MXFP4 | 32 | 17 | `e: u8, qs: [u8; 16]`; OCP microscaling: `x = 2^(e-127) * e2m1(q)` |
+//!
+//! For the 2-, 3- and 4-bit "low" types the low nibble (or 2-bit field) of each byte holds the
+//! earlier element, as in the other types; the exact element order is in each decoder below.
 //!
 //! MLX affine quantisation (verified against `mlx.core.quantize`/`dequantize`/`quantized_matmul`
 //! 0.32.2, see docs/gguf.md): `w = scale * q + bias` per group of `group_size` consecutive
@@ -171,6 +179,25 @@ pub fn k_scale_min(scales: &[u8], j: usize) -> (u8, u8) {
     }
 }
 
+/// IQ4_NL's and IQ4_XS's 16 levels (ggml's `kvalues_iq4nl`).
+pub const IQ4_VALUES: [i8; 16] = [-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113];
+
+/// The e2m1 (FP4) values of the 16 codes, doubled so they are integers (ggml's `kvalues_mxfp4`);
+/// the block scale is halved to match.
+pub const MXFP4_VALUES: [i8; 16] = [0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12];
+
+/// Half of an E8M0 scale, `2^(e-128)`, as f32 (ggml's `ggml_e8m0_to_fp32_half`): exact, with
+/// subnormal results for e < 2.
+pub fn e8m0_half(e: u8) -> f32 {
+    f32::from_bits(if e < 2 { 0x0020_0000u32 << e } else { (e as u32 - 1) << 23 })
+}
+
+/// Low nibbles of a 16-byte run are elements 0..16, high nibbles 16..32 (IQ4_NL, IQ4_XS, MXFP4).
+fn nibbles32(qs: &[u8], table: &[i8; 16], scale: f32, y: &mut Vec<f32>) {
+    y.extend(qs.iter().map(|&q| scale * table[(q & 0x0F) as usize] as f32));
+    y.extend(qs.iter().map(|&q| scale * table[(q >> 4) as usize] as f32));
+}
+
 fn check_len(ty: GgmlType, bytes: &[u8], n: usize) -> Result<()> {
     let (block, size) = ty.block();
     if !n.is_multiple_of(block) || bytes.len() != n / block * size {
@@ -312,6 +339,57 @@ pub fn dequantize(ty: GgmlType, bytes: &[u8], n: usize) -> Result<Vec<f32>> {
                 y.extend_from_slice(&out);
             }
         }
+        GgmlType::Q2_K => {
+            for b in bytes.chunks_exact(bsize) {
+                let (scales, qs) = (&b[0..16], &b[16..80]);
+                let (d, dmin) = (f16_at(b, 80), f16_at(b, 82));
+                // Element e: byte 32*(e/128) + e%32 of qs, bits 2*((e%128)/32); sub-block e/16.
+                y.extend((0..QK_K).map(|e| {
+                    let q = (qs[32 * (e / 128) + e % 32] >> (2 * ((e % 128) / 32))) & 3;
+                    let sc = scales[e / 16];
+                    d * (sc & 0x0F) as f32 * q as f32 - dmin * (sc >> 4) as f32
+                }));
+            }
+        }
+        GgmlType::Q3_K => {
+            for b in bytes.chunks_exact(bsize) {
+                let (hmask, qs, sc) = (&b[0..32], &b[32..96], &b[96..108]);
+                let d = f16_at(b, 108);
+                // Sixteen 6-bit scales: low 4 bits in the nibbles of bytes 0-7, high 2 bits in bytes 8-11.
+                let scale: [f32; 16] = std::array::from_fn(|j| {
+                    let lo = (sc[j % 8] >> (4 * (j / 8))) & 0x0F;
+                    let hi = (sc[8 + j % 4] >> (2 * (j / 4))) & 3;
+                    d * ((lo | (hi << 4)) as i32 - 32) as f32
+                });
+                // Element e: 2 low bits as Q2_K's, the third from bit e/32 of hmask[e%32]; a clear bit subtracts 4.
+                y.extend((0..QK_K).map(|e| {
+                    let lo = ((qs[32 * (e / 128) + e % 32] >> (2 * ((e % 128) / 32))) & 3) as i32;
+                    let h = (hmask[e % 32] >> (e / 32)) & 1;
+                    scale[e / 16] * (lo - if h == 0 { 4 } else { 0 }) as f32
+                }));
+            }
+        }
+        GgmlType::IQ4_NL => {
+            for b in bytes.chunks_exact(bsize) {
+                nibbles32(&b[2..18], &IQ4_VALUES, f16_at(b, 0), &mut y);
+            }
+        }
+        GgmlType::IQ4_XS => {
+            for b in bytes.chunks_exact(bsize) {
+                let d = f16_at(b, 0);
+                let scales_h = u16::from_le_bytes([b[2], b[3]]);
+                let (scales_l, qs) = (&b[4..8], &b[8..136]);
+                for ib in 0..8 {
+                    let ls = ((scales_l[ib / 2] >> (4 * (ib % 2))) & 0x0F) | ((((scales_h >> (2 * ib)) & 3) as u8) << 4);
+                    nibbles32(&qs[16 * ib..16 * ib + 16], &IQ4_VALUES, d * (ls as i32 - 32) as f32, &mut y);
+                }
+            }
+        }
+        GgmlType::MXFP4 => {
+            for b in bytes.chunks_exact(bsize) {
+                nibbles32(&b[1..17], &MXFP4_VALUES, e8m0_half(b[0]), &mut y);
+            }
+        }
         _ => return Err(unsupported(ty)),
     }
     debug_assert_eq!(y.len(), n);
@@ -321,7 +399,8 @@ pub fn dequantize(ty: GgmlType, bytes: &[u8], n: usize) -> Result<Vec<f32>> {
 /// How gomlx hands over a tensor of each type (see docs/gguf.md for the reasons).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Handling {
-    /// Float values (F32/F16/BF16 as they are; Q6_K dequantised exactly in f32).
+    /// Float values (F32/F16/BF16 as they are; Q6_K, Q2_K, Q3_K, IQ4_NL, IQ4_XS and MXFP4
+    /// dequantised exactly in f32).
     Float,
     /// Repacked losslessly into MLX affine quantisation with this many bits, groups of 32.
     Affine { bits: u32 },
@@ -330,7 +409,15 @@ pub enum Handling {
 /// The handling of a type, or an error naming it when gomlx cannot decode it.
 pub fn handling(ty: GgmlType) -> Result<Handling> {
     Ok(match ty {
-        GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 | GgmlType::Q6_K => Handling::Float,
+        GgmlType::F32
+        | GgmlType::F16
+        | GgmlType::BF16
+        | GgmlType::Q6_K
+        | GgmlType::Q2_K
+        | GgmlType::Q3_K
+        | GgmlType::IQ4_NL
+        | GgmlType::IQ4_XS
+        | GgmlType::MXFP4 => Handling::Float,
         GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q4_K => Handling::Affine { bits: 4 },
         GgmlType::Q5_0 | GgmlType::Q5_1 | GgmlType::Q5_K => Handling::Affine { bits: 5 },
         GgmlType::Q8_0 => Handling::Affine { bits: 8 },

@@ -200,7 +200,7 @@ impl GgmlType {
     }
 
     /// The types gomlx decodes.
-    pub const DECODABLE: [GgmlType; 11] = [
+    pub const DECODABLE: [GgmlType; 16] = [
         GgmlType::F32,
         GgmlType::F16,
         GgmlType::BF16,
@@ -212,6 +212,11 @@ impl GgmlType {
         GgmlType::Q4_K,
         GgmlType::Q5_K,
         GgmlType::Q6_K,
+        GgmlType::Q2_K,
+        GgmlType::Q3_K,
+        GgmlType::IQ4_NL,
+        GgmlType::IQ4_XS,
+        GgmlType::MXFP4,
     ];
 
     pub fn is_decodable(self) -> bool {

@@ -13,12 +13,16 @@ public struct Token: Sendable, Hashable {
     public let logprob: Float?
     /// The most likely alternatives (``GenerateOptions/topLogprobs`` of them).
     public let topLogprobs: [TopLogprob]
+    /// The tool calls this token completed (a chat with ``GenerateOptions/tools``);
+    /// ``text`` then carries only the text outside calls.
+    public let toolCalls: [ToolCall]
 
-    init(_ t: gm_token) {
+    init(_ t: gm_token) throws {
         id = t.id == GM_NO_TOKEN ? nil : t.id
         text = t.text.map { String(decoding: UnsafeRawBufferPointer(start: $0, count: t.text_len), as: UTF8.self) } ?? ""
         logprob = t.logprob.isNaN ? nil : t.logprob
         topLogprobs = (0..<t.n_top_logprobs).map { TopLogprob(id: t.top_logprobs[$0].id, logprob: t.top_logprobs[$0].logprob) }
+        toolCalls = try t.tool_calls.map { try ToolCall.parse(String(cString: $0)) } ?? []
     }
 }
 
@@ -234,7 +238,13 @@ extension Generation {
                 t.struct_size = MemoryLayout<gm_token>.size
                 let rc = gm_generate_next(handle, &t)
                 if rc == 1 {
-                    let token = Token(t)
+                    let token: Token
+                    do {
+                        token = try Token(t)
+                    } catch {
+                        result = .failure(error)
+                        break
+                    }
                     state.withLock { $0.received += 1 }
                     continuation.yield(token)
                     continue

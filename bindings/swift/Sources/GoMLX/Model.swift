@@ -1,15 +1,28 @@
 import CGoMLX
 import Foundation
 
-/// A chat message.
+/// A chat message. An assistant message may carry the calls it made
+/// (``toolCalls``, as ``Token/toolCalls`` hands them out); a "tool" message
+/// the result of one (``toolCallID`` and ``name`` of the call, the result in ``content``).
 public struct Message: Sendable, Hashable {
-    /// "system", "user", "assistant", or any role the model's template knows.
+    /// "system", "user", "assistant", "tool", or any role the model's template knows.
     public var role: String
     public var content: String
+    public var toolCalls: [ToolCall]
+    public var toolCallID: String?
+    public var name: String?
 
-    public init(role: String, content: String) {
+    public init(role: String, content: String, toolCalls: [ToolCall] = [], toolCallID: String? = nil, name: String? = nil) {
         self.role = role
         self.content = content
+        self.toolCalls = toolCalls
+        self.toolCallID = toolCallID
+        self.name = name
+    }
+
+    /// A tool's result for the call `call`.
+    public static func tool(_ content: String, for call: ToolCall) -> Message {
+        Message(role: "tool", content: content, toolCallID: call.id, name: call.name)
     }
 
     public static func system(_ content: String) -> Message { Message(role: "system", content: content) }
@@ -152,7 +165,12 @@ public final class Model: Sendable {
     /// Starts the assistant's reply to `messages`, rendered with the model's
     /// own chat template (and ``GenerateOptions/chatTemplateArguments``).
     public func chat(_ messages: [Message], options: GenerateOptions = GenerateOptions()) throws -> Generation {
-        try start("gm_chat_start", options) { h, arena, o in
+        if messages.contains(where: \.needsJSON) {
+            return try start("gm_chat_start_json", options) { h, arena, o in
+                gm_chat_start_json(h, try arena.string(messagesJSON(messages), "messages"), o)
+            }
+        }
+        return try start("gm_chat_start", options) { h, arena, o in
             gm_chat_start(h, try cMessages(messages, arena), messages.count, o)
         }
     }
@@ -333,6 +351,15 @@ public final class ChatSession: Sendable {
         let g = try handle.use { s in
             let arena = CArena()
             var o = try options.c(arena)
+            if messages.contains(where: \.needsJSON) {
+                let json = try arena.string(messagesJSON(messages), "messages")
+                return try withExtendedLifetime(arena) {
+                    guard let g = withUnsafePointer(to: &o, { gm_session_chat_start_json(s, json, $0) }) else {
+                        throw lastError("gm_session_chat_start_json")
+                    }
+                    return g
+                }
+            }
             let msgs = try cMessages(messages, arena)
             return try withExtendedLifetime(arena) {
                 guard let g = withUnsafePointer(to: &o, { gm_session_chat_start(s, msgs, messages.count, $0) }) else {

@@ -133,13 +133,21 @@ public struct GenerateOptions: Sendable, Hashable {
     /// Chat only: extra variables for the model's chat template, e.g.
     /// `["enable_thinking": false]`.
     public var chatTemplateArguments: [String: TemplateValue]
+    /// What the output must be (JSON Schema, JSON object, regex, Lark grammar, choice); nil: free.
+    public var constraint: Constraint?
+    /// Chat only: functions shown to the model's chat template; the reply's
+    /// calls come back parsed in ``Token/toolCalls``.
+    public var tools: [Tool]
+    /// Chat only: whether the model must call a tool.
+    public var toolChoice: ToolChoice
 
     public init(maxTokens: Int? = nil, temperature: Float = 0, topK: Int? = nil, topP: Float? = nil,
                 minP: Float? = nil, repetitionPenalty: Float? = nil, repetitionContextSize: Int? = nil,
                 presencePenalty: Float? = nil, frequencyPenalty: Float? = nil, seed: UInt64? = nil,
                 logprobs: Bool = false, topLogprobs: Int = 0, stop: [String] = [], ignoreEOS: Bool = false,
                 prefillChunk: Int? = nil, logitBias: [UInt32: Float] = [:],
-                chatTemplateArguments: [String: TemplateValue] = [:]) {
+                chatTemplateArguments: [String: TemplateValue] = [:], constraint: Constraint? = nil, tools: [Tool] = [],
+                toolChoice: ToolChoice = .auto) {
         self.maxTokens = maxTokens
         self.temperature = temperature
         self.topK = topK
@@ -157,6 +165,9 @@ public struct GenerateOptions: Sendable, Hashable {
         self.prefillChunk = prefillChunk
         self.logitBias = logitBias
         self.chatTemplateArguments = chatTemplateArguments
+        self.constraint = constraint
+        self.tools = tools
+        self.toolChoice = toolChoice
     }
 
     /// The C options, in memory that `arena` owns.
@@ -196,6 +207,9 @@ public struct GenerateOptions: Sendable, Hashable {
             }
             o.chat_template_args = try arena.string(String(decoding: json, as: UTF8.self), "chatTemplateArguments")
         }
+        if let constraint { o.constraint = try arena.string(constraint.json, "constraint") }
+        if !tools.isEmpty { o.tools = try arena.string("[" + tools.map(\.json).joined(separator: ", ") + "]", "tools") }
+        if let choice = toolChoice.json { o.tool_choice = try arena.string(choice, "toolChoice") }
         return o
     }
 }

@@ -31,7 +31,7 @@ struct GoMLXTests {
         #expect(!info.hasTokenizer)
         #expect(info.vocabSize > 0 && info.numLayers > 0 && info.parameters > 0)
         #expect(info.device == .cpu)
-        #expect(info.quantization?.bits == (name.hasSuffix("_q4") ? 4 : name.hasSuffix("_q8") ? 8 : nil))
+        #expect(info.quantization?.bits == (name.hasSuffix("_q4") || name.hasSuffix("_mxfp4") ? 4 : name.hasSuffix("_q8") ? 8 : nil))
 
         let out = try await model.generate(tokens: c.inputs, options: GenerateOptions(maxTokens: c.greedy.count, ignoreEOS: true))
             .collect()

@@ -522,7 +522,8 @@ fn the_api_key_is_required_on_the_api_routes() {
 /// A full queue answers 429 with Retry-After; SIGTERM lets the running stream finish.
 #[test]
 fn queue_bound_and_sigterm_drain() {
-    let mut s = Server::start(&["--model", smollm().to_str().unwrap(), "--max-queue", "1", "--preload"], &[]);
+    // A drain deadline no loaded CI machine reaches: the stream must finish, not be cut.
+    let mut s = Server::start(&["--model", smollm().to_str().unwrap(), "--max-queue", "1", "--preload", "--drain-timeout", "600"], &[]);
     let body = json!({"messages": [{"role": "user", "content": "Count from one to fifty."}], "max_tokens": 48, "temperature": 0, "stream": true});
     let url = s.url("/v1/chat/completions");
     let b2 = body.to_string();
@@ -548,6 +549,45 @@ fn queue_bound_and_sigterm_drain() {
     let log = s.log_lines();
     assert!(log.iter().any(|l| l.contains("\"event\":\"draining\"")));
     assert!(log.iter().any(|l| l.contains("\"event\":\"stopped\"")));
+}
+
+/// A drain deadline that passes with a stream still running: the model is closed under it
+/// (the stream ends early) and the process exits cleanly, not by an abort of a live engine thread.
+#[test]
+fn drain_deadline_closes_running_streams_and_exits_cleanly() {
+    let mut s = Server::start(&["--model", smollm().to_str().unwrap(), "--preload", "--drain-timeout", "1"], &[]);
+    let body = json!({"messages": [{"role": "user", "content": "Count from one to five hundred."}], "max_tokens": 1500, "temperature": 0, "stream": true});
+    let addr = s.url("").trim_start_matches("http://").trim_end_matches('/').to_string();
+    let running = std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        let mut c = std::net::TcpStream::connect(&addr).unwrap();
+        let b = body.to_string();
+        write!(
+            c,
+            "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{b}",
+            b.len()
+        )
+        .unwrap();
+        let mut out = Vec::new();
+        let _ = c.read_to_end(&mut out);
+        String::from_utf8_lossy(&out).into_owned()
+    });
+    let t = Instant::now();
+    while metric(&s, "gomlx_generated_tokens_total") < 2.0 {
+        assert!(t.elapsed() < Duration::from_secs(60), "no tokens streamed");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let status = s.terminate();
+    assert!(status.success(), "{status:?}: {:?}", s.log_lines());
+    let text = running.join().unwrap();
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    // Cut before its 1500 tokens, with an error event that says why.
+    assert!(text.matches("\"content\"").count() < 1500, "{text}");
+    assert!(text.contains("\"error\"") && text.contains("closed while this generation was running"), "{text}");
+    let log = s.log_lines();
+    assert!(log.iter().any(|l| l.contains("\"event\":\"drain_timeout\"")), "{log:?}");
+    assert!(log.iter().any(|l| l.contains("\"model_unloaded\"") && l.contains("shutdown")), "{log:?}");
+    assert!(log.iter().any(|l| l.contains("\"event\":\"stopped\"")), "{log:?}");
 }
 
 /// Loaded while in use, unloaded once idle for the keep-alive (never before it),

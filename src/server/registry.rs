@@ -198,7 +198,7 @@ impl Registry {
             }
             let idle = loaded.into_iter().filter(|e| e.active() == 0).min_by_key(|e| *e.last_used.lock().unwrap());
             match idle {
-                Some(e) => e.unload("room for another model").await,
+                Some(e) => e.unload("room for another model", false).await,
                 // Every loaded model is in use: load over the budget rather than fail.
                 None => return,
             }
@@ -210,14 +210,16 @@ impl Registry {
         let Some(keep) = self.keep_alive else { return };
         for e in &self.entries {
             if e.is_loaded() && e.active() == 0 && e.idle_for() >= keep {
-                e.unload("keep-alive expired").await;
+                e.unload("keep-alive expired", false).await;
             }
         }
     }
 
+    /// Closes every model, in use or not (after the drain): running generations end within
+    /// one step, and no engine thread outlives the process's exit.
     pub async fn unload_all(&self) {
         for e in &self.entries {
-            e.unload("shutdown").await;
+            e.unload("shutdown", true).await;
         }
     }
 
@@ -245,10 +247,10 @@ impl Entry {
         self.slot.lock().await.as_ref().map(|l| l.engine.clone())
     }
 
-    async fn unload(&self, why: &str) {
+    async fn unload(&self, why: &str, even_in_use: bool) {
         let mut slot = self.slot.lock().await;
         // Checked under the lock: a lease taken meanwhile holds the slot first.
-        if self.active() > 0 {
+        if self.active() > 0 && !even_in_use {
             return;
         }
         if let Some(l) = slot.take() {

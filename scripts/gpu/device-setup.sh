@@ -1,7 +1,7 @@
 # Sourced by device-run-*.sh on the GPU machine (files packed by scripts/gpu/pack): the
 # environment, and once per machine the install (wheels, mlx-c built against the CUDA MLX).
 # Paths are those of the lent H100/H200 image: the torch venv in /opt/torch holds the NVIDIA libraries.
-R=/work/main; D=$PWD/.whl/dev2
+R=/work/main; D=${PACK:-/tmp/g}
 step() { echo; echo "=== $* ($(date +%T))"; }
 # Prints one `gomlx bench --json` report's ratios, greedy agreement and decode profile
 # (or the tail of its .err file when the bench left no report).
@@ -14,7 +14,7 @@ export PYTHONPATH=/tmp/site
 B=/tmp/bin
 if [ ! -e /tmp/mlxc/libmlxc.so ]; then
   step install
-  cat /tmp/g/cudawhl.part.aa $D/cudawhl.part.ab > /tmp/g/mlx_cuda_13-0.32.2-py3-none-manylinux_2_35_x86_64.whl
+  cat $D/cudawhl.part.* > /tmp/g/mlx_cuda_13-0.32.2-py3-none-manylinux_2_35_x86_64.whl
   python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site /tmp/g/mlx_cuda_13-0.32.2-py3-none-manylinux_2_35_x86_64.whl $D/mlx-0.32.2-*.whl $D/mlx_lm-*.whl || exit 1
   # The wheel's libmlx finds cuDNN/cuBLAS/NCCL in ../../nvidia (pip's layout): the image's torch
   # venv has them. Its nvidia/cu13/include lacks crt/ (pip's nvidia-cuda-crt), so MLX's JIT is

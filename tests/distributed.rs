@@ -42,6 +42,22 @@ fn run_ranks(test: &str, n: usize) -> Vec<String> {
                 .unwrap()
         })
         .collect();
+    // Drained while the ranks run: a full pipe would block a rank writing its logits.
+    let readers: Vec<_> = children
+        .iter_mut()
+        .map(|c| {
+            let (mut out, mut err) = (c.stdout.take().unwrap(), c.stderr.take().unwrap());
+            std::thread::spawn(move || {
+                let (mut o, mut e) = (String::new(), String::new());
+                let t = std::thread::spawn(move || {
+                    let _ = std::io::Read::read_to_string(&mut err, &mut e);
+                    e
+                });
+                let _ = std::io::Read::read_to_string(&mut out, &mut o);
+                (o, t.join().unwrap())
+            })
+        })
+        .collect();
     let start = Instant::now();
     let mut done = vec![None; n];
     while done.iter().any(Option::is_none) {
@@ -59,13 +75,14 @@ fn run_ranks(test: &str, n: usize) -> Vec<String> {
         std::thread::sleep(Duration::from_millis(20));
     }
     let _ = std::fs::remove_file(&hosts);
-    children
+    readers
         .into_iter()
+        .zip(done)
         .enumerate()
-        .map(|(rank, c)| {
-            let out = c.wait_with_output().unwrap();
-            let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned());
-            assert!(out.status.success(), "rank {rank} of {test} failed: {}\n{stdout}\n{stderr}", out.status);
+        .map(|(rank, (r, status))| {
+            let (stdout, stderr) = r.join().unwrap();
+            let status = status.unwrap();
+            assert!(status.success(), "rank {rank} of {test} failed: {status}\n{stdout}\n{stderr}");
             stdout
         })
         .collect()
@@ -130,4 +147,143 @@ fn a_missing_host_file_is_a_clear_error() {
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success() && stdout.contains("result: []"), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+}
+
+// ---- Tensor parallel: a split model against the whole one ----
+
+/// 40 tokens: with 2 experts per token, 80 (token, expert) pairs take the
+/// sorted mixture-of-experts path (`MOE_SORT_AT`); decode takes the other.
+const PROMPT: [u32; 40] = {
+    let mut p = [0u32; 40];
+    let mut i = 0;
+    while i < 40 {
+        p[i] = (i as u32 * 37 + 1) % 256;
+        i += 1;
+    }
+    p
+};
+const GREEDY: usize = 6;
+
+/// Logits of `PROMPT` (all positions, flattened) and the greedy tokens after it,
+/// on the CPU in float32; split over the ring group when `distributed`.
+fn run_model(fixture: &str, distributed: bool, dequantize: Option<bool>) -> gomlx::Result<(Vec<f32>, Vec<u32>)> {
+    use gomlx::models::{LoadOptions, Logits, Model};
+    gomlx::mlx::stream::set_thread_stream(gomlx::mlx::Stream::new(gomlx::mlx::DeviceKind::Cpu)?);
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/models").join(fixture);
+    let opts = LoadOptions { dtype: Some(Dtype::F32), dequantize, distributed: distributed.then(|| "ring".to_string()), ..Default::default() };
+    let model = Model::load(&path, &opts)?;
+    if distributed {
+        // Really split: this rank holds part of the weights.
+        let info = model.info();
+        assert!(info.ranks > 1 && info.rank == as_rank().unwrap(), "rank {} of {}", info.rank, info.ranks);
+    }
+    let mut caches = model.new_caches();
+    let tokens = Array::from_slice(&PROMPT, &[1, PROMPT.len() as i32])?;
+    let logits = model.forward(&tokens, &mut caches, None, Logits::All)?;
+    let v = logits.dim(-1) as usize;
+    let all = logits.to_vec::<f32>()?;
+    let argmax = |row: &[f32]| row.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map(|(i, _)| i as u32).unwrap();
+    let mut next = argmax(&all[all.len() - v..]);
+    let mut greedy = vec![next];
+    while greedy.len() < GREEDY {
+        let l = model.forward(&Array::from_slice(&[next], &[1, 1])?, &mut caches, None, Logits::Last)?.to_vec::<f32>()?;
+        next = argmax(&l);
+        greedy.push(next);
+    }
+    Ok((all, greedy))
+}
+
+/// Runs `test` as `ranks` ranks splitting `fixture` and checks every rank
+/// against the whole model: the same greedy tokens, and logits within
+/// `LOGIT_TOLERANCE` (float32 sums taken in another order: per rank, then across ranks).
+fn check_split(test: &str, fixture: &str, ranks: usize, dequantize: Option<bool>) {
+    if let Some(rank) = as_rank() {
+        let (logits, tokens) = run_model(fixture, true, dequantize).unwrap();
+        println!("rank {rank}");
+        println!("tokens: {}", serde_json::to_string(&tokens).unwrap());
+        println!("result: {}", serde_json::to_string(&logits).unwrap());
+        return;
+    }
+    let (whole, greedy) = run_model(fixture, false, dequantize).unwrap();
+    let outs = run_ranks(test, ranks);
+    for (rank, out) in outs.iter().enumerate() {
+        let got = result_of(out);
+        assert_eq!(got.len(), whole.len(), "{fixture} rank {rank}: logits count");
+        let worst = got.iter().zip(&whole).map(|(a, b)| (a - b).abs() / (1.0 + b.abs())).fold(0f32, f32::max);
+        eprintln!("{fixture} over {ranks} ranks, rank {rank}: largest logit difference {worst:e} (relative to 1 + |logit|)");
+        assert!(worst <= LOGIT_TOLERANCE, "{fixture} over {ranks} ranks, rank {rank}: logits differ by {worst:e}");
+        let tokens: Vec<u32> = serde_json::from_str(out.lines().find_map(|l| l.strip_prefix("tokens: ")).unwrap()).unwrap();
+        assert_eq!(tokens, greedy, "{fixture} over {ranks} ranks, rank {rank}: greedy tokens");
+    }
+}
+
+/// |split - whole| / (1 + |whole|) for each logit. The products of a rank sum
+/// fewer terms and the ranks' partial sums are added after: float32 rounding
+/// of sums of ~100 terms of these models (measured: docs/distributed.md).
+const LOGIT_TOLERANCE: f32 = 3e-5;
+
+#[test]
+fn dense_llama_tied_over_2_ranks() {
+    check_split("dense_llama_tied_over_2_ranks", "llama_tied", 2, None);
+}
+
+#[test]
+fn dense_llama_tied_over_4_ranks() {
+    check_split("dense_llama_tied_over_4_ranks", "llama_tied", 4, None);
+}
+
+#[test]
+fn gqa_qwen3_over_2_ranks() {
+    check_split("gqa_qwen3_over_2_ranks", "qwen3_qknorm", 2, None);
+}
+
+#[test]
+fn gqa_qwen3_over_4_ranks() {
+    // 2 kv heads over 4 ranks: each pair of ranks holds the kv head its query heads read.
+    check_split("gqa_qwen3_over_4_ranks", "qwen3_qknorm", 4, None);
+}
+
+#[test]
+fn moe_mixtral_over_2_ranks() {
+    check_split("moe_mixtral_over_2_ranks", "mixtral", 2, None);
+}
+
+#[test]
+fn moe_qwen3_moe_over_4_ranks() {
+    check_split("moe_qwen3_moe_over_4_ranks", "qwen3_moe", 4, None);
+}
+
+#[test]
+fn quantized_qwen3_moe_q4_over_2_ranks() {
+    // Kept quantised (not expanded at load): packed weights, scales and biases are split.
+    check_split("quantized_qwen3_moe_q4_over_2_ranks", "qwen3_moe_q4", 2, Some(false));
+}
+
+/// What each rank of `test` reports when loading `fixture` split over the ring group fails.
+fn split_error(test: &str, fixture: &str, ranks: usize) -> Option<Vec<String>> {
+    if as_rank().is_some() {
+        let e = run_model(fixture, true, Some(false)).map(|_| ()).unwrap_err().to_string();
+        println!("result: []");
+        println!("error: {e}");
+        return None;
+    }
+    let outs = run_ranks(test, ranks);
+    Some(outs.iter().map(|o| o.lines().find_map(|l| l.strip_prefix("error: ")).unwrap().to_string()).collect())
+}
+
+#[test]
+fn heads_that_do_not_divide_are_refused() {
+    let Some(errors) = split_error("heads_that_do_not_divide_are_refused", "llama_tied", 3) else { return };
+    for e in errors {
+        assert!(e.contains("4 attention heads do not divide by 3"), "{e}");
+    }
+}
+
+#[test]
+fn a_split_through_a_quantisation_group_is_refused() {
+    // o_proj's 64 inputs in groups of 32: 4 ranks would get half a group each.
+    let Some(errors) = split_error("a_split_through_a_quantisation_group_is_refused", "llama_tied_q4", 4) else { return };
+    for e in errors {
+        assert!(e.contains("o_proj") && e.contains("quantisation group"), "{e}");
+    }
 }

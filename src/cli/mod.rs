@@ -205,6 +205,20 @@ pub struct EngineArgs {
     /// e.g. --tune compile=true --tune gpu_dense_qmm_rows=64.
     #[arg(long, value_name = "NAME=VALUE")]
     pub tune: Vec<String>,
+    /// Split the model over the ranks of an MLX distributed group (tensor
+    /// parallel; every rank runs the same command, rank 0 prints; docs/distributed.md).
+    /// Default: GOMLX_DISTRIBUTED, else off.
+    #[arg(long, value_enum, value_name = "BACKEND")]
+    pub distributed: Option<DistributedArg>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum DistributedArg {
+    Ring,
+    Nccl,
+    Mpi,
+    Jaccl,
+    Any,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -230,6 +244,7 @@ impl EngineArgs {
             context_length: self.context_length,
             widen: self.weights.map(|w| w == WeightsArg::Widened),
             adapter: self.adapter_path.clone(),
+            distributed: self.distributed.and_then(|d| d.to_possible_value()).map(|v| v.get_name().to_string()),
             ..Default::default()
         };
         for t in &self.tune {
@@ -384,7 +399,26 @@ pub fn load_engine(args: &ModelArgs) -> CliResult<(Engine, f64)> {
         pb.finish_and_clear();
     }
     let engine = engine?;
+    if engine.info().rank != 0 {
+        // SPMD: every rank runs the same command; rank 0 alone prints (docs/distributed.md).
+        silence_stdout()?;
+    }
     Ok((engine, t.elapsed().as_secs_f64()))
+}
+
+/// Points this process's stdout at /dev/null (a follower rank of a split model).
+fn silence_stdout() -> CliResult<()> {
+    use std::os::fd::AsRawFd;
+    extern "C" {
+        fn dup2(old: i32, new: i32) -> i32;
+    }
+    std::io::stdout().flush()?;
+    let null = std::fs::OpenOptions::new().write(true).open("/dev/null")?;
+    // The file stays open until dup2 has copied its descriptor onto stdout's.
+    if unsafe { dup2(null.as_raw_fd(), std::io::stdout().as_raw_fd()) } < 0 {
+        return Err(runtime(format!("cannot silence stdout of a follower rank: {}", std::io::Error::last_os_error())));
+    }
+    Ok(())
 }
 
 /// Writes to stdout and flushes (streamed tokens appear as they come).

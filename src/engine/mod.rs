@@ -55,6 +55,9 @@ pub struct EngineOptions {
     pub cpu_dense_qmm_rows: Option<usize>,
     pub gpu_dense_qmm_rows: Option<usize>,
     pub cpu_split_out: Option<usize>,
+    /// Split the model over the MLX distributed group of this backend (ring,
+    /// nccl, mpi, jaccl, any; `LoadOptions::distributed`, docs/distributed.md).
+    pub distributed: Option<String>,
     /// Most generations decoding in one batch; more wait for a row. None: 64
     /// on a GPU, 32 on the CPU (`DEFAULT_MAX_BATCH`).
     pub max_batch: Option<usize>,
@@ -88,9 +91,10 @@ impl EngineOptions {
             "cpu_dense_qmm_rows" => self.cpu_dense_qmm_rows = Some(count()?),
             "gpu_dense_qmm_rows" => self.gpu_dense_qmm_rows = Some(count()?),
             "cpu_split_out" => self.cpu_split_out = Some(count()?),
+            "distributed" => self.distributed = Some(value.trim().to_string()),
             _ => {
                 return Err(Error::InvalidArgument(format!(
-                    "unknown knob '{name}' (known: widen, dequantize, memory_budget, fuse_projections, compile, cpu_dense_qmm_rows, gpu_dense_qmm_rows, cpu_split_out)"
+                    "unknown knob '{name}' (known: widen, dequantize, memory_budget, fuse_projections, compile, cpu_dense_qmm_rows, gpu_dense_qmm_rows, cpu_split_out, distributed)"
                 )))
             }
         }
@@ -110,6 +114,7 @@ impl EngineOptions {
             gpu_dense_qmm_rows: self.gpu_dense_qmm_rows,
             cpu_split_out: self.cpu_split_out,
             adapter: self.adapter.clone(),
+            distributed: self.distributed.clone(),
         }
     }
 }

@@ -148,6 +148,8 @@ pub(crate) fn load_settings(ptr: *const gm_load_options) -> Result<LoadSettings>
         cpu_dense_qmm_rows: rows(o.cpu_dense_qmm_rows),
         gpu_dense_qmm_rows: rows(o.gpu_dense_qmm_rows),
         cpu_split_out: rows(o.cpu_split_out),
+        // Hosts split a model with GOMLX_DISTRIBUTED (`tuning::distributed`).
+        distributed: None,
         max_batch: (o.max_batch != 0).then_some(o.max_batch),
         prefix_cache_bytes: (o.prefix_cache_bytes != 0).then_some(o.prefix_cache_bytes),
     };

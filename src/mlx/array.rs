@@ -179,6 +179,18 @@ impl Array {
         Ok(Array { raw })
     }
 
+    /// An array copied from raw little-endian `bytes` of `dtype` with the given shape
+    /// (e.g. a slice of a safetensors file).
+    pub fn from_bytes(bytes: &[u8], shape: &[i32], dtype: Dtype) -> Result<Array> {
+        let n: i64 = shape.iter().map(|&d| d as i64).product();
+        if shape.iter().any(|&d| d < 0) || n as usize * dtype.size() != bytes.len() {
+            return Err(Error::InvalidArgument(format!("shape {shape:?} of {dtype} takes {} bytes but {} were given", n as usize * dtype.size(), bytes.len())));
+        }
+        status::init();
+        let raw = unsafe { sys::mlx_array_new_data(bytes.as_ptr() as *const c_void, shape.as_ptr(), shape.len() as i32, dtype.raw()) };
+        Ok(Array { raw })
+    }
+
     /// A 0-d array holding `value`.
     pub fn scalar<T: Element>(value: T) -> Array {
         Array::from_slice(&[value], &[]).expect("a scalar always has a valid shape")

@@ -215,7 +215,7 @@ pub enum MoeAct {
 }
 
 /// Inference-only layer construction choices (see `LoadOptions`).
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Build {
     /// One matmul for q/k/v (weights concatenated at load; gate/up stay apart).
     pub fuse_projections: bool,
@@ -223,6 +223,8 @@ pub struct Build {
     pub compile_activations: bool,
     /// How products run on the device.
     pub products: super::strategy::Products,
+    /// This rank's part of a tensor-parallel group (`shard`); None: the whole model.
+    pub shard: Option<super::shard::Shard>,
 }
 
 fn get<'a>(obj: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {

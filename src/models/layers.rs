@@ -19,6 +19,50 @@ pub struct Linear {
     pub lora: Option<Lora>,
     /// How products run on this device (`strategy`).
     pub products: Products,
+    /// The tensor-parallel step after the product (`shard`), before the bias.
+    pub collective: Option<Collective>,
+}
+
+/// How a sharded projection's partial outputs become the whole one.
+#[derive(Clone)]
+pub enum Collective {
+    /// Row-split (o_proj, down_proj): each rank's product is a partial sum.
+    Sum(std::sync::Arc<mlx::distributed::Group>),
+    /// Vocabulary-split output head: each rank's logits are its `rows`-wide
+    /// slice of `vocab`, gathered in rank order.
+    GatherVocab(std::sync::Arc<mlx::distributed::Group>, i32),
+}
+
+impl Collective {
+    /// The collective of the projection at `path` under `cfg`'s shard, if any.
+    fn of(cfg: &ModelConfig, path: &str) -> Option<Collective> {
+        let s = cfg.build.shard.as_ref()?;
+        if path.ends_with("self_attn.o_proj") || path.ends_with("mlp.down_proj") {
+            Some(Collective::Sum(s.group.clone()))
+        } else if path == "lm_head" {
+            Some(Collective::GatherVocab(s.group.clone(), s.vocab as i32))
+        } else {
+            None
+        }
+    }
+
+    fn apply(&self, y: &Array) -> Result<Array> {
+        match self {
+            Collective::Sum(g) => g.all_sum(y),
+            Collective::GatherVocab(g, vocab) => gather_vocab(g, y, *vocab),
+        }
+    }
+}
+
+/// Every rank's `[.., rows]` logits side by side as `[.., vocab]` (the last
+/// rank's zero padding dropped): all_gather joins axis 0, so the vocabulary
+/// axis goes first and back.
+fn gather_vocab(g: &mlx::distributed::Group, y: &Array, vocab: i32) -> Result<Array> {
+    let n = y.ndim() as i32;
+    let front: Vec<i32> = std::iter::once(n - 1).chain(0..n - 1).collect();
+    let back: Vec<i32> = (1..n).chain(std::iter::once(0)).collect();
+    let all = g.all_gather(&y.transpose(&front)?.contiguous()?)?;
+    all.slice_axis(0, 0, vocab)?.transpose(&back)
 }
 
 pub enum LinearBase {
@@ -49,13 +93,19 @@ fn load_matrix(w: &mut Weights, path: &str, rows: usize, cols: usize, quant: Opt
 
 impl Linear {
     pub fn load(w: &mut Weights, cfg: &ModelConfig, path: &str, in_dim: usize, out_dim: usize, bias: bool) -> Result<Linear> {
-        let (weight, quant) = load_matrix(w, path, out_dim, in_dim, cfg.quantization.for_module(path))?;
+        let collective = Collective::of(cfg, path);
+        // A vocabulary-split head holds its rank's rows (`shard`).
+        let rows = match (&collective, &cfg.build.shard) {
+            (Some(Collective::GatherVocab(..)), Some(s)) => s.vocab_rows(),
+            _ => out_dim,
+        };
+        let (weight, quant) = load_matrix(w, path, rows, in_dim, cfg.quantization.for_module(path))?;
         let bias = if bias { Some(w.take_shaped(&format!("{path}.bias"), &[out_dim])?) } else { None };
         let base = match quant {
             Some((scales, biases, q)) => LinearBase::Quantized { w: weight, scales, biases, q, bias },
             None => LinearBase::Dense { wt: weight.transpose(&[])?, bias },
         };
-        Ok(Linear { base, lora: None, products: cfg.build.products })
+        Ok(Linear { base, lora: None, products: cfg.build.products, collective })
     }
 
     /// The frozen base projection alone.
@@ -65,6 +115,10 @@ impl Linear {
             LinearBase::Dense { wt, bias } if wt.dtype() == x.dtype() => (x.matmul(wt)?, bias),
             LinearBase::Dense { wt, bias } => (dense_product(x, &wt.transpose(&[])?)?, bias),
             LinearBase::Quantized { w, scales, biases, q, bias } => (quantized_product(x, w, scales, biases, q, &self.products)?, bias),
+        };
+        let y = match &self.collective {
+            Some(c) => c.apply(&y)?,
+            None => y,
         };
         match bias {
             Some(b) => y.add(b),
@@ -102,6 +156,9 @@ impl Linear {
     pub fn fuse(parts: Vec<Linear>) -> Result<Linear> {
         if parts.iter().any(|p| p.lora.is_some()) {
             return Err(Error::InvalidArgument("a projection with a LoRA adapter cannot be fused".into()));
+        }
+        if parts.iter().any(|p| p.collective.is_some()) {
+            return Err(Error::InvalidArgument("a row-split or vocabulary-split projection cannot be fused".into()));
         }
         let has_bias = |b: &LinearBase| match b {
             LinearBase::Dense { bias, .. } | LinearBase::Quantized { bias, .. } => bias.is_some(),
@@ -158,7 +215,7 @@ impl Linear {
                 LinearBase::Quantized { w: mlx::concatenate(&ws, 0)?, scales: mlx::concatenate(&ss, 0)?, biases: mlx::concatenate(&bs, 0)?, q: *q0, bias }
             }
         };
-        Ok(Linear { base, lora: None, products: parts[0].products })
+        Ok(Linear { base, lora: None, products: parts[0].products, collective: None })
     }
 
     pub fn arrays(&self) -> Vec<&Array> {
@@ -240,25 +297,74 @@ impl Fanout {
 /// Token embedding table; also the output projection when embeddings are tied.
 /// `dtype` is the compute dtype: rows are cast to it (the table may be kept
 /// narrower, see `policy`).
-pub enum Embedding {
+pub struct Embedding {
+    table: Table,
+    /// The vocabulary split across ranks (`shard`): this rank holds rows
+    /// `start..start + rows` (zero-padded to the same count on every rank).
+    split: Option<VocabSplit>,
+}
+
+enum Table {
     Dense { table: Array, dtype: mlx::Dtype },
     Quantized { w: Array, scales: Array, biases: Array, q: Quant, dtype: mlx::Dtype, products: Products },
 }
 
+struct VocabSplit {
+    group: std::sync::Arc<mlx::distributed::Group>,
+    start: i32,
+    /// Real (unpadded) rows of this rank.
+    rows: i32,
+    vocab: i32,
+}
+
 impl Embedding {
     pub fn load(w: &mut Weights, cfg: &ModelConfig, path: &str) -> Result<Embedding> {
-        let (weight, quant) = load_matrix(w, path, cfg.vocab_size, cfg.hidden_size, cfg.quantization.for_module(path))?;
+        let split = cfg.build.shard.as_ref().map(|s| {
+            let start = s.vocab_start().min(s.vocab);
+            VocabSplit { group: s.group.clone(), start: start as i32, rows: ((start + s.vocab_rows()).min(s.vocab) - start) as i32, vocab: s.vocab as i32 }
+        });
+        let rows = cfg.build.shard.as_ref().map_or(cfg.vocab_size, |s| s.vocab_rows());
+        let (weight, quant) = load_matrix(w, path, rows, cfg.hidden_size, cfg.quantization.for_module(path))?;
         let dtype = cfg.dtype;
-        Ok(match quant {
-            Some((scales, biases, q)) => Embedding::Quantized { w: weight, scales, biases, q, dtype, products: cfg.build.products },
-            None => Embedding::Dense { table: weight, dtype },
-        })
+        let table = match quant {
+            Some((scales, biases, q)) => Table::Quantized { w: weight, scales, biases, q, dtype, products: cfg.build.products },
+            None => Table::Dense { table: weight, dtype },
+        };
+        Ok(Embedding { table, split })
     }
 
     /// Rows of `tokens` (`[B, L]`) → `[B, L, H]` in the compute dtype; quantised rows are dequantised.
+    /// Split: each rank looks up the tokens it holds (zeros for the others) and the ranks sum.
     pub fn forward(&self, tokens: &Array) -> Result<Array> {
+        let Some(s) = &self.split else { return self.table.rows(tokens) };
+        let local = tokens.astype(mlx::Dtype::I32)?.subtract(&Array::scalar(s.start))?;
+        let mine = local.greater_equal(&Array::scalar(0i32))?.logical_and(&local.less(&Array::scalar(s.rows))?)?;
+        let idx = mlx::where_(&mine, &local, &Array::scalar(0i32))?;
+        let rows = self.table.rows(&idx)?;
+        let rows = rows.multiply(&mine.expand_dims(&[-1])?.astype(rows.dtype())?)?;
+        s.group.all_sum(&rows)
+    }
+
+    /// `x Eᵀ`: logits through the tied table (widened in pieces where it is
+    /// kept narrower than x, or quantised with several rows on the CPU);
+    /// split, each rank's slice of the vocabulary gathered.
+    pub fn as_linear(&self, x: &Array) -> Result<Array> {
+        let y = self.table.as_linear(x)?;
+        match &self.split {
+            Some(s) => gather_vocab(&s.group, &y, s.vocab),
+            None => Ok(y),
+        }
+    }
+
+    pub fn arrays(&self) -> Vec<&Array> {
+        self.table.arrays()
+    }
+}
+
+impl Table {
+    fn rows(&self, tokens: &Array) -> Result<Array> {
         match self {
-            Embedding::Dense { table, dtype } => {
+            Table::Dense { table, dtype } => {
                 let rows = table.take(tokens, 0)?;
                 if rows.dtype() == *dtype {
                     Ok(rows)
@@ -266,26 +372,24 @@ impl Embedding {
                     rows.astype(*dtype)
                 }
             }
-            Embedding::Quantized { w, scales, biases, q, dtype, .. } => {
+            Table::Quantized { w, scales, biases, q, dtype, .. } => {
                 let (rw, rs, rb) = (w.take(tokens, 0)?, scales.take(tokens, 0)?, biases.take(tokens, 0)?);
                 mlx::dequantize(&rw, &rs, &rb, q.group_size, q.bits, Some(*dtype))
             }
         }
     }
 
-    /// `x Eᵀ`: logits through the tied table (widened in pieces where it is
-    /// kept narrower than x, or quantised with several rows on the CPU).
-    pub fn as_linear(&self, x: &Array) -> Result<Array> {
+    fn as_linear(&self, x: &Array) -> Result<Array> {
         match self {
-            Embedding::Dense { table, .. } => dense_product(x, table),
-            Embedding::Quantized { w, scales, biases, q, products, .. } => quantized_product(x, w, scales, biases, q, products),
+            Table::Dense { table, .. } => dense_product(x, table),
+            Table::Quantized { w, scales, biases, q, products, .. } => quantized_product(x, w, scales, biases, q, products),
         }
     }
 
-    pub fn arrays(&self) -> Vec<&Array> {
+    fn arrays(&self) -> Vec<&Array> {
         match self {
-            Embedding::Dense { table, .. } => vec![table],
-            Embedding::Quantized { w, scales, biases, .. } => vec![w, scales, biases],
+            Table::Dense { table, .. } => vec![table],
+            Table::Quantized { w, scales, biases, .. } => vec![w, scales, biases],
         }
     }
 }
@@ -844,6 +948,14 @@ pub struct MoeBlock {
     top_k: i32,
     norm_topk_prob: bool,
     act: ExpertAct,
+    /// Expert parallelism (`shard`): this rank holds experts `first..first + count`.
+    split: Option<ExpertSplit>,
+}
+
+struct ExpertSplit {
+    group: std::sync::Arc<mlx::distributed::Group>,
+    first: i32,
+    count: i32,
 }
 
 /// An expert's activation: the gated MLP's SiLU, or gpt-oss's clamped variant.
@@ -876,8 +988,12 @@ impl MoeBlock {
         let p = format!("model.layers.{layer}.{}", moe.path);
         let x = format!("{p}.{}", moe.experts_path);
         let (h, i, e, b) = (cfg.hidden_size, moe.intermediate_size, moe.experts, moe.bias);
+        // Split: the router scores every expert; `e` are this rank's.
+        let split = cfg.build.shard.as_ref().map(|s| ExpertSplit { group: s.group.clone(), first: s.expert_start() as i32, count: e as i32 });
+        let all = cfg.build.shard.as_ref().map_or(e, |s| s.experts);
         Ok(MoeBlock {
-            router: Linear::load(w, cfg, &format!("{p}.{}", moe.router), h, e, b)?,
+            split,
+            router: Linear::load(w, cfg, &format!("{p}.{}", moe.router), h, all, b)?,
             gate_proj: SwitchLinear::load(w, cfg, &format!("{x}.gate_proj"), e, h, i, b)?,
             up_proj: SwitchLinear::load(w, cfg, &format!("{x}.up_proj"), e, h, i, b)?,
             down_proj: SwitchLinear::load(w, cfg, &format!("{x}.down_proj"), e, i, h, b)?,
@@ -899,6 +1015,16 @@ impl MoeBlock {
         if self.norm_topk_prob {
             scores = scores.divide(&scores.sum(&[-1], true)?)?;
         }
+        // Split: other ranks' experts weigh 0 here (and run as local expert 0).
+        let idx = match &self.split {
+            Some(s) => {
+                let local = idx.astype(mlx::Dtype::I32)?.subtract(&Array::scalar(s.first))?;
+                let mine = local.greater_equal(&Array::scalar(0i32))?.logical_and(&local.less(&Array::scalar(s.count))?)?;
+                scores = scores.multiply(&mine.astype(scores.dtype())?)?;
+                mlx::where_(&mine, &local, &Array::scalar(0i32))?.astype(mlx::Dtype::U32)?
+            }
+            None => idx,
+        };
         let n = b * l * k;
         let y = if n >= MOE_SORT_AT {
             // One row per (token, expert) pair, ordered by expert.
@@ -912,7 +1038,11 @@ impl MoeBlock {
         } else {
             self.experts(&x.reshape(&[b, l, 1, 1, h])?, &idx, false)?.reshape(&[b, l, k, h])?
         };
-        y.multiply(&scores.astype(y.dtype())?.expand_dims(&[-1])?)?.sum(&[2], false)
+        let y = y.multiply(&scores.astype(y.dtype())?.expand_dims(&[-1])?)?.sum(&[2], false)?;
+        match &self.split {
+            Some(s) => s.group.all_sum(&y),
+            None => Ok(y),
+        }
     }
 
     fn experts(&self, x: &Array, idx: &Array, sorted: bool) -> Result<Array> {

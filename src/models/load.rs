@@ -4,11 +4,14 @@
 //! The engine, training and the CLI all load through here.
 
 use super::gguf::{self, GgufModel};
+use super::shard::Shard;
 use super::{adapters, LoadOptions, Model};
+use crate::mlx::distributed::Group;
 use crate::mlx::Dtype;
 use crate::text::Tokenizer;
 use crate::{Error, Result};
 use std::path::Path;
+use std::sync::Arc;
 
 /// A loaded model and its tokenizer (None for a directory without tokenizer files).
 pub struct Loaded {
@@ -36,7 +39,14 @@ pub(super) fn load_parts(path: &Path, opts: &LoadOptions, want_tokenizer: bool) 
     }
     // Adapters attach to each projection, so a model with one keeps q/k/v separate.
     let opts = &LoadOptions { fuse_projections: if opts.adapter.is_some() { Some(false) } else { opts.fuse_projections }, ..opts.clone() };
-    let mut loaded = if is_gguf(path) { load_gguf(path, opts, want_tokenizer)? } else { load_dir(path, opts, want_tokenizer)? };
+    let group = match super::tuning::distributed(opts) {
+        Some(backend) if opts.adapter.is_some() => {
+            return Err(Error::InvalidArgument(format!("a LoRA adapter cannot be applied to a model split over ranks (distributed '{backend}')")))
+        }
+        Some(backend) => super::shard::join(&backend)?,
+        None => None,
+    };
+    let mut loaded = if is_gguf(path) { load_gguf(path, opts, want_tokenizer, group)? } else { load_dir(path, opts, want_tokenizer, group)? };
     if let Some(dir) = &opts.adapter {
         adapters::apply_adapter_dir(&mut loaded.model, dir, path)?;
     }
@@ -46,13 +56,13 @@ pub(super) fn load_parts(path: &Path, opts: &LoadOptions, want_tokenizer: bool) 
 /// A directory: the tokenizer (0.2-0.9 s of JSON parsing for 128k-262k
 /// vocabularies) is built on a second thread while this one, which owns the MLX
 /// stream, reads the weights; it touches no MLX state.
-fn load_dir(dir: &Path, opts: &LoadOptions, want_tokenizer: bool) -> Result<Loaded> {
+fn load_dir(dir: &Path, opts: &LoadOptions, want_tokenizer: bool, group: Option<Arc<Group>>) -> Result<Loaded> {
     std::thread::scope(|scope| {
         let tokenizer = match want_tokenizer && dir.join("tokenizer.json").is_file() {
             true => Some(tokenizer_thread(scope, dir, || Tokenizer::from_dir(dir))?),
             false => None,
         };
-        let model = Model::load_dir(dir, opts);
+        let model = Model::load_dir(dir, opts, group);
         // The model's error first: it is the more fundamental one.
         let tokenizer = tokenizer.map(|t| join_tokenizer(t, dir)).transpose();
         Ok(Loaded { model: model?, tokenizer: tokenizer? })
@@ -62,7 +72,7 @@ fn load_dir(dir: &Path, opts: &LoadOptions, want_tokenizer: bool) -> Result<Load
 /// A GGUF file: the compute dtype defaults to float32 (the file's quantisation
 /// scales are exact in it); the tokenizer is built from the metadata on a
 /// second thread while this one converts the tensors.
-fn load_gguf(path: &Path, opts: &LoadOptions, want_tokenizer: bool) -> Result<Loaded> {
+fn load_gguf(path: &Path, opts: &LoadOptions, want_tokenizer: bool, group: Option<Arc<Group>>) -> Result<Loaded> {
     let g = GgufModel::open(path)?;
     let opts = LoadOptions { dtype: Some(opts.dtype.unwrap_or(Dtype::F32)), ..opts.clone() };
     std::thread::scope(|scope| {
@@ -70,7 +80,14 @@ fn load_gguf(path: &Path, opts: &LoadOptions, want_tokenizer: bool) -> Result<Lo
             true => Some(tokenizer_thread(scope, path, || gguf::tokenizer(&g))?),
             false => None,
         };
-        let model = gguf::config_and_weights(&g, gguf::Reader::Auto).and_then(|(config, weights)| Model::from_weights(config, weights, &opts));
+        // Split: the tensors are converted whole, then cut (docs/distributed.md).
+        let model = gguf::config_and_weights(&g, gguf::Reader::Auto).and_then(|(config, weights)| match group {
+            Some(group) => {
+                let shard = Shard::new(group, &config)?;
+                Model::build(config, weights.shard_in_memory(&shard)?, &opts, Some(shard))
+            }
+            None => Model::from_weights(config, weights, &opts),
+        });
         // The model's error first: it is the more fundamental one.
         let tokenizer = tok.map(|t| join_tokenizer(t, path)).transpose();
         Ok(Loaded { model: model?, tokenizer: tokenizer? })

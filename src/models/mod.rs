@@ -13,6 +13,7 @@ pub mod linear_attention;
 mod load;
 pub mod lora;
 pub mod policy;
+pub mod shard;
 pub mod strategy;
 pub mod tuning;
 pub mod weights;
@@ -88,6 +89,11 @@ pub struct LoadOptions {
     /// `adapter_config.json`, as `gomlx lora` and `mlx_lm.lora` write) applied
     /// after the weights; projections then stay unfused.
     pub adapter: Option<PathBuf>,
+    /// Split the model over the MLX distributed group of this backend
+    /// (`ring`, `nccl`, `mpi`, `jaccl`, `any`): tensor parallel, every rank
+    /// loading only its part. None: `GOMLX_DISTRIBUTED`, else off
+    /// (`tuning::distributed`, docs/distributed.md).
+    pub distributed: Option<String>,
 }
 
 /// What a loaded model is.
@@ -112,7 +118,12 @@ pub struct ModelInfo {
     /// `dtype` when widened at load, else the checkpoint's (CPU policy).
     pub weights_dtype: String,
     pub parameters: u64,
+    /// Bytes of the weights this process holds (its part when split).
     pub weight_bytes: u64,
+    /// This process's rank and the group's size when the model is split
+    /// over ranks (tensor parallel, docs/distributed.md); 0 and 1 otherwise.
+    pub rank: usize,
+    pub ranks: usize,
 }
 
 pub struct Model {
@@ -136,20 +147,32 @@ impl Model {
         load::load_parts(path, opts, false).map(|l| l.model)
     }
 
-    /// A Hugging Face style directory (config.json + safetensors).
-    fn load_dir(dir: &Path, opts: &LoadOptions) -> Result<Model> {
+    /// A Hugging Face style directory (config.json + safetensors); with a
+    /// group, this rank's part of it.
+    fn load_dir(dir: &Path, opts: &LoadOptions, group: Option<std::sync::Arc<mlx::distributed::Group>>) -> Result<Model> {
         if !dir.is_dir() {
             return Err(Error::Model(format!("{}: not a directory", dir.display())));
         }
         let cfg_path = dir.join("config.json");
         let text = crate::files::read_text(&cfg_path, crate::files::MAX_TEXT_FILE)?;
         let config = ModelConfig::from_json_str(&text).map_err(|e| Error::Model(format!("{}: {e}", dir.display())))?;
-        let weights = Weights::load(dir)?;
-        Model::from_weights(config, weights, opts)
+        match group {
+            Some(g) => {
+                let shard = shard::Shard::new(g, &config)?;
+                let weights = Weights::load_sharded(dir, &shard)?;
+                Model::build(config, weights, opts, Some(shard))
+            }
+            None => Model::from_weights(config, Weights::load(dir)?, opts),
+        }
     }
 
     /// Builds a model from a parsed config and its tensors (HF names).
-    pub fn from_weights(mut config: ModelConfig, mut weights: Weights, opts: &LoadOptions) -> Result<Model> {
+    pub fn from_weights(config: ModelConfig, weights: Weights, opts: &LoadOptions) -> Result<Model> {
+        Model::build(config, weights, opts, None)
+    }
+
+    /// `from_weights`; with a shard, `weights` are this rank's part (`shard`).
+    pub(crate) fn build(mut config: ModelConfig, mut weights: Weights, opts: &LoadOptions, shard: Option<shard::Shard>) -> Result<Model> {
         if let Some(d) = opts.dtype.filter(|d| !d.is_float()) {
             return Err(Error::InvalidArgument(format!("compute dtype must be a float type, not {d}")));
         }
@@ -169,13 +192,21 @@ impl Model {
         }
         weights.cast_floats(plan.dtype, plan.widen)?;
         config.dtype = plan.dtype;
-        config.build =
-            Build { fuse_projections: tuning::fuse_projections(opts), compile_activations: tuning::compile(opts, device), products: tuning::products(opts) };
+        config.build = Build {
+            fuse_projections: tuning::fuse_projections(opts),
+            compile_activations: tuning::compile(opts, device),
+            products: tuning::products(opts),
+            shard: None,
+        };
         let family = config::family_of(&config.model_type)?;
+        // The whole model's description, also on a rank that holds part of it.
+        let mut info = info_of(&config, family.norms_per_block());
+        if let Some(s) = &shard {
+            s.apply(&mut config);
+        }
         family.sanitize(&mut weights, &config)?;
         let net = family.build(&mut weights, &config)?;
         let path = weights.source().to_path_buf();
-        let mut info = info_of(&config, family.norms_per_block());
         // The checkpoint's quantisation, also when the CPU policy expanded it at load.
         // GGUF files have no default, only per-module entries: the most common one.
         let common = quant.default.or_else(|| {
@@ -188,6 +219,9 @@ impl Model {
         info.quant_bits = common.map(|q| q.bits);
         info.quant_group_size = common.map(|q| q.group_size);
         info.dequantized = plan.dequantize;
+        if let Some(s) = &config.build.shard {
+            (info.rank, info.ranks) = (s.rank, s.size);
+        }
         let mut model = Model { info, config, net, path };
         // Read every weight now, once, so requests never pay for loading.
         let arrays = model.arrays();
@@ -211,6 +245,11 @@ impl Model {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// This process's (rank, ranks) when the model is split over a group, else (0, 1).
+    pub fn rank(&self) -> (usize, usize) {
+        self.config.build.shard.as_ref().map_or((0, 1), |s| (s.rank, s.size))
     }
 
     /// One fresh KV cache per layer (rotating on sliding-window layers).
@@ -322,5 +361,7 @@ fn info_of(c: &ModelConfig, norms_per_block: u64) -> ModelInfo {
         weights_dtype: c.dtype.name().to_string(),
         parameters: embed + head + layers + h,
         weight_bytes: 0,
+        rank: 0,
+        ranks: 1,
     }
 }

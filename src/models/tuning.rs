@@ -75,6 +75,15 @@ pub fn compile(o: &LoadOptions, device: DeviceKind) -> bool {
     o.compile.or_else(|| env_flag("GOMLX_COMPILE")).unwrap_or(device == DeviceKind::Gpu)
 }
 
+/// `distributed`, `GOMLX_DISTRIBUTED=ring|nccl|mpi|jaccl|any`: split the
+/// model over the MLX distributed group of that backend (tensor parallel,
+/// docs/distributed.md); default off (also `off`, `none`, `0` or empty).
+pub fn distributed(o: &LoadOptions) -> Option<String> {
+    let v = o.distributed.clone().or_else(|| std::env::var("GOMLX_DISTRIBUTED").ok())?;
+    let v = v.trim();
+    (!matches!(v, "" | "off" | "none" | "0")).then(|| v.to_string())
+}
+
 /// `cpu_dense_qmm_rows`, `GOMLX_CPU_DENSE_QMM_ROWS`; `gpu_dense_qmm_rows`,
 /// `GOMLX_GPU_DENSE_QMM_ROWS`; `cpu_split_out`, `GOMLX_CPU_SPLIT_OUT`: the
 /// product thresholds (`strategy::Products`; 0 = never).

@@ -81,6 +81,54 @@ impl Weights {
         Ok(Weights { tensors, source: dir.to_path_buf() })
     }
 
+    /// This rank's part of a directory's tensors (`shard::Shard::part`): sliced
+    /// tensors are read from the file's bytes (only their rows, or only their
+    /// columns of each row, are read), other experts' tensors not at all, and
+    /// whole tensors lazily through MLX as in `load`.
+    pub fn load_sharded(dir: &Path, shard: &super::shard::Shard) -> Result<Weights> {
+        use super::shard::Part;
+        let mut tensors = BTreeMap::new();
+        for file in weight_files(dir)? {
+            let header = crate::mlx::safetensors_header::read(&file)?;
+            let (f, len) = crate::files::open_regular(&file)?;
+            let data_start = len - header.data_len;
+            let mut lazy: Option<BTreeMap<String, Array>> = None;
+            for t in &header.tensors {
+                let Some(name) = normalise(&t.name) else { continue };
+                let to = match shard.part(&name, &t.shape)? {
+                    Part::Skip => continue,
+                    Part::Slice { axis, start, len, pad_to } => {
+                        let a = read_slice(&f, &file, data_start, t, axis, start, len, pad_to)?;
+                        tensors.insert(name, a);
+                        continue;
+                    }
+                    Part::Whole => name,
+                    Part::Rename(to) => to,
+                };
+                if lazy.is_none() {
+                    lazy = Some(io::load_safetensors(&file)?.tensors);
+                }
+                let a = lazy
+                    .as_mut()
+                    .and_then(|m| m.remove(&t.name))
+                    .ok_or_else(|| Error::Model(format!("{}: MLX did not read tensor '{}'", file.display(), t.name)))?;
+                tensors.insert(to, a);
+            }
+        }
+        Ok(Weights { tensors, source: dir.to_path_buf() })
+    }
+
+    /// This rank's part of tensors already in memory (GGUF): sliced after conversion.
+    pub fn shard_in_memory(self, shard: &super::shard::Shard) -> Result<Weights> {
+        let mut tensors = BTreeMap::new();
+        for (name, a) in self.tensors {
+            if let Some((to, a)) = shard.cut_array(&name, a)? {
+                tensors.insert(to, a);
+            }
+        }
+        Ok(Weights { tensors, source: self.source })
+    }
+
     /// Weights from already loaded arrays (e.g. converted from GGUF).
     pub fn from_map(tensors: BTreeMap<String, Array>, source: PathBuf) -> Weights {
         Weights { tensors, source }
@@ -218,4 +266,67 @@ pub fn check_shape(source: &Path, name: &str, a: &Array, shape: &[usize]) -> Res
         return Err(Error::Model(format!("{}: tensor '{name}' has shape {found:?}, expected {shape:?}", source.display())));
     }
     Ok(())
+}
+
+/// The MLX dtype of a safetensors dtype name.
+fn dtype_of(name: &str) -> Option<crate::mlx::Dtype> {
+    use crate::mlx::Dtype::*;
+    Some(match name {
+        "BOOL" => Bool,
+        "U8" => U8,
+        "I8" => I8,
+        "U16" => U16,
+        "I16" => I16,
+        "F16" => F16,
+        "BF16" => BF16,
+        "U32" => U32,
+        "I32" => I32,
+        "F32" => F32,
+        "U64" => U64,
+        "I64" => I64,
+        "F64" => F64,
+        _ => return None,
+    })
+}
+
+/// Reads `len` entries from `start` along `axis` (0 or the last) of tensor `t`,
+/// zero-padded to `pad_to` entries, from the file's bytes.
+#[allow(clippy::too_many_arguments)]
+fn read_slice(
+    f: &std::fs::File,
+    path: &Path,
+    data_start: u64,
+    t: &crate::mlx::safetensors_header::TensorEntry,
+    axis: usize,
+    start: u64,
+    len: u64,
+    pad_to: u64,
+) -> Result<Array> {
+    use std::os::unix::fs::FileExt;
+    let dtype = dtype_of(&t.dtype).ok_or_else(|| Error::Model(format!("{}: tensor '{}' of dtype {} cannot be sharded", path.display(), t.name, t.dtype)))?;
+    let elem = dtype.size() as u64;
+    let dim = t.shape[axis];
+    if start + len > dim || (axis != 0 && axis + 1 != t.shape.len()) {
+        return Err(Error::Model(format!(
+            "{}: tensor '{}' of shape {:?} has no part {start}..{} on axis {axis}",
+            path.display(),
+            t.name,
+            t.shape,
+            start + len
+        )));
+    }
+    // Bytes of one entry of `axis` (all later axes), and how many runs precede it.
+    let inner: u64 = t.shape[axis + 1..].iter().product::<u64>() * elem;
+    let outer: u64 = t.shape[..axis].iter().product();
+    let mut out = vec![0u8; (outer * pad_to * inner) as usize];
+    let base = data_start + t.begin;
+    let run = (len * inner) as usize;
+    for o in 0..outer {
+        let at = base + o * dim * inner + start * inner;
+        let dst = (o * pad_to * inner) as usize;
+        f.read_exact_at(&mut out[dst..dst + run], at).map_err(|e| Error::io(path, e))?;
+    }
+    let mut shape: Vec<i32> = t.shape.iter().map(|&d| d as i32).collect();
+    shape[axis] = pad_to as i32;
+    Array::from_bytes(&out, &shape, dtype)
 }

@@ -1,0 +1,226 @@
+//! Tensor parallelism over an MLX distributed group (`mlx::distributed`):
+//! which part of each checkpoint tensor a rank holds, and the per-rank config
+//! the families build from. docs/distributed.md.
+//!
+//! Attention heads are split (q/k/v by rows, o_proj by columns then one
+//! all_sum; with fewer kv heads than ranks each rank keeps the kv head its
+//! query heads read), the dense MLP likewise (gate/up rows, down columns,
+//! all_sum), the experts of a mixture-of-experts block by whole experts (each
+//! rank sums its experts' share, then all_sum), and the vocabulary of the
+//! embedding (masked lookup, all_sum) and of the output head (all_gather of the
+//! logits). Norms, routers and biases after a sum are whole on every rank.
+
+use super::config::ModelConfig;
+use crate::mlx::distributed::Group;
+use crate::{Error, Result};
+use std::sync::Arc;
+
+/// This rank's place in a tensor-parallel group and the unsharded sizes.
+#[derive(Clone)]
+pub struct Shard {
+    pub group: Arc<Group>,
+    pub rank: usize,
+    pub size: usize,
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub vocab: usize,
+    /// Experts of each sparse block (0 without).
+    pub experts: usize,
+}
+
+impl PartialEq for Shard {
+    fn eq(&self, o: &Shard) -> bool {
+        (self.rank, self.size) == (o.rank, o.size)
+    }
+}
+
+impl std::fmt::Debug for Shard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Shard(rank {} of {})", self.rank, self.size)
+    }
+}
+
+/// What a rank does with one checkpoint tensor.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Part {
+    /// The whole tensor (norms, routers, biases added after a sum).
+    Whole,
+    /// `len` entries of `axis` from `start`, zero-padded to `pad_to` entries.
+    Slice { axis: usize, start: u64, len: u64, pad_to: u64 },
+    /// Another rank's expert: not read.
+    Skip,
+    /// This rank's expert, renamed to its local index (the tensor whole).
+    Rename(String),
+}
+
+/// Joins the group `backend` names (`ring`, `nccl`, `mpi`, `jaccl`, `any`):
+/// None for a one-process group (nothing to shard).
+pub fn join(backend: &str) -> Result<Option<Arc<Group>>> {
+    let group = Group::init(backend, true)?;
+    Ok(if group.size() > 1 { Some(Arc::new(group)) } else { None })
+}
+
+impl Shard {
+    /// This rank's shard of `cfg`, refused with the reason when the model does not split.
+    pub fn new(group: Arc<Group>, cfg: &ModelConfig) -> Result<Shard> {
+        let (rank, size) = (group.rank(), group.size());
+        let refuse = |why: String| Err(Error::InvalidArgument(format!("cannot split {} over {size} ranks: {why}", cfg.model_type)));
+        if cfg.linear_attention.is_some() {
+            return refuse("linear-attention layers are not sharded".into());
+        }
+        if cfg.attn_sinks || cfg.attn_output_gate || cfg.shared_expert_size.is_some() {
+            return refuse("attention sinks, gated attention outputs and shared experts are not sharded".into());
+        }
+        if !cfg.num_heads.is_multiple_of(size) {
+            return refuse(format!("{} attention heads do not divide by {size}", cfg.num_heads));
+        }
+        let (nh, nkv) = (cfg.num_heads, cfg.num_kv_heads);
+        // Fewer kv heads than ranks: a rank's query heads then all read one kv head.
+        if nkv == 0 || !(nkv.is_multiple_of(size) || size.is_multiple_of(nkv)) {
+            return refuse(format!("{nkv} key/value heads neither divide by {size} nor divide {size}"));
+        }
+        if !cfg.intermediate_size.is_multiple_of(size) {
+            return refuse(format!("the MLP width {} does not divide by {size}", cfg.intermediate_size));
+        }
+        let experts = cfg.moe.as_ref().map_or(0, |m| m.experts);
+        if !experts.is_multiple_of(size) {
+            return refuse(format!("{experts} experts do not divide by {size}"));
+        }
+        Ok(Shard { group, rank, size, heads: nh, kv_heads: nkv, vocab: cfg.vocab_size, experts })
+    }
+
+    /// The config this rank builds: its heads, MLP columns and experts.
+    pub fn apply(&self, cfg: &mut ModelConfig) {
+        cfg.num_heads = self.heads / self.size;
+        cfg.num_kv_heads = (self.kv_heads / self.size).max(1);
+        cfg.intermediate_size /= self.size;
+        if let Some(m) = cfg.moe.as_mut() {
+            m.experts = self.experts / self.size;
+        }
+        cfg.build.shard = Some(self.clone());
+    }
+
+    /// Vocabulary rows per rank (the last rank's padded with zeros).
+    pub fn vocab_rows(&self) -> usize {
+        self.vocab.div_ceil(self.size)
+    }
+
+    /// The first vocabulary row of this rank.
+    pub fn vocab_start(&self) -> usize {
+        self.rank * self.vocab_rows()
+    }
+
+    /// The first expert of this rank.
+    pub fn expert_start(&self) -> usize {
+        self.rank * self.experts / self.size
+    }
+
+    /// The first kv head this rank holds.
+    fn kv_start(&self) -> usize {
+        if self.kv_heads.is_multiple_of(self.size) {
+            self.rank * self.kv_heads / self.size
+        } else {
+            // Fewer kv heads than ranks: the kv head of this rank's first query head.
+            (self.rank * self.heads / self.size) / (self.heads / self.kv_heads)
+        }
+    }
+
+    /// What this rank reads of the tensor `name` (normalised checkpoint name) of `shape`.
+    pub fn part(&self, name: &str, shape: &[u64]) -> Result<Part> {
+        let r = self.size as u64;
+        let rows = |start: u64, len: u64| Part::Slice { axis: 0, start, len, pad_to: len };
+        let dim0 = shape.first().copied().unwrap_or(0);
+        let uneven = |axis: usize, n: u64| {
+            let what = if name.ends_with(".scales") || name.ends_with(".biases") || (name.ends_with(".weight") && shape.len() >= 2 && axis > 0) {
+                " (a split there would cut a quantisation group or packed word)"
+            } else {
+                ""
+            };
+            Error::InvalidArgument(format!("cannot split tensor '{name}' of shape {shape:?} over {} ranks: axis {axis} has {n} entries{what}", self.size))
+        };
+        let even_rows = || -> Result<Part> {
+            if !dim0.is_multiple_of(r) {
+                return Err(uneven(0, dim0));
+            }
+            Ok(rows(self.rank as u64 * dim0 / r, dim0 / r))
+        };
+        let last_cols = || -> Result<Part> {
+            let axis = shape.len().saturating_sub(1);
+            let n = shape.last().copied().unwrap_or(0);
+            if shape.len() < 2 {
+                return Ok(Part::Whole);
+            }
+            if !n.is_multiple_of(r) {
+                return Err(uneven(axis, n));
+            }
+            Ok(Part::Slice { axis, start: self.rank as u64 * n / r, len: n / r, pad_to: n / r })
+        };
+        let is_bias = name.ends_with(".bias");
+        if name.contains("qkv_proj.") || name.contains("mlp.gate_up_proj.") {
+            return Err(Error::InvalidArgument(format!(
+                "'{name}': projections fused in the checkpoint are not sharded; convert the model to separate q/k/v and gate/up first"
+            )));
+        }
+        if name.starts_with("model.embed_tokens.") || name.starts_with("lm_head.") {
+            let per = self.vocab_rows() as u64;
+            let start = (self.vocab_start() as u64).min(dim0);
+            return Ok(Part::Slice { axis: 0, start, len: (start + per).min(dim0) - start, pad_to: per });
+        }
+        // Per-expert tensors (`...experts.{e}.name.suffix`): this rank's experts, renumbered.
+        if let Some(at) = name.find(".experts.") {
+            let rest = &name[at + ".experts.".len()..];
+            if let Some((num, tail)) = rest.split_once('.') {
+                if let Ok(e) = num.parse::<usize>() {
+                    let (first, per) = (self.expert_start(), self.experts / self.size);
+                    if e < first || e >= first + per {
+                        return Ok(Part::Skip);
+                    }
+                    return Ok(Part::Rename(format!("{}.experts.{}.{tail}", &name[..at], e - first)));
+                }
+            }
+        }
+        // Stacked experts `[E, ...]` (mlx-lm's switch_mlp): this rank's experts.
+        if name.contains(".switch_mlp.") || name.contains(".experts.") {
+            return even_rows();
+        }
+        let proj = |p: &str| name.contains(p);
+        if proj(".self_attn.q_proj.") || proj(".mlp.gate_proj.") || proj(".mlp.up_proj.") {
+            return even_rows();
+        }
+        if proj(".self_attn.k_proj.") || proj(".self_attn.v_proj.") {
+            let nkv = self.kv_heads as u64;
+            if !dim0.is_multiple_of(nkv) {
+                return Err(uneven(0, dim0));
+            }
+            let per_head = dim0 / nkv;
+            let heads = (self.kv_heads / self.size).max(1) as u64;
+            return Ok(rows(self.kv_start() as u64 * per_head, heads * per_head));
+        }
+        if (proj(".self_attn.o_proj.") || proj(".mlp.down_proj.")) && !is_bias {
+            return last_cols();
+        }
+        Ok(Part::Whole)
+    }
+
+    /// The per-rank name and slice of one tensor already in memory (GGUF,
+    /// converted arrays): None drops it.
+    pub fn cut_array(&self, name: &str, a: crate::mlx::Array) -> Result<Option<(String, crate::mlx::Array)>> {
+        let shape: Vec<u64> = a.shape().iter().map(|&d| d as u64).collect();
+        Ok(match self.part(name, &shape)? {
+            Part::Whole => Some((name.to_string(), a)),
+            Part::Skip => None,
+            Part::Rename(to) => Some((to, a)),
+            Part::Slice { axis, start, len, pad_to } => {
+                let s = a.slice_axis(axis as i32, start as i32, (start + len) as i32)?;
+                let s = if pad_to > len {
+                    let mut pad_shape = a.shape();
+                    pad_shape[axis] = (pad_to - len) as i32;
+                    crate::mlx::concatenate(&[&s, &crate::mlx::zeros(&pad_shape, a.dtype())?], axis as i32)?
+                } else {
+                    s
+                };
+                Some((name.to_string(), s))
+            }
+        })
+    }
+}

@@ -27,15 +27,24 @@ fn hostfile(tag: &str, n: usize) -> PathBuf {
 
 /// Runs `test` of this binary as `n` ranks; returns each rank's stdout, in rank order.
 fn run_ranks(test: &str, n: usize) -> Vec<String> {
-    let hosts = hostfile(test, n);
     let exe = std::env::current_exe().unwrap();
+    run_commands(test, n, |rank| {
+        let mut c = Command::new(&exe);
+        c.args([test, "--exact", "--nocapture", "--test-threads=1", "-q"]).env("GOMLX_TEST_RANK", rank.to_string());
+        c
+    })
+}
+
+/// Runs `command(rank)` as rank 0..n of a ring group on loopback (MLX_RANK and a
+/// host file, as mlx.launch sets them); each must succeed; their stdouts in rank order.
+fn run_commands(tag: &str, n: usize, command: impl Fn(usize) -> Command) -> Vec<String> {
+    let hosts = hostfile(tag, n);
     let mut children: Vec<Child> = (0..n)
         .map(|rank| {
-            Command::new(&exe)
-                .args([test, "--exact", "--nocapture", "--test-threads=1", "-q"])
-                .env("GOMLX_TEST_RANK", rank.to_string())
+            command(rank)
                 .env("MLX_RANK", rank.to_string())
                 .env("MLX_HOSTFILE", &hosts)
+                .stdin(Stdio::null())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped())
                 .spawn()
@@ -70,7 +79,7 @@ fn run_ranks(test: &str, n: usize) -> Vec<String> {
             for c in &mut children {
                 let _ = c.kill();
             }
-            panic!("ranks of {test} still running after {RANK_TIMEOUT:?}");
+            panic!("ranks of {tag} still running after {RANK_TIMEOUT:?}");
         }
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -82,7 +91,7 @@ fn run_ranks(test: &str, n: usize) -> Vec<String> {
         .map(|(rank, (r, status))| {
             let (stdout, stderr) = r.join().unwrap();
             let status = status.unwrap();
-            assert!(status.success(), "rank {rank} of {test} failed: {status}\n{stdout}\n{stderr}");
+            assert!(status.success(), "rank {rank} of {tag} failed: {status}\n{stdout}\n{stderr}");
             stdout
         })
         .collect()
@@ -286,4 +295,58 @@ fn a_split_through_a_quantisation_group_is_refused() {
     for e in errors {
         assert!(e.contains("o_proj") && e.contains("quantisation group"), "{e}");
     }
+}
+
+// ---- The command line, SPMD: every rank runs the same command, rank 0 prints ----
+
+fn smollm2() -> PathBuf {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".cache/models/SmolLM2-135M-Instruct.Q4_1.gguf");
+    assert!(p.is_file(), "{} is missing: run scripts/fetch-models", p.display());
+    p
+}
+
+/// `gomlx ARGS` alone, then as 3 ranks with `--distributed ring` (SmolLM2's 9
+/// heads and 3 kv heads split in 3); (whole stdout, each rank's stdout).
+fn gomlx_split(tag: &str, args: &[&str]) -> (String, Vec<String>) {
+    let gomlx = env!("CARGO_BIN_EXE_gomlx");
+    let whole = Command::new(gomlx).args(args).args(["--device", "cpu"]).output().unwrap();
+    assert!(whole.status.success(), "{}", String::from_utf8_lossy(&whole.stderr));
+    let outs = run_commands(tag, 3, |_| {
+        let mut c = Command::new(gomlx);
+        c.args(args).args(["--device", "cpu", "--distributed", "ring"]);
+        c
+    });
+    (String::from_utf8(whole.stdout).unwrap(), outs)
+}
+
+#[test]
+fn generate_split_over_3_ranks_prints_the_same_text_once() {
+    let m = smollm2();
+    let args = ["generate", "--model", m.to_str().unwrap(), "--prompt", "What is the capital of France?", "--max-tokens", "16", "--temp", "0"];
+    let (whole, outs) = gomlx_split("generate", &args);
+    assert!(!whole.trim().is_empty());
+    assert_eq!(outs[0], whole, "rank 0 prints what the whole model prints");
+    assert!(outs[1].is_empty() && outs[2].is_empty(), "followers print nothing: {outs:?}");
+}
+
+#[test]
+fn classify_split_over_3_ranks_gives_the_same_tokens() {
+    let m = smollm2();
+    let d = std::env::temp_dir().join(format!("gomlx-split-classify-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    let f = d.join("prompts.txt");
+    std::fs::write(&f, "Is Paris in France? Answer yes or no:\nThe capital of France is\n2 + 2 =\n").unwrap();
+    let args = ["classify", "--model", m.to_str().unwrap(), "--file", f.to_str().unwrap(), "--logprobs"];
+    let (whole, outs) = gomlx_split("classify", &args);
+    let rows = |t: &str| t.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()).collect::<Vec<_>>();
+    let (a, b) = (rows(&whole), rows(&outs[0]));
+    assert_eq!(a.len(), 3);
+    assert_eq!(b.len(), 3);
+    for (x, y) in a.iter().zip(&b) {
+        assert_eq!(x["token"], y["token"], "{x} vs {y}");
+        let (lx, ly) = (x["logprob"].as_f64().unwrap(), y["logprob"].as_f64().unwrap());
+        assert!((lx - ly).abs() <= 1e-4 * (1.0 + lx.abs()), "{x} vs {y}");
+    }
+    assert!(outs[1].is_empty() && outs[2].is_empty(), "followers print nothing: {outs:?}");
+    let _ = std::fs::remove_dir_all(&d);
 }

@@ -626,6 +626,10 @@ pub fn run(a: Args) -> CliResult {
         return Err(usage("--reps, --prefill-tokens, --classify-prompts must be >= 1, --decode-tokens >= 2, --prompt-tokens >= 4, --gomlx not empty"));
     }
     check_model_path(&a.model.model)?;
+    if a.model.engine.is_follower() {
+        // SPMD: every rank runs the bench (its workers join the group in step); rank 0 reports.
+        super::silence_stdout()?;
+    }
     // The workload, from the model's own tokenizer.
     let tok = if a.model.model.is_file() {
         gomlx::models::gguf::tokenizer(&gomlx::models::gguf::GgufModel::open(&a.model.model)?)?
@@ -685,6 +689,9 @@ pub fn run(a: Args) -> CliResult {
         }
         if let Some(d) = &a.model.engine.adapter_path {
             c.arg("--adapter-path").arg(d);
+        }
+        if let Some(d) = a.model.engine.distributed_name() {
+            c.arg("--distributed").arg(d);
         }
         c
     };

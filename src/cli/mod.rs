@@ -234,6 +234,19 @@ impl ModelArgs {
 }
 
 impl EngineArgs {
+    /// The `--distributed` backend's name.
+    pub fn distributed_name(&self) -> Option<String> {
+        self.distributed.and_then(|d| d.to_possible_value()).map(|v| v.get_name().to_string())
+    }
+
+    /// Whether this process is a rank other than 0 of a split model, by the
+    /// environment the launcher set (MLX_RANK, or Open MPI's rank).
+    pub fn is_follower(&self) -> bool {
+        let asked = self.distributed.is_some() || std::env::var("GOMLX_DISTRIBUTED").is_ok_and(|v| !matches!(v.trim(), "" | "off" | "none" | "0"));
+        let rank = ["MLX_RANK", "OMPI_COMM_WORLD_RANK"].iter().find_map(|k| std::env::var(k).ok()?.trim().parse::<usize>().ok());
+        asked && rank.is_some_and(|r| r != 0)
+    }
+
     pub fn engine_options(&self) -> CliResult<EngineOptions> {
         let mut o = EngineOptions {
             device: self.device.map(|d| match d {
@@ -244,7 +257,7 @@ impl EngineArgs {
             context_length: self.context_length,
             widen: self.weights.map(|w| w == WeightsArg::Widened),
             adapter: self.adapter_path.clone(),
-            distributed: self.distributed.and_then(|d| d.to_possible_value()).map(|v| v.get_name().to_string()),
+            distributed: self.distributed_name(),
             ..Default::default()
         };
         for t in &self.tune {
@@ -407,7 +420,7 @@ pub fn load_engine(args: &ModelArgs) -> CliResult<(Engine, f64)> {
 }
 
 /// Points this process's stdout at /dev/null (a follower rank of a split model).
-fn silence_stdout() -> CliResult<()> {
+pub fn silence_stdout() -> CliResult<()> {
     use std::os::fd::AsRawFd;
     extern "C" {
         fn dup2(old: i32, new: i32) -> i32;

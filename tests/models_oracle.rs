@@ -187,6 +187,8 @@ oracle_cases! {
     qwen3_5_moe_transformers_layout => "qwen3_5_moe_tf5";
     gemma4_per_layer_inputs_shared_kv => "gemma4";
     gemma4_transformers_layout => "gemma4_tf5";
+    gemma4_moe_keys_as_values => "gemma4_moe";
+    gemma4_moe_transformers_layout => "gemma4_moe_tf5";
     // MLX-quantised checkpoints against mlx-lm's own float32 logits.
     llama_q4 => "llama_tied_q4";
     llama_q8 => "llama_tied_q8";
@@ -201,6 +203,7 @@ oracle_cases! {
     qwen3_5_q4 => "qwen3_5_q4";
     qwen3_5_moe_q4 => "qwen3_5_moe_q4";
     gemma4_q4 => "gemma4_q4";
+    gemma4_moe_q4 => "gemma4_moe_q4";
     // OpenAI's MXFP4 layout (*_blocks / *_scales), through MLX's mxfp4 gather_qmm.
     gpt_oss_mxfp4 => "gpt_oss_mxfp4";
 }
@@ -308,7 +311,7 @@ fn prefill_in_chunks_and_token_by_token_agree() {
     // Gemma's window is 8 and the prompt 24: chunks and single steps cross the
     // window, exercising the rotating cache and its masks; Qwen 3.5's chunks and
     // steps carry the recurrent and convolution states of its linear layers.
-    for case in ["gemma3_text", "llama_rope_llama3", "ministral3_yarn", "smollm3_nope", "qwen3_5", "qwen3_5_moe", "gemma4"] {
+    for case in ["gemma3_text", "llama_rope_llama3", "ministral3_yarn", "smollm3_nope", "qwen3_5", "qwen3_5_moe", "gemma4", "gemma4_moe"] {
         let dir = fixtures().join(case);
         let r = reference(&dir);
         let model = Model::load(&dir, &LoadOptions::default()).unwrap();
@@ -342,7 +345,7 @@ fn prefill_in_chunks_and_token_by_token_agree() {
 fn left_padded_rows_equal_their_solo_forwards() {
     on_device();
     let _gpu = gpu();
-    for case in ["qwen3_5", "qwen3_5_moe", "llama_tied", "gemma4"] {
+    for case in ["qwen3_5", "qwen3_5_moe", "llama_tied", "gemma4", "gemma4_moe"] {
         let dir = fixtures().join(case);
         let r = reference(&dir);
         let model = Model::load(&dir, &LoadOptions::default()).unwrap();

@@ -275,6 +275,26 @@ DENSE_CASES = [
         seed=16001, tf5_copy=True, hub_keeps_rope_parameters=True, hub_weights="gemma4_hub_layout",
         hub_config="gemma4_hub_config", quantize=[(4, 32)],
     ),
+    dict(
+        name="gemma4_moe",
+        what="gemma4 (26B-A4B shape): 4 layers sliding (window 8, head_dim 16, 2 KV heads) / global (global_head_dim 32, "
+             "keys = values: attention_k_eq_v with num_global_key_value_heads 1), beside each dense MLP 4 GELU-tanh "
+             "experts of 32, top 2 (router on the RMS-normed residual scaled per feature, renormalised, scaled per "
+             "expert), experts fused in transformers' layout (experts.gate_up_proj [E, 2I, H]); no per-layer inputs, "
+             "no KV sharing. Hub layout as the gemma4 case",
+        config=dict(model_type="gemma4_text", num_hidden_layers=4, vocab_size=256, tie_word_embeddings=True,
+                    head_dim=16, global_head_dim=32, num_global_key_value_heads=1, attention_k_eq_v=True, sliding_window=8,
+                    layer_types=["sliding_attention", "full_attention", "sliding_attention", "full_attention"],
+                    num_kv_shared_layers=0, hidden_size_per_layer_input=0, vocab_size_per_layer_input=256,
+                    enable_moe_block=True, num_experts=4, top_k_experts=2, moe_intermediate_size=32,
+                    final_logit_softcapping=30.0, pad_token_id=None, bos_token_id=None, eos_token_id=None,
+                    rope_parameters=dict(
+                        sliding_attention=dict(rope_type="default", rope_theta=10000.0),
+                        full_attention=dict(rope_type="proportional", partial_rotary_factor=0.25, rope_theta=1000000.0),
+                    )),
+        seed=17001, tf5_copy=True, hub_keeps_rope_parameters=True, hub_weights="gemma4_hub_layout",
+        hub_config="gemma4_hub_config", quantize=[(4, 32)],
+    ),
 ]
 
 
@@ -351,6 +371,9 @@ def init_weights(model, arch: str, seed: int, tied: bool, block_gain: float, lm_
                 else:
                     std = 0.4 if tied else 1.0
                 p.copy_(std * torch.randn(p.shape, generator=g))
+            elif name.endswith(("router.scale", "router.per_expert_scale")):
+                # Gemma 4's router scales (1 in transformers' init): near 1, not a fan-in draw
+                p.copy_(1.0 + 0.2 * torch.randn(p.shape, generator=g))
             elif name == "lm_head.weight":
                 p.copy_(lm_head_std * torch.randn(p.shape, generator=g))
             else:
@@ -588,9 +611,13 @@ def gemma4_hub_config(cfg: dict) -> dict:
     mlx-lm 0.32.2 takes the vocabulary size from the top level (262144 when absent)."""
     text = dict(cfg)
     per_layer = text.pop("per_layer_config")
-    dims = {v["head_dim"] for v in per_layer.values()}
-    assert len(dims) == 1 and all(set(v) == {"head_dim"} for v in per_layer.values()), per_layer
-    text["global_head_dim"] = dims.pop()
+    for key, hub_key in (("head_dim", "global_head_dim"), ("num_key_value_heads", "num_global_key_value_heads")):
+        values = {v.get(key) for v in per_layer.values()}
+        assert len(values) == 1, per_layer
+        value = values.pop()
+        if value is not None:
+            text[hub_key] = value
+    assert all(set(v) <= {"head_dim", "num_key_value_heads"} for v in per_layer.values()), per_layer
     text.pop("architectures", None)
     return dict(sorted({"architectures": ["Gemma4ForConditionalGeneration"], "model_type": "gemma4", "text_config": text,
                         "tie_word_embeddings": text["tie_word_embeddings"], "vocab_size": text["vocab_size"],

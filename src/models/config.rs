@@ -239,6 +239,8 @@ pub struct Moe {
 pub enum MoeAct {
     /// SiLU(gate) · up.
     Silu,
+    /// GELU-tanh(gate) · up (Gemma 4).
+    GeluTanh,
     /// gpt-oss: gate clipped above at `limit`, up clipped to ±`limit`,
     /// gate · σ(`alpha` · gate) · (up + 1).
     SwigluClamped { alpha: f32, limit: f32 },

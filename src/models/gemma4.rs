@@ -7,7 +7,11 @@
 //! (`attention_k_eq_v`, with `num_global_key_value_heads`). E2B/E4B add
 //! per-layer input embeddings (a slice per layer, gated into the residual
 //! after the MLP) and let the last `num_kv_shared_layers` layers reuse the
-//! keys and values of the last earlier layer of their kind.
+//! keys and values of the last earlier layer of their kind. 26B-A4B adds a
+//! mixture of experts beside each dense MLP: a router on the RMS-normed
+//! residual (scaled per feature, softmax, top k renormalised, scaled per
+//! expert) picks GELU-tanh experts fed by their own pre-norm, and the two
+//! outputs, each post-normed, are summed.
 //!
 //! `Network::block` sees one layer and its own cache, so what a layer needs
 //! from outside travels with the hidden state: `embed` appends the per-layer
@@ -16,12 +20,12 @@
 //! layer keeps those keys in a cache of its own (the same kind as its source's),
 //! so caches, batching and training see one cache per layer as usual.
 
-use super::config::{Gemma4Layout, ModelConfig, Rope, RopeScaling};
+use super::config::{Gemma4Layout, ModelConfig, Moe, MoeAct, Rope, RopeScaling};
 use super::family::{Defaults, Family, Network};
-use super::layers::{gelu_tanh, AttnShape, Attention, Context, Embedding, Linear, Mlp, RmsNorm};
+use super::layers::{gelu_tanh, AttnShape, Attention, Context, Embedding, Linear, Mlp, MoeBlock, RmsNorm};
 use super::weights::Weights;
 use crate::cache::KvCache;
-use crate::mlx::{self, Array};
+use crate::mlx::{self, fast, Array, Dtype};
 use crate::{Error, Result};
 use serde_json::{Map, Value};
 
@@ -84,7 +88,29 @@ impl Family for Gemma4 {
             return Err(Error::Model(format!("config.json: hidden_activation '{act}' (Gemma 4 uses gelu_pytorch_tanh)")));
         }
         if flag(config, "enable_moe_block")? {
-            return Err(Error::Model("config.json: enable_moe_block (Gemma 4's mixture-of-experts layers) is not supported yet".into()));
+            use crate::limits::MAX_INTERMEDIATE;
+            let need = |key: &str, max: u64| -> Result<usize> {
+                match size(config, key, 0, max)? {
+                    0 => Err(Error::Model(format!("config.json: enable_moe_block needs a positive '{key}'"))),
+                    v => Ok(v),
+                }
+            };
+            let (experts, top_k) = (need("num_experts", MAX_HEADS)?, need("top_k_experts", MAX_HEADS)?);
+            if top_k > experts {
+                return Err(Error::Model(format!("config.json: top_k_experts ({top_k}) exceeds num_experts ({experts})")));
+            }
+            cfg.moe = Some(Moe {
+                experts,
+                top_k,
+                intermediate_size: need("moe_intermediate_size", MAX_INTERMEDIATE)?,
+                norm_topk_prob: true,
+                layers: vec![true; n],
+                path: "experts",
+                router: "router.proj",
+                experts_path: "experts.switch_glu",
+                bias: false,
+                act: MoeAct::GeluTanh,
+            });
         }
         // Sliding layers: `layer_types`, else 5 of every 6; the last layer is always global.
         let window = cfg.sliding_window.unwrap_or(512);
@@ -158,6 +184,18 @@ impl Family for Gemma4 {
         if cfg.tie_word_embeddings {
             w.take_optional("lm_head.weight");
         }
+        // transformers' experts: gate and up fused ([E, 2I, H], gate rows first).
+        for i in 0..cfg.num_layers {
+            let p = format!("model.layers.{i}.experts");
+            if let Some(gate_up) = w.take_optional(&format!("{p}.gate_up_proj")) {
+                let halves = gate_up.split(2, 1)?;
+                w.insert(format!("{p}.switch_glu.gate_proj.weight"), halves[0].clone());
+                w.insert(format!("{p}.switch_glu.up_proj.weight"), halves[1].clone());
+            }
+            if let Some(down) = w.take_optional(&format!("{p}.down_proj")) {
+                w.insert(format!("{p}.switch_glu.down_proj.weight"), down);
+            }
+        }
         // Hub checkpoints may still hold the sharing layers' unused projections.
         let g = layout(cfg)?;
         for i in cfg.num_layers - g.kv_shared_layers..cfg.num_layers {
@@ -200,6 +238,60 @@ struct PerLayerGate {
     norm: RmsNorm,
 }
 
+/// 26B-A4B's experts beside the dense MLP.
+struct Experts {
+    moe: MoeBlock,
+    /// The router's feature scale times 1/√hidden (folded at load) and its per-expert scale.
+    router_scale: Array,
+    per_expert_scale: Array,
+    top_k: i32,
+    eps: f32,
+    /// Before the experts; after the dense MLP and after the experts.
+    pre_norm: RmsNorm,
+    post_dense_norm: RmsNorm,
+    post_experts_norm: RmsNorm,
+}
+
+impl Experts {
+    fn load(w: &mut Weights, cfg: &ModelConfig, layer: usize) -> Result<Option<Experts>> {
+        let Some(moe) = &cfg.moe else { return Ok(None) };
+        let (p, h, eps) = (format!("model.layers.{layer}"), cfg.hidden_size, cfg.rms_norm_eps);
+        let norm = |w: &mut Weights, name: &str| RmsNorm::load(w, &format!("{p}.{name}"), h, eps, false);
+        let scale = w.take_shaped(&format!("{p}.router.scale"), &[h])?.mul_scalar(1.0 / (h as f32).sqrt())?;
+        Ok(Some(Experts {
+            moe: MoeBlock::load_at(w, cfg, &format!("{p}.{}", moe.router), &format!("{p}.{}", moe.experts_path))?,
+            router_scale: scale,
+            per_expert_scale: w.take_shaped(&format!("{p}.router.per_expert_scale"), &[moe.experts])?,
+            top_k: moe.top_k as i32,
+            eps,
+            pre_norm: norm(w, "pre_feedforward_layernorm_2")?,
+            post_dense_norm: norm(w, "post_feedforward_layernorm_1")?,
+            post_experts_norm: norm(w, "post_feedforward_layernorm_2")?,
+        }))
+    }
+
+    /// The dense MLP's output `dense` joined with the experts' on the residual `h`.
+    fn forward(&self, h: &Array, dense: &Array) -> Result<Array> {
+        let k = self.top_k;
+        let routed = fast::rms_norm(h, Some(&self.router_scale), self.eps)?;
+        let probs = self.moe.router().forward(&routed)?.astype(Dtype::F32)?.softmax(&[-1])?;
+        let idx = probs.negative()?.argpartition(k - 1, -1)?.slice_axis(2, 0, k)?;
+        let scores = probs.take_along_axis(&idx, -1)?;
+        let scores = scores.divide(&scores.sum(&[-1], true)?)?.multiply(&self.per_expert_scale.take(&idx, 0)?.astype(Dtype::F32)?)?;
+        let y = self.moe.forward_routed(&self.pre_norm.forward(h)?, &idx, &scores)?;
+        self.post_dense_norm.forward(dense)?.add(&self.post_experts_norm.forward(&y)?)
+    }
+
+    fn arrays(&self) -> Vec<&Array> {
+        let mut v = self.moe.arrays();
+        v.extend([&self.router_scale, &self.per_expert_scale]);
+        for n in [&self.pre_norm, &self.post_dense_norm, &self.post_experts_norm] {
+            v.push(n.weight());
+        }
+        v
+    }
+}
+
 struct Block {
     input_norm: RmsNorm,
     attn: Attention,
@@ -207,6 +299,7 @@ struct Block {
     pre_ff_norm: RmsNorm,
     mlp: Mlp,
     post_ff_norm: RmsNorm,
+    experts: Option<Experts>,
     per_layer: Option<PerLayerGate>,
     scalar: Array,
     kv: Kv,
@@ -286,6 +379,7 @@ impl Gemma4Net {
                     pre_ff_norm: norm(w, "pre_feedforward_layernorm")?,
                     mlp: Mlp::load_at(w, cfg, &format!("{pre}.mlp"), width, true)?,
                     post_ff_norm: norm(w, "post_feedforward_layernorm")?,
+                    experts: Experts::load(w, cfg, i)?,
                     per_layer,
                     scalar: w.take_shaped(&format!("{pre}.layer_scalar"), &[1])?,
                     kv,
@@ -363,6 +457,10 @@ impl Network for Gemma4Net {
         let (r, (k, v)) = layer.attn.forward_kv(&layer.input_norm.forward(&h)?, shared, cache, ctx)?;
         let h = h.add(&layer.post_attn_norm.forward(&r)?)?;
         let r = layer.mlp.forward(&layer.pre_ff_norm.forward(&h)?)?;
+        let r = match &layer.experts {
+            Some(e) => e.forward(&h, &r)?,
+            None => r,
+        };
         let mut h = h.add(&layer.post_ff_norm.forward(&r)?)?;
         if let (Some(g), Some(p)) = (&layer.per_layer, &self.per_layer) {
             let input = carried_cols(i * p.width, p.width)?;
@@ -426,6 +524,9 @@ impl Network for Gemma4Net {
             }
             v.extend(l.attn.arrays());
             v.extend(l.mlp.arrays());
+            if let Some(e) = &l.experts {
+                v.extend(e.arrays());
+            }
             if let Some(g) = &l.per_layer {
                 v.extend(g.gate.arrays());
                 v.extend(g.proj.arrays());

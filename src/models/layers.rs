@@ -932,16 +932,16 @@ pub struct MoeBlock {
     act: ExpertAct,
 }
 
-/// An expert's activation: the gated MLP's SiLU, or gpt-oss's clamped variant.
+/// An expert's activation: the gated MLP's (SiLU or GELU-tanh), or gpt-oss's clamped variant.
 enum ExpertAct {
-    Silu(GatedAct),
+    Gated(GatedAct),
     Clamped { alpha: f32, limit: f32 },
 }
 
 impl ExpertAct {
     fn forward(&self, g: &Array, u: &Array) -> Result<Array> {
         match self {
-            ExpertAct::Silu(a) => a.forward(g, u),
+            ExpertAct::Gated(a) => a.forward(g, u),
             ExpertAct::Clamped { alpha, limit } => {
                 let dt = g.dtype();
                 let (hi, lo) = (Array::scalar_as(*limit, dt)?, Array::scalar_as(-*limit, dt)?);
@@ -960,24 +960,30 @@ impl MoeBlock {
     pub fn load(w: &mut Weights, cfg: &ModelConfig, layer: usize) -> Result<MoeBlock> {
         let moe = cfg.moe.as_ref().ok_or_else(|| Error::Model("a sparse MLP without a mixture-of-experts config".into()))?;
         let p = format!("model.layers.{layer}.{}", moe.path);
-        let x = format!("{p}.{}", moe.experts_path);
+        MoeBlock::load_at(w, cfg, &format!("{p}.{}", moe.router), &format!("{p}.{}", moe.experts_path))
+    }
+
+    /// The router at `router` and the stacked experts at `x` (Gemma 4 keeps them apart).
+    pub fn load_at(w: &mut Weights, cfg: &ModelConfig, router: &str, x: &str) -> Result<MoeBlock> {
+        let moe = cfg.moe.as_ref().ok_or_else(|| Error::Model("a sparse MLP without a mixture-of-experts config".into()))?;
         let (h, i, e, b) = (cfg.hidden_size, moe.intermediate_size, moe.experts, moe.bias);
         Ok(MoeBlock {
-            router: Linear::load(w, cfg, &format!("{p}.{}", moe.router), h, e, b)?,
+            router: Linear::load(w, cfg, router, h, e, b)?,
             gate_proj: SwitchLinear::load(w, cfg, &format!("{x}.gate_proj"), e, h, i, b)?,
             up_proj: SwitchLinear::load(w, cfg, &format!("{x}.up_proj"), e, h, i, b)?,
             down_proj: SwitchLinear::load(w, cfg, &format!("{x}.down_proj"), e, i, h, b)?,
             top_k: moe.top_k as i32,
             norm_topk_prob: moe.norm_topk_prob,
             act: match moe.act {
-                MoeAct::Silu => ExpertAct::Silu(GatedAct::new(false, cfg.build.compile_activations)?),
+                MoeAct::Silu => ExpertAct::Gated(GatedAct::new(false, cfg.build.compile_activations)?),
+                MoeAct::GeluTanh => ExpertAct::Gated(GatedAct::new(true, cfg.build.compile_activations)?),
                 MoeAct::SwigluClamped { alpha, limit } => ExpertAct::Clamped { alpha, limit },
             },
         })
     }
 
     pub fn forward(&self, x: &Array) -> Result<Array> {
-        let (b, l, h, k) = (x.dim(0), x.dim(1), x.dim(2), self.top_k);
+        let k = self.top_k;
         let probs = self.router.forward(x)?.astype(mlx::Dtype::F32)?.softmax(&[-1])?;
         // The k largest probabilities: the first k of a partition of their negatives.
         let idx = probs.negative()?.argpartition(k - 1, -1)?.slice_axis(2, 0, k)?;
@@ -985,6 +991,12 @@ impl MoeBlock {
         if self.norm_topk_prob {
             scores = scores.divide(&scores.sum(&[-1], true)?)?;
         }
+        self.forward_routed(x, &idx, &scores)
+    }
+
+    /// The experts `idx` (`[B, L, k]`) of each token of `x`, summed with weights `scores`.
+    pub fn forward_routed(&self, x: &Array, idx: &Array, scores: &Array) -> Result<Array> {
+        let (b, l, h, k) = (x.dim(0), x.dim(1), x.dim(2), idx.dim(2));
         let n = b * l * k;
         let y = if n >= MOE_SORT_AT {
             // One row per (token, expert) pair, ordered by expert.
@@ -996,7 +1008,7 @@ impl MoeBlock {
             let y = self.experts(&xs, &flat.take(&order, 0)?, true)?;
             y.take(&back, 0)?.reshape(&[b, l, k, h])?
         } else {
-            self.experts(&x.reshape(&[b, l, 1, 1, h])?, &idx, false)?.reshape(&[b, l, k, h])?
+            self.experts(&x.reshape(&[b, l, 1, 1, h])?, idx, false)?.reshape(&[b, l, k, h])?
         };
         y.multiply(&scores.astype(y.dtype())?.expand_dims(&[-1])?)?.sum(&[2], false)
     }

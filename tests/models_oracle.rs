@@ -214,7 +214,7 @@ oracle_cases! {
 #[test]
 fn fused_and_compiled_layers_match_the_oracle() {
     on_device();
-    for case in ["llama_tied", "qwen2_bias", "qwen3_qknorm", "qwen3_qknorm_q4", "gemma3_text", "gemma3_text_softcap"] {
+    for case in ["llama_tied", "qwen2_bias", "qwen3_qknorm", "qwen3_qknorm_q4", "gemma3_text", "gemma3_text_softcap", "gemma4", "gemma4_moe"] {
         let dir = fixtures().join(case);
         let r = reference(&dir);
         for (fuse, compile) in [(true, false), (false, true), (true, true)] {
@@ -225,6 +225,30 @@ fn fused_and_compiled_layers_match_the_oracle() {
             let tol = f32_tol();
             assert!(err < tol, "{case} fuse={fuse} compile={compile}: logits relative error {err:e} >= {tol:e}");
         }
+    }
+}
+
+/// Gemma 4's decode steps with fused projections (q/k/v, or q/k where keys
+/// are values, split on the head axis; q alone on layers that share keys) and
+/// the compiled activation, fed one token at a time, give the oracle's logits.
+#[test]
+fn gemma4_fused_decode_steps_match_the_oracle() {
+    on_device();
+    let _gpu = gpu();
+    for case in ["gemma4", "gemma4_moe"] {
+        let dir = fixtures().join(case);
+        let r = reference(&dir);
+        let opts = LoadOptions { fuse_projections: Some(true), compile: Some(true), ..Default::default() };
+        let model = Model::load(&dir, &opts).unwrap();
+        let mut caches = model.new_caches();
+        let mut got = Vec::new();
+        for &t in &r.inputs {
+            let x = Array::from_slice(&[t], &[1, 1]).unwrap();
+            got.extend(model.forward(&x, &mut caches, None, Logits::All).unwrap().to_vec::<f32>().unwrap());
+        }
+        let err = rel_error(&got, &r.logits);
+        eprintln!("{case} fused decode steps: logits relative error {err:e}");
+        assert!(err < f32_tol(), "{case} fused decode steps: {err:e}");
     }
 }
 

@@ -7,6 +7,7 @@ mod classify;
 mod convert;
 mod generate;
 mod info;
+mod launch;
 mod lora;
 mod serve;
 
@@ -47,6 +48,8 @@ enum Command {
     Lora(lora::Args),
     /// An OpenAI- and Ollama-compatible HTTP server with a web chat page (docs/server.md).
     Serve(serve::Args),
+    /// Start a command as N ranks of an MLX distributed group (ring on loopback, NCCL one per GPU, or an mlx.launch host file).
+    Launch(launch::Args),
 }
 
 /// How a command failed: usage errors exit 2, runtime errors 1.
@@ -139,6 +142,7 @@ fn run_command(command: Command) -> CliResult {
         Command::Bench(a) => bench::run(a),
         Command::Lora(a) => lora::run(a),
         Command::Serve(a) => serve::run(a),
+        Command::Launch(a) => launch::run(a),
     }
 }
 

@@ -209,6 +209,10 @@ pub struct EngineArgs {
     /// e.g. --tune compile=true --tune gpu_dense_qmm_rows=64.
     #[arg(long, value_name = "NAME=VALUE")]
     pub tune: Vec<String>,
+    /// Engines, each a whole copy of the model, serving requests by least outstanding work
+    /// (throughput; on GPUs replica i runs on GPU i, on the CPU all share it). Default 1.
+    #[arg(long, value_name = "N")]
+    pub replicas: Option<usize>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -234,8 +238,12 @@ impl EngineArgs {
             context_length: self.context_length,
             widen: self.weights.map(|w| w == WeightsArg::Widened),
             adapter: self.adapter_path.clone(),
+            replicas: self.replicas,
             ..Default::default()
         };
+        if self.replicas == Some(0) {
+            return Err(usage("--replicas must be at least 1"));
+        }
         for t in &self.tune {
             let (name, value) = t.split_once('=').ok_or_else(|| usage(format!("--tune {t}: expected NAME=VALUE")))?;
             o.set_knob(name.trim(), value).map_err(|e| usage(e.to_string()))?;

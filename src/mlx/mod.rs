@@ -4,6 +4,7 @@
 mod array;
 pub mod blas;
 pub mod closure;
+pub mod distributed;
 pub mod fast;
 pub mod io;
 pub mod memory;

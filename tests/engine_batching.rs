@@ -102,10 +102,11 @@ fn seeded_rows_equal_their_solo_runs() {
 /// The 2026 families batch exactly too: a mixture of experts (tokens of
 /// different rows routed to different experts, sorted by expert once a step has
 /// 64 token-expert pairs), its 4-bit copy through `gather_qmm`, NoPE layers,
-/// and Ministral 3's per-position query temperature with per-row positions.
+/// Ministral 3's per-position query temperature with per-row positions, and
+/// Gemma 4's per-layer inputs and shared keys carried beside each row's hidden state.
 #[test]
 fn new_families_batch_exactly() {
-    for case in ["qwen3_moe", "mixtral", "gpt_oss", "gpt_oss_mxfp4", "smollm3_nope", "ministral3_yarn", "phi3_fused"] {
+    for case in ["qwen3_moe", "mixtral", "gpt_oss", "gpt_oss_mxfp4", "smollm3_nope", "ministral3_yarn", "phi3_fused", "gemma4", "gemma4_moe"] {
         eprintln!("{case}");
         check(case, false);
     }

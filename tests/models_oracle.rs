@@ -185,6 +185,10 @@ oracle_cases! {
     qwen3_5_hybrid => "qwen3_5";
     qwen3_5_moe => "qwen3_5_moe";
     qwen3_5_moe_transformers_layout => "qwen3_5_moe_tf5";
+    gemma4_per_layer_inputs_shared_kv => "gemma4";
+    gemma4_transformers_layout => "gemma4_tf5";
+    gemma4_moe_keys_as_values => "gemma4_moe";
+    gemma4_moe_transformers_layout => "gemma4_moe_tf5";
     // MLX-quantised checkpoints against mlx-lm's own float32 logits.
     llama_q4 => "llama_tied_q4";
     llama_q8 => "llama_tied_q8";
@@ -198,6 +202,8 @@ oracle_cases! {
     mixtral_q8 => "mixtral_q8";
     qwen3_5_q4 => "qwen3_5_q4";
     qwen3_5_moe_q4 => "qwen3_5_moe_q4";
+    gemma4_q4 => "gemma4_q4";
+    gemma4_moe_q4 => "gemma4_moe_q4";
     // OpenAI's MXFP4 layout (*_blocks / *_scales), through MLX's mxfp4 gather_qmm.
     gpt_oss_mxfp4 => "gpt_oss_mxfp4";
 }
@@ -208,7 +214,7 @@ oracle_cases! {
 #[test]
 fn fused_and_compiled_layers_match_the_oracle() {
     on_device();
-    for case in ["llama_tied", "qwen2_bias", "qwen3_qknorm", "qwen3_qknorm_q4", "gemma3_text", "gemma3_text_softcap"] {
+    for case in ["llama_tied", "qwen2_bias", "qwen3_qknorm", "qwen3_qknorm_q4", "gemma3_text", "gemma3_text_softcap", "gemma4", "gemma4_moe"] {
         let dir = fixtures().join(case);
         let r = reference(&dir);
         for (fuse, compile) in [(true, false), (false, true), (true, true)] {
@@ -219,6 +225,30 @@ fn fused_and_compiled_layers_match_the_oracle() {
             let tol = f32_tol();
             assert!(err < tol, "{case} fuse={fuse} compile={compile}: logits relative error {err:e} >= {tol:e}");
         }
+    }
+}
+
+/// Gemma 4's decode steps with fused projections (q/k/v, or q/k where keys
+/// are values, split on the head axis; q alone on layers that share keys) and
+/// the compiled activation, fed one token at a time, give the oracle's logits.
+#[test]
+fn gemma4_fused_decode_steps_match_the_oracle() {
+    on_device();
+    let _gpu = gpu();
+    for case in ["gemma4", "gemma4_moe"] {
+        let dir = fixtures().join(case);
+        let r = reference(&dir);
+        let opts = LoadOptions { fuse_projections: Some(true), compile: Some(true), ..Default::default() };
+        let model = Model::load(&dir, &opts).unwrap();
+        let mut caches = model.new_caches();
+        let mut got = Vec::new();
+        for &t in &r.inputs {
+            let x = Array::from_slice(&[t], &[1, 1]).unwrap();
+            got.extend(model.forward(&x, &mut caches, None, Logits::All).unwrap().to_vec::<f32>().unwrap());
+        }
+        let err = rel_error(&got, &r.logits);
+        eprintln!("{case} fused decode steps: logits relative error {err:e}");
+        assert!(err < f32_tol(), "{case} fused decode steps: {err:e}");
     }
 }
 
@@ -305,7 +335,7 @@ fn prefill_in_chunks_and_token_by_token_agree() {
     // Gemma's window is 8 and the prompt 24: chunks and single steps cross the
     // window, exercising the rotating cache and its masks; Qwen 3.5's chunks and
     // steps carry the recurrent and convolution states of its linear layers.
-    for case in ["gemma3_text", "llama_rope_llama3", "ministral3_yarn", "smollm3_nope", "qwen3_5", "qwen3_5_moe"] {
+    for case in ["gemma3_text", "llama_rope_llama3", "ministral3_yarn", "smollm3_nope", "qwen3_5", "qwen3_5_moe", "gemma4", "gemma4_moe"] {
         let dir = fixtures().join(case);
         let r = reference(&dir);
         let model = Model::load(&dir, &LoadOptions::default()).unwrap();
@@ -339,7 +369,7 @@ fn prefill_in_chunks_and_token_by_token_agree() {
 fn left_padded_rows_equal_their_solo_forwards() {
     on_device();
     let _gpu = gpu();
-    for case in ["qwen3_5", "qwen3_5_moe", "llama_tied"] {
+    for case in ["qwen3_5", "qwen3_5_moe", "llama_tied", "gemma4", "gemma4_moe"] {
         let dir = fixtures().join(case);
         let r = reference(&dir);
         let model = Model::load(&dir, &LoadOptions::default()).unwrap();

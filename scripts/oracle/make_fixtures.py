@@ -253,6 +253,48 @@ DENSE_CASES = [
         seed=15001, tf5_copy=True, hub_keeps_rope_parameters=True, hub_weights="qwen3_5_hub_layout",
         hub_config="qwen3_5_hub_config", quantize=[(4, 32)],
     ),
+    dict(
+        name="gemma4",
+        what="gemma4 (E2B/E4B shape): 6 layers sliding (window 8, head_dim 16, rope 1e4) / global (layers 2 and 5: "
+             "global_head_dim 32, proportional rope on a quarter of it, theta 1e6), per-layer input embeddings of 8 "
+             "per layer, layers 4 and 5 reuse the keys/values of layers 3 and 2 (num_kv_shared_layers 2) with "
+             "double-wide MLPs, value RMSNorm, attention scale 1, random layer_scalar, final_logit_softcapping 30, "
+             "tied. Hub layout: nested text_config with global_head_dim, model.language_model.* tensors; the _tf5 "
+             "copy is what transformers 5.20.2 saves (flat gemma4_text, per_layer_config)",
+        config=dict(model_type="gemma4_text", num_hidden_layers=6, vocab_size=256, tie_word_embeddings=True,
+                    head_dim=16, global_head_dim=32, sliding_window=8,
+                    layer_types=["sliding_attention", "sliding_attention", "full_attention",
+                                 "sliding_attention", "sliding_attention", "full_attention"],
+                    num_kv_shared_layers=2, hidden_size_per_layer_input=8, vocab_size_per_layer_input=256,
+                    use_double_wide_mlp=True, attention_k_eq_v=False, final_logit_softcapping=30.0,
+                    pad_token_id=None, bos_token_id=None, eos_token_id=None,
+                    rope_parameters=dict(
+                        sliding_attention=dict(rope_type="default", rope_theta=10000.0),
+                        full_attention=dict(rope_type="proportional", partial_rotary_factor=0.25, rope_theta=1000000.0),
+                    )),
+        seed=16001, tf5_copy=True, hub_keeps_rope_parameters=True, hub_weights="gemma4_hub_layout",
+        hub_config="gemma4_hub_config", quantize=[(4, 32)],
+    ),
+    dict(
+        name="gemma4_moe",
+        what="gemma4 (26B-A4B shape): 4 layers sliding (window 8, head_dim 16, 2 KV heads) / global (global_head_dim 32, "
+             "keys = values: attention_k_eq_v with num_global_key_value_heads 1), beside each dense MLP 4 GELU-tanh "
+             "experts of 32, top 2 (router on the RMS-normed residual scaled per feature, renormalised, scaled per "
+             "expert), experts fused in transformers' layout (experts.gate_up_proj [E, 2I, H]); no per-layer inputs, "
+             "no KV sharing. Hub layout as the gemma4 case",
+        config=dict(model_type="gemma4_text", num_hidden_layers=4, vocab_size=256, tie_word_embeddings=True,
+                    head_dim=16, global_head_dim=32, num_global_key_value_heads=1, attention_k_eq_v=True, sliding_window=8,
+                    layer_types=["sliding_attention", "full_attention", "sliding_attention", "full_attention"],
+                    num_kv_shared_layers=0, hidden_size_per_layer_input=0, vocab_size_per_layer_input=256,
+                    enable_moe_block=True, num_experts=4, top_k_experts=2, moe_intermediate_size=32,
+                    final_logit_softcapping=30.0, pad_token_id=None, bos_token_id=None, eos_token_id=None,
+                    rope_parameters=dict(
+                        sliding_attention=dict(rope_type="default", rope_theta=10000.0),
+                        full_attention=dict(rope_type="proportional", partial_rotary_factor=0.25, rope_theta=1000000.0),
+                    )),
+        seed=17001, tf5_copy=True, hub_keeps_rope_parameters=True, hub_weights="gemma4_hub_layout",
+        hub_config="gemma4_hub_config", quantize=[(4, 32)],
+    ),
 ]
 
 
@@ -311,8 +353,8 @@ def init_weights(model, arch: str, seed: int, tied: bool, block_gain: float, lm_
     with torch.no_grad():
         for name, p in sorted(model.named_parameters(), key=lambda kv: kv[0]):
             if "norm" in name:
-                # gemma and qwen3_5 store w for (1 + w); the others (and qwen3_5's gated norm) store w
-                zero_centred = gemma or (arch.startswith("qwen3_5") and "linear_attn.norm" not in name)
+                # gemma (before 4) and qwen3_5 store w for (1 + w); the others (and qwen3_5's gated norm) store w
+                zero_centred = (gemma and not arch.startswith("gemma4")) or (arch.startswith("qwen3_5") and "linear_attn.norm" not in name)
                 base = 0.0 if zero_centred else 1.0
                 if gemma and ("post_attention_layernorm" in name or "post_feedforward_layernorm" in name):
                     # (1 + 2) = 3x on the block outputs: after gemma's post-norms the blocks would
@@ -329,12 +371,19 @@ def init_weights(model, arch: str, seed: int, tied: bool, block_gain: float, lm_
                 else:
                     std = 0.4 if tied else 1.0
                 p.copy_(std * torch.randn(p.shape, generator=g))
+            elif name.endswith(("router.scale", "router.per_expert_scale")):
+                # Gemma 4's router scales (1 in transformers' init): near 1, not a fan-in draw
+                p.copy_(1.0 + 0.2 * torch.randn(p.shape, generator=g))
             elif name == "lm_head.weight":
                 p.copy_(lm_head_std * torch.randn(p.shape, generator=g))
             else:
                 fan_in = p.shape[-1]
                 gain = block_gain if name.endswith(("o_proj.weight", "down_proj.weight", "experts.down_proj")) else 1.0
                 p.copy_(gain * torch.randn(p.shape, generator=g) / math.sqrt(fan_in))
+        for name, b in sorted(model.named_buffers(), key=lambda kv: kv[0]):
+            if name.endswith("layer_scalar"):
+                # Gemma 4's learned per-layer scale (a saved buffer): not 1, so that loading it matters
+                b.copy_(0.75 + 0.5 * torch.rand(b.shape, generator=g))
     if tied:
         assert model.lm_head.weight.data_ptr() == model.model.embed_tokens.weight.data_ptr()
 
@@ -549,6 +598,32 @@ def qwen3_5_hub_config(cfg: dict) -> dict:
                         "torch_dtype": text.get("torch_dtype", "float32")}.items()))
 
 
+def gemma4_hub_layout(tensors: dict) -> dict:
+    """Gemma 4 as Google ships it (Gemma4ForConditionalGeneration): the text
+    model under model.language_model.*."""
+    return {k.replace("model.", "model.language_model.", 1) if k.startswith("model.") else k: v for k, v in tensors.items()}
+
+
+def gemma4_hub_config(cfg: dict) -> dict:
+    """The hub's Gemma 4 config.json: a `gemma4` model with the text settings
+    under text_config, global layers described by global_head_dim (what
+    transformers 5.20.2 turns into per_layer_config, and what mlx-lm reads);
+    mlx-lm 0.32.2 takes the vocabulary size from the top level (262144 when absent)."""
+    text = dict(cfg)
+    per_layer = text.pop("per_layer_config")
+    for key, hub_key in (("head_dim", "global_head_dim"), ("num_key_value_heads", "num_global_key_value_heads")):
+        values = {v.get(key) for v in per_layer.values()}
+        assert len(values) == 1, per_layer
+        value = values.pop()
+        if value is not None:
+            text[hub_key] = value
+    assert all(set(v) <= {"head_dim", "num_key_value_heads"} for v in per_layer.values()), per_layer
+    text.pop("architectures", None)
+    return dict(sorted({"architectures": ["Gemma4ForConditionalGeneration"], "model_type": "gemma4", "text_config": text,
+                        "tie_word_embeddings": text["tie_word_embeddings"], "vocab_size": text["vocab_size"],
+                        "torch_dtype": text.get("torch_dtype", "float32")}.items()))
+
+
 def rewrite_weights(d: Path, fn):
     from safetensors.numpy import load_file
     tensors = load_file(str(d / "model.safetensors"))
@@ -721,7 +796,8 @@ def run_dense(case, out: Path, tmp: Path, log, summary):
     seq = inputs + greedy
     tf_seq = tf_logits(model, seq[:-1])[len(inputs) - 1:]
     tf_seq_lp = tf_seq - np.log(np.exp(tf_seq - tf_seq.max(-1, keepdims=True)).sum(-1, keepdims=True)) - tf_seq.max(-1, keepdims=True)
-    softcap = getattr(cfg, "final_logit_softcapping", None)
+    # mlx-lm 0.32.2 soft-caps Gemma 4's logits, not Gemma 3's
+    softcap = getattr(cfg, "final_logit_softcapping", None) if arch.startswith("gemma3") else None
     mlx_cmp_ref = ref
     if softcap:
         # mlx-lm 0.32.2's gemma3_text has no final soft-capping: compare against

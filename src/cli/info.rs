@@ -59,6 +59,7 @@ pub fn run_info(a: InfoArgs) -> CliResult {
             context_length: None,
             weights: a.weights,
             adapter_path: None,
+            replicas: None,
             tune: Vec::new(),
             distributed: None,
         },

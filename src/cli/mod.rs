@@ -7,6 +7,7 @@ mod classify;
 mod convert;
 mod generate;
 mod info;
+mod launch;
 mod lora;
 mod serve;
 
@@ -47,6 +48,8 @@ enum Command {
     Lora(lora::Args),
     /// An OpenAI- and Ollama-compatible HTTP server with a web chat page (docs/server.md).
     Serve(serve::Args),
+    /// Start a command as N ranks of an MLX distributed group (ring on loopback, NCCL one per GPU, or an mlx.launch host file).
+    Launch(launch::Args),
 }
 
 /// How a command failed: usage errors exit 2, runtime errors 1.
@@ -139,6 +142,7 @@ fn run_command(command: Command) -> CliResult {
         Command::Bench(a) => bench::run(a),
         Command::Lora(a) => lora::run(a),
         Command::Serve(a) => serve::run(a),
+        Command::Launch(a) => launch::run(a),
     }
 }
 
@@ -205,6 +209,10 @@ pub struct EngineArgs {
     /// e.g. --tune compile=true --tune gpu_dense_qmm_rows=64.
     #[arg(long, value_name = "NAME=VALUE")]
     pub tune: Vec<String>,
+    /// Engines, each a whole copy of the model, serving requests by least outstanding work
+    /// (throughput; on GPUs replica i runs on GPU i, on the CPU all share it). Default 1.
+    #[arg(long, value_name = "N")]
+    pub replicas: Option<usize>,
     /// Split the model over the ranks of an MLX distributed group (tensor
     /// parallel; every rank runs the same command, rank 0 prints; docs/distributed.md).
     /// Default: GOMLX_DISTRIBUTED, else off.
@@ -257,9 +265,13 @@ impl EngineArgs {
             context_length: self.context_length,
             widen: self.weights.map(|w| w == WeightsArg::Widened),
             adapter: self.adapter_path.clone(),
+            replicas: self.replicas,
             distributed: self.distributed_name(),
             ..Default::default()
         };
+        if self.replicas == Some(0) {
+            return Err(usage("--replicas must be at least 1"));
+        }
         for t in &self.tune {
             let (name, value) = t.split_once('=').ok_or_else(|| usage(format!("--tune {t}: expected NAME=VALUE")))?;
             o.set_knob(name.trim(), value).map_err(|e| usage(e.to_string()))?;

@@ -20,6 +20,8 @@ use std::sync::Arc;
 pub(crate) struct LoadRequest {
     pub path: PathBuf,
     pub device: DeviceKind,
+    /// The MLX device index (a replica's GPU; 0 on the CPU).
+    pub device_index: usize,
     pub load: LoadOptions,
     pub context_length: Option<usize>,
     pub max_rows: usize,
@@ -86,7 +88,7 @@ pub(crate) fn run(req: LoadRequest, rx: Receiver<Command>, ready: Sender<Result<
     // unless MLX is a CUDA build), taken per unit of work, never while idle.
     let loaded = guarded(|| {
         let _gpu = mlx::gpu_guard();
-        stream::set_thread_stream(Stream::new(req.device)?);
+        stream::set_thread_stream(Stream::new_on(req.device, req.device_index)?);
         load(&req)
     });
     let (model, tokenizer) = match loaded {

@@ -51,6 +51,14 @@ pub enum RopeScaling {
         attention_factor: f32,
         truncate: bool,
     },
+    /// Gemma 4's global layers: the first `rotated` of the head's `head_dim / 2`
+    /// frequency pairs turn at `base^(2i / head_dim)` (periods × `factor`), the
+    /// rest not at all: rotate-half pairs (i, i + head_dim/2) for i < rotated.
+    Proportional {
+        factor: f32,
+        /// `partial_rotary_factor`: the fraction of the head's dimensions rotated.
+        fraction: f32,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -160,6 +168,8 @@ pub struct ModelConfig {
     /// A shared expert beside the routed ones, of this width, scaled by
     /// σ(`shared_expert_gate`) (Qwen 3.5 MoE).
     pub shared_expert_size: Option<usize>,
+    /// Gemma 4's per-layer shapes, shared keys/values and per-layer inputs.
+    pub gemma4: Option<Gemma4Layout>,
     /// Checkpoint dtype of the weights.
     pub dtype: Dtype,
     pub quantization: Quantization,
@@ -172,6 +182,26 @@ pub struct ModelConfig {
 pub struct LinearAttention {
     pub layers: Vec<bool>,
     pub dims: super::linear_attention::LinearDims,
+}
+
+/// What Gemma 4 adds to the common settings (read by `gemma4.rs`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Gemma4Layout {
+    /// Head size and KV heads per layer: global layers have their own
+    /// (`global_head_dim`, `num_global_key_value_heads`, or `per_layer_config`).
+    pub head_dims: Vec<usize>,
+    pub kv_heads: Vec<usize>,
+    /// Global layers take their values from the key projection (`attention_k_eq_v`).
+    pub values_from_keys: bool,
+    /// The last this many layers reuse the keys and values of the last earlier
+    /// layer of their kind (`num_kv_shared_layers`).
+    pub kv_shared_layers: usize,
+    /// Width of each layer's slice of the per-layer input embeddings
+    /// (`hidden_size_per_layer_input`; 0: none) and their vocabulary.
+    pub per_layer_input: usize,
+    pub per_layer_vocab: usize,
+    /// The KV-sharing layers' MLPs are twice `intermediate_size` wide (`use_double_wide_mlp`).
+    pub double_wide_mlp: bool,
 }
 
 /// Llama 4's position-dependent query scaling (`llama_4_scaling_beta`).
@@ -209,6 +239,8 @@ pub struct Moe {
 pub enum MoeAct {
     /// SiLU(gate) · up.
     Silu,
+    /// GELU-tanh(gate) · up (Gemma 4).
+    GeluTanh,
     /// gpt-oss: gate clipped above at `limit`, up clipped to ±`limit`,
     /// gate · σ(`alpha` · gate) · (up + 1).
     SwigluClamped { alpha: f32, limit: f32 },
@@ -352,6 +384,7 @@ impl ModelConfig {
             attn_output_gate: false,
             linear_attention: None,
             shared_expert_size: None,
+            gemma4: None,
             dtype,
             quantization,
             build: Build::default(),
@@ -429,6 +462,12 @@ fn check_values(c: &ModelConfig, obj: &Map<String, Value>) -> Result<()> {
                 positive("rope_scaling.beta_fast", beta_fast)?;
                 positive("rope_scaling.beta_slow", beta_slow)?;
                 positive("rope_scaling.attention_factor", attention_factor)?;
+            }
+            RopeScaling::Proportional { factor, fraction } => {
+                positive("rope_parameters.factor", factor)?;
+                if !(0.0..=1.0).contains(&fraction) {
+                    return Err(Error::Model(format!("config.json: partial_rotary_factor {fraction} must be within [0, 1]")));
+                }
             }
         }
     }
@@ -515,7 +554,8 @@ fn scaling_from(s: &Map<String, Value>) -> Result<RopeScaling> {
                 truncate: bool_field(s, "truncate").unwrap_or(true),
             }
         }
-        other => return Err(Error::Model(format!("config.json: unsupported rope_type '{other}' (supported: default, linear, llama3, yarn)"))),
+        "proportional" => RopeScaling::Proportional { factor: factor.unwrap_or(1.0), fraction: f32_field(s, "partial_rotary_factor")?.unwrap_or(1.0) },
+        other => return Err(Error::Model(format!("config.json: unsupported rope_type '{other}' (supported: default, linear, llama3, yarn, proportional)"))),
     })
 }
 

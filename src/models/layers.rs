@@ -319,18 +319,25 @@ struct VocabSplit {
 
 impl Embedding {
     pub fn load(w: &mut Weights, cfg: &ModelConfig, path: &str) -> Result<Embedding> {
-        let split = cfg.build.shard.as_ref().map(|s| {
-            let start = s.vocab_start().min(s.vocab);
-            VocabSplit { group: s.group.clone(), start: start as i32, rows: ((start + s.vocab_rows()).min(s.vocab) - start) as i32, vocab: s.vocab as i32 }
-        });
-        let rows = cfg.build.shard.as_ref().map_or(cfg.vocab_size, |s| s.vocab_rows());
-        let (weight, quant) = load_matrix(w, path, rows, cfg.hidden_size, cfg.quantization.for_module(path))?;
+        // Split over ranks (`shard`): this rank's vocabulary rows.
+        let Some(s) = &cfg.build.shard else { return Embedding::load_sized(w, cfg, path, cfg.vocab_size, cfg.hidden_size) };
+        let start = s.vocab_start().min(s.vocab);
+        let split =
+            VocabSplit { group: s.group.clone(), start: start as i32, rows: ((start + s.vocab_rows()).min(s.vocab) - start) as i32, vocab: s.vocab as i32 };
+        let mut e = Embedding::load_sized(w, cfg, path, s.vocab_rows(), cfg.hidden_size)?;
+        e.split = Some(split);
+        Ok(e)
+    }
+
+    /// A whole table of `rows` × `cols` (Gemma 4's per-layer input embeddings).
+    pub fn load_sized(w: &mut Weights, cfg: &ModelConfig, path: &str, rows: usize, cols: usize) -> Result<Embedding> {
+        let (weight, quant) = load_matrix(w, path, rows, cols, cfg.quantization.for_module(path))?;
         let dtype = cfg.dtype;
         let table = match quant {
             Some((scales, biases, q)) => Table::Quantized { w: weight, scales, biases, q, dtype, products: cfg.build.products },
             None => Table::Dense { table: weight, dtype },
         };
-        Ok(Embedding { table, split })
+        Ok(Embedding { table, split: None })
     }
 
     /// Rows of `tokens` (`[B, L]`) → `[B, L, H]` in the compute dtype; quantised rows are dequantised.
@@ -478,6 +485,14 @@ impl RotaryEmbedding {
                 let freqs = Array::from_slice(&periods, &[periods.len() as i32])?;
                 RotaryEmbedding { dims: d, base: None, scale: 1.0, freqs: Some(freqs), mscale: 1.0 }
             }
+            RopeScaling::Proportional { factor, fraction } => {
+                // An infinite period leaves its pair unrotated (cos 1, sin 0).
+                let rotated = (fraction * dims as f32 / 2.0).floor() as usize;
+                let periods: Vec<f32> =
+                    (0..dims / 2).map(|i| if i < rotated { factor * cfg.theta.powf(2.0 * i as f32 / dims as f32) } else { f32::INFINITY }).collect();
+                let freqs = Array::from_slice(&periods, &[periods.len() as i32])?;
+                RotaryEmbedding { dims: d, base: None, scale: 1.0, freqs: Some(freqs), mscale: 1.0 }
+            }
         })
     }
 
@@ -532,6 +547,12 @@ pub struct Attention {
     /// Qwen 3.5's output gate: q_proj gives each head's query and a gate, and
     /// the heads' outputs are scaled by σ(gate) before o_proj.
     output_gate: bool,
+    /// Values are the key projection's output (Gemma 4's `attention_k_eq_v`).
+    values_from_keys: bool,
+    /// Values RMS-normed without a weight, with this epsilon (Gemma 4).
+    value_norm: Option<f32>,
+    /// No k/v projections: keys and values come from an earlier layer (Gemma 4).
+    shared_kv: bool,
     heads: i32,
     kv_heads: i32,
     head_dim: i32,
@@ -539,24 +560,59 @@ pub struct Attention {
     window: Option<usize>,
 }
 
+/// One attention layer's shape where it differs from the config's common one
+/// (Gemma 4's global layers and KV-sharing layers).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AttnShape {
+    pub head_dim: usize,
+    pub kv_heads: usize,
+    /// Leading dimensions of each head RoPE rotates.
+    pub rope_dims: usize,
+    pub values_from_keys: bool,
+    pub value_norm: bool,
+    pub shared_kv: bool,
+}
+
+impl AttnShape {
+    /// The config's common shape.
+    pub fn of(cfg: &ModelConfig) -> AttnShape {
+        AttnShape { head_dim: cfg.head_dim, kv_heads: cfg.num_kv_heads, rope_dims: cfg.rope_dims, values_from_keys: false, value_norm: false, shared_kv: false }
+    }
+}
+
 impl Attention {
     pub fn load(w: &mut Weights, cfg: &ModelConfig, layer: usize, norm_plus_one: bool) -> Result<Attention> {
+        Attention::load_shaped(w, cfg, layer, norm_plus_one, AttnShape::of(cfg))
+    }
+
+    pub fn load_shaped(w: &mut Weights, cfg: &ModelConfig, layer: usize, norm_plus_one: bool, shape: AttnShape) -> Result<Attention> {
         let p = format!("model.layers.{layer}.self_attn");
-        let (h, hd, nh, nkv) = (cfg.hidden_size, cfg.head_dim, cfg.num_heads, cfg.num_kv_heads);
+        let (h, hd, nh, nkv) = (cfg.hidden_size, shape.head_dim, cfg.num_heads, shape.kv_heads);
         let sliding = cfg.sliding[layer];
         let rope_cfg = if sliding { cfg.rope_local.as_ref().unwrap_or(&cfg.rope) } else { &cfg.rope };
         let norm = |w: &mut Weights, name: &str| RmsNorm::load(w, &format!("{p}.{name}"), hd, cfg.rms_norm_eps, norm_plus_one);
         let gate = cfg.attn_output_gate;
-        let parts = [("q_proj", nh * hd * if gate { 2 } else { 1 }), ("k_proj", nkv * hd), ("v_proj", nkv * hd)];
+        let mut parts = vec![("q_proj", nh * hd * if gate { 2 } else { 1 })];
+        if !shape.shared_kv {
+            parts.push(("k_proj", nkv * hd));
+            if !shape.values_from_keys {
+                parts.push(("v_proj", nkv * hd));
+            }
+        }
+        let fuse = cfg.build.fuse_projections && !gate && parts.len() > 1;
+        let own_k_norm = cfg.qk_norm && !shape.shared_kv;
         Ok(Attention {
-            qkv: Fanout::load(w, cfg, &p, &parts, h, cfg.qkv_bias, cfg.build.fuse_projections && !gate)?,
+            qkv: Fanout::load(w, cfg, &p, &parts, h, cfg.qkv_bias, fuse)?,
             o_proj: Linear::load(w, cfg, &format!("{p}.o_proj"), nh * hd, h, cfg.o_bias)?,
             q_norm: if cfg.qk_norm { Some(norm(w, "q_norm")?) } else { None },
-            k_norm: if cfg.qk_norm { Some(norm(w, "k_norm")?) } else { None },
-            rope: if cfg.no_rope[layer] { None } else { Some(RotaryEmbedding::new(rope_cfg, cfg.rope_dims)?) },
+            k_norm: if own_k_norm { Some(norm(w, "k_norm")?) } else { None },
+            rope: if cfg.no_rope[layer] { None } else { Some(RotaryEmbedding::new(rope_cfg, shape.rope_dims)?) },
             temperature: cfg.attn_temperature,
             sinks: if cfg.attn_sinks { Some(w.take_shaped(&format!("{p}.sinks"), &[nh])?) } else { None },
             output_gate: gate,
+            values_from_keys: shape.values_from_keys,
+            value_norm: if shape.value_norm { Some(cfg.rms_norm_eps) } else { None },
+            shared_kv: shape.shared_kv,
             heads: nh as i32,
             kv_heads: nkv as i32,
             head_dim: hd as i32,
@@ -575,9 +631,17 @@ impl Attention {
 
     /// Attention over `x`; without a cache (training) the keys are `x`'s own.
     pub fn forward(&self, x: &Array, cache: Option<&mut KvCache>, ctx: &Context) -> Result<Array> {
+        Ok(self.forward_kv(x, None, cache, ctx)?.0)
+    }
+
+    /// `forward`, also giving this step's keys and values (`[B, kv_heads, L,
+    /// head_dim]`, normed and rotated, before the cache); a layer without k/v
+    /// projections attends with `shared` ones, another layer's (Gemma 4).
+    pub fn forward_kv(&self, x: &Array, shared: Option<(Array, Array)>, cache: Option<&mut KvCache>, ctx: &Context) -> Result<(Array, (Array, Array))> {
         let (b, l) = (x.dim(0), x.dim(1));
         let offset = cache.as_ref().map_or(0, |c| c.offset());
-        let [q, k, v] = self.project(x)?;
+        let mut parts = self.project(x)?.into_iter();
+        let q = parts.next().ok_or_else(|| Error::Model("q projection".into()))?;
         // Gated heads: [B, H, L, 2D] holds each head's query then its gate.
         let (q, gate) = if self.output_gate {
             let mut halves = q.split(2, -1)?;
@@ -600,7 +664,21 @@ impl Attention {
             Some(t) => q.multiply(&temperature(t, l, offset, ctx.positions)?.astype(q.dtype())?)?,
             None => q,
         };
-        let k = rope(norm(k, &self.k_norm)?)?;
+        let (k, v) = match (shared, self.shared_kv) {
+            (Some(kv), true) => kv,
+            (None, false) => {
+                let k = parts.next().ok_or_else(|| Error::Model("k projection".into()))?;
+                let v = if self.values_from_keys { k.clone() } else { parts.next().ok_or_else(|| Error::Model("v projection".into()))? };
+                let v = match self.value_norm {
+                    Some(eps) => fast::rms_norm(&v, None, eps)?,
+                    None => v,
+                };
+                (rope(norm(k, &self.k_norm)?)?, v)
+            }
+            (_, true) => return Err(Error::Model("a layer sharing another's keys and values got none".into())),
+            (Some(_), false) => return Err(Error::Model("a layer with its own keys and values got shared ones".into())),
+        };
+        let fresh = (k.clone(), v.clone());
         let att = match cache {
             Some(c) => c.update(k, v)?,
             None => Attend { keys: k, values: v, preceding: 0, ring_slot: None },
@@ -623,44 +701,45 @@ impl Attention {
             None => o,
         };
         let o = if l == 1 { o } else { o.transpose(&[0, 2, 1, 3])? };
-        self.o_proj.forward(&o.reshape(&[b, l, self.heads * self.head_dim])?)
+        Ok((self.o_proj.forward(&o.reshape(&[b, l, self.heads * self.head_dim])?)?, fresh))
     }
 
-    /// Queries, keys and values of `x` (`[B, L, hidden]`) as `[B, heads, L, head_dim]`.
+    /// Queries, keys and values of `x` (`[B, L, hidden]`) as `[B, heads, L, head_dim]`
+    /// (queries only on a layer sharing another's keys; no values where they are the keys).
     /// A decode step (L = 1) gets there with one reshape per tensor instead of a
     /// reshape and a transpose, and fused q/k/v split along the head axis: every
     /// graph node costs host time in MLX's CUDA backend, where decode is host-bound.
-    fn project(&self, x: &Array) -> Result<[Array; 3]> {
+    fn project(&self, x: &Array) -> Result<Vec<Array>> {
         let (b, l, d) = (x.dim(0), x.dim(1), self.head_dim);
-        let counts = [self.heads, self.kv_heads, self.kv_heads];
         let q_width = if self.output_gate { 2 * d } else { d };
-        let heads_of = |y: &Array, n: i32, d: i32| -> Result<Array> {
-            if l == 1 {
-                y.reshape(&[b, n, 1, d])
-            } else {
-                y.reshape(&[b, l, n, d])?.transpose(&[0, 2, 1, 3])
+        let mut counts = vec![(self.heads, q_width)];
+        if !self.shared_kv {
+            counts.push((self.kv_heads, d));
+            if !self.values_from_keys {
+                counts.push((self.kv_heads, d));
             }
-        };
-        if self.output_gate {
-            let ys = self.qkv.forward(x)?;
-            let parts = vec![heads_of(&ys[0], self.heads, q_width)?, heads_of(&ys[1], self.kv_heads, d)?, heads_of(&ys[2], self.kv_heads, d)?];
-            return parts.try_into().map_err(|_| Error::Model("q/k/v projections".into()));
         }
-        let heads = |y: &Array, n: i32| -> Result<Array> {
+        let heads = |y: &Array, n: i32, w: i32| -> Result<Array> {
             if l == 1 {
-                y.reshape(&[b, n, 1, d])
+                y.reshape(&[b, n, 1, w])
             } else {
-                y.reshape(&[b, l, n, d])?.transpose(&[0, 2, 1, 3])
+                y.reshape(&[b, l, n, w])?.transpose(&[0, 2, 1, 3])
             }
         };
-        let parts = match (&self.qkv, l) {
+        match (&self.qkv, l) {
+            // Fused parts all have head_dim columns per head (no output gate).
             (Fanout::Fused { linear, .. }, 1) => {
-                let all = heads(&linear.forward(x)?, counts.iter().sum())?;
-                all.split_at(&[self.heads, self.heads + self.kv_heads], 1)?
+                let all = heads(&linear.forward(x)?, counts.iter().map(|c| c.0).sum(), d)?;
+                let mut cuts = Vec::new();
+                let mut at = 0;
+                for &(n, _) in &counts[..counts.len() - 1] {
+                    at += n;
+                    cuts.push(at);
+                }
+                all.split_at(&cuts, 1)
             }
-            _ => self.qkv.forward(x)?.iter().zip(counts).map(|(y, n)| heads(y, n)).collect::<Result<Vec<_>>>()?,
-        };
-        parts.try_into().map_err(|_| Error::Model("q/k/v projections".into()))
+            _ => self.qkv.forward(x)?.iter().zip(&counts).map(|(y, &(n, w))| heads(y, n, w)).collect(),
+        }
     }
 
     /// The projections by name (`q_proj`, `k_proj`, `v_proj`, `o_proj`; only
@@ -685,6 +764,15 @@ impl Attention {
         }
         v.extend(self.sinks.iter());
         v
+    }
+
+    /// Dimensions per head and KV heads (Gemma 4's layers differ).
+    pub fn head_dim(&self) -> usize {
+        self.head_dim as usize
+    }
+
+    pub fn kv_heads(&self) -> usize {
+        self.kv_heads as usize
     }
 }
 
@@ -958,16 +1046,16 @@ struct ExpertSplit {
     count: i32,
 }
 
-/// An expert's activation: the gated MLP's SiLU, or gpt-oss's clamped variant.
+/// An expert's activation: the gated MLP's (SiLU or GELU-tanh), or gpt-oss's clamped variant.
 enum ExpertAct {
-    Silu(GatedAct),
+    Gated(GatedAct),
     Clamped { alpha: f32, limit: f32 },
 }
 
 impl ExpertAct {
     fn forward(&self, g: &Array, u: &Array) -> Result<Array> {
         match self {
-            ExpertAct::Silu(a) => a.forward(g, u),
+            ExpertAct::Gated(a) => a.forward(g, u),
             ExpertAct::Clamped { alpha, limit } => {
                 let dt = g.dtype();
                 let (hi, lo) = (Array::scalar_as(*limit, dt)?, Array::scalar_as(-*limit, dt)?);
@@ -986,28 +1074,34 @@ impl MoeBlock {
     pub fn load(w: &mut Weights, cfg: &ModelConfig, layer: usize) -> Result<MoeBlock> {
         let moe = cfg.moe.as_ref().ok_or_else(|| Error::Model("a sparse MLP without a mixture-of-experts config".into()))?;
         let p = format!("model.layers.{layer}.{}", moe.path);
-        let x = format!("{p}.{}", moe.experts_path);
+        MoeBlock::load_at(w, cfg, &format!("{p}.{}", moe.router), &format!("{p}.{}", moe.experts_path))
+    }
+
+    /// The router at `router` and the stacked experts at `x` (Gemma 4 keeps them apart).
+    pub fn load_at(w: &mut Weights, cfg: &ModelConfig, router: &str, x: &str) -> Result<MoeBlock> {
+        let moe = cfg.moe.as_ref().ok_or_else(|| Error::Model("a sparse MLP without a mixture-of-experts config".into()))?;
         let (h, i, e, b) = (cfg.hidden_size, moe.intermediate_size, moe.experts, moe.bias);
         // Split: the router scores every expert; `e` are this rank's.
         let split = cfg.build.shard.as_ref().map(|s| ExpertSplit { group: s.group.clone(), first: s.expert_start() as i32, count: e as i32 });
         let all = cfg.build.shard.as_ref().map_or(e, |s| s.experts);
         Ok(MoeBlock {
             split,
-            router: Linear::load(w, cfg, &format!("{p}.{}", moe.router), h, all, b)?,
+            router: Linear::load(w, cfg, router, h, all, b)?,
             gate_proj: SwitchLinear::load(w, cfg, &format!("{x}.gate_proj"), e, h, i, b)?,
             up_proj: SwitchLinear::load(w, cfg, &format!("{x}.up_proj"), e, h, i, b)?,
             down_proj: SwitchLinear::load(w, cfg, &format!("{x}.down_proj"), e, i, h, b)?,
             top_k: moe.top_k as i32,
             norm_topk_prob: moe.norm_topk_prob,
             act: match moe.act {
-                MoeAct::Silu => ExpertAct::Silu(GatedAct::new(false, cfg.build.compile_activations)?),
+                MoeAct::Silu => ExpertAct::Gated(GatedAct::new(false, cfg.build.compile_activations)?),
+                MoeAct::GeluTanh => ExpertAct::Gated(GatedAct::new(true, cfg.build.compile_activations)?),
                 MoeAct::SwigluClamped { alpha, limit } => ExpertAct::Clamped { alpha, limit },
             },
         })
     }
 
     pub fn forward(&self, x: &Array) -> Result<Array> {
-        let (b, l, h, k) = (x.dim(0), x.dim(1), x.dim(2), self.top_k);
+        let k = self.top_k;
         let probs = self.router.forward(x)?.astype(mlx::Dtype::F32)?.softmax(&[-1])?;
         // The k largest probabilities: the first k of a partition of their negatives.
         let idx = probs.negative()?.argpartition(k - 1, -1)?.slice_axis(2, 0, k)?;
@@ -1015,16 +1109,23 @@ impl MoeBlock {
         if self.norm_topk_prob {
             scores = scores.divide(&scores.sum(&[-1], true)?)?;
         }
+        self.forward_routed(x, &idx, &scores)
+    }
+
+    /// The experts `idx` (`[B, L, k]`) of each token of `x`, summed with weights `scores`.
+    pub fn forward_routed(&self, x: &Array, idx: &Array, scores: &Array) -> Result<Array> {
+        let (b, l, h, k) = (x.dim(0), x.dim(1), x.dim(2), idx.dim(2));
         // Split: other ranks' experts weigh 0 here (and run as local expert 0).
-        let idx = match &self.split {
+        let (idx, scores) = match &self.split {
             Some(s) => {
                 let local = idx.astype(mlx::Dtype::I32)?.subtract(&Array::scalar(s.first))?;
                 let mine = local.greater_equal(&Array::scalar(0i32))?.logical_and(&local.less(&Array::scalar(s.count))?)?;
-                scores = scores.multiply(&mine.astype(scores.dtype())?)?;
-                mlx::where_(&mine, &local, &Array::scalar(0i32))?.astype(mlx::Dtype::U32)?
+                let scores = scores.multiply(&mine.astype(scores.dtype())?)?;
+                (mlx::where_(&mine, &local, &Array::scalar(0i32))?.astype(mlx::Dtype::U32)?, scores)
             }
-            None => idx,
+            None => (idx.clone(), scores.clone()),
         };
+        let (idx, scores) = (&idx, &scores);
         let n = b * l * k;
         let y = if n >= MOE_SORT_AT {
             // One row per (token, expert) pair, ordered by expert.
@@ -1036,7 +1137,7 @@ impl MoeBlock {
             let y = self.experts(&xs, &flat.take(&order, 0)?, true)?;
             y.take(&back, 0)?.reshape(&[b, l, k, h])?
         } else {
-            self.experts(&x.reshape(&[b, l, 1, 1, h])?, &idx, false)?.reshape(&[b, l, k, h])?
+            self.experts(&x.reshape(&[b, l, 1, 1, h])?, idx, false)?.reshape(&[b, l, k, h])?
         };
         let y = y.multiply(&scores.astype(y.dtype())?.expand_dims(&[-1])?)?.sum(&[2], false)?;
         match &self.split {

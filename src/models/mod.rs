@@ -40,6 +40,7 @@ families! {
     gpt_oss: gpt_oss::GptOss,
     qwen3_5: qwen3_5::Qwen35,
     qwen3_5_moe: qwen3_5_moe::Qwen35Moe,
+    gemma4: gemma4::Gemma4,
 }
 
 pub use config::{Build, ModelConfig, Quant};

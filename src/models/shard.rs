@@ -68,6 +68,9 @@ impl Shard {
         if cfg.linear_attention.is_some() {
             return refuse("linear-attention layers are not sharded".into());
         }
+        if cfg.gemma4.is_some() {
+            return refuse("per-layer head sizes, shared KV layers and per-layer embeddings (Gemma 4) are not sharded".into());
+        }
         if cfg.attn_sinks || cfg.attn_output_gate || cfg.shared_expert_size.is_some() {
             return refuse("attention sinks, gated attention outputs and shared experts are not sharded".into());
         }

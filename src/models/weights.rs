@@ -25,6 +25,10 @@ pub(crate) fn normalise(name: &str) -> Option<String> {
         // Qwen 3.5: the vision model and the multi-token-prediction head.
         "model.visual.",
         "mtp.",
+        // Gemma 4: the audio and vision encoders and their projections.
+        "model.audio_tower.",
+        "model.embed_audio.",
+        "model.embed_vision.",
     ];
     if DROP.iter().any(|p| name.starts_with(p)) || name.ends_with("rotary_emb.inv_freq") {
         return None;

@@ -241,9 +241,9 @@ impl Worker {
             // Sessions keep every position (growing caches): a rotating cache that dropped some cannot be one.
             let g = cache.prefix(cache.offset()).map_err(|e| bad(format!("layer {i}: {e}")))?;
             if let Some((k, _)) = g.state()?.filter(|_| !g.is_recurrent()) {
-                let s = k.shape();
-                if s.len() != 4 || s[0] != 1 || s[1] as usize != c.num_kv_heads || s[3] as usize != c.head_dim {
-                    return Err(bad(format!("layer {i} keys of shape {s:?}; the model needs [1, {}, T, {}]", c.num_kv_heads, c.head_dim)));
+                let (s, (heads, dim)) = (k.shape(), c.layer_kv(i));
+                if s.len() != 4 || s[0] != 1 || s[1] as usize != heads || s[3] as usize != dim {
+                    return Err(bad(format!("layer {i} keys of shape {s:?}; the model needs [1, {heads}, T, {dim}]")));
                 }
             }
             out.push(g);

@@ -9,6 +9,7 @@
 mod batch;
 mod classify;
 mod generation;
+mod lockstep;
 mod metrics;
 mod prefix;
 mod replicas;
@@ -16,6 +17,7 @@ mod scheduler;
 mod worker;
 
 pub use classify::{ClassifyOptions, ClassifyResult};
+pub use lockstep::distributed_rank;
 pub use metrics::{BatchMetrics, Metrics};
 pub use replicas::ReplicaStats;
 
@@ -350,6 +352,9 @@ impl Engine {
         if n == 0 {
             return Err(Error::InvalidArgument("replicas must be at least 1".into()));
         }
+        if n > 1 && lockstep::distributed_rank().is_some() {
+            return Err(Error::InvalidArgument("replicas: a rank of a distributed group (gomlx launch) runs one engine".into()));
+        }
         if device == DeviceKind::Gpu && n > 1 {
             let gpus = crate::mlx::device_count(DeviceKind::Gpu);
             if n > gpus {
@@ -412,6 +417,22 @@ impl Engine {
             context_length,
             grammars: Arc::new(OnceLock::new()),
         })
+    }
+
+    /// Under `gomlx launch`, a rank other than 0: loads the model and runs the steps rank 0's
+    /// engine sends until rank 0's engine stops; returns the turns followed and the
+    /// generations run. An error on rank 0 (it leads: load its `Engine` as usual).
+    pub fn follow(path: &Path, opts: &EngineOptions) -> Result<(u64, u64)> {
+        match lockstep::distributed_rank() {
+            Some(r) if r > 0 => {}
+            _ => return Err(Error::InvalidArgument("Engine::follow: this process is not a follower rank (MLX_RANK > 0 under GOMLX_DISTRIBUTED)".into())),
+        }
+        let engine = Engine::load(path, opts)?;
+        let thread = engine.replicas.list[0].shared.thread.lock().unwrap().take();
+        if let Some(t) = thread {
+            let _ = t.join();
+        }
+        lockstep::take_report()
     }
 
     /// How the model writes tool calls, read from its chat template; None when
@@ -586,6 +607,7 @@ impl Engine {
                 events: tx,
                 cancel: cancel.clone(),
                 constraint,
+                lockstep: false,
             })),
         )?;
         Ok(Generation { rx, cancel, reason: None, metrics: None, tail: String::new(), done: false, work: Some(work) })

@@ -123,7 +123,7 @@ pub(crate) fn run(req: LoadRequest, rx: Receiver<Command>, ready: Sender<Result<
     loop {
         // A follower's turns come from rank 0 (until it says stop); no caller talks to it.
         let following = matches!(sync, Some(Lockstep::Follower(_)));
-        if !(following || open || !w.scheduler.is_idle() || !w.jobs.is_empty()) {
+        if !following && !open && w.scheduler.is_idle() && w.jobs.is_empty() {
             break;
         }
         let (cmds, closing) = match &mut sync {

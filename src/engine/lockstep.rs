@@ -24,7 +24,8 @@ use std::sync::Arc;
 /// ranks: `Some(0)` leads, `Some(r)` follows; None when alone. Read from the environment
 /// `gomlx launch` sets, without starting MLX.
 pub fn distributed_rank() -> Option<usize> {
-    std::env::var("GOMLX_DISTRIBUTED").ok().filter(|b| !b.trim().is_empty())?;
+    // The same off values as the models layer's `tuning::distributed`.
+    std::env::var("GOMLX_DISTRIBUTED").ok().filter(|b| !matches!(b.trim(), "" | "off" | "none" | "0"))?;
     std::env::var("MLX_RANK").ok()?.trim().parse().ok()
 }
 

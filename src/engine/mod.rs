@@ -326,6 +326,8 @@ pub struct Engine {
     context_length: usize,
     /// The tokenizer's vocabulary compiled for constrained decoding, built on first use.
     grammars: Arc<OnceLock<std::result::Result<Arc<Grammars>, String>>>,
+    /// A rank > 0 under `gomlx launch`: its engine follows rank 0 and takes no requests.
+    follower: Option<usize>,
 }
 
 static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
@@ -416,6 +418,7 @@ impl Engine {
             path: path.to_path_buf(),
             context_length,
             grammars: Arc::new(OnceLock::new()),
+            follower: lockstep::distributed_rank().filter(|&r| r > 0),
         })
     }
 
@@ -511,6 +514,9 @@ impl Engine {
     }
 
     fn sender(&self, replica: usize) -> Result<Sender<Command>> {
+        if let Some(rank) = self.follower {
+            return Err(Error::Engine(format!("this process is rank {rank} of a distributed group: its engine follows rank 0's and takes no requests")));
+        }
         let r = self.replicas.list.get(replica).ok_or_else(|| Error::Engine(format!("no replica {replica}")))?;
         r.shared.tx.lock().unwrap().clone().ok_or_else(|| Error::Engine("the model is closed".into()))
     }

@@ -467,6 +467,10 @@ typedef struct gm_load_options {
   // Bytes of KV the prefix cache keeps from finished requests (requests
   // sharing a prompt prefix skip its prefill); 0 = off.
   size_t prefix_cache_bytes;
+  // Replicas (data parallel): engines, each a whole copy of the model, that
+  // serve this handle's requests by least outstanding work; on a GPU replica
+  // i runs on MLX device i. 0 = 1.
+  size_t replicas;
 } gm_load_options;
 
 // What `gm_model_info` reports. The caller owns the struct and sets

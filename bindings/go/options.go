@@ -31,6 +31,7 @@ type loadConfig struct {
 	tuning        Tuning
 	maxBatch      int
 	prefixCache   uint64
+	replicas      int
 }
 
 // WithMaxBatch bounds how many generations decode in one batch (continuous
@@ -41,6 +42,11 @@ func WithMaxBatch(n int) LoadOption { return func(c *loadConfig) { c.maxBatch = 
 // that share a prompt prefix (a system prompt, earlier chat turns) skip its
 // prefill. 0 = off (the default).
 func WithPrefixCache(bytes uint64) LoadOption { return func(c *loadConfig) { c.prefixCache = bytes } }
+
+// WithReplicas loads n engines, each a whole copy of the model, that serve this
+// model's requests by least outstanding work (throughput; on GPUs replica i runs
+// on GPU i, on the CPU all share it). 0 or 1 = one engine.
+func WithReplicas(n int) LoadOption { return func(c *loadConfig) { c.replicas = n } }
 
 // Tuning holds the device-strategy knobs (docs/tuning.md). A nil field takes
 // the GOMLX_* environment variable, else the default.
@@ -121,6 +127,10 @@ func (c *loadConfig) toC(m *cmem) (*C.gm_load_options, error) {
 	}
 	o.max_batch = C.size_t(c.maxBatch)
 	o.prefix_cache_bytes = C.size_t(c.prefixCache)
+	if c.replicas < 0 {
+		return nil, fmt.Errorf("gomlx: WithReplicas(%d): must be at least 0", c.replicas)
+	}
+	o.replicas = C.size_t(c.replicas)
 	var err error
 	if c.dtype != "" {
 		if o.dtype, err = m.str("dtype", c.dtype); err != nil {

@@ -119,6 +119,10 @@ pub fn run(a: Args) -> CliResult {
             total.prompts as f64 / total.total_s.max(1e-9)
         );
         eprintln!("Peak memory: {:.3} GB", super::gib(total.peak_memory_bytes));
+        if engine.replicas() > 1 {
+            let jobs: Vec<String> = engine.replica_stats().iter().map(|r| format!("{}: {}", r.index, r.requests)).collect();
+            eprintln!("Jobs per replica: {}", jobs.join(", "));
+        }
     }
     Ok(())
 }

@@ -53,7 +53,7 @@ pub fn run_info(a: InfoArgs) -> CliResult {
     };
     let margs = ModelArgs {
         model,
-        engine: EngineArgs { device: a.device, dtype: a.dtype, context_length: None, weights: a.weights, adapter_path: None, tune: Vec::new() },
+        engine: EngineArgs { device: a.device, dtype: a.dtype, context_length: None, weights: a.weights, adapter_path: None, replicas: None, tune: Vec::new() },
     };
     let (engine, load_s) = load_engine(&margs)?;
     let tokenizer = engine.tokenizer().map(|t| {

@@ -7,6 +7,7 @@ mod classify;
 mod convert;
 mod generate;
 mod info;
+mod launch;
 mod lora;
 mod serve;
 
@@ -47,6 +48,8 @@ enum Command {
     Lora(lora::Args),
     /// An OpenAI- and Ollama-compatible HTTP server with a web chat page (docs/server.md).
     Serve(serve::Args),
+    /// Start a command as N ranks of an MLX distributed group (ring on loopback, NCCL one per GPU, or an mlx.launch host file).
+    Launch(launch::Args),
 }
 
 /// How a command failed: usage errors exit 2, runtime errors 1.
@@ -139,6 +142,7 @@ fn run_command(command: Command) -> CliResult {
         Command::Bench(a) => bench::run(a),
         Command::Lora(a) => lora::run(a),
         Command::Serve(a) => serve::run(a),
+        Command::Launch(a) => launch::run(a),
     }
 }
 
@@ -205,6 +209,10 @@ pub struct EngineArgs {
     /// e.g. --tune compile=true --tune gpu_dense_qmm_rows=64.
     #[arg(long, value_name = "NAME=VALUE")]
     pub tune: Vec<String>,
+    /// Engines, each a whole copy of the model, serving requests by least outstanding work
+    /// (throughput; on GPUs replica i runs on GPU i, on the CPU all share it). Default 1.
+    #[arg(long, value_name = "N")]
+    pub replicas: Option<usize>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -230,8 +238,12 @@ impl EngineArgs {
             context_length: self.context_length,
             widen: self.weights.map(|w| w == WeightsArg::Widened),
             adapter: self.adapter_path.clone(),
+            replicas: self.replicas,
             ..Default::default()
         };
+        if self.replicas == Some(0) {
+            return Err(usage("--replicas must be at least 1"));
+        }
         for t in &self.tune {
             let (name, value) = t.split_once('=').ok_or_else(|| usage(format!("--tune {t}: expected NAME=VALUE")))?;
             o.set_knob(name.trim(), value).map_err(|e| usage(e.to_string()))?;
@@ -374,9 +386,36 @@ pub fn check_model_path(path: &Path) -> CliResult<()> {
     Ok(())
 }
 
-/// Loads a model with a spinner; returns the engine and the load time in seconds.
+/// A rank other than 0 under `gomlx launch`: loads the model, runs the steps rank 0 sends
+/// until rank 0's engine stops, and exits. Signals are left to rank 0 (the launcher forwards
+/// them to every rank; a follower stops when rank 0 says so, or is killed with the group).
+pub fn follow(model: &Path, opts: &EngineOptions) -> CliResult {
+    check_model_path(model)?;
+    unsafe {
+        libc::signal(libc::SIGINT, libc::SIG_IGN);
+        libc::signal(libc::SIGTERM, libc::SIG_IGN);
+    }
+    let rank = gomlx::engine::distributed_rank().unwrap_or(0);
+    let (steps, generations) = Engine::follow(model, opts)?;
+    eprintln!("{}", serde_json::json!({"event": "followed", "rank": rank, "steps": steps, "generations": generations}));
+    Ok(())
+}
+
+/// Loads a model with a spinner; returns the engine and the load time in seconds. A
+/// follower rank (`gomlx launch`) follows rank 0 instead and exits when it stops.
 pub fn load_engine(args: &ModelArgs) -> CliResult<(Engine, f64)> {
     check_model_path(&args.model)?;
+    if gomlx::engine::distributed_rank().is_some_and(|r| r > 0) {
+        let r = follow(&args.model, &args.engine_options()?);
+        std::process::exit(match r {
+            Ok(()) => 0,
+            Err(CliError::Runtime(m)) | Err(CliError::Usage(m)) => {
+                eprintln!("gomlx: {}", one_line(&m));
+                1
+            }
+            Err(CliError::BrokenPipe) => 0,
+        });
+    }
     let pb = spinner(format!("loading {}", args.model.display()));
     let t = Instant::now();
     let engine = Engine::load(&args.model, &args.engine_options()?);

@@ -17,7 +17,7 @@ use crate::{Error, Result};
 use std::sync::mpsc::Sender;
 use std::time::Instant;
 
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct ClassifyOptions {
     /// Restrict the answer to these labels (each by its first token); their
     /// probabilities are renormalised over the set.

@@ -9,13 +9,17 @@
 mod batch;
 mod classify;
 mod generation;
+mod lockstep;
 mod metrics;
 mod prefix;
+mod replicas;
 mod scheduler;
 mod worker;
 
 pub use classify::{ClassifyOptions, ClassifyResult};
+pub use lockstep::distributed_rank;
 pub use metrics::{BatchMetrics, Metrics};
+pub use replicas::ReplicaStats;
 
 use crate::mlx::{DeviceKind, Dtype};
 use crate::models::{LoadOptions, ModelInfo};
@@ -61,6 +65,9 @@ pub struct EngineOptions {
     /// Bytes of KV the prefix cache may keep from finished requests, so new
     /// requests sharing a prompt prefix skip its prefill; None or 0: off.
     pub prefix_cache_bytes: Option<usize>,
+    /// Engines (each a whole copy of the model) serving requests by least outstanding
+    /// work: on a GPU replica i runs on MLX device i, on the CPU all share it. None: 1.
+    pub replicas: Option<usize>,
 }
 
 /// The default `max_batch` on (CPU, GPU).
@@ -195,6 +202,8 @@ pub struct Generation {
     metrics: Option<Metrics>,
     tail: String,
     done: bool,
+    /// Counted as outstanding on its replica until the stream ends.
+    work: Option<replicas::Work>,
 }
 
 impl Generation {
@@ -247,11 +256,13 @@ impl Iterator for Generation {
                 Ok(Event::Tail(s)) => self.tail.push_str(&s),
                 Ok(Event::Done(reason, m)) => {
                     self.done = true;
+                    self.work = None;
                     self.reason = Some(reason);
                     self.metrics = Some(m);
                 }
                 Ok(Event::Error(e)) => {
                     self.done = true;
+                    self.work = None;
                     return Some(Err(e));
                 }
                 Err(_) => {
@@ -276,6 +287,8 @@ impl Drop for Generation {
 /// encodes only the tokens after the longest prefix it shares with the cache.
 pub struct ChatSession {
     id: u64,
+    /// The replica holding its cache.
+    replica: usize,
     // Weak: an open session must not keep a closed engine's thread alive.
     engine: std::sync::Weak<Shared>,
 }
@@ -293,7 +306,7 @@ impl Drop for ChatSession {
     }
 }
 
-struct Shared {
+pub(crate) struct Shared {
     tx: Mutex<Option<Sender<Command>>>,
     thread: Mutex<Option<JoinHandle<()>>>,
     /// Set by `close`; the engine thread then ends running generations with `CLOSED_WHILE_RUNNING`.
@@ -305,7 +318,7 @@ struct Shared {
 /// and frees the weights once running requests have ended.
 #[derive(Clone)]
 pub struct Engine {
-    shared: Arc<Shared>,
+    replicas: Arc<replicas::Replicas>,
     info: Arc<ModelInfo>,
     tokenizer: Option<Arc<Tokenizer>>,
     device: DeviceKind,
@@ -313,6 +326,8 @@ pub struct Engine {
     context_length: usize,
     /// The tokenizer's vocabulary compiled for constrained decoding, built on first use.
     grammars: Arc<OnceLock<std::result::Result<Arc<Grammars>, String>>>,
+    /// A rank > 0 under `gomlx launch`: its engine follows rank 0 and takes no requests.
+    follower: Option<usize>,
 }
 
 static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
@@ -327,8 +342,6 @@ impl Engine {
                 "context_length {n} is too short: a request needs at least one prompt token and one generated position"
             )));
         }
-        let (tx, rx) = mpsc::channel();
-        let (ready_tx, ready_rx) = mpsc::channel();
         if let Some(dir) = &opts.adapter {
             // Before the engine thread starts: a wrong path should not cost a thread.
             crate::models::adapters::check_adapter_dir(dir)?;
@@ -337,40 +350,92 @@ impl Engine {
         if max_rows == 0 {
             return Err(Error::InvalidArgument("max_batch must be at least 1".into()));
         }
-        let load = worker::LoadRequest {
-            path: path.to_path_buf(),
-            device,
-            load: opts.load_options(),
-            context_length: opts.context_length,
-            max_rows,
-            prefix_bytes: opts.prefix_cache_bytes.unwrap_or(0),
-        };
-        let closed = Arc::new(AtomicBool::new(false));
-        let closed_flag = closed.clone();
-        let thread = std::thread::Builder::new()
-            .name("gomlx-engine".into())
-            .spawn(move || worker::run(load, rx, ready_tx, closed_flag))
-            .map_err(|e| Error::Engine(format!("cannot start the engine thread: {e}")))?;
-        let (info, tokenizer, context_length) = match ready_rx.recv() {
-            Ok(Ok(v)) => v,
-            Ok(Err(e)) => {
-                let _ = thread.join();
-                return Err(e);
+        let n = opts.replicas.unwrap_or(1);
+        if n == 0 {
+            return Err(Error::InvalidArgument("replicas must be at least 1".into()));
+        }
+        if n > 1 && lockstep::distributed_rank().is_some() {
+            return Err(Error::InvalidArgument("replicas: a rank of a distributed group (gomlx launch) runs one engine".into()));
+        }
+        if device == DeviceKind::Gpu && n > 1 {
+            let gpus = crate::mlx::device_count(DeviceKind::Gpu);
+            if n > gpus {
+                return Err(Error::InvalidArgument(format!("replicas {n}: MLX sees {gpus} GPU(s); GPU replicas take one GPU each")));
             }
-            Err(_) => {
-                let _ = thread.join();
-                return Err(Error::Engine("the engine thread stopped while loading".into()));
+        }
+        // Every replica loads at once, each on its own engine thread.
+        let mut started = Vec::with_capacity(n);
+        for i in 0..n {
+            let (tx, rx) = mpsc::channel();
+            let (ready_tx, ready_rx) = mpsc::channel();
+            let device_index = if device == DeviceKind::Gpu { i } else { 0 };
+            let load = worker::LoadRequest {
+                path: path.to_path_buf(),
+                device,
+                device_index,
+                load: opts.load_options(),
+                context_length: opts.context_length,
+                max_rows,
+                prefix_bytes: opts.prefix_cache_bytes.unwrap_or(0),
+            };
+            let closed = Arc::new(AtomicBool::new(false));
+            let closed_flag = closed.clone();
+            let thread = std::thread::Builder::new()
+                .name(if n == 1 { "gomlx-engine".into() } else { format!("gomlx-engine-{i}") })
+                .spawn(move || worker::run(load, rx, ready_tx, closed_flag))
+                .map_err(|e| Error::Engine(format!("cannot start the engine thread: {e}")))?;
+            started.push((Arc::new(Shared { tx: Mutex::new(Some(tx)), thread: Mutex::new(Some(thread)), closed }), device_index, ready_rx));
+        }
+        let mut ready = None;
+        let mut failed = None;
+        let mut list = Vec::with_capacity(n);
+        for (i, (shared, device_index, ready_rx)) in started.into_iter().enumerate() {
+            let what = if n == 1 { String::new() } else { format!("replica {i}: ") };
+            match ready_rx.recv() {
+                Ok(Ok(v)) => {
+                    ready.get_or_insert(v);
+                }
+                Ok(Err(e)) => {
+                    failed.get_or_insert(if n == 1 { e } else { Error::Engine(format!("{what}{e}")) });
+                }
+                Err(_) => {
+                    failed.get_or_insert(Error::Engine(format!("{what}the engine thread stopped while loading")));
+                }
             }
-        };
+            list.push((shared, device_index));
+        }
+        if let Some(e) = failed {
+            // Dropping the replicas that loaded stops their threads and frees their weights.
+            drop(list);
+            return Err(e);
+        }
+        let (info, tokenizer, context_length) = ready.ok_or_else(|| Error::Engine("no replica loaded".into()))?;
         Ok(Engine {
-            shared: Arc::new(Shared { tx: Mutex::new(Some(tx)), thread: Mutex::new(Some(thread)), closed }),
+            replicas: Arc::new(replicas::Replicas::new(list)),
             info: Arc::new(info),
             tokenizer,
             device,
             path: path.to_path_buf(),
             context_length,
             grammars: Arc::new(OnceLock::new()),
+            follower: lockstep::distributed_rank().filter(|&r| r > 0),
         })
+    }
+
+    /// Under `gomlx launch`, a rank other than 0: loads the model and runs the steps rank 0's
+    /// engine sends until rank 0's engine stops; returns the turns followed and the
+    /// generations run. An error on rank 0 (it leads: load its `Engine` as usual).
+    pub fn follow(path: &Path, opts: &EngineOptions) -> Result<(u64, u64)> {
+        match lockstep::distributed_rank() {
+            Some(r) if r > 0 => {}
+            _ => return Err(Error::InvalidArgument("Engine::follow: this process is not a follower rank (MLX_RANK > 0 under GOMLX_DISTRIBUTED)".into())),
+        }
+        let engine = Engine::load(path, opts)?;
+        let thread = engine.replicas.list[0].shared.thread.lock().unwrap().take();
+        if let Some(t) = thread {
+            let _ = t.join();
+        }
+        lockstep::take_report()
     }
 
     /// How the model writes tool calls, read from its chat template; None when
@@ -426,7 +491,17 @@ impl Engine {
 
     /// Whether `close` was called (on any clone).
     pub fn is_closed(&self) -> bool {
-        self.shared.closed.load(Ordering::SeqCst)
+        self.replicas.list.iter().any(|r| r.shared.closed.load(Ordering::SeqCst))
+    }
+
+    /// How many engines (whole copies of the model) serve this model's requests.
+    pub fn replicas(&self) -> usize {
+        self.replicas.list.len()
+    }
+
+    /// Each replica's outstanding and total work (all-time counts since the load).
+    pub fn replica_stats(&self) -> Vec<ReplicaStats> {
+        self.replicas.stats(self.device)
     }
 
     /// The model's tokenizer, if it has one.
@@ -438,12 +513,16 @@ impl Engine {
         self.tokenizer.as_ref().ok_or_else(|| Error::Tokenizer(format!("{}: the model has no tokenizer", self.path.display())))
     }
 
-    fn sender(&self) -> Result<Sender<Command>> {
-        self.shared.tx.lock().unwrap().clone().ok_or_else(|| Error::Engine("the model is closed".into()))
+    fn sender(&self, replica: usize) -> Result<Sender<Command>> {
+        if let Some(rank) = self.follower {
+            return Err(Error::Engine(format!("this process is rank {rank} of a distributed group: its engine follows rank 0's and takes no requests")));
+        }
+        let r = self.replicas.list.get(replica).ok_or_else(|| Error::Engine(format!("no replica {replica}")))?;
+        r.shared.tx.lock().unwrap().clone().ok_or_else(|| Error::Engine("the model is closed".into()))
     }
 
-    fn send(&self, cmd: Command) -> Result<()> {
-        self.sender()?.send(cmd).map_err(|_| Error::Engine("the engine thread has stopped".into()))
+    fn send(&self, replica: usize, cmd: Command) -> Result<()> {
+        self.sender(replica)?.send(cmd).map_err(|_| Error::Engine("the engine thread has stopped".into()))
     }
 
     /// Streams a generation from prompt token ids.
@@ -462,7 +541,7 @@ impl Engine {
     /// assistant's reply. With a session, the KV cache of earlier turns is reused.
     pub fn chat(&self, messages: &[ChatMessage], opts: &GenerateOptions, chat: &ChatOptions, session: Option<&ChatSession>) -> Result<Generation> {
         let ids = self.encode_chat(messages, chat)?;
-        self.start(ids, opts, session.map(|s| s.id))
+        self.start(ids, opts, session)
     }
 
     /// The token ids `chat` starts from: `messages` rendered with the model's
@@ -477,7 +556,7 @@ impl Engine {
 
     /// Generation from prompt ids through a session's prompt cache.
     pub fn generate_in_session(&self, prompt: Vec<u32>, opts: &GenerateOptions, session: &ChatSession) -> Result<Generation> {
-        self.start(prompt, opts, Some(session.id))
+        self.start(prompt, opts, Some(session))
     }
 
     /// Writes a session's cache (its tokens and every layer's keys and values)
@@ -485,7 +564,7 @@ impl Engine {
     /// generation runs in the session, or before anything was generated in it.
     pub fn save_session(&self, session: &ChatSession, path: &Path) -> Result<()> {
         let (tx, rx) = mpsc::channel();
-        self.send(Command::SaveSession(session.id, path.to_path_buf(), tx))?;
+        self.send(session.replica, Command::SaveSession(session.id, path.to_path_buf(), tx))?;
         rx.recv().map_err(|_| Error::Engine("the engine thread stopped".into()))?
     }
 
@@ -494,18 +573,21 @@ impl Engine {
     pub fn load_session(&self, path: &Path) -> Result<ChatSession> {
         let s = self.new_session()?;
         let (tx, rx) = mpsc::channel();
-        self.send(Command::LoadSession(s.id, path.to_path_buf(), tx))?;
+        self.send(s.replica, Command::LoadSession(s.id, path.to_path_buf(), tx))?;
         rx.recv().map_err(|_| Error::Engine("the engine thread stopped".into()))??;
         Ok(s)
     }
 
     /// A new conversation whose KV cache lives on the engine thread.
     pub fn new_session(&self) -> Result<ChatSession> {
-        self.sender()?;
-        Ok(ChatSession { id: NEXT_SESSION.fetch_add(1, Ordering::Relaxed), engine: Arc::downgrade(&self.shared) })
+        // A session's cache lives on one replica: the least loaded when it opens.
+        let replica = self.replicas.least_loaded();
+        self.sender(replica)?;
+        let shared = &self.replicas.list[replica].shared;
+        Ok(ChatSession { id: NEXT_SESSION.fetch_add(1, Ordering::Relaxed), replica, engine: Arc::downgrade(shared) })
     }
 
-    fn start(&self, prompt: Vec<u32>, opts: &GenerateOptions, session: Option<u64>) -> Result<Generation> {
+    fn start(&self, prompt: Vec<u32>, opts: &GenerateOptions, session: Option<&ChatSession>) -> Result<Generation> {
         opts.sampler.validate_for_vocab(self.info.vocab_size)?;
         if prompt.is_empty() {
             return Err(Error::InvalidArgument("the prompt is empty".into()));
@@ -521,15 +603,20 @@ impl Engine {
         };
         let (tx, rx) = mpsc::channel();
         let cancel = Arc::new(AtomicBool::new(false));
-        self.send(Command::Generate(Box::new(worker::GenerateRequest {
-            prompt,
-            opts: opts.clone(),
-            session,
-            events: tx,
-            cancel: cancel.clone(),
-            constraint,
-        })))?;
-        Ok(Generation { rx, cancel, reason: None, metrics: None, tail: String::new(), done: false })
+        let (replica, work) = self.replicas.pick(session.map(|s| s.replica));
+        self.send(
+            replica,
+            Command::Generate(Box::new(worker::GenerateRequest {
+                prompt,
+                opts: opts.clone(),
+                session: session.map(|s| s.id),
+                events: tx,
+                cancel: cancel.clone(),
+                constraint,
+                lockstep: false,
+            })),
+        )?;
+        Ok(Generation { rx, cancel, reason: None, metrics: None, tail: String::new(), done: false, work: Some(work) })
     }
 
     /// Classifies `prompts` by their next token in batched prefills (no decode).
@@ -557,11 +644,14 @@ impl Engine {
         let n = prompts.len();
         let mut replies = Vec::new();
         let mut rest = prompts;
+        // With replicas a call is split so that each can take a part.
+        let job = if self.replicas() > 1 { n.div_ceil(self.replicas()).clamp(1, CLASSIFY_JOB_PROMPTS) } else { CLASSIFY_JOB_PROMPTS };
         loop {
-            let tail = rest.split_off(rest.len().min(CLASSIFY_JOB_PROMPTS));
+            let tail = rest.split_off(rest.len().min(job));
             let (tx, rx) = mpsc::channel();
-            self.send(Command::Classify(Box::new(classify::Request { prompts: rest, labels: labels.clone(), opts: opts.clone(), reply: tx })))?;
-            replies.push(rx);
+            let (replica, work) = self.replicas.pick(None);
+            self.send(replica, Command::Classify(Box::new(classify::Request { prompts: rest, labels: labels.clone(), opts: opts.clone(), reply: tx })))?;
+            replies.push((rx, work));
             if tail.is_empty() {
                 break;
             }
@@ -569,7 +659,7 @@ impl Engine {
         }
         let mut results = Vec::with_capacity(n);
         let mut m = BatchMetrics::default();
-        for rx in replies {
+        for (rx, _work) in replies {
             let (r, part) = rx.recv().map_err(|_| Error::Engine("the engine thread stopped during classify".into()))??;
             results.extend(r);
             m.merge(&part);
@@ -634,11 +724,15 @@ impl Engine {
         Ok((outputs, m))
     }
 
-    /// Empties the prefix cache; returns the bytes it held.
+    /// Empties the prefix cache (every replica's); returns the bytes it held.
     pub fn clear_prefix_cache(&self) -> Result<usize> {
-        let (tx, rx) = mpsc::channel();
-        self.send(Command::ClearPrefixCache(tx))?;
-        rx.recv().map_err(|_| Error::Engine("the engine thread stopped".into()))
+        let mut total = 0;
+        for i in 0..self.replicas() {
+            let (tx, rx) = mpsc::channel();
+            self.send(i, Command::ClearPrefixCache(tx))?;
+            total += rx.recv().map_err(|_| Error::Engine("the engine thread stopped".into()))?;
+        }
+        Ok(total)
     }
 
     /// Closes the model: running generations end within one step with the
@@ -647,10 +741,15 @@ impl Engine {
     /// and frees the weights. Later calls on any clone fail with "the model is
     /// closed". Blocks until the thread has ended; idempotent.
     pub fn close(&self) {
-        self.shared.closed.store(true, Ordering::SeqCst);
-        self.shared.tx.lock().unwrap().take();
-        if let Some(t) = self.shared.thread.lock().unwrap().take() {
-            let _ = t.join();
+        // Every replica is told first, so they wind down together, then each is joined.
+        for r in &self.replicas.list {
+            r.shared.closed.store(true, Ordering::SeqCst);
+            r.shared.tx.lock().unwrap().take();
+        }
+        for r in &self.replicas.list {
+            if let Some(t) = r.shared.thread.lock().unwrap().take() {
+                let _ = t.join();
+            }
         }
     }
 }

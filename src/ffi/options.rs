@@ -78,6 +78,10 @@ pub struct gm_load_options {
     /// Bytes of KV the prefix cache keeps from finished requests (requests
     /// sharing a prompt prefix skip its prefill); 0 = off.
     pub prefix_cache_bytes: usize,
+    /// Replicas (data parallel): engines, each a whole copy of the model, that
+    /// serve this handle's requests by least outstanding work; on a GPU replica
+    /// i runs on MLX device i. 0 = 1.
+    pub replicas: usize,
 }
 
 /// A knob of `gm_load_options` switched on.
@@ -150,6 +154,7 @@ pub(crate) fn load_settings(ptr: *const gm_load_options) -> Result<LoadSettings>
         cpu_split_out: rows(o.cpu_split_out),
         max_batch: (o.max_batch != 0).then_some(o.max_batch),
         prefix_cache_bytes: (o.prefix_cache_bytes != 0).then_some(o.prefix_cache_bytes),
+        replicas: (o.replicas != 0).then_some(o.replicas),
     };
     let blas_gemv = switch(o.blas_gemv, "blas_gemv")?;
     Ok(LoadSettings { engine, memory_limit: o.memory_limit, cache_limit: o.cache_limit, blas_threads: o.blas_threads as usize, blas_gemv })

@@ -21,7 +21,7 @@ pub use array::{Array, Dtype, Element};
 pub use closure::{value_and_grad, Closure, ValueAndGrad};
 pub use ops::{arange, concatenate, dequantize, dequantize_mode, full, gather_mm, gather_qmm, ones, quantize, quantized_matmul, stack, where_, zeros};
 pub use status::ops_per_graph_is_gomlx_default;
-pub use stream::{default_device, gpu_available, DeviceKind, Stream};
+pub use stream::{default_device, device_count, gpu_available, DeviceKind, Stream};
 pub use transforms::{async_eval, backend, eval, gpu_guard, GpuGuard};
 
 use std::ffi::CStr;

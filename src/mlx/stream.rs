@@ -32,8 +32,25 @@ struct Device(sys::mlx_device);
 
 impl Device {
     fn new(kind: DeviceKind) -> Device {
+        Device::indexed(kind, 0)
+    }
+
+    fn indexed(kind: DeviceKind, index: usize) -> Device {
         status::init();
-        Device(unsafe { sys::mlx_device_new_type(kind.raw(), 0) })
+        Device(unsafe { sys::mlx_device_new_type(kind.raw(), index as i32) })
+    }
+}
+
+/// How many devices of `kind` MLX sees (0 GPUs where it has no GPU backend).
+pub fn device_count(kind: DeviceKind) -> usize {
+    if kind == DeviceKind::Gpu && !gpu_available() {
+        return 0;
+    }
+    status::init();
+    let mut n: std::os::raw::c_int = 0;
+    match status::check(unsafe { sys::mlx_device_count(&mut n, kind.raw()) }) {
+        Ok(()) => n.max(0) as usize,
+        Err(_) => 1,
     }
 }
 
@@ -77,6 +94,20 @@ impl Stream {
             return Err(crate::Error::InvalidArgument("device gpu requested but this MLX build has no GPU available".into()));
         }
         let dev = Device::new(kind);
+        let raw = unsafe { sys::mlx_stream_new_device(dev.0) };
+        Ok(Stream { raw, kind })
+    }
+
+    /// A new stream on device `index` of `kind` (a GPU replica's); index 0 is `new`'s.
+    pub fn new_on(kind: DeviceKind, index: usize) -> Result<Stream> {
+        if index == 0 {
+            return Stream::new(kind);
+        }
+        let n = device_count(kind);
+        if index >= n {
+            return Err(crate::Error::InvalidArgument(format!("{} device {index} requested but MLX sees {n}", kind.name())));
+        }
+        let dev = Device::indexed(kind, index);
         let raw = unsafe { sys::mlx_stream_new_device(dev.0) };
         Ok(Stream { raw, kind })
     }

@@ -120,6 +120,23 @@ impl Metrics {
     }
 }
 
+/// Per-replica gauges and counters (`gomlx serve --replicas N`), by model and replica index.
+pub fn render_replicas(models: &[(String, Vec<crate::engine::ReplicaStats>)], o: &mut String) {
+    let series = [
+        ("gomlx_replica_outstanding", "Generations and classify jobs in flight on a replica.", "gauge"),
+        ("gomlx_replica_requests_total", "Generations and classify jobs a replica was given since its model loaded.", "counter"),
+    ];
+    for (name, help, kind) in series {
+        let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (model, stats) in models {
+            for r in stats {
+                let v = if kind == "gauge" { r.outstanding as u64 } else { r.requests };
+                let _ = writeln!(o, "{name}{{model=\"{}\",replica=\"{}\"}} {v}", model.replace(['\\', '"', '\n'], "_"), r.index);
+            }
+        }
+    }
+}
+
 /// The process's resident memory (Linux: /proc/self/statm; 0 elsewhere).
 pub fn resident_bytes() -> u64 {
     std::fs::read_to_string("/proc/self/statm")

@@ -247,7 +247,16 @@ async fn health(State(state): State<AppState>) -> Response {
 }
 
 async fn metrics_text(State(state): State<AppState>) -> Response {
-    let text = state.metrics.render(state.registry.loaded().len());
+    let loaded = state.registry.loaded();
+    let mut text = state.metrics.render(loaded.len());
+    // Per replica of each loaded model: work in flight now and work given since its load.
+    let mut replicas = Vec::new();
+    for e in &loaded {
+        if let Some(engine) = e.engine_if_loaded().await {
+            replicas.push((e.name.clone(), engine.replica_stats()));
+        }
+    }
+    metrics::render_replicas(&replicas, &mut text);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 

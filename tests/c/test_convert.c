@@ -134,6 +134,32 @@ static void test_load_options(void) {
   o.widen = 5;
   CHECK(gm_model_load(fixture, &o) == NULL, "widen 5 accepted");
   CHECK_ERR("gm_load_options.widen is 5");
+
+  /* Replicas: two engines answer two generations at once as one engine does, and
+   * closing frees both (memory back to its value before the load). */
+  size_t before = gm_memory_active();
+  uint32_t want[2][8], got[2][8];
+  const uint32_t prompt[6] = {1, 5, 9, 13, 17, 21};
+  for (size_t replicas = 1; replicas <= 2; replicas++) {
+    memset(&o, 0, sizeof o);
+    o.struct_size = sizeof o;
+    o.device = GM_DEVICE_CPU;
+    o.replicas = replicas;
+    m = gm_model_load(fixture, &o);
+    CHECK(m != NULL, "replicas %zu: %s", replicas, gm_err());
+    if (!m) continue;
+    gm_generate_options go = gm_gen_opts(8);
+    go.ignore_eos = true;
+    gm_generation *g[2];
+    for (int i = 0; i < 2; i++) g[i] = gm_generate_tokens_start(m, prompt + i, 6 - i, &go);
+    for (int i = 0; i < 2; i++) {
+      CHECK(g[i] && gm_drain(g[i], replicas == 1 ? want[i] : got[i], 8, NULL, 0) == 8, "replicas %zu: %s", replicas, gm_err());
+      gm_generation_free(g[i]);
+    }
+    gm_model_close(m);
+  }
+  CHECK(memcmp(want, got, sizeof want) == 0, "two replicas answered differently from one engine");
+  CHECK(gm_memory_active() == before, "memory after closing two replicas: %zu, before %zu", gm_memory_active(), before);
 }
 
 int main(void) {

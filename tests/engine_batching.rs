@@ -183,6 +183,35 @@ fn recurrent_states_are_reused_only_whole() {
     assert_eq!(ids3, drain(&mut load(case, 1).generate_tokens(edited, &o).unwrap()).0);
 }
 
+/// Gemma 4's layers differ in KV heads and head size (the global ones are
+/// wider): a saved session loads back layer by layer, and its next turn gives
+/// the tokens the whole conversation gets without a session.
+#[test]
+fn gemma4_sessions_save_and_load_with_per_layer_shapes() {
+    for case in ["gemma4", "gemma4_moe"] {
+        let engine = load(case, 4);
+        let base = inputs(case);
+        let o = GenerateOptions { max_tokens: 2, ignore_eos: true, ..Default::default() };
+        let s = engine.new_session().unwrap();
+        // Under the window of 8: the rotating caches still hold every position.
+        let first = base[..4].to_vec();
+        let (ids, _) = drain(&mut engine.generate_in_session(first.clone(), &o, &s).unwrap());
+        let path = std::env::temp_dir().join(format!("gomlx-{case}-session-{}.safetensors", std::process::id()));
+        engine.save_session(&s, &path).unwrap();
+        let loaded = engine.load_session(&path);
+        std::fs::remove_file(&path).ok();
+        let loaded = loaded.unwrap();
+        let mut next = first.clone();
+        next.extend(&ids);
+        next.extend(&base[4..7]);
+        let o = GenerateOptions { max_tokens: 8, ignore_eos: true, ..Default::default() };
+        let mut g = engine.generate_in_session(next.clone(), &o, &loaded).unwrap();
+        let got = drain(&mut g).0;
+        assert!(g.metrics().unwrap().prompt_tokens_evaluated < next.len(), "{case}: the loaded session was not reused");
+        assert_eq!(got, drain(&mut load(case, 1).generate_tokens(next, &o).unwrap()).0, "{case}: loaded session vs no session");
+    }
+}
+
 #[test]
 fn a_sliding_window_model_batches_exactly() {
     // gemma3_text slides over 8 positions: prompts and outputs run past the window.

@@ -198,3 +198,120 @@ fn mlx_launch_host_files() {
     assert!(dry_run(r#"{"backend": "mpi", "hosts": [{"ssh": "a", "ips": ["1.2.3.4"]}]}"#, &[]).unwrap_err().contains("backend 'mpi'"));
     assert!(dry_run("{", &[]).unwrap_err().contains("not JSON"));
 }
+
+fn smollm2() -> PathBuf {
+    let p = root().join(".cache/models/SmolLM2-135M-Instruct.Q4_1.gguf");
+    assert!(p.is_file(), "{} is missing: run scripts/fetch-models", p.display());
+    p
+}
+
+/// A `gomlx serve` (alone, or as `gomlx launch` ranks) on a free port; its stderr lines are kept.
+struct Serve {
+    child: std::process::Child,
+    base: String,
+    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Serve {
+    fn start(launch_ranks: Option<usize>) -> Serve {
+        use std::io::BufRead;
+        let model = smollm2();
+        let mut args: Vec<String> = Vec::new();
+        if let Some(n) = launch_ranks {
+            args.extend(["launch", "-n", &n.to_string(), "--", "gomlx"].map(String::from));
+        }
+        args.extend(["serve", "--model", model.to_str().unwrap(), "--port", "0", "--device", "cpu"].map(String::from));
+        let mut child = Command::new(env!("CARGO_BIN_EXE_gomlx"))
+            .args(&args)
+            .current_dir(root())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .env_remove("GOMLX_API_KEY")
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let log2 = log.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                    if v["event"] == "listening" {
+                        let _ = tx.send(v["address"].as_str().unwrap().to_string());
+                    }
+                }
+                log2.lock().unwrap().push(line);
+            }
+        });
+        let base = match rx.recv_timeout(Duration::from_secs(90)) {
+            Ok(b) => b,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("the server did not start: {:?}", log.lock().unwrap());
+            }
+        };
+        Serve { child, base, log }
+    }
+
+    fn complete(&self, body: Value) -> Value {
+        let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).timeout_global(Some(Duration::from_secs(120))).build().into();
+        let mut resp = agent.post(&format!("{}/v1/completions", self.base)).header("content-type", "application/json").send(body.to_string()).unwrap();
+        let text = resp.body_mut().read_to_string().unwrap();
+        assert_eq!(resp.status().as_u16(), 200, "{text}");
+        serde_json::from_str(&text).unwrap()
+    }
+
+    /// SIGTERM, then the exit code and the log.
+    fn stop(mut self) -> (Option<i32>, Vec<String>) {
+        Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap();
+        let t = Instant::now();
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                std::thread::sleep(Duration::from_millis(200));
+                return (s.code(), self.log.lock().unwrap().clone());
+            }
+            if t.elapsed() > Duration::from_secs(90) {
+                let _ = self.child.kill();
+                panic!("the server did not stop after SIGTERM: {:?}", self.log.lock().unwrap());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+#[test]
+fn rank_0_serves_and_the_other_ranks_follow() {
+    // Greedy, seeded and concurrent requests: the answers of a 2-rank launch (weights
+    // replicated on each rank; rank 1 runs every step rank 0 sends) equal one process's.
+    let bodies = [
+        serde_json::json!({"prompt": "The capital of France is", "max_tokens": 12, "temperature": 0}),
+        serde_json::json!({"prompt": "Once upon a time", "max_tokens": 10, "temperature": 0.9, "seed": 7}),
+        serde_json::json!({"prompt": "1, 2, 3,", "max_tokens": 8, "temperature": 0, "n": 2}),
+    ];
+    let ask = |s: &Serve| -> Vec<Vec<String>> {
+        std::thread::scope(|scope| {
+            let hs: Vec<_> = bodies.iter().map(|b| scope.spawn(move || s.complete(b.clone()))).collect();
+            hs.into_iter().map(|h| h.join().unwrap()["choices"].as_array().unwrap().iter().map(|c| c["text"].as_str().unwrap().to_string()).collect()).collect()
+        })
+    };
+    let single = Serve::start(None);
+    let want = ask(&single);
+    let (code, _) = single.stop();
+    assert_eq!(code, Some(0));
+    assert!(want[0][0].contains("Paris"), "{want:?}");
+
+    let launched = Serve::start(Some(2));
+    let got = ask(&launched);
+    let again = ask(&launched);
+    let (code, log) = launched.stop();
+    assert_eq!(got, want, "{log:?}");
+    assert_eq!(again, want, "{log:?}");
+    // SIGTERM drained rank 0; its engine's stop ended rank 1, which had run every generation (8).
+    assert_eq!(code, Some(0), "{log:?}");
+    let followed =
+        log.iter().filter_map(|l| l.strip_prefix("[rank 1] ")).filter_map(|l| serde_json::from_str::<Value>(l).ok()).find(|v| v["event"] == "followed");
+    let followed = followed.unwrap_or_else(|| panic!("no follower report: {log:?}"));
+    assert_eq!(followed["generations"], 8, "{followed}");
+    assert!(followed["steps"].as_u64().unwrap() >= 10, "{followed}");
+}

@@ -86,3 +86,49 @@ fn qwen2_has_qkv_bias_and_unsupported_rope_is_named() {
     let heads = cfg.replace("\"num_key_value_heads\":2", "\"num_key_value_heads\":3");
     assert!(ModelConfig::from_json_str(&heads).unwrap_err().to_string().contains("multiple of num_key_value_heads"));
 }
+
+/// Gemma 4: the hub's `global_head_dim` / `num_global_key_value_heads` and
+/// transformers 5.20.2's `per_layer_config` describe the same layers; without
+/// `layer_types` and `rope_parameters` transformers' defaults apply (5 sliding
+/// layers to 1 global, the last always global; proportional RoPE on a quarter
+/// of the global heads); settings that are not a causal text model are refused.
+#[test]
+fn gemma4_layouts_defaults_and_refusals() {
+    let common = r#""model_type":"gemma4_text","hidden_size":64,"num_hidden_layers":4,"num_attention_heads":4,
+      "num_key_value_heads":2,"head_dim":16,"intermediate_size":128,"vocab_size":256,"sliding_window":8,
+      "layer_types":["sliding_attention","full_attention","sliding_attention","full_attention"],
+      "hidden_size_per_layer_input":0,"attention_k_eq_v":true,
+      "rope_parameters":{"full_attention":{"rope_type":"proportional","partial_rotary_factor":0.25,"rope_theta":1000000.0},
+        "sliding_attention":{"rope_type":"default","rope_theta":10000.0}}"#;
+    let hub = format!(r#"{{"model_type":"gemma4","text_config":{{{common},"global_head_dim":32,"num_global_key_value_heads":1}}}}"#);
+    let tf5 = format!(r#"{{{common},"per_layer_config":{{"1":{{"head_dim":32,"num_key_value_heads":1}},"3":{{"head_dim":32,"num_key_value_heads":1}}}}}}"#);
+    let a = ModelConfig::from_json_str(&hub).unwrap();
+    let b = ModelConfig::from_json_str(&tf5).unwrap();
+    assert_eq!(a, b);
+    let g = a.gemma4.as_ref().unwrap();
+    assert_eq!((g.head_dims.clone(), g.kv_heads.clone()), (vec![16, 32, 16, 32], vec![2, 1, 2, 1]));
+    assert_eq!((a.layer_kv(0), a.layer_kv(1)), ((2, 16), (1, 32)));
+    assert_eq!(a.rope.scaling, RopeScaling::Proportional { factor: 1.0, fraction: 0.25 });
+    assert_eq!(a.attn_scale, 1.0);
+
+    let bare = r#"{"model_type":"gemma4_text","hidden_size":64,"num_hidden_layers":8,"num_attention_heads":4,
+      "num_key_value_heads":2,"head_dim":16,"intermediate_size":128,"vocab_size":256}"#;
+    let c = ModelConfig::from_json_str(bare).unwrap();
+    assert_eq!(c.sliding, vec![true, true, true, true, true, false, true, false]);
+    assert_eq!(c.sliding_window, Some(512));
+    assert_eq!(c.rope.scaling, RopeScaling::Proportional { factor: 1.0, fraction: 0.25 });
+    let g = c.gemma4.as_ref().unwrap();
+    // Global KV heads apply only where keys are values.
+    assert_eq!((g.head_dims[5], g.kv_heads[5], g.per_layer_input), (512, 2, 256));
+
+    let refused = |extra: &str, want: &str| {
+        let text = format!(r#"{{{common},{extra}}}"#);
+        let err = ModelConfig::from_json_str(&text).unwrap_err().to_string();
+        assert!(err.contains(want), "{extra}: {err}");
+    };
+    refused(r#""use_bidirectional_attention":"all""#, "use_bidirectional_attention");
+    refused(r#""hidden_activation":"silu""#, "hidden_activation");
+    refused(r#""per_layer_config":{"1":{"sliding_window":4}}"#, "per_layer_config.1.sliding_window");
+    refused(r#""num_kv_shared_layers":4"#, "no earlier layer");
+    refused(r#""enable_moe_block":true,"num_experts":4"#, "top_k_experts");
+}

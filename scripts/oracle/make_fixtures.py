@@ -256,7 +256,7 @@ DENSE_CASES = [
     dict(
         name="gemma4",
         what="gemma4 (E2B/E4B shape): 6 layers sliding (window 8, head_dim 16, rope 1e4) / global (layers 2 and 5: "
-             "global_head_dim 32, proportional rope on a quarter of it, theta 1e6), per-layer input embeddings of 8 "
+             "global_head_dim 32, proportional rope on a quarter of it, theta 1e6), per-layer input embeddings of 32 "
              "per layer, layers 4 and 5 reuse the keys/values of layers 3 and 2 (num_kv_shared_layers 2) with "
              "double-wide MLPs, value RMSNorm, attention scale 1, random layer_scalar, final_logit_softcapping 30, "
              "tied. Hub layout: nested text_config with global_head_dim, model.language_model.* tensors; the _tf5 "
@@ -265,7 +265,7 @@ DENSE_CASES = [
                     head_dim=16, global_head_dim=32, sliding_window=8,
                     layer_types=["sliding_attention", "sliding_attention", "full_attention",
                                  "sliding_attention", "sliding_attention", "full_attention"],
-                    num_kv_shared_layers=2, hidden_size_per_layer_input=8, vocab_size_per_layer_input=256,
+                    num_kv_shared_layers=2, hidden_size_per_layer_input=32, vocab_size_per_layer_input=256,
                     use_double_wide_mlp=True, attention_k_eq_v=False, final_logit_softcapping=30.0,
                     pad_token_id=None, bos_token_id=None, eos_token_id=None,
                     rope_parameters=dict(

@@ -399,6 +399,8 @@ fn supervise(children: &mut [Option<Rankp>]) -> CliResult {
     let mut failure: Option<String> = None;
     let mut stopping: Option<Instant> = None;
     let mut forwarded: Option<i32> = None;
+    // When rank 0 ended well: the others (followers) should end within moments.
+    let mut zero_done: Option<Instant> = None;
     loop {
         let sig = SIGNAL.swap(0, Ordering::SeqCst);
         if sig != 0 {
@@ -412,6 +414,9 @@ fn supervise(children: &mut [Option<Rankp>]) -> CliResult {
                 Ok(None) => {}
                 Ok(Some(status)) => {
                     *slot = None;
+                    if rank == 0 && status.success() {
+                        zero_done = Some(Instant::now());
+                    }
                     if !status.success() && failure.is_none() && forwarded.is_none() {
                         failure = Some(format!("rank {rank} {}; the other ranks were stopped", describe(status)));
                         stop_all(children, libc::SIGTERM);
@@ -430,8 +435,15 @@ fn supervise(children: &mut [Option<Rankp>]) -> CliResult {
         if children.iter().all(Option::is_none) {
             break;
         }
-        // Ranks that ignore SIGTERM for 5 s (a follower blocked in a collective) are killed.
-        if stopping.is_some_and(|t| t.elapsed() > Duration::from_secs(5)) {
+        // After a failure, ranks that ignore SIGTERM for 5 s (a follower blocked in a
+        // collective) are killed; after a forwarded signal rank 0 may drain for up to 60 s.
+        let grace = Duration::from_secs(if forwarded.is_some() { 60 } else { 5 });
+        if stopping.is_some_and(|t| t.elapsed() > grace) {
+            stop_all(children, libc::SIGKILL);
+        }
+        if failure.is_none() && zero_done.is_some_and(|t| t.elapsed() > Duration::from_secs(20)) {
+            let left: Vec<String> = children.iter().enumerate().filter(|(_, c)| c.is_some()).map(|(r, _)| r.to_string()).collect();
+            failure = Some(format!("rank 0 ended but rank(s) {} still ran 20 s later; they were killed", left.join(", ")));
             stop_all(children, libc::SIGKILL);
         }
         std::thread::sleep(Duration::from_millis(20));

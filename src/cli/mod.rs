@@ -414,9 +414,36 @@ pub fn check_model_path(path: &Path) -> CliResult<()> {
     Ok(())
 }
 
-/// Loads a model with a spinner; returns the engine and the load time in seconds.
+/// A rank other than 0 under `gomlx launch`: loads the model, runs the steps rank 0 sends
+/// until rank 0's engine stops, and exits. Signals are left to rank 0 (the launcher forwards
+/// them to every rank; a follower stops when rank 0 says so, or is killed with the group).
+pub fn follow(model: &Path, opts: &EngineOptions) -> CliResult {
+    check_model_path(model)?;
+    unsafe {
+        libc::signal(libc::SIGINT, libc::SIG_IGN);
+        libc::signal(libc::SIGTERM, libc::SIG_IGN);
+    }
+    let rank = gomlx::engine::distributed_rank().unwrap_or(0);
+    let (steps, generations) = Engine::follow(model, opts)?;
+    eprintln!("{}", serde_json::json!({"event": "followed", "rank": rank, "steps": steps, "generations": generations}));
+    Ok(())
+}
+
+/// Loads a model with a spinner; returns the engine and the load time in seconds. A
+/// follower rank (`gomlx launch`) follows rank 0 instead and exits when it stops.
 pub fn load_engine(args: &ModelArgs) -> CliResult<(Engine, f64)> {
     check_model_path(&args.model)?;
+    if gomlx::engine::distributed_rank().is_some_and(|r| r > 0) {
+        let r = follow(&args.model, &args.engine_options()?);
+        std::process::exit(match r {
+            Ok(()) => 0,
+            Err(CliError::Runtime(m)) | Err(CliError::Usage(m)) => {
+                eprintln!("gomlx: {}", one_line(&m));
+                1
+            }
+            Err(CliError::BrokenPipe) => 0,
+        });
+    }
     let pb = spinner(format!("loading {}", args.model.display()));
     let t = Instant::now();
     let engine = Engine::load(&args.model, &args.engine_options()?);

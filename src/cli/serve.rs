@@ -111,6 +111,20 @@ pub fn run(a: Args) -> CliResult {
         }
         None => None,
     };
+    // Under `gomlx launch`: rank 0 serves one model, loaded before listening and kept
+    // (unloading it would end the group's engine); the other ranks follow its steps.
+    let distributed = gomlx::engine::distributed_rank();
+    let (mut keep_alive, mut preload) = (keep_alive, a.preload);
+    if let Some(rank) = distributed {
+        let Some(model) = a.model.as_deref().filter(|_| a.models_dir.is_none()) else {
+            return Err(usage("under gomlx launch, serve one model: give --model PATH (not --models-dir)"));
+        };
+        if rank > 0 {
+            return super::follow(model, &engine);
+        }
+        keep_alive = None;
+        preload = true;
+    }
     let opts = ServeOptions {
         model: a.model,
         models_dir: a.models_dir,
@@ -124,7 +138,7 @@ pub fn run(a: Args) -> CliResult {
         max_tokens_cap: a.max_tokens,
         max_queue: a.max_queue,
         drain_timeout: Duration::from_secs(a.drain_timeout),
-        preload: a.preload,
+        preload,
         stop_on_stdin_eof: a.stop_on_stdin_eof,
         chat_template,
     };

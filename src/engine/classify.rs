@@ -17,7 +17,7 @@ use crate::{Error, Result};
 use std::sync::mpsc::Sender;
 use std::time::Instant;
 
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct ClassifyOptions {
     /// Restrict the answer to these labels (each by its first token); their
     /// probabilities are renormalised over the set.
@@ -89,7 +89,7 @@ fn batch_rows(w: &Worker, opts: &ClassifyOptions, max_len: usize, total_len: usi
     }
     let c = w.model.config();
     let bytes = c.dtype.size();
-    let kv = 2 * c.num_layers * c.num_kv_heads * c.head_dim * bytes;
+    let kv = 2 * (0..c.num_layers).map(|i| c.layer_kv(i)).map(|(heads, dim)| heads * dim).sum::<usize>() * bytes;
     let act = (4 * c.hidden_size + 3 * c.intermediate_size + c.num_heads * total_len) * bytes;
     let per_row = max_len * (kv + act) + c.vocab_size * 4;
     // A GPU keeps more rows busy per kernel launch; its memory is sized for it.

@@ -192,7 +192,7 @@ impl GenState {
     }
 
     fn send(&self, e: Event) -> bool {
-        self.req.events.send(e).is_ok()
+        self.req.events.send(e).is_ok() || self.req.lockstep
     }
 
     /// Ends the generation: releases held-back text and reports `reason` with the

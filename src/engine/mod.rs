@@ -9,6 +9,7 @@
 mod batch;
 mod classify;
 mod generation;
+mod lockstep;
 mod metrics;
 mod prefix;
 mod replicas;
@@ -16,6 +17,7 @@ mod scheduler;
 mod worker;
 
 pub use classify::{ClassifyOptions, ClassifyResult};
+pub use lockstep::distributed_rank;
 pub use metrics::{BatchMetrics, Metrics};
 pub use replicas::ReplicaStats;
 
@@ -329,6 +331,8 @@ pub struct Engine {
     context_length: usize,
     /// The tokenizer's vocabulary compiled for constrained decoding, built on first use.
     grammars: Arc<OnceLock<std::result::Result<Arc<Grammars>, String>>>,
+    /// A rank > 0 under `gomlx launch`: its engine follows rank 0 and takes no requests.
+    follower: Option<usize>,
 }
 
 static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
@@ -355,9 +359,9 @@ impl Engine {
         if n == 0 {
             return Err(Error::InvalidArgument("replicas must be at least 1".into()));
         }
-        if n > 1 && crate::models::tuning::distributed(&opts.load_options()).is_some() {
-            // Each replica would split the model over the same group: one split model per process.
-            return Err(Error::InvalidArgument(format!("replicas {n} with a model split over ranks (distributed): use one replica per rank")));
+        if n > 1 && (lockstep::distributed_rank().is_some() || crate::models::tuning::distributed(&opts.load_options()).is_some()) {
+            // Each replica would join the same group: a rank runs one engine.
+            return Err(Error::InvalidArgument("replicas: a rank of a distributed group (gomlx launch, --distributed) runs one engine".into()));
         }
         if device == DeviceKind::Gpu && n > 1 {
             let gpus = crate::mlx::device_count(DeviceKind::Gpu);
@@ -420,7 +424,24 @@ impl Engine {
             path: path.to_path_buf(),
             context_length,
             grammars: Arc::new(OnceLock::new()),
+            follower: lockstep::distributed_rank().filter(|&r| r > 0),
         })
+    }
+
+    /// Under `gomlx launch`, a rank other than 0: loads the model and runs the steps rank 0's
+    /// engine sends until rank 0's engine stops; returns the turns followed and the
+    /// generations run. An error on rank 0 (it leads: load its `Engine` as usual).
+    pub fn follow(path: &Path, opts: &EngineOptions) -> Result<(u64, u64)> {
+        match lockstep::distributed_rank() {
+            Some(r) if r > 0 => {}
+            _ => return Err(Error::InvalidArgument("Engine::follow: this process is not a follower rank (MLX_RANK > 0 under GOMLX_DISTRIBUTED)".into())),
+        }
+        let engine = Engine::load(path, opts)?;
+        let thread = engine.replicas.list[0].shared.thread.lock().unwrap().take();
+        if let Some(t) = thread {
+            let _ = t.join();
+        }
+        lockstep::take_report()
     }
 
     /// How the model writes tool calls, read from its chat template; None when
@@ -499,6 +520,9 @@ impl Engine {
     }
 
     fn sender(&self, replica: usize) -> Result<Sender<Command>> {
+        if let Some(rank) = self.follower {
+            return Err(Error::Engine(format!("this process is rank {rank} of a distributed group: its engine follows rank 0's and takes no requests")));
+        }
         let r = self.replicas.list.get(replica).ok_or_else(|| Error::Engine(format!("no replica {replica}")))?;
         r.shared.tx.lock().unwrap().clone().ok_or_else(|| Error::Engine("the model is closed".into()))
     }
@@ -595,6 +619,7 @@ impl Engine {
                 events: tx,
                 cancel: cancel.clone(),
                 constraint,
+                lockstep: false,
             })),
         )?;
         Ok(Generation { rx, cancel, reason: None, metrics: None, tail: String::new(), done: false, work: Some(work) })

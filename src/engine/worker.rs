@@ -3,6 +3,7 @@
 //! batched decode (`scheduler`); classify calls are jobs run between its steps.
 
 use super::generation::GenState;
+use super::lockstep::Lockstep;
 use super::prefix::PrefixStore;
 use super::scheduler::{Ended, Scheduler};
 use super::{classify, Event, GenerateOptions};
@@ -37,6 +38,9 @@ pub(crate) struct GenerateRequest {
     pub cancel: Arc<AtomicBool>,
     /// The compiled `opts.sampler.constraint` (compiled on the caller's thread).
     pub constraint: Option<crate::sample::ConstraintState>,
+    /// A rank of a distributed group (`lockstep`): a consumer gone does not end the row
+    /// at once; its cancellation reaches every rank at the next turn.
+    pub lockstep: bool,
 }
 
 pub(crate) enum Command {
@@ -89,9 +93,11 @@ pub(crate) fn run(req: LoadRequest, rx: Receiver<Command>, ready: Sender<Result<
     let loaded = guarded(|| {
         let _gpu = mlx::gpu_guard();
         stream::set_thread_stream(Stream::new_on(req.device, req.device_index)?);
-        load(&req)
+        // Every rank joins the group before it loads (a sharded load uses it).
+        let sync = super::lockstep::join()?;
+        load(&req).map(|(m, t)| (m, t, sync))
     });
-    let (model, tokenizer) = match loaded {
+    let (model, tokenizer, mut sync) = match loaded {
         Ok(v) => v,
         Err(e) => {
             let _gpu = mlx::gpu_guard();
@@ -113,32 +119,72 @@ pub(crate) fn run(req: LoadRequest, rx: Receiver<Command>, ready: Sender<Result<
     let prefix = PrefixStore::new(req.prefix_bytes);
     let mut w = Worker { model, tokenizer, context_length, sessions: HashMap::new(), busy_sessions: HashMap::new(), scheduler, jobs: VecDeque::new(), prefix };
     let mut open = true;
-    while open || !w.scheduler.is_idle() || !w.jobs.is_empty() {
-        // Block for work only when nothing is running.
-        let first = if w.scheduler.is_idle() && w.jobs.is_empty() {
-            match rx.recv() {
-                Ok(c) => Some(c),
-                Err(_) => break,
-            }
-        } else {
-            None
-        };
-        let mut cmds: Vec<Command> = first.into_iter().collect();
-        loop {
-            match rx.try_recv() {
-                Ok(c) => cmds.push(c),
-                Err(TryRecvError::Empty) => break,
-                Err(TryRecvError::Disconnected) => {
-                    open = false;
-                    break;
+    let vocab_size = w.model.info().vocab_size;
+    loop {
+        // A follower's turns come from rank 0 (until it says stop); no caller talks to it.
+        let following = matches!(sync, Some(Lockstep::Follower(_)));
+        if !following && !open && w.scheduler.is_idle() && w.jobs.is_empty() {
+            break;
+        }
+        let (cmds, closing) = match &mut sync {
+            Some(Lockstep::Follower(f)) => {
+                let _gpu = mlx::gpu_guard();
+                match guarded(|| f.turn(w.tokenizer.as_ref(), vocab_size)) {
+                    Ok(Some(turn)) => turn,
+                    Ok(None) => {
+                        super::lockstep::report(Ok((f.steps, f.requests)));
+                        let ended = w.scheduler.end_all(super::CLOSED_WHILE_RUNNING);
+                        w.retire(ended);
+                        break;
+                    }
+                    Err(e) => {
+                        super::lockstep::report(Err(e));
+                        break;
+                    }
                 }
             }
-        }
+            _ => {
+                // Block for work only when nothing is running.
+                let first = if w.scheduler.is_idle() && w.jobs.is_empty() {
+                    match rx.recv() {
+                        Ok(c) => Some(c),
+                        Err(_) => break,
+                    }
+                } else {
+                    None
+                };
+                let mut cmds: Vec<Command> = first.into_iter().collect();
+                loop {
+                    match rx.try_recv() {
+                        Ok(c) => cmds.push(c),
+                        Err(TryRecvError::Empty) => break,
+                        Err(TryRecvError::Disconnected) => {
+                            open = false;
+                            break;
+                        }
+                    }
+                }
+                (cmds, closed.load(Ordering::SeqCst))
+            }
+        };
         let _gpu = mlx::gpu_guard();
+        let (cmds, closing) = match &mut sync {
+            Some(Lockstep::Leader(l)) => match guarded(|| l.turn(cmds, closing)) {
+                Ok(turn) => turn,
+                Err(e) => {
+                    // The group is broken (a rank died): nothing can run any more.
+                    let ended = w.scheduler.end_all(&format!("the distributed group failed: {e}"));
+                    w.retire(ended);
+                    sync = None;
+                    break;
+                }
+            },
+            _ => (cmds, closing),
+        };
         for c in cmds {
             w.handle(c);
         }
-        if closed.load(Ordering::SeqCst) {
+        if closing {
             let ended = w.scheduler.end_all(super::CLOSED_WHILE_RUNNING);
             w.retire(ended);
         }
@@ -158,8 +204,11 @@ pub(crate) fn run(req: LoadRequest, rx: Receiver<Command>, ready: Sender<Result<
         };
         w.retire(ended);
     }
-    // Dropping `w` frees the weights, caches and sessions on this thread.
     let _gpu = mlx::gpu_guard();
+    if let Some(Lockstep::Leader(l)) = &mut sync {
+        let _ = l.stop();
+    }
+    // Dropping `w` frees the weights, caches and sessions on this thread.
     drop(w);
     stream::end_thread();
 }
@@ -243,9 +292,9 @@ impl Worker {
             // Sessions keep every position (growing caches): a rotating cache that dropped some cannot be one.
             let g = cache.prefix(cache.offset()).map_err(|e| bad(format!("layer {i}: {e}")))?;
             if let Some((k, _)) = g.state()?.filter(|_| !g.is_recurrent()) {
-                let s = k.shape();
-                if s.len() != 4 || s[0] != 1 || s[1] as usize != c.num_kv_heads || s[3] as usize != c.head_dim {
-                    return Err(bad(format!("layer {i} keys of shape {s:?}; the model needs [1, {}, T, {}]", c.num_kv_heads, c.head_dim)));
+                let (s, (heads, dim)) = (k.shape(), c.layer_kv(i));
+                if s.len() != 4 || s[0] != 1 || s[1] as usize != heads || s[3] as usize != dim {
+                    return Err(bad(format!("layer {i} keys of shape {s:?}; the model needs [1, {heads}, T, {dim}]")));
                 }
             }
             out.push(g);

@@ -292,6 +292,14 @@ impl ModelConfig {
         ModelConfig::from_value(&value)
     }
 
+    /// KV heads and head size of layer `i`'s cache (Gemma 4's global layers differ).
+    pub fn layer_kv(&self, i: usize) -> (usize, usize) {
+        match &self.gemma4 {
+            Some(g) => (g.kv_heads[i], g.head_dims[i]),
+            None => (self.num_kv_heads, self.head_dim),
+        }
+    }
+
     pub fn from_value(value: &Value) -> Result<ModelConfig> {
         let top = value.as_object().ok_or_else(|| Error::Model("config.json must hold a JSON object".into()))?;
         // Multimodal Gemma 3 keeps the text model's settings under text_config.

@@ -251,6 +251,71 @@ typedef struct gm_convert_options {
 // returning non-zero stops the conversion (`gm_convert` then fails).
 typedef int32_t (*gm_convert_progress_fn)(size_t done, size_t total, void *user_data);
 
+// How to load a model (`gm_model_load`). Zero-initialise, set
+// `struct_size = sizeof(gm_load_options)`, then set what you need.
+typedef struct gm_load_options {
+  // `sizeof(gm_load_options)` as the caller was compiled with.
+  size_t struct_size;
+  // `GM_DEVICE_DEFAULT` (0), `GM_DEVICE_CPU` or `GM_DEVICE_GPU`.
+  int32_t device;
+  // Compute dtype: "float32", "float16" or "bfloat16" (also "f32", "f16",
+  // "bf16"); NULL keeps the checkpoint's. Read during the call only.
+  const char *dtype;
+  // Longest sequence a request may reach (prompt + output); 0 = the model's.
+  size_t context_length;
+  // If not 0, sets MLX's process-wide memory limit in bytes (as
+  // `gm_set_memory_limit`) before loading.
+  size_t memory_limit;
+  // If not 0, sets MLX's process-wide buffer-cache limit in bytes (as
+  // `gm_set_cache_limit`) before loading. Use `gm_set_cache_limit(0)` to
+  // disable the cache.
+  size_t cache_limit;
+  // A LoRA adapter directory in mlx-lm's layout (`adapters.safetensors` +
+  // `adapter_config.json`, as `gm_lora_train`, `gomlx lora` and
+  // `mlx_lm.lora` write it) to apply at load; NULL = none. An adapter that
+  // does not fit the model (missing or extra tensors, wrong shapes, more
+  // layers than the model has) fails the load with a message naming it.
+  // Read during the call only.
+  const char *adapter_path;
+  // CPU: widen floating weights to the compute dtype at load (`GM_ON`) or
+  // keep them as stored (`GM_OFF`); `GOMLX_CPU_WEIGHTS`.
+  int32_t widen;
+  // CPU: expand quantised matrices at load (`GM_ON`/`GM_OFF`); `GOMLX_CPU_DEQUANTIZE`.
+  int32_t dequantize;
+  // Bytes the widened weights may take on the CPU; `GOMLX_CPU_MEMORY_BUDGET`.
+  uint64_t memory_budget;
+  // One matmul for q/k/v (`GM_ON`/`GM_OFF`); `GOMLX_FUSE_PROJECTIONS`.
+  int32_t fuse_projections;
+  // The MLP activation as one compiled kernel (`GM_ON`/`GM_OFF`); `GOMLX_COMPILE`.
+  int32_t compile;
+  // Input rows from which quantised products are dequantised on the CPU /
+  // on a GPU, and output rows from which a CPU product is split over two
+  // streams; negative = never; `GOMLX_CPU_DENSE_QMM_ROWS`,
+  // `GOMLX_GPU_DENSE_QMM_ROWS`, `GOMLX_CPU_SPLIT_OUT`.
+  int64_t cpu_dense_qmm_rows;
+  int64_t gpu_dense_qmm_rows;
+  int64_t cpu_split_out;
+  // Process-wide, like `memory_limit`: BLAS threads (`GOMLX_NUM_THREADS`)
+  // and single-row products sent to `sgemv` (`GM_ON`/`GM_OFF`; `GOMLX_BLAS_GEMV`).
+  uint32_t blas_threads;
+  int32_t blas_gemv;
+  // Most generations decoding in one batch (continuous batching); more wait
+  // for a row. 0 = the default (`DEFAULT_MAX_BATCH`: 64 on a GPU, 32 on the CPU).
+  size_t max_batch;
+  // Bytes of KV the prefix cache keeps from finished requests (requests
+  // sharing a prompt prefix skip its prefill); 0 = off.
+  size_t prefix_cache_bytes;
+  // Replicas (data parallel): engines, each a whole copy of the model, that
+  // serve this handle's requests by least outstanding work; on a GPU replica
+  // i runs on MLX device i. 0 = 1.
+  size_t replicas;
+  // Split the model over the ranks of an MLX distributed group (tensor
+  // parallel, docs/distributed.md): "ring", "nccl", "mpi", "jaccl" or
+  // "any"; "off" = not split; NULL = `GOMLX_DISTRIBUTED` (set by `gomlx
+  // launch`). On a rank other than 0 load with `gm_follow` instead.
+  const char *distributed;
+} gm_load_options;
+
 // One chat message. Both strings are read during the call only.
 typedef struct gm_message {
   // "system", "user", "assistant" (or any role the model's template knows).
@@ -412,66 +477,6 @@ typedef struct gm_lora_result {
   double seconds;
   uint64_t peak_memory;
 } gm_lora_result;
-
-// How to load a model (`gm_model_load`). Zero-initialise, set
-// `struct_size = sizeof(gm_load_options)`, then set what you need.
-typedef struct gm_load_options {
-  // `sizeof(gm_load_options)` as the caller was compiled with.
-  size_t struct_size;
-  // `GM_DEVICE_DEFAULT` (0), `GM_DEVICE_CPU` or `GM_DEVICE_GPU`.
-  int32_t device;
-  // Compute dtype: "float32", "float16" or "bfloat16" (also "f32", "f16",
-  // "bf16"); NULL keeps the checkpoint's. Read during the call only.
-  const char *dtype;
-  // Longest sequence a request may reach (prompt + output); 0 = the model's.
-  size_t context_length;
-  // If not 0, sets MLX's process-wide memory limit in bytes (as
-  // `gm_set_memory_limit`) before loading.
-  size_t memory_limit;
-  // If not 0, sets MLX's process-wide buffer-cache limit in bytes (as
-  // `gm_set_cache_limit`) before loading. Use `gm_set_cache_limit(0)` to
-  // disable the cache.
-  size_t cache_limit;
-  // A LoRA adapter directory in mlx-lm's layout (`adapters.safetensors` +
-  // `adapter_config.json`, as `gm_lora_train`, `gomlx lora` and
-  // `mlx_lm.lora` write it) to apply at load; NULL = none. An adapter that
-  // does not fit the model (missing or extra tensors, wrong shapes, more
-  // layers than the model has) fails the load with a message naming it.
-  // Read during the call only.
-  const char *adapter_path;
-  // CPU: widen floating weights to the compute dtype at load (`GM_ON`) or
-  // keep them as stored (`GM_OFF`); `GOMLX_CPU_WEIGHTS`.
-  int32_t widen;
-  // CPU: expand quantised matrices at load (`GM_ON`/`GM_OFF`); `GOMLX_CPU_DEQUANTIZE`.
-  int32_t dequantize;
-  // Bytes the widened weights may take on the CPU; `GOMLX_CPU_MEMORY_BUDGET`.
-  uint64_t memory_budget;
-  // One matmul for q/k/v (`GM_ON`/`GM_OFF`); `GOMLX_FUSE_PROJECTIONS`.
-  int32_t fuse_projections;
-  // The MLP activation as one compiled kernel (`GM_ON`/`GM_OFF`); `GOMLX_COMPILE`.
-  int32_t compile;
-  // Input rows from which quantised products are dequantised on the CPU /
-  // on a GPU, and output rows from which a CPU product is split over two
-  // streams; negative = never; `GOMLX_CPU_DENSE_QMM_ROWS`,
-  // `GOMLX_GPU_DENSE_QMM_ROWS`, `GOMLX_CPU_SPLIT_OUT`.
-  int64_t cpu_dense_qmm_rows;
-  int64_t gpu_dense_qmm_rows;
-  int64_t cpu_split_out;
-  // Process-wide, like `memory_limit`: BLAS threads (`GOMLX_NUM_THREADS`)
-  // and single-row products sent to `sgemv` (`GM_ON`/`GM_OFF`; `GOMLX_BLAS_GEMV`).
-  uint32_t blas_threads;
-  int32_t blas_gemv;
-  // Most generations decoding in one batch (continuous batching); more wait
-  // for a row. 0 = the default (`DEFAULT_MAX_BATCH`: 64 on a GPU, 32 on the CPU).
-  size_t max_batch;
-  // Bytes of KV the prefix cache keeps from finished requests (requests
-  // sharing a prompt prefix skip its prefill); 0 = off.
-  size_t prefix_cache_bytes;
-  // Replicas (data parallel): engines, each a whole copy of the model, that
-  // serve this handle's requests by least outstanding work; on a GPU replica
-  // i runs on MLX device i. 0 = 1.
-  size_t replicas;
-} gm_load_options;
 
 // What `gm_model_info` reports. The caller owns the struct and sets
 // `struct_size = sizeof(gm_info)`; the strings in it are owned by the
@@ -664,6 +669,21 @@ int32_t gm_convert(const char *gguf_path,
                    const struct gm_convert_options *opts,
                    gm_convert_progress_fn progress,
                    void *user_data);
+
+// This process's rank when `opts` (`gm_load_options.distributed`, or NULL and
+// `GOMLX_DISTRIBUTED`) splits the model over a distributed group, as the
+// launcher's environment (`MLX_RANK`) gives it: writes it to `*rank`, or -1
+// when the model is not split. Rank 0 leads: it loads with `gm_model_load`
+// and serves requests; every other rank calls `gm_follow`. Starts no MLX
+// work. Returns 0, or -1 (see `gm_last_error`) on bad options or a NULL `rank`.
+int32_t gm_distributed_rank(const struct gm_load_options *opts, int64_t *rank);
+
+// On a rank other than 0: loads this rank's part of the model at `path` with
+// `opts` (the same as rank 0's) and runs the steps rank 0's engine sends,
+// blocking until rank 0's model is closed. Writes the turns followed to
+// `*steps` when not NULL. Returns 0, or -1 (see `gm_last_error`) when this
+// process is not a follower rank, the load fails or the group breaks.
+int32_t gm_follow(const char *path, const struct gm_load_options *opts, uint64_t *steps);
 
 // The message of the calling thread's most recent failed gomlx call, or NULL
 // if the most recent call succeeded.

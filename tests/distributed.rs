@@ -4,6 +4,7 @@
 
 use gomlx::mlx::distributed::Group;
 use gomlx::mlx::{Array, Dtype};
+use std::ffi::c_char;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -349,4 +350,77 @@ fn classify_split_over_3_ranks_gives_the_same_tokens() {
     }
     assert!(outs[1].is_empty() && outs[2].is_empty(), "followers print nothing: {outs:?}");
     let _ = std::fs::remove_dir_all(&d);
+}
+
+// ---- A C host as ranks: rank 0 loads and serves, the others gm_follow ----
+
+/// SmolLM2 (9 heads, 3 kv heads) split over the ring as `distributed` says, on the CPU.
+fn c_load_options(distributed: &std::ffi::CStr) -> gomlx::ffi::gm_load_options {
+    let mut o: gomlx::ffi::gm_load_options = unsafe { std::mem::zeroed() };
+    o.struct_size = std::mem::size_of::<gomlx::ffi::gm_load_options>();
+    o.device = gomlx::ffi::GM_DEVICE_CPU;
+    o.distributed = distributed.as_ptr();
+    o
+}
+
+fn c_last_error() -> String {
+    unsafe { std::ffi::CStr::from_ptr(gomlx::ffi::gm_last_error()) }.to_string_lossy().into_owned()
+}
+
+/// Greedy texts of two prompts through `gm_batch_generate` on a model loaded with `opts`.
+fn c_generate(path: &std::ffi::CStr, opts: &gomlx::ffi::gm_load_options) -> Vec<String> {
+    use gomlx::ffi::*;
+    let m = gm_model_load(path.as_ptr(), opts);
+    assert!(!m.is_null(), "load: {}", c_last_error());
+    let prompts = [c"The capital of France is", c"One, two, three,"];
+    let ptrs: Vec<*const c_char> = prompts.iter().map(|p| p.as_ptr()).collect();
+    let mut g: gm_generate_options = unsafe { std::mem::zeroed() };
+    g.struct_size = std::mem::size_of::<gm_generate_options>();
+    g.max_tokens = 8;
+    g.ignore_eos = true;
+    let mut out: gm_batch_result = unsafe { std::mem::zeroed() };
+    out.struct_size = std::mem::size_of::<gm_batch_result>();
+    assert_eq!(gm_batch_generate(m, ptrs.as_ptr(), ptrs.len(), &g, &mut out, std::ptr::null_mut()), GM_OK, "{}", c_last_error());
+    let texts = (0..out.n).map(|i| unsafe { std::ffi::CStr::from_ptr(*out.texts.add(i)) }.to_string_lossy().into_owned()).collect();
+    gm_batch_result_free(&mut out);
+    gm_model_close(m);
+    texts
+}
+
+#[test]
+fn c_host_rank_0_serves_and_the_others_follow() {
+    use gomlx::ffi::*;
+    let path = std::ffi::CString::new(smollm2().to_str().unwrap()).unwrap();
+    if let Some(rank) = as_rank() {
+        let opts = c_load_options(c"ring");
+        let mut r = -2i64;
+        assert_eq!(gm_distributed_rank(&opts, &mut r), GM_OK, "{}", c_last_error());
+        assert_eq!(r, rank as i64);
+        if rank == 0 {
+            println!("texts: {}", serde_json::to_string(&c_generate(&path, &opts)).unwrap());
+        } else {
+            let mut steps = 0u64;
+            assert_eq!(gm_follow(path.as_ptr(), &opts, &mut steps), GM_OK, "{}", c_last_error());
+            println!("steps: {steps}");
+        }
+        return;
+    }
+    // Not under a launcher: not split, and a follower's call is refused by name.
+    let (off, bad) = (c_load_options(c"off"), c_load_options(c"tcp"));
+    let mut r = 0i64;
+    assert_eq!(gm_distributed_rank(&off, &mut r), GM_OK);
+    assert_eq!(r, -1);
+    assert_eq!(gm_distributed_rank(&bad, &mut r), GM_ERROR);
+    assert!(c_last_error().contains("gm_load_options.distributed is 'tcp'"), "{}", c_last_error());
+    assert_eq!(gm_follow(path.as_ptr(), &off, std::ptr::null_mut()), GM_ERROR);
+    assert!(c_last_error().contains("not a follower rank"), "{}", c_last_error());
+    let whole = c_generate(&path, &off);
+    assert_eq!(whole.len(), 2);
+    let outs = run_ranks("c_host_rank_0_serves_and_the_others_follow", 3);
+    let texts: Vec<String> = serde_json::from_str(outs[0].lines().find_map(|l| l.strip_prefix("texts: ")).unwrap()).unwrap();
+    assert_eq!(texts, whole, "rank 0 of a split SmolLM2 generates what the whole model does");
+    for (rank, out) in outs.iter().enumerate().skip(1) {
+        let steps: u64 = out.lines().find_map(|l| l.strip_prefix("steps: ")).unwrap().parse().unwrap();
+        assert!(steps >= 8, "rank {rank} followed {steps} turns");
+    }
 }

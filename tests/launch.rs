@@ -282,8 +282,9 @@ impl Serve {
 
 #[test]
 fn rank_0_serves_and_the_other_ranks_follow() {
-    // Greedy, seeded and concurrent requests: the answers of a 2-rank launch (weights
-    // replicated on each rank; rank 1 runs every step rank 0 sends) equal one process's.
+    // Greedy, seeded and concurrent requests: the answers of a 3-rank launch (SmolLM2's 9
+    // heads and 3 kv heads split over the ranks; ranks 1 and 2 run every step rank 0 sends)
+    // equal one process's.
     let bodies = [
         serde_json::json!({"prompt": "The capital of France is", "max_tokens": 12, "temperature": 0}),
         serde_json::json!({"prompt": "Once upon a time", "max_tokens": 10, "temperature": 0.9, "seed": 7}),
@@ -301,17 +302,20 @@ fn rank_0_serves_and_the_other_ranks_follow() {
     assert_eq!(code, Some(0));
     assert!(want[0][0].contains("Paris"), "{want:?}");
 
-    let launched = Serve::start(Some(2));
+    let launched = Serve::start(Some(3));
     let got = ask(&launched);
     let again = ask(&launched);
     let (code, log) = launched.stop();
     assert_eq!(got, want, "{log:?}");
     assert_eq!(again, want, "{log:?}");
-    // SIGTERM drained rank 0; its engine's stop ended rank 1, which had run every generation (8).
+    // SIGTERM drained rank 0; its engine's stop ended ranks 1 and 2, which had run every generation (8).
     assert_eq!(code, Some(0), "{log:?}");
-    let followed =
-        log.iter().filter_map(|l| l.strip_prefix("[rank 1] ")).filter_map(|l| serde_json::from_str::<Value>(l).ok()).find(|v| v["event"] == "followed");
-    let followed = followed.unwrap_or_else(|| panic!("no follower report: {log:?}"));
-    assert_eq!(followed["generations"], 8, "{followed}");
-    assert!(followed["steps"].as_u64().unwrap() >= 10, "{followed}");
+    for rank in [1, 2] {
+        let prefix = format!("[rank {rank}] ");
+        let followed =
+            log.iter().filter_map(|l| l.strip_prefix(&prefix)).filter_map(|l| serde_json::from_str::<Value>(l).ok()).find(|v| v["event"] == "followed");
+        let followed = followed.unwrap_or_else(|| panic!("no report from rank {rank}: {log:?}"));
+        assert_eq!(followed["generations"], 8, "{followed}");
+        assert!(followed["steps"].as_u64().unwrap() >= 10, "{followed}");
+    }
 }

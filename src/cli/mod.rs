@@ -250,9 +250,7 @@ impl EngineArgs {
     /// Whether this process is a rank other than 0 of a split model, by the
     /// environment the launcher set (MLX_RANK, or Open MPI's rank).
     pub fn is_follower(&self) -> bool {
-        let asked = self.distributed.is_some() || std::env::var("GOMLX_DISTRIBUTED").is_ok_and(|v| !matches!(v.trim(), "" | "off" | "none" | "0"));
-        let rank = ["MLX_RANK", "OMPI_COMM_WORLD_RANK"].iter().find_map(|k| std::env::var(k).ok()?.trim().parse::<usize>().ok());
-        asked && rank.is_some_and(|r| r != 0)
+        self.engine_options().is_ok_and(|o| gomlx::engine::distributed_rank(&o.load_options()).is_some_and(|r| r > 0))
     }
 
     pub fn engine_options(&self) -> CliResult<EngineOptions> {
@@ -423,7 +421,7 @@ pub fn follow(model: &Path, opts: &EngineOptions) -> CliResult {
         libc::signal(libc::SIGINT, libc::SIG_IGN);
         libc::signal(libc::SIGTERM, libc::SIG_IGN);
     }
-    let rank = gomlx::engine::distributed_rank().unwrap_or(0);
+    let rank = gomlx::engine::distributed_rank(&opts.load_options()).unwrap_or(0);
     let (steps, generations) = Engine::follow(model, opts)?;
     eprintln!("{}", serde_json::json!({"event": "followed", "rank": rank, "steps": steps, "generations": generations}));
     Ok(())
@@ -433,7 +431,7 @@ pub fn follow(model: &Path, opts: &EngineOptions) -> CliResult {
 /// follower rank (`gomlx launch`) follows rank 0 instead and exits when it stops.
 pub fn load_engine(args: &ModelArgs) -> CliResult<(Engine, f64)> {
     check_model_path(&args.model)?;
-    if gomlx::engine::distributed_rank().is_some_and(|r| r > 0) {
+    if args.engine.is_follower() {
         let r = follow(&args.model, &args.engine_options()?);
         std::process::exit(match r {
             Ok(()) => 0,

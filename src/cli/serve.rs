@@ -113,7 +113,7 @@ pub fn run(a: Args) -> CliResult {
     };
     // Under `gomlx launch`: rank 0 serves one model, loaded before listening and kept
     // (unloading it would end the group's engine); the other ranks follow its steps.
-    let distributed = gomlx::engine::distributed_rank();
+    let distributed = gomlx::engine::distributed_rank(&engine.load_options());
     let (mut keep_alive, mut preload) = (keep_alive, a.preload);
     if let Some(rank) = distributed {
         let Some(model) = a.model.as_deref().filter(|_| a.models_dir.is_none()) else {

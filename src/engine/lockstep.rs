@@ -11,6 +11,7 @@ use super::worker::{Command, GenerateRequest};
 use super::{Event, GenerateOptions};
 use crate::mlx::distributed::Group;
 use crate::mlx::Array;
+use crate::models::LoadOptions;
 use crate::sample::{Grammars, SamplerConfig};
 use crate::text::Tokenizer;
 use crate::{Error, Result};
@@ -20,13 +21,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, TryRecvError};
 use std::sync::Arc;
 
-/// This process's part when `GOMLX_DISTRIBUTED` names a backend and the group has several
-/// ranks: `Some(0)` leads, `Some(r)` follows; None when alone. Read from the environment
-/// `gomlx launch` sets, without starting MLX.
-pub fn distributed_rank() -> Option<usize> {
-    // The same off values as the models layer's `tuning::distributed`.
-    std::env::var("GOMLX_DISTRIBUTED").ok().filter(|b| !matches!(b.trim(), "" | "off" | "none" | "0"))?;
-    std::env::var("MLX_RANK").ok()?.trim().parse().ok()
+/// This process's part when the model is to be split over a group (the `distributed`
+/// load option, else `GOMLX_DISTRIBUTED`) of several ranks: `Some(0)` leads, `Some(r)`
+/// follows; None when alone. The rank is read from the environment the launcher set
+/// (`MLX_RANK`, or Open MPI's), without starting MLX.
+pub fn distributed_rank(o: &LoadOptions) -> Option<usize> {
+    crate::models::tuning::distributed(o)?;
+    ["MLX_RANK", "OMPI_COMM_WORLD_RANK"].iter().find_map(|k| std::env::var(k).ok()?.trim().parse().ok())
 }
 
 static REPORT: std::sync::Mutex<Option<Result<(u64, u64)>>> = std::sync::Mutex::new(None);
@@ -99,10 +100,10 @@ pub(crate) struct Follower {
 }
 
 /// The group of this process when it is a rank of several; None when alone.
-pub(crate) fn join() -> Result<Option<Lockstep>> {
-    let Some(rank) = distributed_rank() else { return Ok(None) };
-    let backend = std::env::var("GOMLX_DISTRIBUTED").unwrap_or_default();
-    let group = Group::init(backend.trim(), true)?;
+pub(crate) fn join(o: &LoadOptions) -> Result<Option<Lockstep>> {
+    let Some(rank) = distributed_rank(o) else { return Ok(None) };
+    let backend = crate::models::tuning::distributed(o).unwrap_or_default();
+    let group = Group::init(&backend, true)?;
     if group.size() < 2 {
         return Ok(None);
     }

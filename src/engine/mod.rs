@@ -359,7 +359,7 @@ impl Engine {
         if n == 0 {
             return Err(Error::InvalidArgument("replicas must be at least 1".into()));
         }
-        if n > 1 && (lockstep::distributed_rank().is_some() || crate::models::tuning::distributed(&opts.load_options()).is_some()) {
+        if n > 1 && crate::models::tuning::distributed(&opts.load_options()).is_some() {
             // Each replica would join the same group: a rank runs one engine.
             return Err(Error::InvalidArgument("replicas: a rank of a distributed group (gomlx launch, --distributed) runs one engine".into()));
         }
@@ -424,7 +424,7 @@ impl Engine {
             path: path.to_path_buf(),
             context_length,
             grammars: Arc::new(OnceLock::new()),
-            follower: lockstep::distributed_rank().filter(|&r| r > 0),
+            follower: lockstep::distributed_rank(&opts.load_options()).filter(|&r| r > 0),
         })
     }
 
@@ -432,7 +432,7 @@ impl Engine {
     /// engine sends until rank 0's engine stops; returns the turns followed and the
     /// generations run. An error on rank 0 (it leads: load its `Engine` as usual).
     pub fn follow(path: &Path, opts: &EngineOptions) -> Result<(u64, u64)> {
-        match lockstep::distributed_rank() {
+        match lockstep::distributed_rank(&opts.load_options()) {
             Some(r) if r > 0 => {}
             _ => return Err(Error::InvalidArgument("Engine::follow: this process is not a follower rank (MLX_RANK > 0 under GOMLX_DISTRIBUTED)".into())),
         }

@@ -94,7 +94,7 @@ pub(crate) fn run(req: LoadRequest, rx: Receiver<Command>, ready: Sender<Result<
         let _gpu = mlx::gpu_guard();
         stream::set_thread_stream(Stream::new_on(req.device, req.device_index)?);
         // Every rank joins the group before it loads (a sharded load uses it).
-        let sync = super::lockstep::join()?;
+        let sync = super::lockstep::join(&req.load)?;
         load(&req).map(|(m, t)| (m, t, sync))
     });
     let (model, tokenizer, mut sync) = match loaded {

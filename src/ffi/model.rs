@@ -4,7 +4,6 @@ use super::handles::{self, Handle};
 use super::options::{self, gm_load_options};
 use super::{c_str, cstring, guard, guard_status, invalid, write_sized, SizedStruct};
 use crate::engine::Engine;
-use crate::mlx::memory;
 use crate::Result;
 use std::ffi::{c_char, c_void, CString};
 use std::path::Path;
@@ -63,18 +62,7 @@ pub extern "C" fn gm_model_load(path: *const c_char, opts: *const gm_load_option
     guard(std::ptr::null_mut(), || {
         let path = c_str(path, "path")?;
         let settings = options::load_settings(opts)?;
-        if settings.memory_limit != 0 {
-            memory::set_memory_limit(settings.memory_limit)?;
-        }
-        if settings.cache_limit != 0 {
-            memory::set_cache_limit(settings.cache_limit)?;
-        }
-        if settings.blas_threads != 0 {
-            crate::mlx::blas::set_threads(settings.blas_threads);
-        }
-        if let Some(on) = settings.blas_gemv {
-            crate::mlx::blas::set_gemv_forwarding(on);
-        }
+        settings.apply_process_wide()?;
         let engine = Engine::load(Path::new(path), &settings.engine)?;
         let info = engine.info();
         let state = ModelState { architecture: cstring(&info.architecture), dtype: cstring(&info.dtype), device: cstring(engine.device().name()), engine };

@@ -82,6 +82,11 @@ pub struct gm_load_options {
     /// serve this handle's requests by least outstanding work; on a GPU replica
     /// i runs on MLX device i. 0 = 1.
     pub replicas: usize,
+    /// Split the model over the ranks of an MLX distributed group (tensor
+    /// parallel, docs/distributed.md): "ring", "nccl", "mpi", "jaccl" or
+    /// "any"; "off" = not split; NULL = `GOMLX_DISTRIBUTED` (set by `gomlx
+    /// launch`). On a rank other than 0 load with `gm_follow` instead.
+    pub distributed: *const c_char,
 }
 
 /// A knob of `gm_load_options` switched on.
@@ -121,6 +126,25 @@ pub(crate) struct LoadSettings {
     pub blas_gemv: Option<bool>,
 }
 
+impl LoadSettings {
+    /// Sets the process-wide limits the options carry (before a load).
+    pub(crate) fn apply_process_wide(&self) -> Result<()> {
+        if self.memory_limit != 0 {
+            crate::mlx::memory::set_memory_limit(self.memory_limit)?;
+        }
+        if self.cache_limit != 0 {
+            crate::mlx::memory::set_cache_limit(self.cache_limit)?;
+        }
+        if self.blas_threads != 0 {
+            crate::mlx::blas::set_threads(self.blas_threads);
+        }
+        if let Some(on) = self.blas_gemv {
+            crate::mlx::blas::set_gemv_forwarding(on);
+        }
+        Ok(())
+    }
+}
+
 pub(crate) fn load_settings(ptr: *const gm_load_options) -> Result<LoadSettings> {
     let Some(o) = read_opts(ptr)? else {
         return Ok(LoadSettings { engine: EngineOptions::default(), memory_limit: 0, cache_limit: 0, blas_threads: 0, blas_gemv: None });
@@ -152,14 +176,22 @@ pub(crate) fn load_settings(ptr: *const gm_load_options) -> Result<LoadSettings>
         cpu_dense_qmm_rows: rows(o.cpu_dense_qmm_rows),
         gpu_dense_qmm_rows: rows(o.gpu_dense_qmm_rows),
         cpu_split_out: rows(o.cpu_split_out),
-        // Hosts split a model with GOMLX_DISTRIBUTED (`tuning::distributed`).
-        distributed: None,
+        distributed: opt_c_str(o.distributed, "gm_load_options.distributed")?.map(distributed_backend).transpose()?,
         max_batch: (o.max_batch != 0).then_some(o.max_batch),
         prefix_cache_bytes: (o.prefix_cache_bytes != 0).then_some(o.prefix_cache_bytes),
         replicas: (o.replicas != 0).then_some(o.replicas),
     };
     let blas_gemv = switch(o.blas_gemv, "blas_gemv")?;
     Ok(LoadSettings { engine, memory_limit: o.memory_limit, cache_limit: o.cache_limit, blas_threads: o.blas_threads as usize, blas_gemv })
+}
+
+/// A `gm_load_options.distributed` value: a backend MLX knows, or "off".
+fn distributed_backend(name: &str) -> Result<String> {
+    if name == "off" || crate::mlx::distributed::BACKENDS.contains(&name) {
+        Ok(name.to_string())
+    } else {
+        Err(invalid(format!("gm_load_options.distributed is '{name}' (expected off, {})", crate::mlx::distributed::BACKENDS.join(", "))))
+    }
 }
 
 /// An additive bias on one token's logit (`-INFINITY` bans the token).

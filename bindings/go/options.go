@@ -32,6 +32,7 @@ type loadConfig struct {
 	maxBatch      int
 	prefixCache   uint64
 	replicas      int
+	distributed   string
 }
 
 // WithMaxBatch bounds how many generations decode in one batch (continuous
@@ -132,6 +133,11 @@ func (c *loadConfig) toC(m *cmem) (*C.gm_load_options, error) {
 	}
 	o.replicas = C.size_t(c.replicas)
 	var err error
+	if c.distributed != "" {
+		if o.distributed, err = m.str("distributed backend", c.distributed); err != nil {
+			return nil, err
+		}
+	}
 	if c.dtype != "" {
 		if o.dtype, err = m.str("dtype", c.dtype); err != nil {
 			return nil, err

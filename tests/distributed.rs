@@ -264,6 +264,16 @@ fn moe_qwen3_moe_over_4_ranks() {
 }
 
 #[test]
+fn gpt_oss_sinks_and_biased_experts_over_2_ranks() {
+    check_split("gpt_oss_sinks_and_biased_experts_over_2_ranks", "gpt_oss", 2, None);
+}
+
+#[test]
+fn gpt_oss_mxfp4_experts_over_2_ranks() {
+    check_split("gpt_oss_mxfp4_experts_over_2_ranks", "gpt_oss_mxfp4", 2, None);
+}
+
+#[test]
 fn quantized_qwen3_moe_q4_over_2_ranks() {
     // Kept quantised (not expanded at load): packed weights, scales and biases are split.
     check_split("quantized_qwen3_moe_q4_over_2_ranks", "qwen3_moe_q4", 2, Some(false));

@@ -71,8 +71,8 @@ impl Shard {
         if cfg.gemma4.is_some() {
             return refuse("per-layer head sizes, shared KV layers and per-layer embeddings (Gemma 4) are not sharded".into());
         }
-        if cfg.attn_sinks || cfg.attn_output_gate || cfg.shared_expert_size.is_some() {
-            return refuse("attention sinks, gated attention outputs and shared experts are not sharded".into());
+        if cfg.attn_output_gate || cfg.shared_expert_size.is_some() {
+            return refuse("gated attention outputs and shared experts are not sharded".into());
         }
         if !cfg.num_heads.is_multiple_of(size) {
             return refuse(format!("{} attention heads do not divide by {size}", cfg.num_heads));
@@ -187,7 +187,8 @@ impl Shard {
             return even_rows();
         }
         let proj = |p: &str| name.contains(p);
-        if proj(".self_attn.q_proj.") || proj(".mlp.gate_proj.") || proj(".mlp.up_proj.") {
+        // gpt-oss's per-head attention sinks go with their heads.
+        if proj(".self_attn.q_proj.") || proj(".mlp.gate_proj.") || proj(".mlp.up_proj.") || name.ends_with(".self_attn.sinks") {
             return even_rows();
         }
         if proj(".self_attn.k_proj.") || proj(".self_attn.v_proj.") {

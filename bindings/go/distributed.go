@@ -19,11 +19,7 @@ func WithDistributed(backend string) LoadOption {
 func DistributedRank(opts ...LoadOption) (int, error) {
 	var m cmem
 	defer m.free()
-	var c loadConfig
-	for _, f := range opts {
-		f(&c)
-	}
-	co, err := c.toC(&m)
+	co, err := loadOptions(&m, opts)
 	if err != nil {
 		return 0, err
 	}
@@ -40,15 +36,11 @@ func DistributedRank(opts ...LoadOption) (int, error) {
 func Follow(path string, opts ...LoadOption) (uint64, error) {
 	var m cmem
 	defer m.free()
-	var c loadConfig
-	for _, f := range opts {
-		f(&c)
-	}
 	cpath, err := m.str("path", path)
 	if err != nil {
 		return 0, err
 	}
-	co, err := c.toC(&m)
+	co, err := loadOptions(&m, opts)
 	if err != nil {
 		return 0, err
 	}

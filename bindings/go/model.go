@@ -45,15 +45,11 @@ type Info struct {
 func LoadModel(path string, opts ...LoadOption) (*Model, error) {
 	var m cmem
 	defer m.free()
-	var c loadConfig
-	for _, f := range opts {
-		f(&c)
-	}
 	cpath, err := m.str("path", path)
 	if err != nil {
 		return nil, err
 	}
-	co, err := c.toC(&m)
+	co, err := loadOptions(&m, opts)
 	if err != nil {
 		return nil, err
 	}

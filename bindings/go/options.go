@@ -105,6 +105,15 @@ func WithCacheLimit(bytes uint64) LoadOption { return func(c *loadConfig) { c.ca
 // LoadModel with an error naming what does not fit.
 func WithAdapter(path string) LoadOption { return func(c *loadConfig) { c.adapter = path } }
 
+// loadOptions applies opts and converts them; the C struct lives in m.
+func loadOptions(m *cmem, opts []LoadOption) (*C.gm_load_options, error) {
+	var c loadConfig
+	for _, f := range opts {
+		f(&c)
+	}
+	return c.toC(m)
+}
+
 func (c *loadConfig) toC(m *cmem) (*C.gm_load_options, error) {
 	o := (*C.gm_load_options)(m.alloc(int(unsafe.Sizeof(C.gm_load_options{}))))
 	o.struct_size = C.size_t(unsafe.Sizeof(*o))

@@ -179,9 +179,13 @@ const GREEDY: usize = 6;
 fn run_model(fixture: &str, distributed: bool, dequantize: Option<bool>) -> gomlx::Result<(Vec<f32>, Vec<u32>)> {
     use gomlx::models::{LoadOptions, Logits, Model};
     gomlx::mlx::stream::set_thread_stream(gomlx::mlx::Stream::new(gomlx::mlx::DeviceKind::Cpu)?);
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/models").join(fixture);
+    let path = fixture_dir(fixture)?;
     let opts = LoadOptions { dtype: Some(Dtype::F32), dequantize, distributed: distributed.then(|| "ring".to_string()), ..Default::default() };
     let model = Model::load(&path, &opts)?;
+    if fixture.ends_with(DENSE_LINEAR_OUT) {
+        // Built for this process, read whole at load.
+        let _ = std::fs::remove_dir_all(&path);
+    }
     if distributed {
         // Really split: this rank holds part of the weights.
         let info = model.info();
@@ -201,6 +205,45 @@ fn run_model(fixture: &str, distributed: bool, dequantize: Option<bool>) -> goml
         greedy.push(next);
     }
     Ok((all, greedy))
+}
+
+/// Suffix of a fixture name whose gated delta `out_proj`s are expanded to float32
+/// (see `dense_linear_out`).
+const DENSE_LINEAR_OUT: &str = "+dense_linear_out";
+
+/// A fixture's directory; `NAME+dense_linear_out` is built (per process) from `NAME`.
+fn fixture_dir(fixture: &str) -> gomlx::Result<PathBuf> {
+    let models = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/models");
+    match fixture.strip_suffix(DENSE_LINEAR_OUT) {
+        Some(base) => dense_linear_out(&models.join(base)),
+        None => Ok(models.join(fixture)),
+    }
+}
+
+/// A copy of the quantised Qwen 3.5 model at `src` whose linear-attention
+/// `out_proj`s are dequantised (marked unquantised in config.json): their 32
+/// inputs are one quantisation group of 32, which no split over ranks can cut;
+/// every other quantised tensor stays packed.
+fn dense_linear_out(src: &std::path::Path) -> gomlx::Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("gomlx-{}-dense-out-{}", src.file_name().unwrap().to_string_lossy(), std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(src.join("config.json")).unwrap()).unwrap();
+    let (group, bits) = (config["quantization"]["group_size"].as_i64().unwrap() as i32, config["quantization"]["bits"].as_i64().unwrap() as i32);
+    let mut tensors = gomlx::mlx::io::load_safetensors(&src.join("model.safetensors"))?.tensors;
+    let outs: Vec<String> =
+        tensors.keys().filter_map(|k| k.strip_suffix(".linear_attn.out_proj.scales")).map(|p| format!("{p}.linear_attn.out_proj")).collect();
+    assert!(!outs.is_empty(), "{}: no quantised linear_attn.out_proj", src.display());
+    for p in &outs {
+        let (w, s, b) =
+            (tensors.remove(&format!("{p}.weight")).unwrap(), tensors.remove(&format!("{p}.scales")).unwrap(), tensors.remove(&format!("{p}.biases")).unwrap());
+        tensors.insert(format!("{p}.weight"), gomlx::mlx::dequantize(&w, &s, &b, group, bits, Some(Dtype::F32))?);
+        for key in ["quantization", "quantization_config"] {
+            config[key][p.as_str()] = serde_json::Value::Bool(false);
+        }
+    }
+    gomlx::mlx::io::save_safetensors(&dir.join("model.safetensors"), &tensors, &Default::default())?;
+    std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+    Ok(dir)
 }
 
 /// Runs `test` as `ranks` ranks splitting `fixture` and checks every rank
@@ -279,6 +322,41 @@ fn quantized_qwen3_moe_q4_over_2_ranks() {
     check_split("quantized_qwen3_moe_q4_over_2_ranks", "qwen3_moe_q4", 2, Some(false));
 }
 
+#[test]
+fn qwen3_5_gated_delta_and_gated_attention_over_2_ranks() {
+    // 2 key heads with 2 value heads each, 4 query heads with their gates, 2 kv heads: one of each per rank.
+    check_split("qwen3_5_gated_delta_and_gated_attention_over_2_ranks", "qwen3_5", 2, None);
+}
+
+#[test]
+fn qwen3_5_moe_shared_expert_over_2_ranks() {
+    check_split("qwen3_5_moe_shared_expert_over_2_ranks", "qwen3_5_moe", 2, None);
+}
+
+#[test]
+fn qwen3_5_moe_per_expert_checkpoint_over_2_ranks() {
+    // transformers 5's layout: experts stored one by one, read by the rank that holds them.
+    check_split("qwen3_5_moe_per_expert_checkpoint_over_2_ranks", "qwen3_5_moe_tf5", 2, None);
+}
+
+#[test]
+fn quantized_qwen3_5_moe_q4_over_2_ranks() {
+    // Packed in_proj_qkv read as 3 row ranges, q_proj with its gates, experts and the
+    // shared expert split; out_proj expanded, as its one quantisation group cannot be.
+    check_split("quantized_qwen3_5_moe_q4_over_2_ranks", &format!("qwen3_5_moe_q4{DENSE_LINEAR_OUT}"), 2, Some(false));
+}
+
+#[test]
+fn phi3_fused_qkv_and_gate_up_over_2_ranks() {
+    // qkv_proj read as 3 row ranges (q, k, v heads), gate_up_proj as 2.
+    check_split("phi3_fused_qkv_and_gate_up_over_2_ranks", "phi3_fused", 2, None);
+}
+
+#[test]
+fn quantized_phi3_fused_q4_over_2_ranks() {
+    check_split("quantized_phi3_fused_q4_over_2_ranks", "phi3_fused_q4", 2, Some(false));
+}
+
 /// What each rank of `test` reports when loading `fixture` split over the ring group fails.
 fn split_error(test: &str, fixture: &str, ranks: usize) -> Option<Vec<String>> {
     if as_rank().is_some() {
@@ -300,11 +378,29 @@ fn heads_that_do_not_divide_are_refused() {
 }
 
 #[test]
+fn linear_attention_key_heads_that_do_not_divide_are_refused() {
+    // qwen3_5's 4 query and 2 kv heads would split over 4 ranks; its 2 gated delta key heads do not.
+    let Some(errors) = split_error("linear_attention_key_heads_that_do_not_divide_are_refused", "qwen3_5", 4) else { return };
+    for e in errors {
+        assert!(e.contains("2 linear-attention key heads (linear_num_key_heads) do not divide by 4"), "{e}");
+    }
+}
+
+#[test]
 fn a_split_through_a_quantisation_group_is_refused() {
     // o_proj's 64 inputs in groups of 32: 4 ranks would get half a group each.
     let Some(errors) = split_error("a_split_through_a_quantisation_group_is_refused", "llama_tied_q4", 4) else { return };
     for e in errors {
         assert!(e.contains("o_proj") && e.contains("quantisation group"), "{e}");
+    }
+}
+
+#[test]
+fn a_gated_delta_out_proj_in_one_quantisation_group_is_refused() {
+    // qwen3_5_q4's linear-attention out_proj has 32 inputs in one group of 32.
+    let Some(errors) = split_error("a_gated_delta_out_proj_in_one_quantisation_group_is_refused", "qwen3_5_q4", 2) else { return };
+    for e in errors {
+        assert!(e.contains("linear_attn.out_proj") && e.contains("quantisation group"), "{e}");
     }
 }
 

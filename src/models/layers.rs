@@ -37,7 +37,8 @@ impl Collective {
     /// The collective of the projection at `path` under `cfg`'s shard, if any.
     fn of(cfg: &ModelConfig, path: &str) -> Option<Collective> {
         let s = cfg.build.shard.as_ref()?;
-        if path.ends_with("self_attn.o_proj") || path.ends_with("mlp.down_proj") {
+        // A shared expert's down_proj (`mlp.shared_expert.down_proj`) is summed with the routed experts' share.
+        if path.ends_with("self_attn.o_proj") || path.ends_with(".mlp.down_proj") || path.ends_with("linear_attn.out_proj") {
             Some(Collective::Sum(s.group.clone()))
         } else if path == "lm_head" {
             Some(Collective::GatherVocab(s.group.clone(), s.vocab as i32))
@@ -1101,6 +1102,12 @@ impl MoeBlock {
     }
 
     pub fn forward(&self, x: &Array) -> Result<Array> {
+        self.sum(&self.forward_partial(x)?)
+    }
+
+    /// `forward` before the sum over ranks: this rank's experts' share (all of it
+    /// unsplit). A caller adding its own partial share sums once (`sum`).
+    pub fn forward_partial(&self, x: &Array) -> Result<Array> {
         let k = self.top_k;
         let probs = self.router.forward(x)?.astype(mlx::Dtype::F32)?.softmax(&[-1])?;
         // The k largest probabilities: the first k of a partition of their negatives.
@@ -1109,11 +1116,24 @@ impl MoeBlock {
         if self.norm_topk_prob {
             scores = scores.divide(&scores.sum(&[-1], true)?)?;
         }
-        self.forward_routed(x, &idx, &scores)
+        self.routed_partial(x, &idx, &scores)
+    }
+
+    /// The sum of every rank's `forward_partial` (the identity unsplit).
+    pub fn sum(&self, y: &Array) -> Result<Array> {
+        match &self.split {
+            Some(s) => s.group.all_sum(y),
+            None => Ok(y.clone()),
+        }
     }
 
     /// The experts `idx` (`[B, L, k]`) of each token of `x`, summed with weights `scores`.
     pub fn forward_routed(&self, x: &Array, idx: &Array, scores: &Array) -> Result<Array> {
+        self.sum(&self.routed_partial(x, idx, scores)?)
+    }
+
+    /// `forward_routed` before the sum over ranks.
+    fn routed_partial(&self, x: &Array, idx: &Array, scores: &Array) -> Result<Array> {
         let (b, l, h, k) = (x.dim(0), x.dim(1), x.dim(2), idx.dim(2));
         // Split: other ranks' experts weigh 0 here (and run as local expert 0).
         let (idx, scores) = match &self.split {
@@ -1139,11 +1159,7 @@ impl MoeBlock {
         } else {
             self.experts(&x.reshape(&[b, l, 1, 1, h])?, idx, false)?.reshape(&[b, l, k, h])?
         };
-        let y = y.multiply(&scores.astype(y.dtype())?.expand_dims(&[-1])?)?.sum(&[2], false)?;
-        match &self.split {
-            Some(s) => s.group.all_sum(&y),
-            None => Ok(y),
-        }
+        y.multiply(&scores.astype(y.dtype())?.expand_dims(&[-1])?)?.sum(&[2], false)
     }
 
     fn experts(&self, x: &Array, idx: &Array, sorted: bool) -> Result<Array> {

@@ -146,9 +146,12 @@ impl FeedForward {
     fn forward(&self, x: &Array) -> Result<Array> {
         match self {
             FeedForward::Dense(m) => m.forward(x),
+            // Split over ranks, the shared expert's output is a partial sum too (its
+            // down_proj reads this rank's columns) and σ(gate), whole, scales every
+            // part alike: one sum over ranks covers both.
             FeedForward::Sparse(m) => {
                 let shared = m.shared.forward(x)?.multiply(&m.shared_gate.forward(x)?.sigmoid()?)?;
-                m.routed.forward(x)?.add(&shared)
+                m.routed.sum(&m.routed.forward_partial(x)?.add(&shared)?)
             }
         }
     }

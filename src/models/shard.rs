@@ -9,8 +9,12 @@
 //! rank sums its experts' share, then all_sum), and the vocabulary of the
 //! embedding (masked lookup, all_sum) and of the output head (all_gather of the
 //! logits). Norms, routers and biases after a sum are whole on every rank.
+//! Qwen 3.5's gated delta layers split by key heads with their value heads,
+//! its shared expert like a dense MLP; fused checkpoint projections (`qkv_proj`,
+//! `gate_up_proj`) are read as several row ranges (`Part::Rows`).
 
 use super::config::ModelConfig;
+use super::linear_attention::LinearDims;
 use crate::mlx::distributed::Group;
 use crate::{Error, Result};
 use std::sync::Arc;
@@ -26,6 +30,10 @@ pub struct Shard {
     pub vocab: usize,
     /// Experts of each sparse block (0 without).
     pub experts: usize,
+    /// The whole model's linear-attention sizes (Qwen 3.5's gated delta layers).
+    pub linear: Option<LinearDims>,
+    /// The whole MLP width, for fused `gate_up_proj` rows.
+    pub intermediate: usize,
 }
 
 impl PartialEq for Shard {
@@ -51,6 +59,9 @@ pub enum Part {
     Skip,
     /// This rank's expert, renamed to its local index (the tensor whole).
     Rename(String),
+    /// Several `(start, len)` row ranges of axis 0, concatenated in order: a
+    /// fused projection's parts (`qkv_proj`: q, k, v) or Qwen 3.5's `in_proj_qkv`.
+    Rows(Vec<(u64, u64)>),
 }
 
 /// Joins the group `backend` names (`ring`, `nccl`, `mpi`, `jaccl`, `any`):
@@ -65,14 +76,17 @@ impl Shard {
     pub fn new(group: Arc<Group>, cfg: &ModelConfig) -> Result<Shard> {
         let (rank, size) = (group.rank(), group.size());
         let refuse = |why: String| Err(Error::InvalidArgument(format!("cannot split {} over {size} ranks: {why}", cfg.model_type)));
-        if cfg.linear_attention.is_some() {
-            return refuse("linear-attention layers are not sharded".into());
+        // Each rank keeps whole key heads with the value heads that read them.
+        if let Some(d) = cfg.linear_attention.as_ref().map(|l| l.dims) {
+            if !d.k_heads.is_multiple_of(size) {
+                return refuse(format!("{} linear-attention key heads (linear_num_key_heads) do not divide by {size}", d.k_heads));
+            }
         }
         if cfg.gemma4.is_some() {
             return refuse("per-layer head sizes, shared KV layers and per-layer embeddings (Gemma 4) are not sharded".into());
         }
-        if cfg.attn_output_gate || cfg.shared_expert_size.is_some() {
-            return refuse("gated attention outputs and shared experts are not sharded".into());
+        if let Some(n) = cfg.shared_expert_size.filter(|n| !n.is_multiple_of(size)) {
+            return refuse(format!("the shared expert width {n} does not divide by {size}"));
         }
         if !cfg.num_heads.is_multiple_of(size) {
             return refuse(format!("{} attention heads do not divide by {size}", cfg.num_heads));
@@ -89,7 +103,8 @@ impl Shard {
         if !experts.is_multiple_of(size) {
             return refuse(format!("{experts} experts do not divide by {size}"));
         }
-        Ok(Shard { group, rank, size, heads: nh, kv_heads: nkv, vocab: cfg.vocab_size, experts })
+        let linear = cfg.linear_attention.as_ref().map(|l| l.dims);
+        Ok(Shard { group, rank, size, heads: nh, kv_heads: nkv, vocab: cfg.vocab_size, experts, linear, intermediate: cfg.intermediate_size })
     }
 
     /// The config this rank builds: its heads, MLP columns and experts.
@@ -99,6 +114,13 @@ impl Shard {
         cfg.intermediate_size /= self.size;
         if let Some(m) = cfg.moe.as_mut() {
             m.experts = self.experts / self.size;
+        }
+        if let Some(l) = cfg.linear_attention.as_mut() {
+            l.dims.k_heads /= self.size;
+            l.dims.v_heads /= self.size;
+        }
+        if let Some(n) = cfg.shared_expert_size.as_mut() {
+            *n /= self.size;
         }
         cfg.build.shard = Some(self.clone());
     }
@@ -159,10 +181,8 @@ impl Shard {
             Ok(Part::Slice { axis, start: self.rank as u64 * n / r, len: n / r, pad_to: n / r })
         };
         let is_bias = name.ends_with(".bias");
-        if name.contains("qkv_proj.") || name.contains("mlp.gate_up_proj.") {
-            return Err(Error::InvalidArgument(format!(
-                "'{name}': projections fused in the checkpoint are not sharded; convert the model to separate q/k/v and gate/up first"
-            )));
+        if let Some(part) = self.fused_part(name, dim0)? {
+            return Ok(part);
         }
         if name.starts_with("model.embed_tokens.") || name.starts_with("lm_head.") {
             let per = self.vocab_rows() as u64;
@@ -203,7 +223,61 @@ impl Shard {
         if (proj(".self_attn.o_proj.") || proj(".mlp.down_proj.")) && !is_bias {
             return last_cols();
         }
+        // Qwen 3.5 MoE's shared expert: a dense MLP (its σ gate is whole).
+        if proj(".mlp.shared_expert.gate_proj.") || proj(".mlp.shared_expert.up_proj.") {
+            return even_rows();
+        }
+        if proj(".mlp.shared_expert.down_proj.") && !is_bias {
+            return last_cols();
+        }
+        // Gated delta layers: z, b, a and the decay are per value head; the norm
+        // (per head dimension) is whole; out_proj reads this rank's heads.
+        if proj(".linear_attn.in_proj_z.") || proj(".linear_attn.in_proj_b.") || proj(".linear_attn.in_proj_a.") {
+            return even_rows();
+        }
+        if name.ends_with(".linear_attn.A_log") || name.ends_with(".linear_attn.dt_bias") {
+            return even_rows();
+        }
+        if proj(".linear_attn.out_proj.") && !is_bias {
+            return last_cols();
+        }
         Ok(Part::Whole)
+    }
+
+    /// The row ranges of a tensor holding several projections' rows in a row:
+    /// Qwen 3.5's `in_proj_qkv` and conv taps (`[q | k | v]` by key and value
+    /// heads), Phi-3's `qkv_proj` (`[q | k | v]`) and `gate_up_proj`.
+    fn fused_part(&self, name: &str, dim0: u64) -> Result<Option<Part>> {
+        let (rank, r) = (self.rank as u64, self.size as u64);
+        let mismatch = |expected: u64| Error::InvalidArgument(format!("cannot split tensor '{name}': {dim0} rows, expected {expected}"));
+        if name.contains(".linear_attn.in_proj_qkv.") || name.ends_with(".linear_attn.conv1d.weight") {
+            let d = self.linear.ok_or_else(|| Error::InvalidArgument(format!("cannot split tensor '{name}': the config has no linear-attention sizes")))?;
+            let (kd, vd) = ((d.k_heads * d.k_dim) as u64, (d.v_heads * d.v_dim) as u64);
+            if dim0 != 2 * kd + vd {
+                return Err(mismatch(2 * kd + vd));
+            }
+            let (kp, vp) = (kd / r, vd / r);
+            return Ok(Some(Part::Rows(vec![(rank * kp, kp), (kd + rank * kp, kp), (2 * kd + rank * vp, vp)])));
+        }
+        if name.contains(".self_attn.qkv_proj.") {
+            let (nh, nkv) = (self.heads as u64, self.kv_heads as u64);
+            if !dim0.is_multiple_of(nh + 2 * nkv) {
+                return Err(Error::InvalidArgument(format!("cannot split tensor '{name}': {dim0} rows are not {nh} query and 2 × {nkv} key/value heads")));
+            }
+            let hd = dim0 / (nh + 2 * nkv);
+            let (q, kv) = (nh / r * hd, (self.kv_heads / self.size).max(1) as u64 * hd);
+            let kv_at = self.kv_start() as u64 * hd;
+            return Ok(Some(Part::Rows(vec![(rank * q, q), (nh * hd + kv_at, kv), ((nh + nkv) * hd + kv_at, kv)])));
+        }
+        if name.contains(".mlp.gate_up_proj.") {
+            let i = self.intermediate as u64;
+            if dim0 != 2 * i {
+                return Err(mismatch(2 * i));
+            }
+            let per = i / r;
+            return Ok(Some(Part::Rows(vec![(rank * per, per), (i + rank * per, per)])));
+        }
+        Ok(None)
     }
 
     /// The per-rank name and slice of one tensor already in memory (GGUF,
@@ -214,6 +288,10 @@ impl Shard {
             Part::Whole => Some((name.to_string(), a)),
             Part::Skip => None,
             Part::Rename(to) => Some((to, a)),
+            Part::Rows(ranges) => {
+                let parts = ranges.iter().map(|&(start, len)| a.slice_axis(0, start as i32, (start + len) as i32)).collect::<Result<Vec<_>>>()?;
+                Some((name.to_string(), crate::mlx::concatenate(&parts.iter().collect::<Vec<_>>(), 0)?))
+            }
             Part::Slice { axis, start, len, pad_to } => {
                 let s = a.slice_axis(axis as i32, start as i32, (start + len) as i32)?;
                 let s = if pad_to > len {

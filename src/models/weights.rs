@@ -86,8 +86,8 @@ impl Weights {
     }
 
     /// This rank's part of a directory's tensors (`shard::Shard::part`): sliced
-    /// tensors are read from the file's bytes (only their rows, or only their
-    /// columns of each row, are read), other experts' tensors not at all, and
+    /// tensors are read from the file's bytes (only their rows or row ranges, or
+    /// only their columns of each row, are read), other experts' tensors not at all, and
     /// whole tensors lazily through MLX as in `load`.
     pub fn load_sharded(dir: &Path, shard: &super::shard::Shard) -> Result<Weights> {
         use super::shard::Part;
@@ -104,6 +104,11 @@ impl Weights {
                     Part::Slice { axis, start, len, pad_to } => {
                         let a = read_slice(&f, &file, data_start, t, axis, start, len, pad_to)?;
                         tensors.insert(name, a);
+                        continue;
+                    }
+                    Part::Rows(ranges) => {
+                        let parts = ranges.iter().map(|&(start, len)| read_slice(&f, &file, data_start, t, 0, start, len, len)).collect::<Result<Vec<_>>>()?;
+                        tensors.insert(name, crate::mlx::concatenate(&parts.iter().collect::<Vec<_>>(), 0)?);
                         continue;
                     }
                     Part::Whole => name,

@@ -357,6 +357,42 @@ fn quantized_phi3_fused_q4_over_2_ranks() {
     check_split("quantized_phi3_fused_q4_over_2_ranks", "phi3_fused_q4", 2, Some(false));
 }
 
+#[test]
+fn row_ranges_cut_in_memory_equal_the_bytes_read_from_the_file() {
+    // GGUF models are cut in memory (`Shard::cut_array`), safetensors read by byte ranges:
+    // the same parts, bit for bit, for fused rows (phi3 qkv/gate_up, qwen3_5 in_proj_qkv and conv taps), packed or not.
+    use gomlx::models::{config::ModelConfig, shard::Shard, weights::Weights};
+    if as_rank().is_none() {
+        run_ranks("row_ranges_cut_in_memory_equal_the_bytes_read_from_the_file", 2);
+        return;
+    }
+    let group = std::sync::Arc::new(Group::init("ring", true).unwrap());
+    let mut rows = 0;
+    for fixture in ["phi3_fused_q4", &format!("qwen3_5_moe_q4{DENSE_LINEAR_OUT}"), "qwen3_5"] {
+        let dir = fixture_dir(fixture).unwrap();
+        let cfg = ModelConfig::from_json_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
+        let shard = Shard::new(group.clone(), &cfg).unwrap();
+        let read = Weights::load_sharded(&dir, &shard).unwrap();
+        let cut = Weights::load(&dir).unwrap().shard_in_memory(&shard).unwrap();
+        let names = |w: &Weights| w.iter().map(|(n, _)| n.to_string()).collect::<Vec<_>>();
+        assert_eq!(names(&read), names(&cut), "{fixture}");
+        for ((name, a), (_, b)) in read.iter().zip(cut.iter()) {
+            assert_eq!(a.shape(), b.shape(), "{fixture} {name}");
+            assert_eq!((a.dtype(), a.dtype().size()), (b.dtype(), 4), "{fixture} {name}");
+            let bits = |x: &Array| x.view(Dtype::U32).unwrap().to_vec::<u32>().unwrap();
+            assert_eq!(bits(a), bits(b), "{fixture} {name}");
+            if ["qkv_proj.", "gate_up_proj.", "in_proj_qkv.", "conv1d."].iter().any(|p| name.contains(p)) {
+                rows += 1;
+            }
+        }
+        if fixture.ends_with(DENSE_LINEAR_OUT) {
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+    }
+    assert!(rows >= 10, "only {rows} fused tensors compared");
+    println!("result: []");
+}
+
 /// What each rank of `test` reports when loading `fixture` split over the ring group fails.
 fn split_error(test: &str, fixture: &str, ranks: usize) -> Option<Vec<String>> {
     if as_rank().is_some() {

@@ -207,6 +207,11 @@ fn run_model(fixture: &str, distributed: bool, dequantize: Option<bool>) -> goml
 /// against the whole model: the same greedy tokens, and logits within
 /// `LOGIT_TOLERANCE` (float32 sums taken in another order: per rank, then across ranks).
 fn check_split(test: &str, fixture: &str, ranks: usize, dequantize: Option<bool>) {
+    check_split_within(test, fixture, ranks, dequantize, LOGIT_TOLERANCE)
+}
+
+/// `check_split` with the bound `tolerance` instead of `LOGIT_TOLERANCE`.
+fn check_split_within(test: &str, fixture: &str, ranks: usize, dequantize: Option<bool>, tolerance: f32) {
     if let Some(rank) = as_rank() {
         let (logits, tokens) = run_model(fixture, true, dequantize).unwrap();
         println!("rank {rank}");
@@ -221,7 +226,7 @@ fn check_split(test: &str, fixture: &str, ranks: usize, dequantize: Option<bool>
         assert_eq!(got.len(), whole.len(), "{fixture} rank {rank}: logits count");
         let worst = got.iter().zip(&whole).map(|(a, b)| (a - b).abs() / (1.0 + b.abs())).fold(0f32, f32::max);
         eprintln!("{fixture} over {ranks} ranks, rank {rank}: largest logit difference {worst:e} (relative to 1 + |logit|)");
-        assert!(worst <= LOGIT_TOLERANCE, "{fixture} over {ranks} ranks, rank {rank}: logits differ by {worst:e}");
+        assert!(worst <= tolerance, "{fixture} over {ranks} ranks, rank {rank}: logits differ by {worst:e} (bound {tolerance:e})");
         let tokens: Vec<u32> = serde_json::from_str(out.lines().find_map(|l| l.strip_prefix("tokens: ")).unwrap()).unwrap();
         assert_eq!(tokens, greedy, "{fixture} over {ranks} ranks, rank {rank}: greedy tokens");
     }
@@ -231,6 +236,12 @@ fn check_split(test: &str, fixture: &str, ranks: usize, dequantize: Option<bool>
 /// fewer terms and the ranks' partial sums are added after: float32 rounding
 /// of sums of ~100 terms of these models (measured: docs/distributed.md).
 const LOGIT_TOLERANCE: f32 = 3e-5;
+
+/// Gemma 4's fixtures move more under float32 rounding (attention scale 1 on
+/// normed queries and keys): on the dense one mlx-lm and transformers differ by
+/// 4.6e-5, and the whole model here is 2.6e-5 from transformers (the split 1.9e-5),
+/// by this measure; split against whole measured 3.5e-5 at most (docs/distributed.md).
+const GEMMA4_TOLERANCE: f32 = 1e-4;
 
 #[test]
 fn dense_llama_tied_over_2_ranks() {
@@ -277,6 +288,41 @@ fn gpt_oss_mxfp4_experts_over_2_ranks() {
 fn quantized_qwen3_moe_q4_over_2_ranks() {
     // Kept quantised (not expanded at load): packed weights, scales and biases are split.
     check_split("quantized_qwen3_moe_q4_over_2_ranks", "qwen3_moe_q4", 2, Some(false));
+}
+
+#[test]
+fn gemma3_over_2_ranks() {
+    check_split("gemma3_over_2_ranks", "gemma3_text", 2, None);
+}
+
+#[test]
+fn gemma4_per_layer_inputs_and_shared_kv_over_2_ranks() {
+    // Sliding layers of 16-wide heads, global ones of 32, the last 2 layers reading
+    // earlier layers' keys (double-wide MLPs), a per-layer embedding table split by vocabulary.
+    check_split_within("gemma4_per_layer_inputs_and_shared_kv_over_2_ranks", "gemma4", 2, None, GEMMA4_TOLERANCE);
+}
+
+#[test]
+fn gemma4_over_4_ranks() {
+    // One query head per rank: each pair of ranks holds one of the 2 kv heads, and carries it to the sharing layers.
+    check_split_within("gemma4_over_4_ranks", "gemma4", 4, None, GEMMA4_TOLERANCE);
+}
+
+#[test]
+fn gemma4_moe_over_2_ranks() {
+    // Global layers have 1 kv head (values are the keys): both ranks hold it.
+    check_split_within("gemma4_moe_over_2_ranks", "gemma4_moe", 2, None, GEMMA4_TOLERANCE);
+}
+
+#[test]
+fn gemma4_q4_over_2_ranks() {
+    // Kept 4-bit: the quantised per-layer embedding table is split by rows too.
+    check_split_within("gemma4_q4_over_2_ranks", "gemma4_q4", 2, Some(false), GEMMA4_TOLERANCE);
+}
+
+#[test]
+fn gemma4_moe_q4_over_2_ranks() {
+    check_split_within("gemma4_moe_q4_over_2_ranks", "gemma4_moe_q4", 2, Some(false), GEMMA4_TOLERANCE);
 }
 
 /// What each rank of `test` reports when loading `fixture` split over the ring group fails.

@@ -325,6 +325,35 @@ fn gemma4_moe_q4_over_2_ranks() {
     check_split_within("gemma4_moe_q4_over_2_ranks", "gemma4_moe_q4", 2, Some(false), GEMMA4_TOLERANCE);
 }
 
+#[test]
+fn gemma4_moe_dense_mlp_kept_whole_over_2_ranks() {
+    // gemma4_moe with each dense down_proj quantised in one group of 128 columns: 2 ranks
+    // would cut the group, so the dense MLPs stay whole on both ranks (the rest splits).
+    let parent = if as_rank().is_some() { std::os::unix::process::parent_id() } else { std::process::id() };
+    let dir = std::env::temp_dir().join(format!("gomlx-gemma4-whole-mlp-{parent}"));
+    if as_rank().is_none() {
+        gomlx::mlx::stream::set_thread_stream(gomlx::mlx::Stream::new(gomlx::mlx::DeviceKind::Cpu).unwrap());
+        let from = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/models/gemma4_moe");
+        let mut tensors = gomlx::mlx::io::load_safetensors(&from.join("model.safetensors")).unwrap().tensors;
+        for i in 0..4 {
+            let name = format!("model.language_model.layers.{i}.mlp.down_proj");
+            let w = tensors.remove(&format!("{name}.weight")).unwrap();
+            let (q, scales, biases) = gomlx::mlx::quantize(&w, 128, 4).unwrap();
+            tensors.extend([(format!("{name}.weight"), q), (format!("{name}.scales"), scales), (format!("{name}.biases"), biases)]);
+        }
+        std::fs::create_dir_all(&dir).unwrap();
+        gomlx::mlx::io::save_safetensors(&dir.join("model.safetensors"), &tensors, &Default::default()).unwrap();
+        let mut config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(from.join("config.json")).unwrap()).unwrap();
+        config["quantization"] = serde_json::json!({"group_size": 128, "bits": 4});
+        std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+    }
+    let test = "gemma4_moe_dense_mlp_kept_whole_over_2_ranks";
+    check_split_within(test, dir.to_str().unwrap(), 2, Some(false), GEMMA4_TOLERANCE);
+    if as_rank().is_none() {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
 /// What each rank of `test` reports when loading `fixture` split over the ring group fails.
 fn split_error(test: &str, fixture: &str, ranks: usize) -> Option<Vec<String>> {
     if as_rank().is_some() {

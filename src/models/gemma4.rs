@@ -268,10 +268,13 @@ impl Experts {
         let norm = |w: &mut Weights, name: &str| RmsNorm::load(w, &format!("{p}.{name}"), h, eps, false);
         let scale = w.take_shaped(&format!("{p}.router.scale"), &[h])?.mul_scalar(1.0 / (h as f32).sqrt())?;
         let mut experts = MoeBlock::load_at(w, cfg, &format!("{p}.{}", moe.router), &format!("{p}.{}", moe.experts_path))?;
-        let sum = match (mlp.defer_sum(), experts.defer_sum()) {
-            (Some(g), Some(_)) => Some(g),
-            (None, None) => None,
-            _ => return Err(Error::Model(format!("gemma4: layer {layer}'s MLP and experts are not split alike"))),
+        // A whole dense MLP (not split, or kept whole) leaves the experts to sum their own.
+        let sum = match mlp.defer_sum() {
+            Some(g) => {
+                experts.defer_sum().ok_or_else(|| Error::Model(format!("gemma4: layer {layer}'s MLP is split but not its experts")))?;
+                Some(g)
+            }
+            None => None,
         };
         Ok(Some(Experts {
             moe: experts,
@@ -389,7 +392,18 @@ impl Gemma4Net {
                     value_norm: true,
                     shared_kv: shared,
                 };
-                let width = cfg.intermediate_size * if g.double_wide_mlp && shared && first_shared > 0 { 2 } else { 1 };
+                let wide = if g.double_wide_mlp && shared && first_shared > 0 { 2 } else { 1 };
+                // Split, a dense MLP whose columns would cut quantisation groups stays whole (`shard`).
+                let whole_cfg;
+                let (mlp_cfg, width) = match &cfg.build.shard {
+                    Some(s) if s.gemma4.as_ref().is_some_and(|g| g.whole_mlp[i]) => {
+                        let mut c = cfg.clone();
+                        c.build.shard = None;
+                        whole_cfg = c;
+                        (&whole_cfg, cfg.intermediate_size * s.size * wide)
+                    }
+                    _ => (cfg, cfg.intermediate_size * wide),
+                };
                 let per_layer = if p > 0 {
                     Some(PerLayerGate {
                         gate: Linear::load(w, cfg, &format!("{pre}.per_layer_input_gate"), h, p, false)?,
@@ -399,7 +413,7 @@ impl Gemma4Net {
                 } else {
                     None
                 };
-                let mut mlp = Mlp::load_at(w, cfg, &format!("{pre}.mlp"), width, true)?;
+                let mut mlp = Mlp::load_at(w, mlp_cfg, &format!("{pre}.mlp"), width, true)?;
                 let experts = Experts::load(w, cfg, i, &mut mlp)?;
                 Ok(Block {
                     input_norm: norm(w, "input_layernorm")?,

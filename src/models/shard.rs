@@ -28,8 +28,17 @@ pub struct Shard {
     pub vocab: usize,
     /// Experts of each sparse block (0 without).
     pub experts: usize,
-    /// Gemma 4's whole layout (per-layer kv heads, the per-layer embedding's vocabulary).
-    pub gemma4: Option<Gemma4Layout>,
+    pub gemma4: Option<Gemma4Shard>,
+}
+
+/// What a Gemma 4 split needs beyond the common sizes.
+#[derive(Clone)]
+pub struct Gemma4Shard {
+    /// The whole model's layout (per-layer kv heads, the per-layer embedding's vocabulary).
+    pub layout: Gemma4Layout,
+    /// Layers whose dense MLP stays whole on every rank, where a column split
+    /// would cut its quantisation groups (26B-A4B's 2112 columns in groups of 64).
+    pub whole_mlp: Vec<bool>,
 }
 
 impl PartialEq for Shard {
@@ -84,11 +93,21 @@ impl Shard {
             return refuse(format!("{nkv} key/value heads neither divide by {size} nor divide {size}"));
         }
         // Gemma 4: global layers have kv heads of their own.
+        let mut gemma4 = None;
         if let Some(g) = &cfg.gemma4 {
             let splits = |k: usize| k.is_multiple_of(size) || size.is_multiple_of(k);
             if let Some((i, k)) = g.kv_heads.iter().copied().enumerate().find(|&(_, k)| !splits(k)) {
                 return refuse(format!("layer {i}'s {k} key/value heads neither divide by {size} nor divide {size}"));
             }
+            let n = cfg.num_layers;
+            let whole_mlp = (0..n)
+                .map(|i| {
+                    let wide = g.double_wide_mlp && g.kv_shared_layers < n && i >= n - g.kv_shared_layers;
+                    let cols = cfg.intermediate_size * if wide { 2 } else { 1 } / size;
+                    cfg.quantization.for_module(&format!("model.layers.{i}.mlp.down_proj")).is_some_and(|q| !cols.is_multiple_of(q.group_size as usize))
+                })
+                .collect();
+            gemma4 = Some(Gemma4Shard { layout: g.clone(), whole_mlp });
         }
         if !cfg.intermediate_size.is_multiple_of(size) {
             return refuse(format!("the MLP width {} does not divide by {size}", cfg.intermediate_size));
@@ -97,7 +116,7 @@ impl Shard {
         if !experts.is_multiple_of(size) {
             return refuse(format!("{experts} experts do not divide by {size}"));
         }
-        Ok(Shard { group, rank, size, heads: nh, kv_heads: nkv, vocab: cfg.vocab_size, experts, gemma4: cfg.gemma4.clone() })
+        Ok(Shard { group, rank, size, heads: nh, kv_heads: nkv, vocab: cfg.vocab_size, experts, gemma4 })
     }
 
     /// The config this rank builds: its heads, MLP columns and experts.
@@ -150,21 +169,25 @@ impl Shard {
     }
 
     /// Gemma 4's own tensors: the per-layer embedding table by vocabulary rows,
-    /// and nothing of a KV-sharing layer's unused k/v projections.
+    /// nothing of a KV-sharing layer's unused k/v projections, and the dense
+    /// MLPs kept whole (`Gemma4Shard::whole_mlp`) whole.
     fn gemma4_part(&self, name: &str) -> Option<Part> {
         let g = self.gemma4.as_ref()?;
         if name.starts_with("model.embed_tokens_per_layer.") {
-            let (start, len, per) = self.vocab_split(g.per_layer_vocab);
+            let (start, len, per) = self.vocab_split(g.layout.per_layer_vocab);
             return Some(Part::Slice { axis: 0, start: start as u64, len: len as u64, pad_to: per as u64 });
         }
         let layer = layer_of(name)?;
-        let sharing = layer >= g.kv_heads.len().saturating_sub(g.kv_shared_layers);
+        if g.whole_mlp.get(layer) == Some(&true) && name.contains(".mlp.") {
+            return Some(Part::Whole);
+        }
+        let sharing = layer >= g.layout.kv_heads.len().saturating_sub(g.layout.kv_shared_layers);
         (sharing && (name.contains(".self_attn.k_proj.") || name.contains(".self_attn.v_proj."))).then_some(Part::Skip)
     }
 
     /// KV heads of the layer `name` belongs to (Gemma 4's global layers have their own).
     fn kv_heads_of(&self, name: &str) -> usize {
-        let layer = |g: &Gemma4Layout| layer_of(name).and_then(|i| g.kv_heads.get(i).copied());
+        let layer = |g: &Gemma4Shard| layer_of(name).and_then(|i| g.layout.kv_heads.get(i).copied());
         self.gemma4.as_ref().and_then(layer).unwrap_or(self.kv_heads)
     }
 

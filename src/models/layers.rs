@@ -37,8 +37,7 @@ impl Collective {
     /// The collective of the projection at `path` under `cfg`'s shard, if any.
     fn of(cfg: &ModelConfig, path: &str) -> Option<Collective> {
         let s = cfg.build.shard.as_ref()?;
-        // A shared expert's down_proj (`mlp.shared_expert.down_proj`) is summed with the routed experts' share.
-        if path.ends_with("self_attn.o_proj") || path.ends_with(".mlp.down_proj") || path.ends_with("linear_attn.out_proj") {
+        if path.ends_with("self_attn.o_proj") || path.ends_with("mlp.down_proj") || path.ends_with("linear_attn.out_proj") {
             Some(Collective::Sum(s.group.clone()))
         } else if path == "lm_head" {
             Some(Collective::GatherVocab(s.group.clone(), s.vocab as i32))
@@ -320,17 +319,21 @@ struct VocabSplit {
 
 impl Embedding {
     pub fn load(w: &mut Weights, cfg: &ModelConfig, path: &str) -> Result<Embedding> {
-        // Split over ranks (`shard`): this rank's vocabulary rows.
-        let Some(s) = &cfg.build.shard else { return Embedding::load_sized(w, cfg, path, cfg.vocab_size, cfg.hidden_size) };
-        let start = s.vocab_start().min(s.vocab);
-        let split =
-            VocabSplit { group: s.group.clone(), start: start as i32, rows: ((start + s.vocab_rows()).min(s.vocab) - start) as i32, vocab: s.vocab as i32 };
-        let mut e = Embedding::load_sized(w, cfg, path, s.vocab_rows(), cfg.hidden_size)?;
+        Embedding::load_vocab(w, cfg, path, cfg.vocab_size, cfg.hidden_size)
+    }
+
+    /// A table of `vocab` rows × `cols`, split over ranks (`shard`) by
+    /// vocabulary rows: this rank's (Gemma 4's per-layer table has its own vocabulary).
+    pub fn load_vocab(w: &mut Weights, cfg: &ModelConfig, path: &str, vocab: usize, cols: usize) -> Result<Embedding> {
+        let Some(s) = &cfg.build.shard else { return Embedding::load_sized(w, cfg, path, vocab, cols) };
+        let (start, rows, per) = s.vocab_split(vocab);
+        let split = VocabSplit { group: s.group.clone(), start: start as i32, rows: rows as i32, vocab: vocab as i32 };
+        let mut e = Embedding::load_sized(w, cfg, path, per, cols)?;
         e.split = Some(split);
         Ok(e)
     }
 
-    /// A whole table of `rows` × `cols` (Gemma 4's per-layer input embeddings).
+    /// A whole table of `rows` × `cols`.
     pub fn load_sized(w: &mut Weights, cfg: &ModelConfig, path: &str, rows: usize, cols: usize) -> Result<Embedding> {
         let (weight, quant) = load_matrix(w, path, rows, cols, cfg.quantization.for_module(path))?;
         let dtype = cfg.dtype;
@@ -880,6 +883,20 @@ impl Mlp {
         self.down.forward(&self.act.forward(&g, &u)?)
     }
 
+    /// Split over ranks, leaves down_proj's all_sum to the caller (to sum this
+    /// output with another in one collective: Gemma 4's experts) and gives its
+    /// group; None (nothing changed) when not split or down_proj has a bias.
+    pub fn defer_sum(&mut self) -> Option<std::sync::Arc<mlx::distributed::Group>> {
+        let (LinearBase::Dense { bias: None, .. } | LinearBase::Quantized { bias: None, .. }) = &self.down.base else { return None };
+        match self.down.collective.take() {
+            Some(Collective::Sum(g)) => Some(g),
+            other => {
+                self.down.collective = other;
+                None
+            }
+        }
+    }
+
     /// The projections by name (`gate_proj`, `up_proj`, `down_proj`; only
     /// `down_proj` when gate/up are fused).
     pub fn linears(&self) -> Vec<(&'static str, &Linear)> {
@@ -1045,6 +1062,8 @@ struct ExpertSplit {
     group: std::sync::Arc<mlx::distributed::Group>,
     first: i32,
     count: i32,
+    /// The block ends with the all_sum (else its caller sums: `defer_sum`).
+    sum: bool,
 }
 
 /// An expert's activation: the gated MLP's (SiLU or GELU-tanh), or gpt-oss's clamped variant.
@@ -1083,7 +1102,7 @@ impl MoeBlock {
         let moe = cfg.moe.as_ref().ok_or_else(|| Error::Model("a sparse MLP without a mixture-of-experts config".into()))?;
         let (h, i, e, b) = (cfg.hidden_size, moe.intermediate_size, moe.experts, moe.bias);
         // Split: the router scores every expert; `e` are this rank's.
-        let split = cfg.build.shard.as_ref().map(|s| ExpertSplit { group: s.group.clone(), first: s.expert_start() as i32, count: e as i32 });
+        let split = cfg.build.shard.as_ref().map(|s| ExpertSplit { group: s.group.clone(), first: s.expert_start() as i32, count: e as i32, sum: true });
         let all = cfg.build.shard.as_ref().map_or(e, |s| s.experts);
         Ok(MoeBlock {
             split,
@@ -1102,12 +1121,6 @@ impl MoeBlock {
     }
 
     pub fn forward(&self, x: &Array) -> Result<Array> {
-        self.sum(&self.forward_partial(x)?)
-    }
-
-    /// `forward` before the sum over ranks: this rank's experts' share (all of it
-    /// unsplit). A caller adding its own partial share sums once (`sum`).
-    pub fn forward_partial(&self, x: &Array) -> Result<Array> {
         let k = self.top_k;
         let probs = self.router.forward(x)?.astype(mlx::Dtype::F32)?.softmax(&[-1])?;
         // The k largest probabilities: the first k of a partition of their negatives.
@@ -1116,24 +1129,11 @@ impl MoeBlock {
         if self.norm_topk_prob {
             scores = scores.divide(&scores.sum(&[-1], true)?)?;
         }
-        self.routed_partial(x, &idx, &scores)
-    }
-
-    /// The sum of every rank's `forward_partial` (the identity unsplit).
-    pub fn sum(&self, y: &Array) -> Result<Array> {
-        match &self.split {
-            Some(s) => s.group.all_sum(y),
-            None => Ok(y.clone()),
-        }
+        self.forward_routed(x, &idx, &scores)
     }
 
     /// The experts `idx` (`[B, L, k]`) of each token of `x`, summed with weights `scores`.
     pub fn forward_routed(&self, x: &Array, idx: &Array, scores: &Array) -> Result<Array> {
-        self.sum(&self.routed_partial(x, idx, scores)?)
-    }
-
-    /// `forward_routed` before the sum over ranks.
-    fn routed_partial(&self, x: &Array, idx: &Array, scores: &Array) -> Result<Array> {
         let (b, l, h, k) = (x.dim(0), x.dim(1), x.dim(2), idx.dim(2));
         // Split: other ranks' experts weigh 0 here (and run as local expert 0).
         let (idx, scores) = match &self.split {
@@ -1159,7 +1159,19 @@ impl MoeBlock {
         } else {
             self.experts(&x.reshape(&[b, l, 1, 1, h])?, idx, false)?.reshape(&[b, l, k, h])?
         };
-        y.multiply(&scores.astype(y.dtype())?.expand_dims(&[-1])?)?.sum(&[2], false)
+        let y = y.multiply(&scores.astype(y.dtype())?.expand_dims(&[-1])?)?.sum(&[2], false)?;
+        match &self.split {
+            Some(s) if s.sum => s.group.all_sum(&y),
+            _ => Ok(y),
+        }
+    }
+
+    /// Split over ranks, leaves the block's all_sum to the caller (see
+    /// `Mlp::defer_sum`) and gives its group; None when not split.
+    pub fn defer_sum(&mut self) -> Option<std::sync::Arc<mlx::distributed::Group>> {
+        let s = self.split.as_mut()?;
+        s.sum = false;
+        Some(s.group.clone())
     }
 
     fn experts(&self, x: &Array, idx: &Array, sorted: bool) -> Result<Array> {

@@ -437,6 +437,25 @@ fn classify_split_over_3_ranks_gives_the_same_tokens() {
     let _ = std::fs::remove_dir_all(&d);
 }
 
+#[test]
+fn bench_split_over_3_ranks_measures_the_same_tokens() {
+    // Every rank runs the bench and its worker processes in step; rank 0's workers lead,
+    // the others' follow, and rank 0 alone reports.
+    let m = smollm2();
+    let small = ["--reps", "1", "--prefill-tokens", "16", "--decode-tokens", "4", "--classify-prompts", "2", "--no-warmup", "--json"];
+    let args: Vec<&str> = ["bench", "--model", m.to_str().unwrap()].into_iter().chain(small).collect();
+    let (whole, outs) = gomlx_split("bench", &args);
+    let report = |t: &str| serde_json::from_str::<serde_json::Value>(t.trim()).unwrap_or_else(|e| panic!("{e}: {t}"));
+    let (a, b) = (report(&whole), report(&outs[0]));
+    assert_eq!((a["gomlx"][0]["ranks"].as_u64(), b["gomlx"][0]["ranks"].as_u64()), (Some(1), Some(3)));
+    let (ra, rb) = (&a["runs"]["gomlx"]["auto"][0], &b["runs"]["gomlx"]["auto"][0]);
+    for k in ["decode_ids", "classify_ids", "classify_prefixed_ids"] {
+        assert!(ra[k].as_array().is_some_and(|v| !v.is_empty()), "{k}: {ra}");
+        assert_eq!(ra[k], rb[k], "{k}");
+    }
+    assert!(outs[1].is_empty() && outs[2].is_empty(), "followers print nothing: {outs:?}");
+}
+
 // ---- A C host as ranks: rank 0 loads and serves, the others gm_follow ----
 
 /// SmolLM2 (9 heads, 3 kv heads) split over the ring as `distributed` says, on the CPU.

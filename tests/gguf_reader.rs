@@ -588,7 +588,8 @@ mod split {
         let info = g.file.tensor(name).unwrap();
         let (part, read) = g.load_slice(info, axis, start, len, pad_to).unwrap();
         let want = cut(&g.load(info).unwrap(), axis, start, len, pad_to);
-        assert_eq!(part, want, "{name} ({}) axis {axis} {start}..{}", info.ty, start + len);
+        // Not assert_eq: the values would fill the screen.
+        assert!(part == want, "{name} ({}) axis {axis} {start}..{}: the part differs from the whole tensor cut", info.ty, start + len);
         read
     }
 

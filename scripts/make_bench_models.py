@@ -89,6 +89,24 @@ CONFIGS = {
                             "mrope_section": [11, 11, 10], "mrope_interleaved": True},
         "hidden_act": "silu", "bos_token_id": 151643, "eos_token_id": 151645,
     }),
+    # Qwen/Qwen3-8B config.json: fits one GPU (tensor-parallel scaling, docs/distributed.md).
+    "qwen3-8b": ("qwen3", {
+        "model_type": "qwen3", "architectures": ["Qwen3ForCausalLM"], "hidden_size": 4096,
+        "num_hidden_layers": 36, "intermediate_size": 12288, "num_attention_heads": 32,
+        "num_key_value_heads": 8, "head_dim": 128, "rms_norm_eps": 1e-6, "vocab_size": 151936,
+        "max_position_embeddings": 40960, "rope_theta": 1000000.0, "tie_word_embeddings": False,
+        "attention_bias": False, "hidden_act": "silu", "bos_token_id": 151643, "eos_token_id": 151645,
+    }),
+    # meta-llama/Llama-3.1-70B-Instruct config.json: 141 GB in bf16, more than one GPU holds.
+    "llama-3.1-70b": ("llama3_1", {
+        "model_type": "llama", "architectures": ["LlamaForCausalLM"], "hidden_size": 8192,
+        "num_hidden_layers": 80, "intermediate_size": 28672, "num_attention_heads": 64,
+        "num_key_value_heads": 8, "head_dim": 128, "rms_norm_eps": 1e-5, "vocab_size": 128256,
+        "max_position_embeddings": 131072, "rope_theta": 500000.0, "tie_word_embeddings": False,
+        "rope_scaling": {"factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                         "original_max_position_embeddings": 8192, "rope_type": "llama3"},
+        "hidden_act": "silu", "bos_token_id": 128000, "eos_token_id": 128009,
+    }),
 }
 WANT = [("qwen3-0.6b", "bf16"), ("qwen3-0.6b", "4bit"), ("llama-3.2-1b", "bf16"),
         ("llama-3.2-1b", "4bit"), ("gemma-3-1b", "4bit")]
@@ -97,7 +115,8 @@ WANT = [("qwen3-0.6b", "bf16"), ("qwen3-0.6b", "4bit"), ("llama-3.2-1b", "bf16")
 # random-weight SmolLM2-shaped models (same timing as the real weights).
 EXTRA = [("gemma-3-1b", "bf16"), ("smollm2-135m", "bf16"), ("smollm2-135m", "4bit"), ("qwen3-moe-2l", "fp32"),
          ("qwen3-moe-2l", "bf16"), ("qwen3-moe-2l", "4bit"), ("gpt-oss-2l", "fp32"), ("gpt-oss-2l", "bf16"), ("gpt-oss-2l", "mxfp4"),
-         ("qwen3.5-0.8b", "bf16"), ("qwen3.5-0.8b", "4bit")]
+         ("qwen3.5-0.8b", "bf16"), ("qwen3.5-0.8b", "4bit"), ("qwen3-8b", "bf16"), ("llama-3.1-70b", "bf16"),
+         ("llama-3.1-70b", "4bit")]
 
 only = set(sys.argv[1:])
 mx.random.seed(0)

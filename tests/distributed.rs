@@ -235,7 +235,12 @@ fn run_model(case: &Case, distributed: bool) -> gomlx::Result<(Vec<f64>, Vec<u32
 /// against the whole model: the same greedy tokens, and logits within
 /// `LOGIT_TOLERANCE` (float32 sums taken in another order: per rank, then across ranks).
 fn check_split(test: &str, fixture: &str, ranks: usize, dequantize: Option<bool>) {
-    check_split_of(test, &Case::fixture(fixture, dequantize), ranks);
+    check_split_within(test, fixture, ranks, dequantize, LOGIT_TOLERANCE)
+}
+
+/// `check_split` with the bound `tolerance` instead of `LOGIT_TOLERANCE`.
+fn check_split_within(test: &str, fixture: &str, ranks: usize, dequantize: Option<bool>, tolerance: f64) {
+    check_split_of(test, &Case { tolerance, ..Case::fixture(fixture, dequantize) }, ranks);
 }
 
 /// `check_split` of any case.
@@ -259,7 +264,7 @@ fn check_split_of(test: &str, case: &Case, ranks: usize) {
         assert_eq!(got.len(), whole.len(), "{what} rank {rank}: logits count");
         let worst = got.iter().zip(&whole).map(|(a, b)| (a - b).abs() / (1.0 + b.abs())).fold(0f64, f64::max);
         eprintln!("{what} over {ranks} ranks in {}, rank {rank}: largest logit difference {worst:e} (relative to 1 + |logit|)", case.dtype.name());
-        assert!(worst <= case.tolerance, "{what} over {ranks} ranks, rank {rank}: logits differ by {worst:e}");
+        assert!(worst <= case.tolerance, "{what} over {ranks} ranks, rank {rank}: logits differ by {worst:e} (bound {:e})", case.tolerance);
         let tokens: Vec<u32> = serde_json::from_str(out.lines().find_map(|l| l.strip_prefix("tokens: ")).unwrap()).unwrap();
         assert_eq!(tokens, want, "{what} over {ranks} ranks, rank {rank}: greedy tokens");
     }
@@ -269,6 +274,12 @@ fn check_split_of(test: &str, case: &Case, ranks: usize) {
 /// fewer terms and the ranks' partial sums are added after: float32 rounding
 /// of sums of ~100 terms of these models (measured: docs/distributed.md).
 const LOGIT_TOLERANCE: f64 = 3e-5;
+
+/// Gemma 4's fixtures move more under float32 rounding (attention scale 1 on
+/// normed queries and keys): on the dense one mlx-lm and transformers differ by
+/// 4.6e-5, and the whole model here is 2.6e-5 from transformers (the split 1.9e-5),
+/// by this measure; split against whole measured 3.5e-5 at most (docs/distributed.md).
+const GEMMA4_TOLERANCE: f64 = 1e-4;
 
 #[test]
 fn dense_llama_tied_over_2_ranks() {
@@ -315,6 +326,70 @@ fn gpt_oss_mxfp4_experts_over_2_ranks() {
 fn quantized_qwen3_moe_q4_over_2_ranks() {
     // Kept quantised (not expanded at load): packed weights, scales and biases are split.
     check_split("quantized_qwen3_moe_q4_over_2_ranks", "qwen3_moe_q4", 2, Some(false));
+}
+
+#[test]
+fn gemma3_over_2_ranks() {
+    check_split("gemma3_over_2_ranks", "gemma3_text", 2, None);
+}
+
+#[test]
+fn gemma4_per_layer_inputs_and_shared_kv_over_2_ranks() {
+    // Sliding layers of 16-wide heads, global ones of 32, the last 2 layers reading
+    // earlier layers' keys (double-wide MLPs), a per-layer embedding table split by vocabulary.
+    check_split_within("gemma4_per_layer_inputs_and_shared_kv_over_2_ranks", "gemma4", 2, None, GEMMA4_TOLERANCE);
+}
+
+#[test]
+fn gemma4_over_4_ranks() {
+    // One query head per rank: each pair of ranks holds one of the 2 kv heads, and carries it to the sharing layers.
+    check_split_within("gemma4_over_4_ranks", "gemma4", 4, None, GEMMA4_TOLERANCE);
+}
+
+#[test]
+fn gemma4_moe_over_2_ranks() {
+    // Global layers have 1 kv head (values are the keys): both ranks hold it.
+    check_split_within("gemma4_moe_over_2_ranks", "gemma4_moe", 2, None, GEMMA4_TOLERANCE);
+}
+
+#[test]
+fn gemma4_q4_over_2_ranks() {
+    // Kept 4-bit: the quantised per-layer embedding table is split by rows too.
+    check_split_within("gemma4_q4_over_2_ranks", "gemma4_q4", 2, Some(false), GEMMA4_TOLERANCE);
+}
+
+#[test]
+fn gemma4_moe_q4_over_2_ranks() {
+    check_split_within("gemma4_moe_q4_over_2_ranks", "gemma4_moe_q4", 2, Some(false), GEMMA4_TOLERANCE);
+}
+
+#[test]
+fn gemma4_moe_dense_mlp_kept_whole_over_2_ranks() {
+    // gemma4_moe with each dense down_proj quantised in one group of 128 columns: 2 ranks
+    // would cut the group, so the dense MLPs stay whole on both ranks (the rest splits).
+    let parent = if as_rank().is_some() { std::os::unix::process::parent_id() } else { std::process::id() };
+    let dir = std::env::temp_dir().join(format!("gomlx-gemma4-whole-mlp-{parent}"));
+    if as_rank().is_none() {
+        gomlx::mlx::stream::set_thread_stream(gomlx::mlx::Stream::new(gomlx::mlx::DeviceKind::Cpu).unwrap());
+        let from = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/models/gemma4_moe");
+        let mut tensors = gomlx::mlx::io::load_safetensors(&from.join("model.safetensors")).unwrap().tensors;
+        for i in 0..4 {
+            let name = format!("model.language_model.layers.{i}.mlp.down_proj");
+            let w = tensors.remove(&format!("{name}.weight")).unwrap();
+            let (q, scales, biases) = gomlx::mlx::quantize(&w, 128, 4).unwrap();
+            tensors.extend([(format!("{name}.weight"), q), (format!("{name}.scales"), scales), (format!("{name}.biases"), biases)]);
+        }
+        std::fs::create_dir_all(&dir).unwrap();
+        gomlx::mlx::io::save_safetensors(&dir.join("model.safetensors"), &tensors, &Default::default()).unwrap();
+        let mut config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(from.join("config.json")).unwrap()).unwrap();
+        config["quantization"] = serde_json::json!({"group_size": 128, "bits": 4});
+        std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+    }
+    let test = "gemma4_moe_dense_mlp_kept_whole_over_2_ranks";
+    check_split_within(test, dir.to_str().unwrap(), 2, Some(false), GEMMA4_TOLERANCE);
+    if as_rank().is_none() {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
 
 /// What each rank of `test` reports when loading `fixture` split over the ring group fails.

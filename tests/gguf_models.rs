@@ -189,7 +189,7 @@ fn a_rank_of_a_split_model_reads_only_its_bytes() {
         let g = GgufModel::open(model_path(name)).unwrap();
         let c = config(&g).unwrap();
         let group = std::sync::Arc::new(Group::init("any", false).unwrap());
-        let shard = Shard { group, rank, size: size as usize, heads: c.num_heads, kv_heads: c.num_kv_heads, vocab: c.vocab_size, experts: 0 };
+        let shard = Shard { group, rank, size: size as usize, heads: c.num_heads, kv_heads: c.num_kv_heads, vocab: c.vocab_size, experts: 0, gemma4: None };
         let split = split_weights(&g, c.clone(), &shard).unwrap();
         let (mut read, mut whole) = (0u64, 0u64);
         for (hf, info) in g.names().unwrap() {

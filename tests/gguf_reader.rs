@@ -626,7 +626,7 @@ mod split {
     fn shard(rank: usize, size: usize, heads: usize, kv_heads: usize, vocab: usize) -> Shard {
         // A one-process group: `split_weights` reads the shard's numbers only.
         let group = Arc::new(Group::init("any", false).unwrap());
-        Shard { group, rank, size, heads, kv_heads, vocab, experts: 0 }
+        Shard { group, rank, size, heads, kv_heads, vocab, experts: 0, gemma4: None }
     }
 
     #[test]

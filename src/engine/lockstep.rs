@@ -2,7 +2,8 @@
 //! `gomlx launch` every rank loads the model; rank 0's engine takes requests and, at
 //! each turn of its loop, sends the followers what changes the scheduler's course (the
 //! commands it took with their prompts and sampler settings, seeds fixed; the requests
-//! cancelled; whether the model is closing) through the MLX distributed group. Each
+//! cancelled; whether the model is closing) through the MLX distributed group, in one
+//! all_sum when the turn is small (most decode steps). Each
 //! follower feeds the same commands to its own scheduler, so every rank runs the same
 //! steps and the collective calls of a sharded forward line up. Followers expose no API.
 
@@ -117,25 +118,37 @@ pub(crate) fn join(o: &LoadOptions) -> Result<Option<Lockstep>> {
     }))
 }
 
-/// Rank 0's bytes to every rank: all_sum where the followers add zeros (a length, then
-/// the bytes packed four to an int32).
+/// Words of a turn's first collective: its length and the first bytes, so that a
+/// turn with little to say (most decode steps) costs one all_sum.
+const HEAD_WORDS: usize = 64;
+
+/// Rank 0's bytes to every rank: all_sum where the followers add zeros (the length and
+/// the bytes packed four to an int32; a second all_sum for what the head cannot hold).
 fn broadcast(group: &Group, bytes: Option<&[u8]>) -> Result<Vec<u8>> {
-    let len = [bytes.map_or(0, |b| b.len() as i32)];
-    let n = group.all_sum(&Array::from_slice(&len, &[1])?)?.to_vec::<i32>()?[0].max(0) as usize;
-    if n == 0 {
-        return Ok(Vec::new());
-    }
-    let words = n.div_ceil(4);
-    let mut data = vec![0i32; words];
-    if let Some(b) = bytes {
-        for (i, chunk) in b.chunks(4).enumerate() {
-            let mut w = [0u8; 4];
-            w[..chunk.len()].copy_from_slice(chunk);
-            data[i] = i32::from_le_bytes(w);
+    let pack = |b: &[u8], words: usize| {
+        let mut data = vec![0i32; words];
+        for (w, chunk) in data.iter_mut().zip(b.chunks(4)) {
+            let mut le = [0u8; 4];
+            le[..chunk.len()].copy_from_slice(chunk);
+            *w = i32::from_le_bytes(le);
         }
+        data
+    };
+    let room = (HEAD_WORDS - 1) * 4;
+    let mut head = vec![0i32; HEAD_WORDS];
+    if let Some(b) = bytes {
+        head[0] = b.len() as i32;
+        head[1..].copy_from_slice(&pack(&b[..b.len().min(room)], HEAD_WORDS - 1));
     }
-    let sum = group.all_sum(&Array::from_slice(&data, &[words as i32])?)?.to_vec::<i32>()?;
-    let mut out: Vec<u8> = sum.iter().flat_map(|w| w.to_le_bytes()).collect();
+    let head = group.all_sum(&Array::from_slice(&head, &[HEAD_WORDS as i32])?)?.to_vec::<i32>()?;
+    let n = head[0].max(0) as usize;
+    let mut out: Vec<u8> = head[1..].iter().flat_map(|w| w.to_le_bytes()).collect();
+    if n > room {
+        let words = (n - room).div_ceil(4);
+        let rest = pack(bytes.map_or(&[][..], |b| &b[room..]), words);
+        let rest = group.all_sum(&Array::from_slice(&rest, &[words as i32])?)?.to_vec::<i32>()?;
+        out.extend(rest.iter().flat_map(|w| w.to_le_bytes()));
+    }
     out.truncate(n);
     Ok(out)
 }

@@ -19,6 +19,12 @@
 //! step's keys and values, and `final_norm` drops the extra columns. A sharing
 //! layer keeps those keys in a cache of its own (the same kind as its source's),
 //! so caches, batching and training see one cache per layer as usual.
+//!
+//! Split over ranks (`shard`), each layer holds its rank's heads of its own
+//! size (so do the carried keys of sharing layers), the MLPs their columns,
+//! the experts whole experts, and the per-layer embedding table its
+//! vocabulary rows; the dense MLP and the experts, which are post-normed
+//! apart, are summed over the ranks in one all_sum before those norms.
 
 use super::config::{Gemma4Layout, ModelConfig, Moe, MoeAct, Rope, RopeScaling};
 use super::family::{Defaults, Family, Network};
@@ -250,27 +256,42 @@ struct Experts {
     pre_norm: RmsNorm,
     post_dense_norm: RmsNorm,
     post_experts_norm: RmsNorm,
+    /// Split: the group that sums the dense MLP's and the experts' partial outputs together.
+    sum: Option<std::sync::Arc<mlx::distributed::Group>>,
 }
 
 impl Experts {
-    fn load(w: &mut Weights, cfg: &ModelConfig, layer: usize) -> Result<Option<Experts>> {
+    /// The experts of `layer` beside its dense `mlp`, whose all_sum (when split) they take over.
+    fn load(w: &mut Weights, cfg: &ModelConfig, layer: usize, mlp: &mut Mlp) -> Result<Option<Experts>> {
         let Some(moe) = &cfg.moe else { return Ok(None) };
         let (p, h, eps) = (format!("model.layers.{layer}"), cfg.hidden_size, cfg.rms_norm_eps);
         let norm = |w: &mut Weights, name: &str| RmsNorm::load(w, &format!("{p}.{name}"), h, eps, false);
         let scale = w.take_shaped(&format!("{p}.router.scale"), &[h])?.mul_scalar(1.0 / (h as f32).sqrt())?;
+        let mut experts = MoeBlock::load_at(w, cfg, &format!("{p}.{}", moe.router), &format!("{p}.{}", moe.experts_path))?;
+        // A whole dense MLP (not split, or kept whole) leaves the experts to sum their own.
+        let sum = match mlp.defer_sum() {
+            Some(g) => {
+                experts.defer_sum().ok_or_else(|| Error::Model(format!("gemma4: layer {layer}'s MLP is split but not its experts")))?;
+                Some(g)
+            }
+            None => None,
+        };
         Ok(Some(Experts {
-            moe: MoeBlock::load_at(w, cfg, &format!("{p}.{}", moe.router), &format!("{p}.{}", moe.experts_path))?,
+            moe: experts,
             router_scale: scale,
-            per_expert_scale: w.take_shaped(&format!("{p}.router.per_expert_scale"), &[moe.experts])?,
+            // Indexed by the router's choice among all experts, split or not.
+            per_expert_scale: w.take_shaped(&format!("{p}.router.per_expert_scale"), &[cfg.build.shard.as_ref().map_or(moe.experts, |s| s.experts)])?,
             top_k: moe.top_k as i32,
             eps,
             pre_norm: norm(w, "pre_feedforward_layernorm_2")?,
             post_dense_norm: norm(w, "post_feedforward_layernorm_1")?,
             post_experts_norm: norm(w, "post_feedforward_layernorm_2")?,
+            sum,
         }))
     }
 
-    /// The dense MLP's output `dense` joined with the experts' on the residual `h`.
+    /// The dense MLP's output `dense` joined with the experts' on the residual `h`
+    /// (split: both partial, summed over the ranks here before their norms).
     fn forward(&self, h: &Array, dense: &Array) -> Result<Array> {
         let k = self.top_k;
         let routed = fast::rms_norm(h, Some(&self.router_scale), self.eps)?;
@@ -279,7 +300,16 @@ impl Experts {
         let scores = probs.take_along_axis(&idx, -1)?;
         let scores = scores.divide(&scores.sum(&[-1], true)?)?.multiply(&self.per_expert_scale.take(&idx, 0)?.astype(Dtype::F32)?)?;
         let y = self.moe.forward_routed(&self.pre_norm.forward(h)?, &idx, &scores)?;
-        self.post_dense_norm.forward(dense)?.add(&self.post_experts_norm.forward(&y)?)
+        let (dense, y) = match &self.sum {
+            Some(g) => {
+                let both = g.all_sum(&mlx::concatenate(&[dense, &y], -1)?)?;
+                let mut halves = both.split(2, -1)?;
+                let y = halves.pop().expect("two halves");
+                (halves.pop().expect("two halves"), y)
+            }
+            None => (dense.clone(), y),
+        };
+        self.post_dense_norm.forward(&dense)?.add(&self.post_experts_norm.forward(&y)?)
     }
 
     fn arrays(&self) -> Vec<&Array> {
@@ -362,7 +392,18 @@ impl Gemma4Net {
                     value_norm: true,
                     shared_kv: shared,
                 };
-                let width = cfg.intermediate_size * if g.double_wide_mlp && shared && first_shared > 0 { 2 } else { 1 };
+                let wide = if g.double_wide_mlp && shared && first_shared > 0 { 2 } else { 1 };
+                // Split, a dense MLP whose columns would cut quantisation groups stays whole (`shard`).
+                let whole_cfg;
+                let (mlp_cfg, width) = match &cfg.build.shard {
+                    Some(s) if s.gemma4.as_ref().is_some_and(|g| g.whole_mlp[i]) => {
+                        let mut c = cfg.clone();
+                        c.build.shard = None;
+                        whole_cfg = c;
+                        (&whole_cfg, cfg.intermediate_size * s.size * wide)
+                    }
+                    _ => (cfg, cfg.intermediate_size * wide),
+                };
                 let per_layer = if p > 0 {
                     Some(PerLayerGate {
                         gate: Linear::load(w, cfg, &format!("{pre}.per_layer_input_gate"), h, p, false)?,
@@ -372,14 +413,16 @@ impl Gemma4Net {
                 } else {
                     None
                 };
+                let mut mlp = Mlp::load_at(w, mlp_cfg, &format!("{pre}.mlp"), width, true)?;
+                let experts = Experts::load(w, cfg, i, &mut mlp)?;
                 Ok(Block {
                     input_norm: norm(w, "input_layernorm")?,
                     attn: Attention::load_shaped(w, cfg, i, false, shape)?,
                     post_attn_norm: norm(w, "post_attention_layernorm")?,
                     pre_ff_norm: norm(w, "pre_feedforward_layernorm")?,
-                    mlp: Mlp::load_at(w, cfg, &format!("{pre}.mlp"), width, true)?,
+                    mlp,
                     post_ff_norm: norm(w, "post_feedforward_layernorm")?,
-                    experts: Experts::load(w, cfg, i)?,
+                    experts,
                     per_layer,
                     scalar: w.take_shaped(&format!("{pre}.layer_scalar"), &[1])?,
                     kv,
@@ -388,7 +431,7 @@ impl Gemma4Net {
             .collect::<Result<_>>()?;
         let per_layer = if p > 0 {
             Some(PerLayerInputs {
-                embed: Embedding::load_sized(w, cfg, "model.embed_tokens_per_layer", g.per_layer_vocab, n * p)?,
+                embed: Embedding::load_vocab(w, cfg, "model.embed_tokens_per_layer", g.per_layer_vocab, n * p)?,
                 projection: Linear::load(w, cfg, "model.per_layer_model_projection", h, n * p, false)?,
                 norm: RmsNorm::load(w, "model.per_layer_projection_norm", p, eps, false)?,
                 width: p,

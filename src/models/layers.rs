@@ -319,17 +319,21 @@ struct VocabSplit {
 
 impl Embedding {
     pub fn load(w: &mut Weights, cfg: &ModelConfig, path: &str) -> Result<Embedding> {
-        // Split over ranks (`shard`): this rank's vocabulary rows.
-        let Some(s) = &cfg.build.shard else { return Embedding::load_sized(w, cfg, path, cfg.vocab_size, cfg.hidden_size) };
-        let start = s.vocab_start().min(s.vocab);
-        let split =
-            VocabSplit { group: s.group.clone(), start: start as i32, rows: ((start + s.vocab_rows()).min(s.vocab) - start) as i32, vocab: s.vocab as i32 };
-        let mut e = Embedding::load_sized(w, cfg, path, s.vocab_rows(), cfg.hidden_size)?;
+        Embedding::load_vocab(w, cfg, path, cfg.vocab_size, cfg.hidden_size)
+    }
+
+    /// A table of `vocab` rows × `cols`, split over ranks (`shard`) by
+    /// vocabulary rows: this rank's (Gemma 4's per-layer table has its own vocabulary).
+    pub fn load_vocab(w: &mut Weights, cfg: &ModelConfig, path: &str, vocab: usize, cols: usize) -> Result<Embedding> {
+        let Some(s) = &cfg.build.shard else { return Embedding::load_sized(w, cfg, path, vocab, cols) };
+        let (start, rows, per) = s.vocab_split(vocab);
+        let split = VocabSplit { group: s.group.clone(), start: start as i32, rows: rows as i32, vocab: vocab as i32 };
+        let mut e = Embedding::load_sized(w, cfg, path, per, cols)?;
         e.split = Some(split);
         Ok(e)
     }
 
-    /// A whole table of `rows` × `cols` (Gemma 4's per-layer input embeddings).
+    /// A whole table of `rows` × `cols`.
     pub fn load_sized(w: &mut Weights, cfg: &ModelConfig, path: &str, rows: usize, cols: usize) -> Result<Embedding> {
         let (weight, quant) = load_matrix(w, path, rows, cols, cfg.quantization.for_module(path))?;
         let dtype = cfg.dtype;
@@ -879,6 +883,20 @@ impl Mlp {
         self.down.forward(&self.act.forward(&g, &u)?)
     }
 
+    /// Split over ranks, leaves down_proj's all_sum to the caller (to sum this
+    /// output with another in one collective: Gemma 4's experts) and gives its
+    /// group; None (nothing changed) when not split or down_proj has a bias.
+    pub fn defer_sum(&mut self) -> Option<std::sync::Arc<mlx::distributed::Group>> {
+        let (LinearBase::Dense { bias: None, .. } | LinearBase::Quantized { bias: None, .. }) = &self.down.base else { return None };
+        match self.down.collective.take() {
+            Some(Collective::Sum(g)) => Some(g),
+            other => {
+                self.down.collective = other;
+                None
+            }
+        }
+    }
+
     /// The projections by name (`gate_proj`, `up_proj`, `down_proj`; only
     /// `down_proj` when gate/up are fused).
     pub fn linears(&self) -> Vec<(&'static str, &Linear)> {
@@ -1044,6 +1062,8 @@ struct ExpertSplit {
     group: std::sync::Arc<mlx::distributed::Group>,
     first: i32,
     count: i32,
+    /// The block ends with the all_sum (else its caller sums: `defer_sum`).
+    sum: bool,
 }
 
 /// An expert's activation: the gated MLP's (SiLU or GELU-tanh), or gpt-oss's clamped variant.
@@ -1082,7 +1102,7 @@ impl MoeBlock {
         let moe = cfg.moe.as_ref().ok_or_else(|| Error::Model("a sparse MLP without a mixture-of-experts config".into()))?;
         let (h, i, e, b) = (cfg.hidden_size, moe.intermediate_size, moe.experts, moe.bias);
         // Split: the router scores every expert; `e` are this rank's.
-        let split = cfg.build.shard.as_ref().map(|s| ExpertSplit { group: s.group.clone(), first: s.expert_start() as i32, count: e as i32 });
+        let split = cfg.build.shard.as_ref().map(|s| ExpertSplit { group: s.group.clone(), first: s.expert_start() as i32, count: e as i32, sum: true });
         let all = cfg.build.shard.as_ref().map_or(e, |s| s.experts);
         Ok(MoeBlock {
             split,
@@ -1141,9 +1161,17 @@ impl MoeBlock {
         };
         let y = y.multiply(&scores.astype(y.dtype())?.expand_dims(&[-1])?)?.sum(&[2], false)?;
         match &self.split {
-            Some(s) => s.group.all_sum(&y),
-            None => Ok(y),
+            Some(s) if s.sum => s.group.all_sum(&y),
+            _ => Ok(y),
         }
+    }
+
+    /// Split over ranks, leaves the block's all_sum to the caller (see
+    /// `Mlp::defer_sum`) and gives its group; None when not split.
+    pub fn defer_sum(&mut self) -> Option<std::sync::Arc<mlx::distributed::Group>> {
+        let s = self.split.as_mut()?;
+        s.sum = false;
+        Some(s.group.clone())
     }
 
     fn experts(&self, x: &Array, idx: &Array, sorted: bool) -> Result<Array> {

@@ -9,8 +9,10 @@
 //! rank sums its experts' share, then all_sum), and the vocabulary of the
 //! embedding (masked lookup, all_sum) and of the output head (all_gather of the
 //! logits). Norms, routers and biases after a sum are whole on every rank.
+//! Gemma 4 splits each layer by its own head size and kv heads, and its
+//! per-layer input embeddings by vocabulary rows like the embedding.
 
-use super::config::ModelConfig;
+use super::config::{Gemma4Layout, ModelConfig};
 use crate::mlx::distributed::Group;
 use crate::{Error, Result};
 use std::sync::Arc;
@@ -26,6 +28,17 @@ pub struct Shard {
     pub vocab: usize,
     /// Experts of each sparse block (0 without).
     pub experts: usize,
+    pub gemma4: Option<Gemma4Shard>,
+}
+
+/// What a Gemma 4 split needs beyond the common sizes.
+#[derive(Clone)]
+pub struct Gemma4Shard {
+    /// The whole model's layout (per-layer kv heads, the per-layer embedding's vocabulary).
+    pub layout: Gemma4Layout,
+    /// Layers whose dense MLP stays whole on every rank, where a column split
+    /// would cut its quantisation groups (26B-A4B's 2112 columns in groups of 64).
+    pub whole_mlp: Vec<bool>,
 }
 
 impl PartialEq for Shard {
@@ -68,9 +81,6 @@ impl Shard {
         if cfg.linear_attention.is_some() {
             return refuse("linear-attention layers are not sharded".into());
         }
-        if cfg.gemma4.is_some() {
-            return refuse("per-layer head sizes, shared KV layers and per-layer embeddings (Gemma 4) are not sharded".into());
-        }
         if cfg.attn_output_gate || cfg.shared_expert_size.is_some() {
             return refuse("gated attention outputs and shared experts are not sharded".into());
         }
@@ -82,6 +92,23 @@ impl Shard {
         if nkv == 0 || !(nkv.is_multiple_of(size) || size.is_multiple_of(nkv)) {
             return refuse(format!("{nkv} key/value heads neither divide by {size} nor divide {size}"));
         }
+        // Gemma 4: global layers have kv heads of their own.
+        let mut gemma4 = None;
+        if let Some(g) = &cfg.gemma4 {
+            let splits = |k: usize| k.is_multiple_of(size) || size.is_multiple_of(k);
+            if let Some((i, k)) = g.kv_heads.iter().copied().enumerate().find(|&(_, k)| !splits(k)) {
+                return refuse(format!("layer {i}'s {k} key/value heads neither divide by {size} nor divide {size}"));
+            }
+            let n = cfg.num_layers;
+            let whole_mlp = (0..n)
+                .map(|i| {
+                    let wide = g.double_wide_mlp && g.kv_shared_layers < n && i >= n - g.kv_shared_layers;
+                    let cols = cfg.intermediate_size * if wide { 2 } else { 1 } / size;
+                    cfg.quantization.for_module(&format!("model.layers.{i}.mlp.down_proj")).is_some_and(|q| !cols.is_multiple_of(q.group_size as usize))
+                })
+                .collect();
+            gemma4 = Some(Gemma4Shard { layout: g.clone(), whole_mlp });
+        }
         if !cfg.intermediate_size.is_multiple_of(size) {
             return refuse(format!("the MLP width {} does not divide by {size}", cfg.intermediate_size));
         }
@@ -89,7 +116,7 @@ impl Shard {
         if !experts.is_multiple_of(size) {
             return refuse(format!("{experts} experts do not divide by {size}"));
         }
-        Ok(Shard { group, rank, size, heads: nh, kv_heads: nkv, vocab: cfg.vocab_size, experts })
+        Ok(Shard { group, rank, size, heads: nh, kv_heads: nkv, vocab: cfg.vocab_size, experts, gemma4 })
     }
 
     /// The config this rank builds: its heads, MLP columns and experts.
@@ -99,6 +126,11 @@ impl Shard {
         cfg.intermediate_size /= self.size;
         if let Some(m) = cfg.moe.as_mut() {
             m.experts = self.experts / self.size;
+        }
+        if let Some(g) = cfg.gemma4.as_mut() {
+            for k in &mut g.kv_heads {
+                *k = (*k / self.size).max(1);
+            }
         }
         cfg.build.shard = Some(self.clone());
     }
@@ -118,14 +150,45 @@ impl Shard {
         self.rank * self.experts / self.size
     }
 
-    /// The first kv head this rank holds.
-    fn kv_start(&self) -> usize {
-        if self.kv_heads.is_multiple_of(self.size) {
-            self.rank * self.kv_heads / self.size
+    /// This rank's part of a `vocab`-row table (start, real rows, rows padded): the
+    /// embedding's vocabulary, or Gemma 4's per-layer one, which may differ.
+    pub fn vocab_split(&self, vocab: usize) -> (usize, usize, usize) {
+        let per = vocab.div_ceil(self.size);
+        let start = (self.rank * per).min(vocab);
+        (start, (start + per).min(vocab) - start, per)
+    }
+
+    /// The first kv head this rank holds of a layer with `kv_heads`.
+    fn kv_start(&self, kv_heads: usize) -> usize {
+        if kv_heads.is_multiple_of(self.size) {
+            self.rank * kv_heads / self.size
         } else {
             // Fewer kv heads than ranks: the kv head of this rank's first query head.
-            (self.rank * self.heads / self.size) / (self.heads / self.kv_heads)
+            (self.rank * self.heads / self.size) / (self.heads / kv_heads)
         }
+    }
+
+    /// Gemma 4's own tensors: the per-layer embedding table by vocabulary rows,
+    /// nothing of a KV-sharing layer's unused k/v projections, and the dense
+    /// MLPs kept whole (`Gemma4Shard::whole_mlp`) whole.
+    fn gemma4_part(&self, name: &str) -> Option<Part> {
+        let g = self.gemma4.as_ref()?;
+        if name.starts_with("model.embed_tokens_per_layer.") {
+            let (start, len, per) = self.vocab_split(g.layout.per_layer_vocab);
+            return Some(Part::Slice { axis: 0, start: start as u64, len: len as u64, pad_to: per as u64 });
+        }
+        let layer = layer_of(name)?;
+        if g.whole_mlp.get(layer) == Some(&true) && name.contains(".mlp.") {
+            return Some(Part::Whole);
+        }
+        let sharing = layer >= g.layout.kv_heads.len().saturating_sub(g.layout.kv_shared_layers);
+        (sharing && (name.contains(".self_attn.k_proj.") || name.contains(".self_attn.v_proj."))).then_some(Part::Skip)
+    }
+
+    /// KV heads of the layer `name` belongs to (Gemma 4's global layers have their own).
+    fn kv_heads_of(&self, name: &str) -> usize {
+        let layer = |g: &Gemma4Shard| layer_of(name).and_then(|i| g.layout.kv_heads.get(i).copied());
+        self.gemma4.as_ref().and_then(layer).unwrap_or(self.kv_heads)
     }
 
     /// What this rank reads of the tensor `name` (normalised checkpoint name) of `shape`.
@@ -164,6 +227,9 @@ impl Shard {
                 "'{name}': projections fused in the checkpoint are not sharded; convert the model to separate q/k/v and gate/up first"
             )));
         }
+        if let Some(p) = self.gemma4_part(name) {
+            return Ok(p);
+        }
         if name.starts_with("model.embed_tokens.") || name.starts_with("lm_head.") {
             let per = self.vocab_rows() as u64;
             let start = (self.vocab_start() as u64).min(dim0);
@@ -192,17 +258,22 @@ impl Shard {
             return even_rows();
         }
         if proj(".self_attn.k_proj.") || proj(".self_attn.v_proj.") {
-            let nkv = self.kv_heads as u64;
-            if !dim0.is_multiple_of(nkv) {
+            let nkv = self.kv_heads_of(name);
+            if !dim0.is_multiple_of(nkv as u64) {
                 return Err(uneven(0, dim0));
             }
-            let per_head = dim0 / nkv;
-            let heads = (self.kv_heads / self.size).max(1) as u64;
-            return Ok(rows(self.kv_start() as u64 * per_head, heads * per_head));
+            let per_head = dim0 / nkv as u64;
+            let heads = (nkv / self.size).max(1) as u64;
+            return Ok(rows(self.kv_start(nkv) as u64 * per_head, heads * per_head));
         }
         if (proj(".self_attn.o_proj.") || proj(".mlp.down_proj.")) && !is_bias {
             return last_cols();
         }
         Ok(Part::Whole)
     }
+}
+
+/// The layer index of `model.layers.{i}.…`.
+fn layer_of(name: &str) -> Option<usize> {
+    name.strip_prefix("model.layers.")?.split_once('.')?.0.parse().ok()
 }

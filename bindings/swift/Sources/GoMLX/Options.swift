@@ -57,10 +57,19 @@ public struct LoadOptions: Sendable, Hashable {
     /// Bytes of KV the prefix cache keeps from finished requests, so requests
     /// sharing a prompt prefix skip its prefill; nil: off.
     public var prefixCacheBytes: Int?
+    /// Replicas (data parallel): whole copies of the model serving this handle's
+    /// requests by least outstanding work; on a GPU replica i runs on device i. nil: 1.
+    public var replicas: Int?
+    /// Split the model over the ranks of an MLX distributed group (tensor parallel,
+    /// docs/distributed.md): "ring", "nccl", "mpi", "jaccl" or "any"; "off" = not
+    /// split; nil = `GOMLX_DISTRIBUTED` (set by `gomlx launch`). A rank above 0
+    /// calls ``Model/follow(path:options:)`` instead of loading.
+    public var distributed: String?
 
     public init(device: Device = .automatic, dtype: DType? = nil, contextLength: Int? = nil,
                 memoryLimit: Int? = nil, cacheLimit: Int? = nil, adapterPath: String? = nil,
-                tuning: Tuning = Tuning(), maxBatch: Int? = nil, prefixCacheBytes: Int? = nil) {
+                tuning: Tuning = Tuning(), maxBatch: Int? = nil, prefixCacheBytes: Int? = nil,
+                replicas: Int? = nil, distributed: String? = nil) {
         self.device = device
         self.dtype = dtype
         self.contextLength = contextLength
@@ -70,6 +79,8 @@ public struct LoadOptions: Sendable, Hashable {
         self.tuning = tuning
         self.maxBatch = maxBatch
         self.prefixCacheBytes = prefixCacheBytes
+        self.replicas = replicas
+        self.distributed = distributed
     }
 
     func withC<R>(_ body: (UnsafePointer<gm_load_options>) throws -> R) throws -> R {
@@ -85,6 +96,8 @@ public struct LoadOptions: Sendable, Hashable {
         try tuning.apply(&o)
         o.max_batch = try size(maxBatch, "maxBatch")
         o.prefix_cache_bytes = try size(prefixCacheBytes, "prefixCacheBytes")
+        o.replicas = try size(replicas, "replicas")
+        o.distributed = try arena.optionalString(distributed, "distributed")
         return try withExtendedLifetime(arena) { try withUnsafePointer(to: &o) { try body($0) } }
     }
 }

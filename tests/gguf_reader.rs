@@ -560,7 +560,8 @@ mod split {
     const HIDDEN: u64 = 512;
 
     /// A llama file with one `ffn_down` of 6 x 512 per decodable type (layer i: type i),
-    /// a Q8_0 q (4 heads of 128 rows, permuted by llama.cpp) and a Q4_K k (2 kv heads).
+    /// a Q8_0 q (4 heads of 128 rows, permuted by llama.cpp), a Q4_K k (2 kv heads) and
+    /// 4 stacked experts' down projections (Mixtral's `[E, rows, cols]`).
     fn file() -> GgufModel {
         let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
         let types = GgmlType::DECODABLE;
@@ -576,7 +577,8 @@ mod split {
             .f32("llama.attention.layer_norm_rms_epsilon", 1e-5)
             .tensor("token_embd.weight", &[HIDDEN, 6], 0, data(GgmlType::F32, 6 * 512, &mut rng))
             .tensor("blk.0.attn_q.weight", &[HIDDEN, 512], 8, data(GgmlType::Q8_0, 512 * 512, &mut rng))
-            .tensor("blk.0.attn_k.weight", &[HIDDEN, 256], 12, data(GgmlType::Q4_K, 512 * 256, &mut rng));
+            .tensor("blk.0.attn_k.weight", &[HIDDEN, 256], 12, data(GgmlType::Q4_K, 512 * 256, &mut rng))
+            .tensor("blk.0.ffn_down_exps.weight", &[8, 6, 4], 0, data(GgmlType::F32, 4 * 6 * 8, &mut rng));
         for (i, ty) in types.iter().enumerate() {
             w = w.tensor(&format!("blk.{i}.ffn_down.weight"), &[HIDDEN, 6], ty.id(), data(*ty, 6 * 512, &mut rng));
         }
@@ -623,6 +625,16 @@ mod split {
         assert!(e.contains("attn_q") && e.contains("whole heads of 128 rows"), "{e}");
     }
 
+    #[test]
+    fn a_stack_of_experts_is_cut_by_whole_experts() {
+        let g = file();
+        let info = g.file.tensor("blk.0.ffn_down_exps.weight").unwrap();
+        let (part, read) = g.load_slice(info, 0, 2, 2, 2).unwrap();
+        let TensorData::Float { values, .. } = g.load(info).unwrap() else { panic!() };
+        assert_eq!(part, TensorData::Float { shape: vec![2, 6, 8], values: values[2 * 48..4 * 48].to_vec() });
+        assert_eq!(read, 2 * 48 * 4);
+    }
+
     fn shard(rank: usize, size: usize, heads: usize, kv_heads: usize, vocab: usize) -> Shard {
         // A one-process group: `split_weights` reads the shard's numbers only.
         let group = Arc::new(Group::init("any", false).unwrap());
@@ -638,6 +650,7 @@ mod split {
         let mut want = vec![("model.embed_tokens.weight".to_string(), size("token_embd.weight") / 2)];
         want.push(("model.layers.0.self_attn.q_proj.weight".into(), size("blk.0.attn_q.weight") / 2));
         want.push(("model.layers.0.self_attn.k_proj.weight".into(), size("blk.0.attn_k.weight") / 2));
+        want.push(("model.layers.0.block_sparse_moe.switch_mlp.down_proj.weight".into(), size("blk.0.ffn_down_exps.weight") / 2));
         for i in 0..GgmlType::DECODABLE.len() {
             want.push((format!("model.layers.{i}.mlp.down_proj.weight"), size(&format!("blk.{i}.ffn_down.weight")) / 2));
         }
@@ -650,6 +663,7 @@ mod split {
         assert_eq!(shapes["model.layers.0.self_attn.k_proj.scales"], vec![128, 512 / 32]);
         assert_eq!(shapes["model.layers.2.mlp.down_proj.weight"], vec![6, 256]); // BF16
         assert_eq!(shapes["model.layers.8.mlp.down_proj.weight"], vec![6, 256 * 4 / 32]); // Q4_K
+        assert_eq!(shapes["model.layers.0.block_sparse_moe.switch_mlp.down_proj.weight"], vec![2, 6, 8]);
         let q = split.config.quantization.for_module("model.layers.0.self_attn.q_proj").unwrap();
         assert_eq!((q.bits, q.group_size), (8, 32));
     }

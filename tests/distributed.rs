@@ -31,9 +31,18 @@ fn run_ranks(test: &str, n: usize) -> Vec<String> {
     let exe = std::env::current_exe().unwrap();
     run_commands(test, n, |rank| {
         let mut c = Command::new(&exe);
-        c.args([test, "--exact", "--nocapture", "--test-threads=1", "-q"]).env("GOMLX_TEST_RANK", rank.to_string());
+        c.args([test, "--exact", "--nocapture", "--test-threads=1", "-q"])
+            .env("GOMLX_TEST_RANK", rank.to_string())
+            .env("GOMLX_TEST_PARENT", std::process::id().to_string());
         c
     })
+}
+
+/// Where rank `rank` of `test` leaves its logits (little-endian f32): a
+/// vocabulary of 262k at every position is too much for a stdout line.
+fn logits_file(test: &str, rank: usize) -> PathBuf {
+    let parent = std::env::var("GOMLX_TEST_PARENT").unwrap_or_else(|_| std::process::id().to_string());
+    std::env::temp_dir().join(format!("gomlx-split-{test}-{parent}-{rank}.f32"))
 }
 
 /// Runs `command(rank)` as rank 0..n of a ring group on loopback (MLX_RANK and a
@@ -174,29 +183,48 @@ const PROMPT: [u32; 40] = {
 };
 const GREEDY: usize = 6;
 
-/// Logits of `PROMPT` (all positions, flattened) and the greedy tokens after it,
-/// on the CPU in float32; split over the ring group when `distributed`.
-fn run_model(fixture: &str, distributed: bool, dequantize: Option<bool>) -> gomlx::Result<(Vec<f32>, Vec<u32>)> {
+/// A model to split and how to compare it with the whole one.
+struct Case<'a> {
+    path: PathBuf,
+    prompt: &'a [u32],
+    /// Greedy tokens after the prompt.
+    greedy: usize,
+    dtype: Dtype,
+    dequantize: Option<bool>,
+    /// The largest |split - whole| / (1 + |whole|) allowed per logit.
+    tolerance: f64,
+}
+
+impl Case<'_> {
+    /// A fixture of tests/fixtures/models: `PROMPT`, float32, `LOGIT_TOLERANCE`.
+    fn fixture(name: &str, dequantize: Option<bool>) -> Case<'static> {
+        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/models").join(name);
+        Case { path, prompt: &PROMPT, greedy: GREEDY, dtype: Dtype::F32, dequantize, tolerance: LOGIT_TOLERANCE }
+    }
+}
+
+/// Logits of the prompt (all positions, flattened) and the greedy tokens after
+/// it, on the CPU; split over the ring group when `distributed`.
+fn run_model(case: &Case, distributed: bool) -> gomlx::Result<(Vec<f64>, Vec<u32>)> {
     use gomlx::models::{LoadOptions, Logits, Model};
     gomlx::mlx::stream::set_thread_stream(gomlx::mlx::Stream::new(gomlx::mlx::DeviceKind::Cpu)?);
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/models").join(fixture);
-    let opts = LoadOptions { dtype: Some(Dtype::F32), dequantize, distributed: distributed.then(|| "ring".to_string()), ..Default::default() };
-    let model = Model::load(&path, &opts)?;
+    let opts = LoadOptions { dtype: Some(case.dtype), dequantize: case.dequantize, distributed: distributed.then(|| "ring".to_string()), ..Default::default() };
+    let model = Model::load(&case.path, &opts)?;
     if distributed {
         // Really split: this rank holds part of the weights.
         let info = model.info();
         assert!(info.ranks > 1 && info.rank == as_rank().unwrap(), "rank {} of {}", info.rank, info.ranks);
     }
     let mut caches = model.new_caches();
-    let tokens = Array::from_slice(&PROMPT, &[1, PROMPT.len() as i32])?;
+    let tokens = Array::from_slice(case.prompt, &[1, case.prompt.len() as i32])?;
     let logits = model.forward(&tokens, &mut caches, None, Logits::All)?;
     let v = logits.dim(-1) as usize;
-    let all = logits.to_vec::<f32>()?;
-    let argmax = |row: &[f32]| row.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map(|(i, _)| i as u32).unwrap();
+    let all = logits.astype(Dtype::F64)?.to_vec::<f64>()?;
+    let argmax = |row: &[f64]| row.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map(|(i, _)| i as u32).unwrap();
     let mut next = argmax(&all[all.len() - v..]);
     let mut greedy = vec![next];
-    while greedy.len() < GREEDY {
-        let l = model.forward(&Array::from_slice(&[next], &[1, 1])?, &mut caches, None, Logits::Last)?.to_vec::<f32>()?;
+    while greedy.len() < case.greedy {
+        let l = model.forward(&Array::from_slice(&[next], &[1, 1])?, &mut caches, None, Logits::Last)?.astype(Dtype::F64)?.to_vec::<f64>()?;
         next = argmax(&l);
         greedy.push(next);
     }
@@ -211,37 +239,47 @@ fn check_split(test: &str, fixture: &str, ranks: usize, dequantize: Option<bool>
 }
 
 /// `check_split` with the bound `tolerance` instead of `LOGIT_TOLERANCE`.
-fn check_split_within(test: &str, fixture: &str, ranks: usize, dequantize: Option<bool>, tolerance: f32) {
+fn check_split_within(test: &str, fixture: &str, ranks: usize, dequantize: Option<bool>, tolerance: f64) {
+    check_split_of(test, &Case { tolerance, ..Case::fixture(fixture, dequantize) }, ranks);
+}
+
+/// `check_split` of any case.
+fn check_split_of(test: &str, case: &Case, ranks: usize) {
+    let what = case.path.file_name().unwrap().to_string_lossy();
     if let Some(rank) = as_rank() {
-        let (logits, tokens) = run_model(fixture, true, dequantize).unwrap();
-        println!("rank {rank}");
+        let (logits, tokens) = run_model(case, true).unwrap();
+        std::fs::write(logits_file(test, rank), logits.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>()).unwrap();
         println!("tokens: {}", serde_json::to_string(&tokens).unwrap());
-        println!("result: {}", serde_json::to_string(&logits).unwrap());
         return;
     }
-    let (whole, greedy) = run_model(fixture, false, dequantize).unwrap();
+    let (whole, want) = run_model(case, false).unwrap();
+    // The whole model's buffers go back before the ranks load theirs.
+    gomlx::mlx::memory::clear_cache().unwrap();
     let outs = run_ranks(test, ranks);
     for (rank, out) in outs.iter().enumerate() {
-        let got = result_of(out);
-        assert_eq!(got.len(), whole.len(), "{fixture} rank {rank}: logits count");
-        let worst = got.iter().zip(&whole).map(|(a, b)| (a - b).abs() / (1.0 + b.abs())).fold(0f32, f32::max);
-        eprintln!("{fixture} over {ranks} ranks, rank {rank}: largest logit difference {worst:e} (relative to 1 + |logit|)");
-        assert!(worst <= tolerance, "{fixture} over {ranks} ranks, rank {rank}: logits differ by {worst:e} (bound {tolerance:e})");
+        let file = logits_file(test, rank);
+        let bytes = std::fs::read(&file).unwrap();
+        let _ = std::fs::remove_file(&file);
+        let got: Vec<f64> = bytes.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap())).collect();
+        assert_eq!(got.len(), whole.len(), "{what} rank {rank}: logits count");
+        let worst = got.iter().zip(&whole).map(|(a, b)| (a - b).abs() / (1.0 + b.abs())).fold(0f64, f64::max);
+        eprintln!("{what} over {ranks} ranks in {}, rank {rank}: largest logit difference {worst:e} (relative to 1 + |logit|)", case.dtype.name());
+        assert!(worst <= case.tolerance, "{what} over {ranks} ranks, rank {rank}: logits differ by {worst:e} (bound {:e})", case.tolerance);
         let tokens: Vec<u32> = serde_json::from_str(out.lines().find_map(|l| l.strip_prefix("tokens: ")).unwrap()).unwrap();
-        assert_eq!(tokens, greedy, "{fixture} over {ranks} ranks, rank {rank}: greedy tokens");
+        assert_eq!(tokens, want, "{what} over {ranks} ranks, rank {rank}: greedy tokens");
     }
 }
 
 /// |split - whole| / (1 + |whole|) for each logit. The products of a rank sum
 /// fewer terms and the ranks' partial sums are added after: float32 rounding
 /// of sums of ~100 terms of these models (measured: docs/distributed.md).
-const LOGIT_TOLERANCE: f32 = 3e-5;
+const LOGIT_TOLERANCE: f64 = 3e-5;
 
 /// Gemma 4's fixtures move more under float32 rounding (attention scale 1 on
 /// normed queries and keys): on the dense one mlx-lm and transformers differ by
 /// 4.6e-5, and the whole model here is 2.6e-5 from transformers (the split 1.9e-5),
 /// by this measure; split against whole measured 3.5e-5 at most (docs/distributed.md).
-const GEMMA4_TOLERANCE: f32 = 1e-4;
+const GEMMA4_TOLERANCE: f64 = 1e-4;
 
 #[test]
 fn dense_llama_tied_over_2_ranks() {
@@ -357,7 +395,7 @@ fn gemma4_moe_dense_mlp_kept_whole_over_2_ranks() {
 /// What each rank of `test` reports when loading `fixture` split over the ring group fails.
 fn split_error(test: &str, fixture: &str, ranks: usize) -> Option<Vec<String>> {
     if as_rank().is_some() {
-        let e = run_model(fixture, true, Some(false)).map(|_| ()).unwrap_err().to_string();
+        let e = run_model(&Case::fixture(fixture, Some(false)), true).map(|_| ()).unwrap_err().to_string();
         println!("result: []");
         println!("error: {e}");
         return None;
@@ -383,12 +421,39 @@ fn a_split_through_a_quantisation_group_is_refused() {
     }
 }
 
+// ---- GGUF files: each rank decodes only its part of each tensor ----
+
+/// 8 ordinary tokens of both vocabularies, and 4 greedy ones after them: Gemma 3's
+/// 262k-entry vocabulary makes every position's logits 1 MiB.
+const GGUF_PROMPT: [u32; 8] = [1000, 1613, 2226, 2839, 3452, 4065, 4678, 5291];
+
+fn gguf(name: &str) -> PathBuf {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".cache/models").join(name);
+    assert!(p.is_file(), "{} is missing: run scripts/fetch-models", p.display());
+    p
+}
+
+#[test]
+fn gguf_smollm2_q4_1_over_3_ranks() {
+    // 9 heads, 3 kv heads: q/k rows unpermuted per head on each rank; the whole
+    // model loads through MLX's reader, the ranks through gomlx's decoders.
+    let case = Case { path: smollm2(), prompt: &GGUF_PROMPT, greedy: 4, dtype: Dtype::F32, dequantize: None, tolerance: LOGIT_TOLERANCE };
+    check_split_of("gguf_smollm2_q4_1_over_3_ranks", &case, 3);
+}
+
+#[test]
+fn gguf_gemma3_q4_k_m_over_2_ranks() {
+    // 4 heads, 1 kv head (whole on both ranks); o/down columns in whole Q4_K/Q6_K
+    // blocks of 256. In float64: Gemma's large residual values put float32's
+    // reordered sums 9.5e-5 apart (docs/distributed.md), float64's agree to 1e-12.
+    let case = Case { path: gguf("gemma-3-270m-q4_k_m.gguf"), prompt: &GGUF_PROMPT, greedy: 4, dtype: Dtype::F64, dequantize: None, tolerance: 1e-12 };
+    check_split_of("gguf_gemma3_q4_k_m_over_2_ranks", &case, 2);
+}
+
 // ---- The command line, SPMD: every rank runs the same command, rank 0 prints ----
 
 fn smollm2() -> PathBuf {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".cache/models/SmolLM2-135M-Instruct.Q4_1.gguf");
-    assert!(p.is_file(), "{} is missing: run scripts/fetch-models", p.display());
-    p
+    gguf("SmolLM2-135M-Instruct.Q4_1.gguf")
 }
 
 /// `gomlx ARGS` alone, then as 3 ranks with `--distributed ring` (SmolLM2's 9

@@ -345,32 +345,6 @@ impl Shard {
         }
         Ok(None)
     }
-
-    /// The per-rank name and slice of one tensor already in memory (GGUF,
-    /// converted arrays): None drops it.
-    pub fn cut_array(&self, name: &str, a: crate::mlx::Array) -> Result<Option<(String, crate::mlx::Array)>> {
-        let shape: Vec<u64> = a.shape().iter().map(|&d| d as u64).collect();
-        Ok(match self.part(name, &shape)? {
-            Part::Whole => Some((name.to_string(), a)),
-            Part::Skip => None,
-            Part::Rename(to) => Some((to, a)),
-            Part::Rows(ranges) => {
-                let parts = ranges.iter().map(|&(start, len)| a.slice_axis(0, start as i32, (start + len) as i32)).collect::<Result<Vec<_>>>()?;
-                Some((name.to_string(), crate::mlx::concatenate(&parts.iter().collect::<Vec<_>>(), 0)?))
-            }
-            Part::Slice { axis, start, len, pad_to } => {
-                let s = a.slice_axis(axis as i32, start as i32, (start + len) as i32)?;
-                let s = if pad_to > len {
-                    let mut pad_shape = a.shape();
-                    pad_shape[axis] = (pad_to - len) as i32;
-                    crate::mlx::concatenate(&[&s, &crate::mlx::zeros(&pad_shape, a.dtype())?], axis as i32)?
-                } else {
-                    s
-                };
-                Some((name.to_string(), s))
-            }
-        })
-    }
 }
 
 /// The layer index of `model.layers.{i}.…`.

@@ -7,7 +7,9 @@
 //!
 //! Collectives are lazy ops like the others: they run on the thread's current
 //! stream when their result is evaluated, and every rank must evaluate the same
-//! collectives in the same order.
+//! collectives in the same order. Only nccl has GPU kernels: the other backends'
+//! collectives run on the CPU stream whatever the thread's is (on CUDA, a ring
+//! all_sum queued on the GPU stream aborts MLX's graph capture).
 
 use super::array::{Array, Dtype};
 use super::{status, sys};
@@ -38,6 +40,8 @@ pub fn is_available(backend: &str) -> bool {
 /// `init` of the same backend returns the same group).
 pub struct Group {
     raw: sys::mlx_distributed_group,
+    /// The backend communicates from the host (every backend but nccl).
+    host: bool,
 }
 
 // An mlx_distributed_group is a heap `Group` holding a shared_ptr to MLX's
@@ -68,7 +72,13 @@ impl Group {
         if raw.ctx.is_null() {
             return Err(Error::InvalidArgument(format!("distributed backend '{backend}' did not start ({})", env_hint(backend))));
         }
-        Ok(Group { raw })
+        // "any" is nccl where nccl's environment is set (gomlx launch, mlx.launch).
+        let host = match backend {
+            "nccl" => false,
+            "any" => std::env::var_os("NCCL_HOST_IP").is_none(),
+            _ => true,
+        };
+        Ok(Group { raw, host })
     }
 
     /// This process's index in the group, 0..size.
@@ -91,45 +101,54 @@ impl Group {
             unsafe { sys::mlx_distributed_group_free(raw) };
             return Err(e);
         }
-        Ok(Group { raw })
+        Ok(Group { raw, host: self.host })
     }
 
     /// The element-wise sum of `x` over all ranks (every rank gets it).
     pub fn all_sum(&self, x: &Array) -> Result<Array> {
-        Array::op(|r, s| unsafe { sys::mlx_distributed_all_sum(r, x.raw(), self.raw, s) })
+        self.on_its_stream(|| Array::op(|r, s| unsafe { sys::mlx_distributed_all_sum(r, x.raw(), self.raw, s) }))
     }
 
     /// The element-wise maximum of `x` over all ranks.
     pub fn all_max(&self, x: &Array) -> Result<Array> {
-        Array::op(|r, s| unsafe { sys::mlx_distributed_all_max(r, x.raw(), self.raw, s) })
+        self.on_its_stream(|| Array::op(|r, s| unsafe { sys::mlx_distributed_all_max(r, x.raw(), self.raw, s) }))
     }
 
     /// Every rank's `x` concatenated along axis 0, in rank order.
     pub fn all_gather(&self, x: &Array) -> Result<Array> {
-        Array::op(|r, s| unsafe { sys::mlx_distributed_all_gather(r, x.raw(), self.raw, s) })
+        self.on_its_stream(|| Array::op(|r, s| unsafe { sys::mlx_distributed_all_gather(r, x.raw(), self.raw, s) }))
     }
 
     /// The sum over ranks of `x`, split along axis 0: rank i keeps the i-th part.
     pub fn sum_scatter(&self, x: &Array) -> Result<Array> {
-        Array::op(|r, s| unsafe { sys::mlx_distributed_sum_scatter(r, x.raw(), self.raw, s) })
+        self.on_its_stream(|| Array::op(|r, s| unsafe { sys::mlx_distributed_sum_scatter(r, x.raw(), self.raw, s) }))
     }
 
     /// Sends `x` to rank `dst`; the result (x itself) must be evaluated for the send to happen.
     pub fn send(&self, x: &Array, dst: usize) -> Result<Array> {
         self.check_peer(dst)?;
-        Array::op(|r, s| unsafe { sys::mlx_distributed_send(r, x.raw(), dst as i32, self.raw, s) })
+        self.on_its_stream(|| Array::op(|r, s| unsafe { sys::mlx_distributed_send(r, x.raw(), dst as i32, self.raw, s) }))
     }
 
     /// Receives an array of `shape` and `dtype` from rank `src`.
     pub fn recv(&self, shape: &[i32], dtype: Dtype, src: usize) -> Result<Array> {
         self.check_peer(src)?;
-        Array::op(|r, s| unsafe { sys::mlx_distributed_recv(r, shape.as_ptr(), shape.len(), dtype.raw(), src as i32, self.raw, s) })
+        self.on_its_stream(|| Array::op(|r, s| unsafe { sys::mlx_distributed_recv(r, shape.as_ptr(), shape.len(), dtype.raw(), src as i32, self.raw, s) }))
     }
 
     /// Receives an array shaped and typed like `like` from rank `src`.
     pub fn recv_like(&self, like: &Array, src: usize) -> Result<Array> {
         self.check_peer(src)?;
-        Array::op(|r, s| unsafe { sys::mlx_distributed_recv_like(r, like.raw(), src as i32, self.raw, s) })
+        self.on_its_stream(|| Array::op(|r, s| unsafe { sys::mlx_distributed_recv_like(r, like.raw(), src as i32, self.raw, s) }))
+    }
+
+    /// Queues a collective where the backend can run it: a host backend's on the CPU stream.
+    fn on_its_stream(&self, op: impl FnOnce() -> Result<Array>) -> Result<Array> {
+        if self.host {
+            super::stream::on_cpu(op)?
+        } else {
+            op()
+        }
     }
 
     fn check_peer(&self, peer: usize) -> Result<()> {

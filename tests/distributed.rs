@@ -4,6 +4,7 @@
 
 use gomlx::mlx::distributed::Group;
 use gomlx::mlx::{Array, Dtype};
+use gomlx::models::shard::MoeSplit;
 use std::ffi::c_char;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -177,10 +178,16 @@ const GREEDY: usize = 6;
 /// Logits of `PROMPT` (all positions, flattened) and the greedy tokens after it,
 /// on the CPU in float32; split over the ring group when `distributed`.
 fn run_model(fixture: &str, distributed: bool, dequantize: Option<bool>) -> gomlx::Result<(Vec<f32>, Vec<u32>)> {
+    run_model_moe(fixture, distributed, dequantize, None).map(|(l, t, _)| (l, t))
+}
+
+/// `run_model` with the mixture-of-experts split `moe` (None: the default), and
+/// the split the load chose (`ModelInfo::moe_split`).
+fn run_model_moe(fixture: &str, distributed: bool, dequantize: Option<bool>, moe: Option<MoeSplit>) -> gomlx::Result<(Vec<f32>, Vec<u32>, Option<String>)> {
     use gomlx::models::{LoadOptions, Logits, Model};
     gomlx::mlx::stream::set_thread_stream(gomlx::mlx::Stream::new(gomlx::mlx::DeviceKind::Cpu)?);
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/models").join(fixture);
-    let opts = LoadOptions { dtype: Some(Dtype::F32), dequantize, distributed: distributed.then(|| "ring".to_string()), ..Default::default() };
+    let opts = LoadOptions { dtype: Some(Dtype::F32), dequantize, distributed: distributed.then(|| "ring".to_string()), moe_split: moe, ..Default::default() };
     let model = Model::load(&path, &opts)?;
     if distributed {
         // Really split: this rank holds part of the weights.
@@ -200,7 +207,7 @@ fn run_model(fixture: &str, distributed: bool, dequantize: Option<bool>) -> goml
         next = argmax(&l);
         greedy.push(next);
     }
-    Ok((all, greedy))
+    Ok((all, greedy, model.info().moe_split.clone()))
 }
 
 /// Runs `test` as `ranks` ranks splitting `fixture` and checks every rank
@@ -212,9 +219,16 @@ fn check_split(test: &str, fixture: &str, ranks: usize, dequantize: Option<bool>
 
 /// `check_split` with the bound `tolerance` instead of `LOGIT_TOLERANCE`.
 fn check_split_within(test: &str, fixture: &str, ranks: usize, dequantize: Option<bool>, tolerance: f32) {
+    check_split_moe(test, fixture, ranks, dequantize, tolerance, None, None)
+}
+
+/// `check_split_within` asking for the mixture-of-experts split `moe` (None:
+/// the default), each rank reporting `expect` as the split chosen.
+fn check_split_moe(test: &str, fixture: &str, ranks: usize, dequantize: Option<bool>, tolerance: f32, moe: Option<MoeSplit>, expect: Option<&str>) {
     if let Some(rank) = as_rank() {
-        let (logits, tokens) = run_model(fixture, true, dequantize).unwrap();
+        let (logits, tokens, chosen) = run_model_moe(fixture, true, dequantize, moe).unwrap();
         println!("rank {rank}");
+        println!("moe split: {}", chosen.unwrap_or_default());
         println!("tokens: {}", serde_json::to_string(&tokens).unwrap());
         println!("result: {}", serde_json::to_string(&logits).unwrap());
         return;
@@ -229,6 +243,10 @@ fn check_split_within(test: &str, fixture: &str, ranks: usize, dequantize: Optio
         assert!(worst <= tolerance, "{fixture} over {ranks} ranks, rank {rank}: logits differ by {worst:e} (bound {tolerance:e})");
         let tokens: Vec<u32> = serde_json::from_str(out.lines().find_map(|l| l.strip_prefix("tokens: ")).unwrap()).unwrap();
         assert_eq!(tokens, greedy, "{fixture} over {ranks} ranks, rank {rank}: greedy tokens");
+        if let Some(expect) = expect {
+            let chosen = out.lines().find_map(|l| l.strip_prefix("moe split: ")).unwrap();
+            assert_eq!(chosen, expect, "{fixture} over {ranks} ranks, rank {rank}: mixture-of-experts split");
+        }
     }
 }
 
@@ -264,30 +282,90 @@ fn gqa_qwen3_over_4_ranks() {
     check_split("gqa_qwen3_over_4_ranks", "qwen3_qknorm", 4, None);
 }
 
+/// A mixture-of-experts fixture split the default way, which must choose `expect`.
+fn check_moe(test: &str, fixture: &str, ranks: usize, dequantize: Option<bool>, expect: &str) {
+    check_split_moe(test, fixture, ranks, dequantize, LOGIT_TOLERANCE, None, Some(expect))
+}
+
 #[test]
 fn moe_mixtral_over_2_ranks() {
-    check_split("moe_mixtral_over_2_ranks", "mixtral", 2, None);
+    // Per-expert w1/w3 rows and w2 columns of every expert.
+    check_moe("moe_mixtral_over_2_ranks", "mixtral", 2, None, "columns");
 }
 
 #[test]
 fn moe_qwen3_moe_over_4_ranks() {
-    check_split("moe_qwen3_moe_over_4_ranks", "qwen3_moe", 4, None);
+    check_moe("moe_qwen3_moe_over_4_ranks", "qwen3_moe", 4, None, "columns");
+}
+
+#[test]
+fn moe_qwen3_moe_by_experts_over_4_ranks() {
+    // Expert parallel on request: 2 whole experts per rank.
+    let test = "moe_qwen3_moe_by_experts_over_4_ranks";
+    check_split_moe(test, "qwen3_moe", 4, None, LOGIT_TOLERANCE, Some(MoeSplit::Experts), Some("experts"));
 }
 
 #[test]
 fn gpt_oss_sinks_and_biased_experts_over_2_ranks() {
-    check_split("gpt_oss_sinks_and_biased_experts_over_2_ranks", "gpt_oss", 2, None);
+    // The experts' down_proj bias is added once (rank 0), gate/up biases split with their rows.
+    check_moe("gpt_oss_sinks_and_biased_experts_over_2_ranks", "gpt_oss", 2, None, "columns");
 }
 
 #[test]
 fn gpt_oss_mxfp4_experts_over_2_ranks() {
-    check_split("gpt_oss_mxfp4_experts_over_2_ranks", "gpt_oss_mxfp4", 2, None);
+    // 32-wide experts over 2 ranks would cut MXFP4's groups of 32: whole experts instead.
+    check_moe("gpt_oss_mxfp4_experts_over_2_ranks", "gpt_oss_mxfp4", 2, None, "experts");
 }
 
 #[test]
 fn quantized_qwen3_moe_q4_over_2_ranks() {
-    // Kept quantised (not expanded at load): packed weights, scales and biases are split.
-    check_split("quantized_qwen3_moe_q4_over_2_ranks", "qwen3_moe_q4", 2, Some(false));
+    // Kept quantised (not expanded at load): 16 columns per rank would cut the groups
+    // of 32, so the experts split whole (packed weights, scales and biases by expert).
+    check_moe("quantized_qwen3_moe_q4_over_2_ranks", "qwen3_moe_q4", 2, Some(false), "experts");
+}
+
+#[test]
+fn quantized_wide_qwen3_moe_by_columns_over_2_ranks() {
+    // qwen3_moe with each expert twice as wide (its rows twice, down_proj halved, twice),
+    // stacked and quantised 4-bit in groups of 32: each rank's 32 down_proj columns are one group.
+    let parent = if as_rank().is_some() { std::os::unix::process::parent_id() } else { std::process::id() };
+    let dir = std::env::temp_dir().join(format!("gomlx-qwen3-moe-wide-{parent}"));
+    if as_rank().is_none() {
+        gomlx::mlx::stream::set_thread_stream(gomlx::mlx::Stream::new(gomlx::mlx::DeviceKind::Cpu).unwrap());
+        let from = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/models/qwen3_moe");
+        let mut tensors = gomlx::mlx::io::load_safetensors(&from.join("model.safetensors")).unwrap().tensors;
+        let mut config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(from.join("config.json")).unwrap()).unwrap();
+        let experts = config["num_experts"].as_u64().unwrap();
+        for l in 0..config["num_hidden_layers"].as_u64().unwrap() {
+            let p = format!("model.layers.{l}.mlp");
+            if !tensors.contains_key(&format!("{p}.experts.0.down_proj.weight")) {
+                continue;
+            }
+            for n in ["gate_proj", "up_proj", "down_proj"] {
+                let parts: Vec<Array> = (0..experts).map(|e| tensors.remove(&format!("{p}.experts.{e}.{n}.weight")).unwrap()).collect();
+                let w = gomlx::mlx::stack(&parts.iter().collect::<Vec<_>>(), 0).unwrap();
+                let wide = match n {
+                    "down_proj" => {
+                        let half = w.mul_scalar(0.5).unwrap();
+                        gomlx::mlx::concatenate(&[&half, &half], 2).unwrap()
+                    }
+                    _ => gomlx::mlx::concatenate(&[&w, &w], 1).unwrap(),
+                };
+                let (q, scales, biases) = gomlx::mlx::quantize(&wide, 32, 4).unwrap();
+                let name = format!("{p}.switch_mlp.{n}");
+                tensors.extend([(format!("{name}.weight"), q), (format!("{name}.scales"), scales), (format!("{name}.biases"), biases)]);
+            }
+        }
+        std::fs::create_dir_all(&dir).unwrap();
+        gomlx::mlx::io::save_safetensors(&dir.join("model.safetensors"), &tensors, &Default::default()).unwrap();
+        config["moe_intermediate_size"] = serde_json::json!(64);
+        config["quantization"] = serde_json::json!({"group_size": 32, "bits": 4});
+        std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+    }
+    check_moe("quantized_wide_qwen3_moe_by_columns_over_2_ranks", dir.to_str().unwrap(), 2, Some(false), "columns");
+    if as_rank().is_none() {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
 
 #[test]
@@ -310,8 +388,10 @@ fn gemma4_over_4_ranks() {
 
 #[test]
 fn gemma4_moe_over_2_ranks() {
-    // Global layers have 1 kv head (values are the keys): both ranks hold it.
-    check_split_within("gemma4_moe_over_2_ranks", "gemma4_moe", 2, None, GEMMA4_TOLERANCE);
+    // Global layers have 1 kv head (values are the keys): both ranks hold it. The
+    // fused gate_up_proj [E, 2I, H] gives each rank its rows of both halves.
+    let test = "gemma4_moe_over_2_ranks";
+    check_split_moe(test, "gemma4_moe", 2, None, GEMMA4_TOLERANCE, None, Some("columns"));
 }
 
 #[test]

@@ -83,7 +83,7 @@ fn load_gguf(path: &Path, opts: &LoadOptions, want_tokenizer: bool, group: Optio
         // Split: the tensors are converted whole, then cut (docs/distributed.md).
         let model = gguf::config_and_weights(&g, gguf::Reader::Auto).and_then(|(config, weights)| match group {
             Some(group) => {
-                let shard = Shard::new(group, &config)?;
+                let shard = Shard::new_with(group, &config, super::tuning::moe_split(&opts))?;
                 Model::build(config, weights.shard_in_memory(&shard)?, &opts, Some(shard))
             }
             None => Model::from_weights(config, weights, &opts),

@@ -238,6 +238,8 @@ fn check_split_moe(test: &str, fixture: &str, ranks: usize, dequantize: Option<b
     for (rank, out) in outs.iter().enumerate() {
         let got = result_of(out);
         assert_eq!(got.len(), whole.len(), "{fixture} rank {rank}: logits count");
+        // A NaN would slip through the largest-difference fold below.
+        assert!(got.iter().chain(&whole).all(|v| v.is_finite()), "{fixture} rank {rank}: logits not finite");
         let worst = got.iter().zip(&whole).map(|(a, b)| (a - b).abs() / (1.0 + b.abs())).fold(0f32, f32::max);
         eprintln!("{fixture} over {ranks} ranks, rank {rank}: largest logit difference {worst:e} (relative to 1 + |logit|)");
         assert!(worst <= tolerance, "{fixture} over {ranks} ranks, rank {rank}: logits differ by {worst:e} (bound {tolerance:e})");
@@ -315,6 +317,39 @@ fn gpt_oss_sinks_and_biased_experts_over_2_ranks() {
 fn gpt_oss_mxfp4_experts_over_2_ranks() {
     // 32-wide experts over 2 ranks would cut MXFP4's groups of 32: whole experts instead.
     check_moe("gpt_oss_mxfp4_experts_over_2_ranks", "gpt_oss_mxfp4", 2, None, "experts");
+}
+
+#[test]
+fn gpt_oss_mxfp4_wide_experts_by_columns_over_2_ranks() {
+    // gpt_oss_mxfp4 with each expert twice as wide (OpenAI's blocks, scales and biases
+    // repeated along the width: gate/up stay interleaved pairs): each rank's 32 down_proj
+    // columns are one MXFP4 group, its gate/up rows one contiguous run of the fused tensor.
+    let parent = if as_rank().is_some() { std::os::unix::process::parent_id() } else { std::process::id() };
+    let dir = std::env::temp_dir().join(format!("gomlx-gpt-oss-wide-{parent}"));
+    if as_rank().is_none() {
+        gomlx::mlx::stream::set_thread_stream(gomlx::mlx::Stream::new(gomlx::mlx::DeviceKind::Cpu).unwrap());
+        let from = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/models/gpt_oss_mxfp4");
+        let mut tensors = gomlx::mlx::io::load_safetensors(&from.join("model.safetensors")).unwrap().tensors;
+        let mut config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(from.join("config.json")).unwrap()).unwrap();
+        for l in 0..config["num_hidden_layers"].as_u64().unwrap() {
+            let p = format!("model.layers.{l}.mlp.experts");
+            for (n, axis) in
+                [("gate_up_proj_blocks", 1), ("gate_up_proj_scales", 1), ("gate_up_proj_bias", 1), ("down_proj_blocks", 2), ("down_proj_scales", 2)]
+            {
+                let name = format!("{p}.{n}");
+                let w = tensors.remove(&name).unwrap();
+                tensors.insert(name, gomlx::mlx::concatenate(&[&w, &w], axis).unwrap());
+            }
+        }
+        std::fs::create_dir_all(&dir).unwrap();
+        gomlx::mlx::io::save_safetensors(&dir.join("model.safetensors"), &tensors, &Default::default()).unwrap();
+        config["intermediate_size"] = serde_json::json!(2 * config["intermediate_size"].as_u64().unwrap());
+        std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+    }
+    check_moe("gpt_oss_mxfp4_wide_experts_by_columns_over_2_ranks", dir.to_str().unwrap(), 2, None, "columns");
+    if as_rank().is_none() {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
 
 #[test]

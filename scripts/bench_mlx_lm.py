@@ -8,6 +8,9 @@ is the one the gomlx side runs, step for step, in the same order:
 - load: `mlx_lm.load(dir)` (weights evaluated: lazy=False), tokenizer included, with
   `adapter_path=ADAPTER_DIR` when given (`gomlx bench --adapter-path`);
   timed from the call to its return, imports excluded (as gomlx's process start is).
+  When gomlx's model is split over ranks (`gomlx launch ... gomlx bench`, which sets
+  GOMLX_BENCH_SHARDED to the backend), every rank runs this script: the group of that
+  backend, then `mlx_lm.utils.sharded_load(dir)` (mlx-lm's tensor parallel) instead.
 - prefill / time to first token: `stream_generate(prompt=<prefill ids>, max_tokens=1)`,
   greedy; TTFT = wall time from the call to the first response; prefill tok/s =
   prompt tokens / TTFT.
@@ -34,12 +37,14 @@ wheel's reference BLAS unless something preloaded another).
 
 import ctypes
 import json
+import os
 import resource
 import sys
 import time
 
 import mlx.core as mx
 from mlx_lm import load, stream_generate
+from mlx_lm.utils import sharded_load
 from mlx_lm.sample_utils import make_sampler
 from mlx.utils import tree_flatten
 
@@ -115,7 +120,14 @@ def main():
 
     mx.reset_peak_memory()
     t = time.perf_counter()
-    model, tokenizer, config = load(model_dir, adapter_path=adapter, return_config=True)
+    backend = os.environ.get("GOMLX_BENCH_SHARDED")
+    if backend:
+        group = mx.distributed.init(strict=True, backend=backend)
+        model, tokenizer, config = sharded_load(model_dir, tensor_group=group, return_config=True)
+        mx.eval(model.parameters())
+        out["ranks"] = group.size()
+    else:
+        model, tokenizer, config = load(model_dir, adapter_path=adapter, return_config=True)
     out["load_s"] = time.perf_counter() - t
     out["dtype"], out["weights"], out["weight_bytes"] = describe(model, config)
     steps = {"load": mx.get_peak_memory()}

@@ -32,9 +32,18 @@ fn run_ranks(test: &str, n: usize) -> Vec<String> {
     let exe = std::env::current_exe().unwrap();
     run_commands(test, n, |rank| {
         let mut c = Command::new(&exe);
-        c.args([test, "--exact", "--nocapture", "--test-threads=1", "-q"]).env("GOMLX_TEST_RANK", rank.to_string());
+        c.args([test, "--exact", "--nocapture", "--test-threads=1", "-q"])
+            .env("GOMLX_TEST_RANK", rank.to_string())
+            .env("GOMLX_TEST_PARENT", std::process::id().to_string());
         c
     })
+}
+
+/// Where rank `rank` of `test` leaves its logits (little-endian f32): a
+/// vocabulary of 262k at every position is too much for a stdout line.
+fn logits_file(test: &str, rank: usize) -> PathBuf {
+    let parent = std::env::var("GOMLX_TEST_PARENT").unwrap_or_else(|_| std::process::id().to_string());
+    std::env::temp_dir().join(format!("gomlx-split-{test}-{parent}-{rank}.f32"))
 }
 
 /// Runs `command(rank)` as rank 0..n of a ring group on loopback (MLX_RANK and a
@@ -175,39 +184,60 @@ const PROMPT: [u32; 40] = {
 };
 const GREEDY: usize = 6;
 
-/// Logits of `PROMPT` (all positions, flattened) and the greedy tokens after it,
-/// on the CPU in float32; split over the ring group when `distributed`.
-fn run_model(fixture: &str, distributed: bool, dequantize: Option<bool>) -> gomlx::Result<(Vec<f32>, Vec<u32>)> {
-    run_model_moe(fixture, distributed, dequantize, None).map(|(l, t, _)| (l, t))
+/// A model to split and how to compare it with the whole one.
+struct Case<'a> {
+    path: PathBuf,
+    prompt: &'a [u32],
+    /// Greedy tokens after the prompt.
+    greedy: usize,
+    dtype: Dtype,
+    dequantize: Option<bool>,
+    /// The largest |split - whole| / (1 + |whole|) allowed per logit.
+    tolerance: f64,
+    /// The mixture-of-experts split asked for (None: the default) and the one
+    /// each rank's load must report choosing (`ModelInfo::moe_split`).
+    moe: Option<MoeSplit>,
+    moe_chosen: Option<&'a str>,
 }
 
-/// `run_model` with the mixture-of-experts split `moe` (None: the default), and
-/// the split the load chose (`ModelInfo::moe_split`).
-fn run_model_moe(fixture: &str, distributed: bool, dequantize: Option<bool>, moe: Option<MoeSplit>) -> gomlx::Result<(Vec<f32>, Vec<u32>, Option<String>)> {
+impl Case<'_> {
+    /// A fixture of tests/fixtures/models: `PROMPT`, float32, `LOGIT_TOLERANCE`.
+    fn fixture(name: &str, dequantize: Option<bool>) -> Case<'static> {
+        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/models").join(name);
+        Case { path, prompt: &PROMPT, greedy: GREEDY, dtype: Dtype::F32, dequantize, tolerance: LOGIT_TOLERANCE, moe: None, moe_chosen: None }
+    }
+}
+
+/// Logits of the prompt (all positions, flattened) and the greedy tokens after
+/// it, on the CPU; split over the ring group when `distributed`.
+fn run_model(case: &Case, distributed: bool) -> gomlx::Result<(Vec<f64>, Vec<u32>)> {
     use gomlx::models::{LoadOptions, Logits, Model};
     gomlx::mlx::stream::set_thread_stream(gomlx::mlx::Stream::new(gomlx::mlx::DeviceKind::Cpu)?);
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/models").join(fixture);
-    let opts = LoadOptions { dtype: Some(Dtype::F32), dequantize, distributed: distributed.then(|| "ring".to_string()), moe_split: moe, ..Default::default() };
-    let model = Model::load(&path, &opts)?;
+    let backend = distributed.then(|| "ring".to_string());
+    let opts = LoadOptions { dtype: Some(case.dtype), dequantize: case.dequantize, distributed: backend, moe_split: case.moe, ..Default::default() };
+    let model = Model::load(&case.path, &opts)?;
     if distributed {
         // Really split: this rank holds part of the weights.
         let info = model.info();
         assert!(info.ranks > 1 && info.rank == as_rank().unwrap(), "rank {} of {}", info.rank, info.ranks);
+        if let Some(chosen) = case.moe_chosen {
+            assert_eq!(info.moe_split.as_deref(), Some(chosen), "mixture-of-experts split of {}", case.path.display());
+        }
     }
     let mut caches = model.new_caches();
-    let tokens = Array::from_slice(&PROMPT, &[1, PROMPT.len() as i32])?;
+    let tokens = Array::from_slice(case.prompt, &[1, case.prompt.len() as i32])?;
     let logits = model.forward(&tokens, &mut caches, None, Logits::All)?;
     let v = logits.dim(-1) as usize;
-    let all = logits.to_vec::<f32>()?;
-    let argmax = |row: &[f32]| row.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map(|(i, _)| i as u32).unwrap();
+    let all = logits.astype(Dtype::F64)?.to_vec::<f64>()?;
+    let argmax = |row: &[f64]| row.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map(|(i, _)| i as u32).unwrap();
     let mut next = argmax(&all[all.len() - v..]);
     let mut greedy = vec![next];
-    while greedy.len() < GREEDY {
-        let l = model.forward(&Array::from_slice(&[next], &[1, 1])?, &mut caches, None, Logits::Last)?.to_vec::<f32>()?;
+    while greedy.len() < case.greedy {
+        let l = model.forward(&Array::from_slice(&[next], &[1, 1])?, &mut caches, None, Logits::Last)?.astype(Dtype::F64)?.to_vec::<f64>()?;
         next = argmax(&l);
         greedy.push(next);
     }
-    Ok((all, greedy, model.info().moe_split.clone()))
+    Ok((all, greedy))
 }
 
 /// Runs `test` as `ranks` ranks splitting `fixture` and checks every rank
@@ -218,50 +248,49 @@ fn check_split(test: &str, fixture: &str, ranks: usize, dequantize: Option<bool>
 }
 
 /// `check_split` with the bound `tolerance` instead of `LOGIT_TOLERANCE`.
-fn check_split_within(test: &str, fixture: &str, ranks: usize, dequantize: Option<bool>, tolerance: f32) {
-    check_split_moe(test, fixture, ranks, dequantize, tolerance, None, None)
+fn check_split_within(test: &str, fixture: &str, ranks: usize, dequantize: Option<bool>, tolerance: f64) {
+    check_split_of(test, &Case { tolerance, ..Case::fixture(fixture, dequantize) }, ranks);
 }
 
-/// `check_split_within` asking for the mixture-of-experts split `moe` (None:
-/// the default), each rank reporting `expect` as the split chosen.
-fn check_split_moe(test: &str, fixture: &str, ranks: usize, dequantize: Option<bool>, tolerance: f32, moe: Option<MoeSplit>, expect: Option<&str>) {
+/// `check_split` of any case.
+fn check_split_of(test: &str, case: &Case, ranks: usize) {
+    let what = case.path.file_name().unwrap().to_string_lossy();
     if let Some(rank) = as_rank() {
-        let (logits, tokens, chosen) = run_model_moe(fixture, true, dequantize, moe).unwrap();
-        println!("rank {rank}");
-        println!("moe split: {}", chosen.unwrap_or_default());
+        let (logits, tokens) = run_model(case, true).unwrap();
+        std::fs::write(logits_file(test, rank), logits.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>()).unwrap();
         println!("tokens: {}", serde_json::to_string(&tokens).unwrap());
-        println!("result: {}", serde_json::to_string(&logits).unwrap());
         return;
     }
-    let (whole, greedy) = run_model(fixture, false, dequantize).unwrap();
+    let (whole, want) = run_model(case, false).unwrap();
+    // The whole model's buffers go back before the ranks load theirs.
+    gomlx::mlx::memory::clear_cache().unwrap();
     let outs = run_ranks(test, ranks);
     for (rank, out) in outs.iter().enumerate() {
-        let got = result_of(out);
-        assert_eq!(got.len(), whole.len(), "{fixture} rank {rank}: logits count");
+        let file = logits_file(test, rank);
+        let bytes = std::fs::read(&file).unwrap();
+        let _ = std::fs::remove_file(&file);
+        let got: Vec<f64> = bytes.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap())).collect();
+        assert_eq!(got.len(), whole.len(), "{what} rank {rank}: logits count");
         // A NaN would slip through the largest-difference fold below.
-        assert!(got.iter().chain(&whole).all(|v| v.is_finite()), "{fixture} rank {rank}: logits not finite");
-        let worst = got.iter().zip(&whole).map(|(a, b)| (a - b).abs() / (1.0 + b.abs())).fold(0f32, f32::max);
-        eprintln!("{fixture} over {ranks} ranks, rank {rank}: largest logit difference {worst:e} (relative to 1 + |logit|)");
-        assert!(worst <= tolerance, "{fixture} over {ranks} ranks, rank {rank}: logits differ by {worst:e} (bound {tolerance:e})");
+        assert!(got.iter().chain(&whole).all(|v| v.is_finite()), "{what} rank {rank}: logits not finite");
+        let worst = got.iter().zip(&whole).map(|(a, b)| (a - b).abs() / (1.0 + b.abs())).fold(0f64, f64::max);
+        eprintln!("{what} over {ranks} ranks in {}, rank {rank}: largest logit difference {worst:e} (relative to 1 + |logit|)", case.dtype.name());
+        assert!(worst <= case.tolerance, "{what} over {ranks} ranks, rank {rank}: logits differ by {worst:e} (bound {:e})", case.tolerance);
         let tokens: Vec<u32> = serde_json::from_str(out.lines().find_map(|l| l.strip_prefix("tokens: ")).unwrap()).unwrap();
-        assert_eq!(tokens, greedy, "{fixture} over {ranks} ranks, rank {rank}: greedy tokens");
-        if let Some(expect) = expect {
-            let chosen = out.lines().find_map(|l| l.strip_prefix("moe split: ")).unwrap();
-            assert_eq!(chosen, expect, "{fixture} over {ranks} ranks, rank {rank}: mixture-of-experts split");
-        }
+        assert_eq!(tokens, want, "{what} over {ranks} ranks, rank {rank}: greedy tokens");
     }
 }
 
 /// |split - whole| / (1 + |whole|) for each logit. The products of a rank sum
 /// fewer terms and the ranks' partial sums are added after: float32 rounding
 /// of sums of ~100 terms of these models (measured: docs/distributed.md).
-const LOGIT_TOLERANCE: f32 = 3e-5;
+const LOGIT_TOLERANCE: f64 = 3e-5;
 
 /// Gemma 4's fixtures move more under float32 rounding (attention scale 1 on
 /// normed queries and keys): on the dense one mlx-lm and transformers differ by
 /// 4.6e-5, and the whole model here is 2.6e-5 from transformers (the split 1.9e-5),
 /// by this measure; split against whole measured 3.5e-5 at most (docs/distributed.md).
-const GEMMA4_TOLERANCE: f32 = 1e-4;
+const GEMMA4_TOLERANCE: f64 = 1e-4;
 
 #[test]
 fn dense_llama_tied_over_2_ranks() {
@@ -286,7 +315,7 @@ fn gqa_qwen3_over_4_ranks() {
 
 /// A mixture-of-experts fixture split the default way, which must choose `expect`.
 fn check_moe(test: &str, fixture: &str, ranks: usize, dequantize: Option<bool>, expect: &str) {
-    check_split_moe(test, fixture, ranks, dequantize, LOGIT_TOLERANCE, None, Some(expect))
+    check_split_of(test, &Case { moe_chosen: Some(expect), ..Case::fixture(fixture, dequantize) }, ranks);
 }
 
 #[test]
@@ -304,7 +333,7 @@ fn moe_qwen3_moe_over_4_ranks() {
 fn moe_qwen3_moe_by_experts_over_4_ranks() {
     // Expert parallel on request: 2 whole experts per rank.
     let test = "moe_qwen3_moe_by_experts_over_4_ranks";
-    check_split_moe(test, "qwen3_moe", 4, None, LOGIT_TOLERANCE, Some(MoeSplit::Experts), Some("experts"));
+    check_split_of(test, &Case { moe: Some(MoeSplit::Experts), moe_chosen: Some("experts"), ..Case::fixture("qwen3_moe", None) }, 4);
 }
 
 #[test]
@@ -425,8 +454,8 @@ fn gemma4_over_4_ranks() {
 fn gemma4_moe_over_2_ranks() {
     // Global layers have 1 kv head (values are the keys): both ranks hold it. The
     // fused gate_up_proj [E, 2I, H] gives each rank its rows of both halves.
-    let test = "gemma4_moe_over_2_ranks";
-    check_split_moe(test, "gemma4_moe", 2, None, GEMMA4_TOLERANCE, None, Some("columns"));
+    let case = Case { tolerance: GEMMA4_TOLERANCE, moe_chosen: Some("columns"), ..Case::fixture("gemma4_moe", None) };
+    check_split_of("gemma4_moe_over_2_ranks", &case, 2);
 }
 
 #[test]
@@ -472,7 +501,7 @@ fn gemma4_moe_dense_mlp_kept_whole_over_2_ranks() {
 /// What each rank of `test` reports when loading `fixture` split over the ring group fails.
 fn split_error(test: &str, fixture: &str, ranks: usize) -> Option<Vec<String>> {
     if as_rank().is_some() {
-        let e = run_model(fixture, true, Some(false)).map(|_| ()).unwrap_err().to_string();
+        let e = run_model(&Case::fixture(fixture, Some(false)), true).map(|_| ()).unwrap_err().to_string();
         println!("result: []");
         println!("error: {e}");
         return None;
@@ -498,12 +527,49 @@ fn a_split_through_a_quantisation_group_is_refused() {
     }
 }
 
+// ---- GGUF files: each rank decodes only its part of each tensor ----
+
+/// 8 ordinary tokens of both vocabularies, and 4 greedy ones after them: Gemma 3's
+/// 262k-entry vocabulary makes every position's logits 1 MiB.
+const GGUF_PROMPT: [u32; 8] = [1000, 1613, 2226, 2839, 3452, 4065, 4678, 5291];
+
+fn gguf(name: &str) -> PathBuf {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".cache/models").join(name);
+    assert!(p.is_file(), "{} is missing: run scripts/fetch-models", p.display());
+    p
+}
+
+#[test]
+fn gguf_smollm2_q4_1_over_3_ranks() {
+    // 9 heads, 3 kv heads: q/k rows unpermuted per head on each rank; the whole
+    // model loads through MLX's reader, the ranks through gomlx's decoders.
+    let case =
+        Case { path: smollm2(), prompt: &GGUF_PROMPT, greedy: 4, dtype: Dtype::F32, dequantize: None, tolerance: LOGIT_TOLERANCE, moe: None, moe_chosen: None };
+    check_split_of("gguf_smollm2_q4_1_over_3_ranks", &case, 3);
+}
+
+#[test]
+fn gguf_gemma3_q4_k_m_over_2_ranks() {
+    // 4 heads, 1 kv head (whole on both ranks); o/down columns in whole Q4_K/Q6_K
+    // blocks of 256. In float64: Gemma's large residual values put float32's
+    // reordered sums 9.5e-5 apart (docs/distributed.md), float64's agree to 1e-12.
+    let case = Case {
+        path: gguf("gemma-3-270m-q4_k_m.gguf"),
+        prompt: &GGUF_PROMPT,
+        greedy: 4,
+        dtype: Dtype::F64,
+        dequantize: None,
+        tolerance: 1e-12,
+        moe: None,
+        moe_chosen: None,
+    };
+    check_split_of("gguf_gemma3_q4_k_m_over_2_ranks", &case, 2);
+}
+
 // ---- The command line, SPMD: every rank runs the same command, rank 0 prints ----
 
 fn smollm2() -> PathBuf {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".cache/models/SmolLM2-135M-Instruct.Q4_1.gguf");
-    assert!(p.is_file(), "{} is missing: run scripts/fetch-models", p.display());
-    p
+    gguf("SmolLM2-135M-Instruct.Q4_1.gguf")
 }
 
 /// `gomlx ARGS` alone, then as 3 ranks with `--distributed ring` (SmolLM2's 9
@@ -550,6 +616,25 @@ fn classify_split_over_3_ranks_gives_the_same_tokens() {
     }
     assert!(outs[1].is_empty() && outs[2].is_empty(), "followers print nothing: {outs:?}");
     let _ = std::fs::remove_dir_all(&d);
+}
+
+#[test]
+fn bench_split_over_3_ranks_measures_the_same_tokens() {
+    // Every rank runs the bench and its worker processes in step; rank 0's workers lead,
+    // the others' follow, and rank 0 alone reports.
+    let m = smollm2();
+    let small = ["--reps", "1", "--prefill-tokens", "16", "--decode-tokens", "4", "--classify-prompts", "2", "--no-warmup", "--json"];
+    let args: Vec<&str> = ["bench", "--model", m.to_str().unwrap()].into_iter().chain(small).collect();
+    let (whole, outs) = gomlx_split("bench", &args);
+    let report = |t: &str| serde_json::from_str::<serde_json::Value>(t.trim()).unwrap_or_else(|e| panic!("{e}: {t}"));
+    let (a, b) = (report(&whole), report(&outs[0]));
+    assert_eq!((a["gomlx"][0]["ranks"].as_u64(), b["gomlx"][0]["ranks"].as_u64()), (Some(1), Some(3)));
+    let (ra, rb) = (&a["runs"]["gomlx"]["auto"][0], &b["runs"]["gomlx"]["auto"][0]);
+    for k in ["decode_ids", "classify_ids", "classify_prefixed_ids"] {
+        assert!(ra[k].as_array().is_some_and(|v| !v.is_empty()), "{k}: {ra}");
+        assert_eq!(ra[k], rb[k], "{k}");
+    }
+    assert!(outs[1].is_empty() && outs[2].is_empty(), "followers print nothing: {outs:?}");
 }
 
 // ---- A C host as ranks: rank 0 loads and serves, the others gm_follow ----

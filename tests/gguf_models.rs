@@ -175,3 +175,54 @@ fn every_tensor_decodes() {
         assert_eq!(n, m.file.tensors.len(), "{name}: every tensor maps to a parameter");
     }
 }
+
+/// A rank of a split model decodes only its part of each tensor: the bytes of
+/// its rows (q/k/v/gate/up, embedding rows) or of its columns in each row
+/// (o/down), the norms whole; counted per tensor against the shapes.
+#[test]
+fn a_rank_of_a_split_model_reads_only_its_bytes() {
+    use gomlx::mlx::distributed::Group;
+    use gomlx::models::gguf::{config, split_weights};
+    use gomlx::models::shard::Shard;
+    // (file, ranks, rank): SmolLM2's 9 heads and 3 kv heads in 3; Gemma 3's 4 heads in 2, its one kv head whole on each.
+    for (name, size, rank) in [(SMOL, 3u64, 1usize), (GEMMA, 2, 0)] {
+        let g = GgufModel::open(model_path(name)).unwrap();
+        let c = config(&g).unwrap();
+        let group = std::sync::Arc::new(Group::init("any", false).unwrap());
+        let shard = Shard {
+            group,
+            rank,
+            size: size as usize,
+            heads: c.num_heads,
+            kv_heads: c.num_kv_heads,
+            vocab: c.vocab_size,
+            experts: 0,
+            moe: gomlx::models::shard::MoeSplit::Experts,
+            gemma4: None,
+        };
+        let split = split_weights(&g, c.clone(), &shard).unwrap();
+        let (mut read, mut whole) = (0u64, 0u64);
+        for (hf, info) in g.names().unwrap() {
+            let (block, bsize) = info.ty.block();
+            let shape = info.shape();
+            let row = |cols: usize| (cols / block * bsize) as u64;
+            let want = match shape[..] {
+                [_] => info.size,
+                [_, cols] if hf.contains("k_proj") || hf.contains("v_proj") => {
+                    if c.num_kv_heads < size as usize {
+                        info.size
+                    } else {
+                        shape[0] as u64 / size * row(cols)
+                    }
+                }
+                [_, cols] if hf.contains("o_proj") || hf.contains("down_proj") => shape[0] as u64 * row(cols / size as usize),
+                [rows, cols] => rows as u64 / size * row(cols),
+                _ => panic!("{hf}: shape {shape:?}"),
+            };
+            assert_eq!(split.read[&hf], want, "{name} {hf}");
+            (read, whole) = (read + want, whole + info.size);
+        }
+        eprintln!("{name}: rank {rank} of {size} decodes {read} of {whole} bytes of tensor data ({:.1}%)", 100.0 * read as f64 / whole as f64);
+        assert!(read * size <= whole + whole / 50, "{name}: {read} bytes of {whole}");
+    }
+}

@@ -400,3 +400,22 @@ fn mxfp4() {
     assert_eq!(gomlx::models::gguf::quants::e8m0_half(1), 2f32.powi(-127));
     assert_eq!(gomlx::models::gguf::quants::e8m0_half(127), 0.5);
 }
+
+#[test]
+fn the_bytes_of_a_part_of_a_tensor() {
+    use gomlx::models::gguf::quants::window;
+    // Q4_K rows of 512 values: two blocks of 144 bytes, 288 bytes a row.
+    assert_eq!(window(GgmlType::Q4_K, &[3, 512], 0, 1, 2).unwrap(), vec![288..864]);
+    assert_eq!(window(GgmlType::Q4_K, &[3, 512], 1, 256, 256).unwrap(), vec![144..288, 432..576, 720..864]);
+    // A stack of experts [4, 2, 64] in Q8_0 (two 34-byte blocks a row): experts 2..4.
+    assert_eq!(window(GgmlType::Q8_0, &[4, 2, 64], 0, 2, 2).unwrap(), vec![272..544]);
+    // F16 columns 3..5 of 2 rows of 8; a vector's entries 2..6 of F32.
+    assert_eq!(window(GgmlType::F16, &[2, 8], 1, 3, 2).unwrap(), vec![6..10, 22..26]);
+    assert_eq!(window(GgmlType::F32, &[8], 0, 2, 4).unwrap(), vec![8..24]);
+    let e = window(GgmlType::Q4_K, &[3, 512], 1, 128, 256).unwrap_err().to_string();
+    assert!(e.contains("columns 128..384 would cut its Q4_K blocks of 256 values"), "{e}");
+    let e = window(GgmlType::Q8_0, &[3, 64], 0, 2, 2).unwrap_err().to_string();
+    assert!(e.contains("entries 2..4 of axis 0 are past its 3"), "{e}");
+    let e = window(GgmlType::F32, &[2, 3, 4], 1, 0, 1).unwrap_err().to_string();
+    assert!(e.contains("only the first or the last axis"), "{e}");
+}

@@ -460,3 +460,236 @@ mod moe_gguf {
         check("mixtral", file);
     }
 }
+
+/// A rank's part of a tensor (tensor parallel) decoded from only its bytes
+/// equals the whole tensor decoded and then cut, for every decodable type.
+mod split {
+    use super::{f32s, write, W};
+    use gomlx::mlx::distributed::Group;
+    use gomlx::models::gguf::{config, split_weights, GgmlType, GgufModel, TensorData};
+    use gomlx::models::shard::Shard;
+    use std::sync::Arc;
+
+    /// A xorshift stream: reproducible bytes without a dependency.
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+        fn unit(&mut self) -> f32 {
+            (self.next() >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
+        }
+    }
+
+    /// Offsets of each block's f16 scale fields (set to finite values; the rest is random).
+    fn half_fields(ty: GgmlType) -> &'static [usize] {
+        use GgmlType::*;
+        match ty {
+            Q4_0 | Q5_0 | Q8_0 | IQ4_NL | IQ4_XS => &[0],
+            Q4_1 | Q5_1 | Q4_K | Q5_K => &[0, 2],
+            Q6_K => &[208],
+            Q2_K => &[80, 82],
+            Q3_K => &[108],
+            _ => &[],
+        }
+    }
+
+    /// `n` values of `ty` as the file stores them.
+    fn data(ty: GgmlType, n: usize, rng: &mut Rng) -> Vec<u8> {
+        match ty {
+            GgmlType::F32 => return f32s(&(0..n).map(|_| rng.unit()).collect::<Vec<_>>()),
+            GgmlType::F16 => return (0..n).flat_map(|_| half::f16::from_f32(rng.unit()).to_le_bytes()).collect(),
+            GgmlType::BF16 => return (0..n).flat_map(|_| half::bf16::from_f32(rng.unit()).to_le_bytes()).collect(),
+            _ => {}
+        }
+        let (block, size) = ty.block();
+        let mut out = Vec::new();
+        for _ in 0..n / block {
+            let mut b: Vec<u8> = (0..size).map(|_| rng.next() as u8).collect();
+            for &at in half_fields(ty) {
+                b[at..at + 2].copy_from_slice(&half::f16::from_f32(rng.unit() / 8.0).to_le_bytes());
+            }
+            if ty == GgmlType::MXFP4 {
+                b[0] = 100 + b[0] % 40; // a moderate power of two
+            }
+            out.extend(b);
+        }
+        out
+    }
+
+    /// Entries `start..start + len` of `axis` of a decoded matrix, rows zero-padded to `pad_to`:
+    /// the cut the loader made before, written out on the decoded values.
+    fn cut(d: &TensorData, axis: usize, start: usize, len: usize, pad_to: usize) -> TensorData {
+        let (rows, cols) = (d.shape()[0], d.shape()[1]);
+        // `per_row` entries of `v` per row; columns `from..from + n` of each (in `v`'s units).
+        fn take<T: Copy + Default>(
+            v: &[T],
+            rows: usize,
+            per_row: usize,
+            axis: usize,
+            (start, len, pad_to): (usize, usize, usize),
+            from: usize,
+            n: usize,
+        ) -> Vec<T> {
+            match axis {
+                0 => v[start * per_row..(start + len) * per_row].iter().copied().chain(std::iter::repeat_n(T::default(), (pad_to - len) * per_row)).collect(),
+                _ => (0..rows).flat_map(|r| v[r * per_row + from..r * per_row + from + n].to_vec()).collect(),
+            }
+        }
+        let p = (start, len, pad_to);
+        let shape = if axis == 0 { vec![pad_to, cols] } else { vec![rows, len] };
+        match d {
+            TensorData::Float { values, .. } => TensorData::Float { shape, values: take(values, rows, cols, axis, p, start, len) },
+            TensorData::Affine { bits, group_size, weights, scales, biases, .. } => {
+                let (b, g) = (*bits as usize, *group_size);
+                TensorData::Affine {
+                    shape,
+                    bits: *bits,
+                    group_size: g,
+                    weights: take(weights, rows, cols * b / 32, axis, p, start * b / 32, len * b / 32),
+                    scales: take(scales, rows, cols / g, axis, p, start / g, len / g),
+                    biases: take(biases, rows, cols / g, axis, p, start / g, len / g),
+                }
+            }
+        }
+    }
+
+    const HIDDEN: u64 = 512;
+
+    /// A llama file with one `ffn_down` of 6 x 512 per decodable type (layer i: type i),
+    /// a Q8_0 q (4 heads of 128 rows, permuted by llama.cpp), a Q4_K k (2 kv heads) and
+    /// 4 stacked experts' down projections (Mixtral's `[E, rows, cols]`).
+    fn file() -> GgufModel {
+        let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+        let types = GgmlType::DECODABLE;
+        let mut w = W::new()
+            .str("general.architecture", "llama")
+            .u32("llama.block_count", types.len() as u32)
+            .u32("llama.context_length", 128)
+            .u32("llama.embedding_length", HIDDEN as u32)
+            .u32("llama.feed_forward_length", 512)
+            .u32("llama.attention.head_count", 4)
+            .u32("llama.attention.head_count_kv", 2)
+            .f32("llama.rope.freq_base", 10000.0)
+            .f32("llama.attention.layer_norm_rms_epsilon", 1e-5)
+            .tensor("token_embd.weight", &[HIDDEN, 6], 0, data(GgmlType::F32, 6 * 512, &mut rng))
+            .tensor("blk.0.attn_q.weight", &[HIDDEN, 512], 8, data(GgmlType::Q8_0, 512 * 512, &mut rng))
+            .tensor("blk.0.attn_k.weight", &[HIDDEN, 256], 12, data(GgmlType::Q4_K, 512 * 256, &mut rng))
+            .tensor("blk.0.ffn_down_exps.weight", &[8, 6, 4], 0, data(GgmlType::F32, 4 * 6 * 8, &mut rng));
+        for (i, ty) in types.iter().enumerate() {
+            w = w.tensor(&format!("blk.{i}.ffn_down.weight"), &[HIDDEN, 6], ty.id(), data(*ty, 6 * 512, &mut rng));
+        }
+        GgufModel::open(write("split.gguf", &w.bytes())).unwrap()
+    }
+
+    /// (part, bytes read), checked against the whole tensor cut.
+    fn check(g: &GgufModel, name: &str, axis: usize, start: usize, len: usize, pad_to: usize) -> usize {
+        let info = g.file.tensor(name).unwrap();
+        let (part, read) = g.load_slice(info, axis, start, len, pad_to).unwrap();
+        let want = cut(&g.load(info).unwrap(), axis, start, len, pad_to);
+        // Not assert_eq: the values would fill the screen.
+        assert!(part == want, "{name} ({}) axis {axis} {start}..{}: the part differs from the whole tensor cut", info.ty, start + len);
+        read
+    }
+
+    #[test]
+    fn rows_and_columns_of_every_type_equal_the_whole_tensor_cut() {
+        let g = file();
+        for (i, ty) in GgmlType::DECODABLE.iter().enumerate() {
+            let name = format!("blk.{i}.ffn_down.weight");
+            let (block, size) = ty.block();
+            let row = 512 / block * size;
+            // Rows 2..5 padded to 5 (a vocabulary's last rank), then the second half of each row.
+            assert_eq!(check(&g, &name, 0, 2, 3, 5), 3 * row, "{ty}");
+            assert_eq!(check(&g, &name, 1, 256, 256, 256), 6 * row / 2, "{ty}");
+            if block == 32 {
+                assert_eq!(check(&g, &name, 1, 32, 64, 64), 6 * 2 * size, "{ty}");
+            } else if block > 1 {
+                let info = g.file.tensor(&name).unwrap();
+                let e = g.load_slice(info, 1, 128, 128, 128).unwrap_err().to_string();
+                assert!(e.contains(&name) && e.contains(&format!("{ty} blocks of {block}")), "{e}");
+            }
+        }
+    }
+
+    #[test]
+    fn q_and_k_rows_of_whole_heads_are_unpermuted_per_head() {
+        let g = file();
+        // q: heads 1 and 2 of 4 (rows 128..384); k: kv head 1 of 2 (rows 128..256).
+        assert_eq!(check(&g, "blk.0.attn_q.weight", 0, 128, 256, 256), 256 * 16 * 34);
+        assert_eq!(check(&g, "blk.0.attn_k.weight", 0, 128, 128, 128), 128 * 2 * 144);
+        let e = g.load_slice(g.file.tensor("blk.0.attn_q.weight").unwrap(), 0, 64, 128, 128).unwrap_err().to_string();
+        assert!(e.contains("attn_q") && e.contains("whole heads of 128 rows"), "{e}");
+    }
+
+    #[test]
+    fn a_stack_of_experts_is_cut_by_whole_experts() {
+        let g = file();
+        let info = g.file.tensor("blk.0.ffn_down_exps.weight").unwrap();
+        let (part, read) = g.load_slice(info, 0, 2, 2, 2).unwrap();
+        let TensorData::Float { values, .. } = g.load(info).unwrap() else { panic!() };
+        assert_eq!(part, TensorData::Float { shape: vec![2, 6, 8], values: values[2 * 48..4 * 48].to_vec() });
+        assert_eq!(read, 2 * 48 * 4);
+    }
+
+    fn shard(rank: usize, size: usize, heads: usize, kv_heads: usize, vocab: usize) -> Shard {
+        // A one-process group: `split_weights` reads the shard's numbers only.
+        let group = Arc::new(Group::init("any", false).unwrap());
+        Shard { group, rank, size, heads, kv_heads, vocab, experts: 0, moe: gomlx::models::shard::MoeSplit::Experts, gemma4: None }
+    }
+
+    #[test]
+    fn a_rank_reads_only_its_bytes() {
+        let g = file();
+        let split = split_weights(&g, config(&g).unwrap(), &shard(1, 2, 4, 2, 6)).unwrap();
+        let size = |n: &str| g.file.tensor(n).unwrap().size;
+        // Every tensor of this file is split in 2: rank 1 reads exactly half of each.
+        let mut want = vec![("model.embed_tokens.weight".to_string(), size("token_embd.weight") / 2)];
+        want.push(("model.layers.0.self_attn.q_proj.weight".into(), size("blk.0.attn_q.weight") / 2));
+        want.push(("model.layers.0.self_attn.k_proj.weight".into(), size("blk.0.attn_k.weight") / 2));
+        want.push(("model.layers.0.block_sparse_moe.switch_mlp.down_proj.weight".into(), size("blk.0.ffn_down_exps.weight") / 2));
+        for i in 0..GgmlType::DECODABLE.len() {
+            want.push((format!("model.layers.{i}.mlp.down_proj.weight"), size(&format!("blk.{i}.ffn_down.weight")) / 2));
+        }
+        want.sort();
+        assert_eq!(split.read.into_iter().collect::<Vec<_>>(), want);
+        // Shapes of this rank's arrays; quantised modules keep their bits.
+        let shapes: std::collections::BTreeMap<&str, Vec<i32>> = split.weights.iter().map(|(n, a)| (n, a.shape())).collect();
+        assert_eq!(shapes["model.embed_tokens.weight"], vec![3, 512]);
+        assert_eq!(shapes["model.layers.0.self_attn.q_proj.weight"], vec![256, 512 * 8 / 32]);
+        assert_eq!(shapes["model.layers.0.self_attn.k_proj.scales"], vec![128, 512 / 32]);
+        assert_eq!(shapes["model.layers.2.mlp.down_proj.weight"], vec![6, 256]); // BF16
+        assert_eq!(shapes["model.layers.8.mlp.down_proj.weight"], vec![6, 256 * 4 / 32]); // Q4_K
+        assert_eq!(shapes["model.layers.0.block_sparse_moe.switch_mlp.down_proj.weight"], vec![2, 6, 8]);
+        let q = split.config.quantization.for_module("model.layers.0.self_attn.q_proj").unwrap();
+        assert_eq!((q.bits, q.group_size), (8, 32));
+    }
+
+    #[test]
+    fn a_column_split_through_a_block_is_refused_by_name() {
+        // o_proj's 256 inputs are one Q4_K block per row: 2 ranks would get half a block each.
+        let mut rng = Rng(7);
+        let w = W::new()
+            .str("general.architecture", "llama")
+            .u32("llama.block_count", 1)
+            .u32("llama.context_length", 128)
+            .u32("llama.embedding_length", 256)
+            .u32("llama.feed_forward_length", 512)
+            .u32("llama.attention.head_count", 2)
+            .u32("llama.attention.head_count_kv", 2)
+            .f32("llama.rope.freq_base", 10000.0)
+            .f32("llama.attention.layer_norm_rms_epsilon", 1e-5)
+            .tensor("token_embd.weight", &[256, 4], 0, data(GgmlType::F32, 4 * 256, &mut rng))
+            .tensor("blk.0.attn_output.weight", &[256, 256], 12, data(GgmlType::Q4_K, 256 * 256, &mut rng));
+        let g = GgufModel::open(write("split-refused.gguf", &w.bytes())).unwrap();
+        let e = split_weights(&g, config(&g).unwrap(), &shard(0, 2, 2, 2, 4)).err().unwrap().to_string();
+        assert_eq!(
+            e,
+            "invalid argument: cannot split tensor 'model.layers.0.self_attn.o_proj.weight' (Q4_K) of shape [256, 256] over 2 ranks: \
+             columns 0..128 would cut its Q4_K blocks of 256 values"
+        );
+    }
+}

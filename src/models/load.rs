@@ -80,14 +80,16 @@ fn load_gguf(path: &Path, opts: &LoadOptions, want_tokenizer: bool, group: Optio
             true => Some(tokenizer_thread(scope, path, || gguf::tokenizer(&g))?),
             false => None,
         };
-        // Split: the tensors are converted whole, then cut (docs/distributed.md).
-        let model = gguf::config_and_weights(&g, gguf::Reader::Auto).and_then(|(config, weights)| match group {
-            Some(group) => {
-                let shard = Shard::new_with(group, &config, super::tuning::moe_split(&opts))?;
-                Model::build(config, weights.shard_in_memory(&shard)?, &opts, Some(shard))
-            }
-            None => Model::from_weights(config, weights, &opts),
-        });
+        // Split: each tensor decoded from this rank's bytes only (docs/distributed.md).
+        let model = match group {
+            Some(group) => gguf::config(&g).and_then(|config| {
+                // By whole experts: a column split is not checked against GGUF's blocks yet.
+                let shard = Shard::new_with(group, &config, super::shard::MoeSplit::Experts)?;
+                let split = gguf::split_weights(&g, config, &shard)?;
+                Model::build(split.config, split.weights, &opts, Some(shard))
+            }),
+            None => gguf::config_and_weights(&g, gguf::Reader::Auto).and_then(|(config, weights)| Model::from_weights(config, weights, &opts)),
+        };
         // The model's error first: it is the more fundamental one.
         let tokenizer = tok.map(|t| join_tokenizer(t, path)).transpose();
         Ok(Loaded { model: model?, tokenizer: tokenizer? })

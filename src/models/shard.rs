@@ -378,38 +378,6 @@ impl Shard {
             _ => Ok(Part::Whole),
         }
     }
-
-    /// The per-rank name and slice of one tensor already in memory (GGUF,
-    /// converted arrays): None drops it.
-    pub fn cut_array(&self, name: &str, a: crate::mlx::Array) -> Result<Option<(String, crate::mlx::Array)>> {
-        let shape: Vec<u64> = a.shape().iter().map(|&d| d as u64).collect();
-        Ok(match self.part(name, &shape)? {
-            Part::Whole => Some((name.to_string(), a)),
-            Part::Skip => None,
-            Part::Rename(to) => Some((to, a)),
-            Part::Slice { axis, start, len, pad_to } => {
-                let s = a.slice_axis(axis as i32, start as i32, (start + len) as i32)?;
-                let s = if pad_to > len {
-                    let mut pad_shape = a.shape();
-                    pad_shape[axis] = (pad_to - len) as i32;
-                    crate::mlx::concatenate(&[&s, &crate::mlx::zeros(&pad_shape, a.dtype())?], axis as i32)?
-                } else {
-                    s
-                };
-                Some((name.to_string(), s))
-            }
-            Part::Blocks { axis, blocks, start, len } => {
-                let shape = a.shape();
-                let mut view = shape.clone();
-                view[axis] /= blocks as i32;
-                view.insert(axis, blocks as i32);
-                let s = a.reshape(&view)?.slice_axis(axis as i32 + 1, start as i32, (start + len) as i32)?;
-                let mut out = shape;
-                out[axis] = (blocks * len) as i32;
-                Some((name.to_string(), s.reshape(&out)?))
-            }
-        })
-    }
 }
 
 /// Why the experts of `cfg` cannot split by columns over `size` ranks, if so:

@@ -133,17 +133,6 @@ impl Weights {
         Ok(Weights { tensors, source: dir.to_path_buf() })
     }
 
-    /// This rank's part of tensors already in memory (GGUF): sliced after conversion.
-    pub fn shard_in_memory(self, shard: &super::shard::Shard) -> Result<Weights> {
-        let mut tensors = BTreeMap::new();
-        for (name, a) in self.tensors {
-            if let Some((to, a)) = shard.cut_array(&name, a)? {
-                tensors.insert(to, a);
-            }
-        }
-        Ok(Weights { tensors, source: self.source })
-    }
-
     /// Weights from already loaded arrays (e.g. converted from GGUF).
     pub fn from_map(tensors: BTreeMap<String, Array>, source: PathBuf) -> Weights {
         Weights { tensors, source }

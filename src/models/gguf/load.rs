@@ -9,6 +9,7 @@ use super::types::GgmlType;
 use super::weights::GgufModel;
 use crate::mlx::{self, Array};
 use crate::models::config::{ModelConfig, Quant};
+use crate::models::shard::{Part, Shard};
 use crate::models::weights::Weights;
 use crate::text::{SpecialTokens, Tokenizer};
 use crate::{Error, Result};
@@ -125,9 +126,9 @@ pub enum Reader {
     Gomlx,
 }
 
-/// The model config and weights of a GGUF file, ready for `Model::from_weights`.
-pub fn config_and_weights(g: &GgufModel, reader: Reader) -> Result<(ModelConfig, Weights)> {
-    let mut config = ModelConfig::from_value(&g.config).map_err(|e| g.file.error(format!("the model described by the metadata: {e}")))?;
+/// The model config the file's metadata describes.
+pub fn config(g: &GgufModel) -> Result<ModelConfig> {
+    let config = ModelConfig::from_value(&g.config).map_err(|e| g.file.error(format!("the model described by the metadata: {e}")))?;
     // Block-quantised tensors are matrices in every model; MLX's reader fails
     // on others with a message that names neither the tensor nor the file.
     for (_, info) in g.names()? {
@@ -141,6 +142,12 @@ pub fn config_and_weights(g: &GgufModel, reader: Reader) -> Result<(ModelConfig,
             )));
         }
     }
+    Ok(config)
+}
+
+/// The model config and weights of a GGUF file, ready for `Model::from_weights`.
+pub fn config_and_weights(g: &GgufModel, reader: Reader) -> Result<(ModelConfig, Weights)> {
+    let mut config = config(g)?;
     let native = match reader {
         Reader::Auto => is_native(g)?,
         Reader::Mlx => {
@@ -153,4 +160,53 @@ pub fn config_and_weights(g: &GgufModel, reader: Reader) -> Result<(ModelConfig,
     };
     let tensors = if native { native_weights(g, &mut config)? } else { decoded_weights(g, &mut config)? };
     Ok((config, Weights::from_map(tensors, g.file.path().to_path_buf())))
+}
+
+/// A rank's part of a GGUF model (`split_weights`).
+pub struct Split {
+    pub config: ModelConfig,
+    pub weights: Weights,
+    /// Bytes of tensor data read, by Hugging Face name (0: another rank's).
+    pub read: BTreeMap<String, u64>,
+}
+
+/// This rank's part of the file's tensors (`Shard::part`), each decoded by
+/// gomlx's decoders from only the bytes of its rows or columns (MLX's reader
+/// would read the whole file); `config` from `config`.
+pub fn split_weights(g: &GgufModel, mut config: ModelConfig, shard: &Shard) -> Result<Split> {
+    let (mut tensors, mut read) = (BTreeMap::new(), BTreeMap::new());
+    for (name, info) in g.names()? {
+        let shape = info.shape();
+        let hf_shape: Vec<u64> = shape.iter().map(|&d| d as u64).collect();
+        let (to, data, bytes) = match shard.part(&name, &hf_shape)? {
+            Part::Skip => {
+                read.insert(name, 0);
+                continue;
+            }
+            Part::Whole => (name.clone(), g.load(info)?, info.size as usize),
+            Part::Rename(to) => (to, g.load(info)?, info.size as usize),
+            Part::Slice { axis, start, len, pad_to } => {
+                let block = info.ty.block().0 as u64;
+                if axis + 1 == shape.len() && !(start.is_multiple_of(block) && len.is_multiple_of(block)) {
+                    return Err(Error::InvalidArgument(format!(
+                        "cannot split tensor '{name}' ({}) of shape {shape:?} over {} ranks: columns {start}..{} would cut its {} blocks of {block} values",
+                        info.ty,
+                        shard.size,
+                        start + len,
+                        info.ty
+                    )));
+                }
+                let (data, bytes) = g.load_slice(info, axis, start as usize, len as usize, pad_to as usize)?;
+                (name.clone(), data, bytes)
+            }
+            // Experts split by columns (Gemma 4's fused halves): GGUF files split by whole experts.
+            Part::Blocks { .. } => return Err(Error::InvalidArgument(format!("'{name}': a GGUF tensor is not split in blocks"))),
+        };
+        let quant = to_arrays(&to, data, &mut tensors)?;
+        if let Some(module) = to.strip_suffix(".weight") {
+            config.quantization.overrides.insert(module.to_string(), quant);
+        }
+        read.insert(name, bytes as u64);
+    }
+    Ok(Split { config, weights: Weights::from_map(tensors, g.file.path().to_path_buf()), read })
 }

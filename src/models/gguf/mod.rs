@@ -12,7 +12,7 @@ pub mod types;
 pub mod weights;
 
 pub use config::{hf_config, GgufArch};
-pub use load::{config_and_weights, is_native, tokenizer, Reader};
+pub use load::{config, config_and_weights, is_native, split_weights, tokenizer, Reader, Split};
 pub use quants::{decode, dequantize, TensorData};
 pub use reader::{GgufFile, TensorInfo, Value};
 pub use tokenizer::GgufTokenizer;

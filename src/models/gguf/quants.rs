@@ -28,6 +28,7 @@
 //! straddle word boundaries). Scales and biases are `[rows, cols / group_size]`.
 
 use half::{bf16, f16};
+use std::ops::Range;
 
 use super::types::{GgmlType, QK_K};
 use crate::{Error, Result};
@@ -112,6 +113,28 @@ impl TensorData {
             }
         }
         Ok(())
+    }
+
+    /// Zero rows appended up to `rows` rows (the outermost dimension); affine
+    /// rows get zero quants, scales and biases, so they dequantise to 0.
+    pub fn pad_rows(&mut self, rows: usize) {
+        let have = *self.shape().first().unwrap_or(&0);
+        if rows <= have {
+            return;
+        }
+        let per_row: usize = self.shape()[1..].iter().product();
+        match self {
+            TensorData::Float { shape, values } => {
+                values.resize(rows * per_row, 0.0);
+                shape[0] = rows;
+            }
+            TensorData::Affine { shape, bits, group_size, weights, scales, biases } => {
+                weights.resize(rows * per_row * *bits as usize / 32, 0);
+                scales.resize(rows * per_row / *group_size, 0.0);
+                biases.resize(rows * per_row / *group_size, 0.0);
+                shape[0] = rows;
+            }
+        }
     }
 
     /// Add a constant to every element (exact for affine data: it moves the biases).
@@ -515,4 +538,52 @@ pub fn decode(ty: GgmlType, bytes: &[u8], shape: &[usize]) -> Result<TensorData>
             Ok(TensorData::Affine { shape: shape.to_vec(), bits, group_size: AFFINE_GROUP, weights: pack_bits(&q, bits), scales, biases })
         }
     }
+}
+
+/// The byte ranges of a tensor's data (type `ty`, `shape` outermost-first) that
+/// hold entries `start..start + len` of `axis`. ggml's blocks run along the last
+/// axis, so entries of axis 0 (whole rows, or whole matrices of a stack) are one
+/// contiguous range; entries of the last axis are a range in each row, and must
+/// then start and end on block boundaries.
+pub fn window(ty: GgmlType, shape: &[usize], axis: usize, start: usize, len: usize) -> Result<Vec<Range<usize>>> {
+    let (block, bsize) = ty.block();
+    let (Some(&cols), Some(&dim)) = (shape.last(), shape.get(axis)) else {
+        return Err(Error::Gguf(format!("no axis {axis} in shape {shape:?}")));
+    };
+    if start + len > dim {
+        return Err(Error::Gguf(format!("entries {start}..{} of axis {axis} are past its {dim}", start + len)));
+    }
+    if !cols.is_multiple_of(block) {
+        return Err(Error::Gguf(format!("{ty}: rows of {cols} values are not whole blocks of {block}")));
+    }
+    let row = cols / block * bsize;
+    if axis + 1 == shape.len() {
+        if !start.is_multiple_of(block) || !len.is_multiple_of(block) {
+            return Err(Error::Gguf(format!("columns {start}..{} would cut its {ty} blocks of {block} values", start + len)));
+        }
+        let (from, to) = (start / block * bsize, (start + len) / block * bsize);
+        let rows: usize = shape[..axis].iter().product();
+        return Ok((0..rows).map(|r| r * row + from..r * row + to).collect());
+    }
+    if axis != 0 {
+        return Err(Error::Gguf(format!("a part of axis {axis} of shape {shape:?}: only the first or the last axis")));
+    }
+    let entry = shape[1..shape.len() - 1].iter().product::<usize>() * row;
+    let rows = start * entry..(start + len) * entry;
+    Ok(vec![rows])
+}
+
+/// `decode` of only entries `start..start + len` of `axis` (0 or the last; see
+/// `window`), from only the bytes that hold them; with the number of bytes read.
+pub fn decode_window(ty: GgmlType, bytes: &[u8], shape: &[usize], axis: usize, start: usize, len: usize) -> Result<(TensorData, usize)> {
+    check_len(ty, bytes, shape.iter().product())?;
+    let ranges = window(ty, shape, axis, start, len)?;
+    let read = ranges.iter().map(|r| r.len()).sum();
+    let mut part = shape.to_vec();
+    part[axis] = len;
+    let data = match ranges.as_slice() {
+        [one] => decode(ty, &bytes[one.clone()], &part)?,
+        _ => decode(ty, &ranges.iter().flat_map(|r| &bytes[r.clone()]).copied().collect::<Vec<u8>>(), &part)?,
+    };
+    Ok((data, read))
 }

@@ -4,7 +4,7 @@ use serde_json::Value as Json;
 
 use super::config::{hf_config, GgufArch};
 use super::names::{fixup, hf_name, unpermute_source_rows, Fixup, Mapped};
-use super::quants::{decode, TensorData};
+use super::quants::{decode, decode_window, TensorData};
 use super::reader::{GgufFile, TensorInfo};
 use super::types::GgmlType;
 use crate::Result;
@@ -63,6 +63,34 @@ impl GgufModel {
             }
         }
         Ok(data)
+    }
+
+    /// `load` of entries `start..start + len` of `axis` (0 or the last) only,
+    /// zero-padded to `pad_to` rows, decoded from only the bytes that hold them
+    /// (`quants::window`); with the number of bytes read. A q/k part must be whole
+    /// heads: llama.cpp's row permutation stays within each head.
+    pub fn load_slice(&self, info: &TensorInfo, axis: usize, start: usize, len: usize, pad_to: usize) -> Result<(TensorData, usize)> {
+        let error = |e: &dyn std::fmt::Display| self.file.error(format!("tensor '{}': {e}", info.name));
+        let shape = info.shape();
+        let (mut data, read) = decode_window(info.ty, self.file.tensor_bytes(info), &shape, axis, start, len).map_err(|e| error(&e))?;
+        match fixup(self.arch, &info.name, self.heads, self.kv_heads) {
+            Fixup::None => {}
+            Fixup::SubtractOne => data.add_scalar(-1.0),
+            Fixup::UnpermuteRows { heads } => {
+                let per_head = shape[0] / heads.max(1);
+                if axis != 0 || per_head == 0 || !start.is_multiple_of(per_head) || !len.is_multiple_of(per_head) {
+                    return Err(error(&format!("entries {start}..{} of axis {axis} are not whole heads of {per_head} rows", start + len)));
+                }
+                data.permute_rows(&unpermute_source_rows(len, len / per_head)?)?;
+            }
+        }
+        if pad_to > len {
+            if axis != 0 {
+                return Err(error(&format!("padding of axis {axis}: only rows are padded")));
+            }
+            data.pad_rows(pad_to);
+        }
+        Ok((data, read))
     }
 
     /// The tensor with this Hugging Face name, decoded and fixed up.

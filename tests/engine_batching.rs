@@ -136,6 +136,26 @@ fn hybrid_recurrent_models_batch_exactly() {
     assert_eq!(out.iter().map(|r| r.tokens.clone()).collect::<Vec<_>>(), alone);
 }
 
+/// A prefix-cache test's set-up: the case's prompts, greedy options, and the
+/// case loaded without and with a 64 MiB prefix cache.
+fn prefix_cache_setup(case: &str) -> (Vec<Vec<u32>>, GenerateOptions, Engine, Engine) {
+    let base = prompts(case, 3);
+    let o = opts(1, false);
+    let plain = load(case, 8);
+    let cached =
+        Engine::load(&fixture(case), &EngineOptions { device: Some(DeviceKind::Cpu), prefix_cache_bytes: Some(64 << 20), ..Default::default() }).unwrap();
+    (base, o, plain, cached)
+}
+
+/// Runs p with the prefix cache and without, checks the tokens agree, and
+/// returns the cached run (its metrics tell what was reused) and its tokens.
+fn cached_matches_plain(cached: &Engine, plain: &Engine, p: &[u32], o: &GenerateOptions) -> (Generation, Vec<u32>) {
+    let mut g = cached.generate_tokens(p.to_vec(), o).unwrap();
+    let (ids, _) = drain(&mut g);
+    assert_eq!(ids, drain(&mut plain.generate_tokens(p.to_vec(), o).unwrap()).0);
+    (g, ids)
+}
+
 /// A recurrent state exists only at the position it was saved at: the prefix
 /// cache lends a Qwen 3.5 entry to a prompt that extends all of its tokens
 /// (the next chat turn), and to no prompt that shares only part of them;
@@ -143,28 +163,20 @@ fn hybrid_recurrent_models_batch_exactly() {
 #[test]
 fn recurrent_states_are_reused_only_whole() {
     let case = "qwen3_5";
-    let base = prompts(case, 3);
-    let o = opts(1, false);
-    let plain = load(case, 8);
-    let cached =
-        Engine::load(&fixture(case), &EngineOptions { device: Some(DeviceKind::Cpu), prefix_cache_bytes: Some(64 << 20), ..Default::default() }).unwrap();
+    let (base, o, plain, cached) = prefix_cache_setup(case);
     let first = base[2].clone();
-    let mut g = cached.generate_tokens(first.clone(), &o).unwrap();
-    let (ids, _) = drain(&mut g);
-    assert_eq!(ids, drain(&mut plain.generate_tokens(first.clone(), &o).unwrap()).0);
+    let (_first_run, ids) = cached_matches_plain(&cached, &plain, &first, &o);
     // The next turn: the first prompt, all it generated, then more.
     let mut next = first.clone();
     next.extend(&ids);
     next.extend(&base[1]);
-    let mut g = cached.generate_tokens(next.clone(), &o).unwrap();
-    assert_eq!(drain(&mut g).0, drain(&mut plain.generate_tokens(next.clone(), &o).unwrap()).0);
+    let (g, _) = cached_matches_plain(&cached, &plain, &next, &o);
     let evaluated = g.metrics().unwrap().prompt_tokens_evaluated;
     assert!(evaluated <= base[1].len() + 1, "{evaluated} of {} evaluated: the whole entry was not reused", next.len());
     // Sharing only part of an entry (the first prompt, then something else): nothing is lent.
     let mut other = first[..first.len() - 1].to_vec();
     other.extend(&base[0]);
-    let mut g = cached.generate_tokens(other.clone(), &o).unwrap();
-    assert_eq!(drain(&mut g).0, drain(&mut plain.generate_tokens(other.clone(), &o).unwrap()).0);
+    let (g, _) = cached_matches_plain(&cached, &plain, &other, &o);
     assert_eq!(g.metrics().unwrap().prompt_tokens_evaluated, other.len(), "a recurrent state was cut to a shorter prefix");
     // Sessions: the next turn continues from the saved state; an edited history starts over.
     let s = plain.new_session().unwrap();
@@ -297,18 +309,12 @@ fn batch_generate_and_sessions_run_as_rows() {
 #[test]
 fn the_prefix_cache_skips_a_shared_prefix_and_changes_nothing() {
     let case = "qwen3_qknorm";
-    let base = prompts(case, 3);
-    let o = opts(1, false);
-    let plain = load(case, 8);
-    let cached =
-        Engine::load(&fixture(case), &EngineOptions { device: Some(DeviceKind::Cpu), prefix_cache_bytes: Some(64 << 20), ..Default::default() }).unwrap();
+    let (base, o, plain, cached) = prefix_cache_setup(case);
     let first = base[2].clone();
     let mut longer = first.clone();
     longer.extend(&base[1]);
     for p in [&first, &longer] {
-        let mut g = cached.generate_tokens(p.clone(), &o).unwrap();
-        let (ids, _) = drain(&mut g);
-        assert_eq!(ids, drain(&mut plain.generate_tokens(p.clone(), &o).unwrap()).0);
+        let (g, _) = cached_matches_plain(&cached, &plain, p, &o);
         let m = g.metrics().unwrap();
         if p.len() == longer.len() {
             // The first request's prompt (and what it generated) was not evaluated again.

@@ -7,29 +7,8 @@
 use gomlx::mlx::{Array, Dtype};
 use gomlx::models::linear_attention::{causal_conv, gated_delta};
 
-fn arr(v: &[f32], shape: &[i32]) -> Array {
-    Array::from_slice(v, shape).unwrap()
-}
-
-/// Deterministic pseudo-random values in [-1, 1).
-fn values(n: usize, seed: u32) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(2654435761).wrapping_add(1);
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 17;
-            s ^= s << 5;
-            (s as f32 / u32::MAX as f32) * 2.0 - 1.0
-        })
-        .collect()
-}
-
-fn close(a: &[f32], b: &[f32], tol: f32) {
-    assert_eq!(a.len(), b.len());
-    for (i, (x, y)) in a.iter().zip(b).enumerate() {
-        assert!((x - y).abs() <= tol * (1.0 + y.abs()), "index {i}: {x} vs {y}");
-    }
-}
+mod common;
+use common::{arr, close, values};
 
 struct Case {
     b: usize,

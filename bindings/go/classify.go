@@ -169,18 +169,12 @@ func (m *Model) batch(ctx context.Context, opts []GenerateOption, f func(*C.gm_m
 	}
 	var out []BatchOutput
 	var bmOut BatchMetrics
-	err := m.with(func(h *C.gm_model) error {
-		var mem cmem
-		defer mem.free()
-		o, err := genOptions(&mem, opts)
-		if err != nil {
-			return err
-		}
+	err := m.withGen(opts, func(h *C.gm_model, mem *cmem, o *C.gm_generate_options) error {
 		r := (*C.gm_batch_result)(mem.alloc(int(unsafe.Sizeof(C.gm_batch_result{}))))
 		r.struct_size = C.size_t(unsafe.Sizeof(*r))
 		bm := (*C.gm_batch_metrics)(mem.alloc(int(unsafe.Sizeof(C.gm_batch_metrics{}))))
 		bm.struct_size = C.size_t(unsafe.Sizeof(*bm))
-		if _, err := f(h, &mem, o, r, bm); err != nil {
+		if _, err := f(h, mem, o, r, bm); err != nil {
 			return err
 		}
 		defer C.gm_batch_result_free(r)

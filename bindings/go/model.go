@@ -104,6 +104,20 @@ func (m *Model) with(f func(h *C.gm_model) error) error {
 	return f(m.h)
 }
 
+// withGen is with plus the generate options marshalled into mem, which lives
+// until f returns.
+func (m *Model) withGen(opts []GenerateOption, f func(h *C.gm_model, mem *cmem, o *C.gm_generate_options) error) error {
+	return m.with(func(h *C.gm_model) error {
+		var mem cmem
+		defer mem.free()
+		o, err := genOptions(&mem, opts)
+		if err != nil {
+			return err
+		}
+		return f(h, &mem, o)
+	})
+}
+
 // Generate streams a continuation of a text prompt. The returned stream is
 // never nil; a failure to start is reported by its Err.
 func (m *Model) Generate(ctx context.Context, prompt string, opts ...GenerateOption) *Stream {
@@ -182,14 +196,9 @@ func (m *Model) start(ctx context.Context, opts []GenerateOption, op string, f f
 		return failed(err)
 	}
 	var g *C.gm_generation
-	err := m.with(func(h *C.gm_model) error {
-		var mem cmem
-		defer mem.free()
-		o, err := genOptions(&mem, opts)
-		if err != nil {
-			return err
-		}
-		g, err = f(h, &mem, o)
+	err := m.withGen(opts, func(h *C.gm_model, mem *cmem, o *C.gm_generate_options) error {
+		var err error
+		g, err = f(h, mem, o)
 		return err
 	})
 	if err != nil {

@@ -159,14 +159,8 @@ func parseToolCalls(p *C.char) ([]ToolCall, error) {
 // model's chat template and the options' tools and template arguments.
 func (m *Model) RenderChat(msgs []Message, opts ...GenerateOption) (string, error) {
 	var out string
-	err := m.with(func(h *C.gm_model) error {
-		var mem cmem
-		defer mem.free()
-		o, err := genOptions(&mem, opts)
-		if err != nil {
-			return err
-		}
-		cm, err := messagesJSON(&mem, msgs)
+	err := m.withGen(opts, func(h *C.gm_model, mem *cmem, o *C.gm_generate_options) error {
+		cm, err := messagesJSON(mem, msgs)
 		if err != nil {
 			return err
 		}
@@ -208,13 +202,7 @@ func (m *Model) ClassifyChoice(ctx context.Context, prompts, labels []string, op
 	}
 	var out []int
 	var bmOut BatchMetrics
-	err := m.with(func(h *C.gm_model) error {
-		var mem cmem
-		defer mem.free()
-		o, err := genOptions(&mem, opts)
-		if err != nil {
-			return err
-		}
+	err := m.withGen(opts, func(h *C.gm_model, mem *cmem, o *C.gm_generate_options) error {
 		ps, err := mem.strs("prompts", prompts)
 		if err != nil {
 			return err

@@ -82,6 +82,19 @@ COMMON = dict(
     rms_norm_eps=1e-6,
 )
 
+# What the two Qwen 3.5 cases share: three gated delta layers then one full
+# attention layer, and their rope.
+QWEN3_5_LAYERS = dict(head_dim=32, linear_num_key_heads=2, linear_num_value_heads=4, linear_key_head_dim=16,
+                      linear_value_head_dim=8, linear_conv_kernel_dim=4,
+                      layer_types=["linear_attention", "linear_attention", "linear_attention", "full_attention"])
+QWEN3_5_ROPE = dict(rope_type="default", rope_theta=10000000.0, partial_rotary_factor=0.25,
+                    mrope_section=[2, 1, 1], mrope_interleaved=True)
+# The two Gemma 4 cases' rope: default on sliding layers, proportional on global ones.
+GEMMA4_ROPE = dict(
+    sliding_attention=dict(rope_type="default", rope_theta=10000.0),
+    full_attention=dict(rope_type="proportional", partial_rotary_factor=0.25, rope_theta=1000000.0),
+)
+
 # Each dense case: transformers config kwargs (transformers-5 native form),
 # init scales, and which extra copies to derive from it.
 DENSE_CASES = [
@@ -227,12 +240,8 @@ DENSE_CASES = [
              "head_dim 32, zero-centred RMSNorms (1 + w), untied. Hub layout: nested text_config, "
              "model.language_model.* tensors (as Qwen ships Qwen 3.5)",
         config=dict(model_type="qwen3_5_text", num_hidden_layers=4, vocab_size=256, tie_word_embeddings=False,
-                    head_dim=32, linear_num_key_heads=2, linear_num_value_heads=4, linear_key_head_dim=16,
-                    linear_value_head_dim=8, linear_conv_kernel_dim=4,
-                    layer_types=["linear_attention", "linear_attention", "linear_attention", "full_attention"],
-                    pad_token_id=None, bos_token_id=None, eos_token_id=None,
-                    rope_parameters=dict(rope_type="default", rope_theta=10000000.0, partial_rotary_factor=0.25,
-                                         mrope_section=[2, 1, 1], mrope_interleaved=True)),
+                    **QWEN3_5_LAYERS, pad_token_id=None, bos_token_id=None, eos_token_id=None,
+                    rope_parameters=QWEN3_5_ROPE),
         seed=14001, hub_keeps_rope_parameters=True, hub_weights="qwen3_5_hub_layout", hub_config="qwen3_5_hub_config",
         quantize=[(4, 32)],
     ),
@@ -243,13 +252,8 @@ DENSE_CASES = [
              "model.language_model.*, experts fused (experts.gate_up_proj [E, 2I, H], experts.down_proj [E, H, I]); "
              "the _tf5 copy is what transformers 5.20.2 saves (flat qwen3_5_moe_text config, per-expert tensors)",
         config=dict(model_type="qwen3_5_moe_text", num_hidden_layers=4, vocab_size=256, tie_word_embeddings=False,
-                    head_dim=32, linear_num_key_heads=2, linear_num_value_heads=4, linear_key_head_dim=16,
-                    linear_value_head_dim=8, linear_conv_kernel_dim=4,
-                    layer_types=["linear_attention", "linear_attention", "linear_attention", "full_attention"],
-                    num_experts=4, num_experts_per_tok=2, moe_intermediate_size=32, shared_expert_intermediate_size=48,
-                    pad_token_id=None, bos_token_id=None, eos_token_id=None,
-                    rope_parameters=dict(rope_type="default", rope_theta=10000000.0, partial_rotary_factor=0.25,
-                                         mrope_section=[2, 1, 1], mrope_interleaved=True)),
+                    **QWEN3_5_LAYERS, num_experts=4, num_experts_per_tok=2, moe_intermediate_size=32, shared_expert_intermediate_size=48,
+                    pad_token_id=None, bos_token_id=None, eos_token_id=None, rope_parameters=QWEN3_5_ROPE),
         seed=15001, tf5_copy=True, hub_keeps_rope_parameters=True, hub_weights="qwen3_5_hub_layout",
         hub_config="qwen3_5_hub_config", quantize=[(4, 32)],
     ),
@@ -268,10 +272,7 @@ DENSE_CASES = [
                     num_kv_shared_layers=2, hidden_size_per_layer_input=32, vocab_size_per_layer_input=256,
                     use_double_wide_mlp=True, attention_k_eq_v=False, final_logit_softcapping=30.0,
                     pad_token_id=None, bos_token_id=None, eos_token_id=None,
-                    rope_parameters=dict(
-                        sliding_attention=dict(rope_type="default", rope_theta=10000.0),
-                        full_attention=dict(rope_type="proportional", partial_rotary_factor=0.25, rope_theta=1000000.0),
-                    )),
+                    rope_parameters=GEMMA4_ROPE),
         seed=16001, tf5_copy=True, hub_keeps_rope_parameters=True, hub_weights="gemma4_hub_layout",
         hub_config="gemma4_hub_config", quantize=[(4, 32)],
     ),
@@ -288,10 +289,7 @@ DENSE_CASES = [
                     num_kv_shared_layers=0, hidden_size_per_layer_input=0, vocab_size_per_layer_input=256,
                     enable_moe_block=True, num_experts=4, top_k_experts=2, moe_intermediate_size=32,
                     final_logit_softcapping=30.0, pad_token_id=None, bos_token_id=None, eos_token_id=None,
-                    rope_parameters=dict(
-                        sliding_attention=dict(rope_type="default", rope_theta=10000.0),
-                        full_attention=dict(rope_type="proportional", partial_rotary_factor=0.25, rope_theta=1000000.0),
-                    )),
+                    rope_parameters=GEMMA4_ROPE),
         seed=17001, tf5_copy=True, hub_keeps_rope_parameters=True, hub_weights="gemma4_hub_layout",
         hub_config="gemma4_hub_config", quantize=[(4, 32)],
     ),

@@ -1,4 +1,5 @@
-//! Helpers shared by integration tests: tiny random models written on the fly.
+//! Helpers shared by integration tests: tiny random models written on the fly,
+//! and `f32` arrays built and compared.
 #![allow(dead_code)]
 
 use gomlx::mlx::{io, random, Array, Dtype};
@@ -52,4 +53,29 @@ pub fn write_model(dir: &Path, config: &str, tensors: &BTreeMap<String, Array>) 
     std::fs::create_dir_all(dir).unwrap();
     std::fs::write(dir.join("config.json"), config).unwrap();
     io::save_safetensors(&dir.join("model.safetensors"), tensors, &BTreeMap::new()).unwrap();
+}
+
+pub fn arr(v: &[f32], shape: &[i32]) -> Array {
+    Array::from_slice(v, shape).unwrap()
+}
+
+/// Deterministic pseudo-random values in [-1, 1).
+pub fn values(n: usize, seed: u32) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(2654435761).wrapping_add(1);
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 17;
+            s ^= s << 5;
+            (s as f32 / u32::MAX as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
+
+/// Asserts a and b agree elementwise within tol, relative to b.
+pub fn close(a: &[f32], b: &[f32], tol: f32) {
+    assert_eq!(a.len(), b.len());
+    for (i, (x, y)) in a.iter().zip(b).enumerate() {
+        assert!((x - y).abs() <= tol * (1.0 + y.abs()), "index {i}: {x} vs {y}");
+    }
 }

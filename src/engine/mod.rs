@@ -87,7 +87,8 @@ impl EngineOptions {
     /// Sets a device-strategy knob by its field name from text (`gomlx --tune
     /// name=value`): `widen`, `dequantize`, `fuse_projections`, `compile`
     /// (true/false), `memory_budget` (bytes, K/M/G suffixes), `cpu_dense_qmm_rows`,
-    /// `gpu_dense_qmm_rows`, `cpu_split_out` (counts; 0 = never).
+    /// `gpu_dense_qmm_rows`, `cpu_split_out` (counts; 0 = never), `distributed`
+    /// (a backend), `moe_split` (`columns` or `experts`).
     pub fn set_knob(&mut self, name: &str, value: &str) -> Result<()> {
         let bad = |what: &str| Error::InvalidArgument(format!("knob {name}: '{value}' is not {what}"));
         let flag = || crate::models::tuning::parse_flag(value).ok_or_else(|| bad("true or false"));

@@ -240,6 +240,39 @@ fn run_model(case: &Case, distributed: bool) -> gomlx::Result<(Vec<f64>, Vec<u32
     Ok((all, greedy))
 }
 
+/// A copy of the quantised Qwen 3.5 fixture `name` whose linear-attention
+/// `out_proj`s are dequantised (marked unquantised in config.json): their 32
+/// inputs are one quantisation group of 32, which no split over ranks can cut;
+/// every other quantised tensor stays packed. Written by the test process (named
+/// after it), found by its ranks.
+fn dense_linear_out(name: &str) -> gomlx::Result<PathBuf> {
+    let parent = if as_rank().is_some() { std::os::unix::process::parent_id() } else { std::process::id() };
+    let dir = std::env::temp_dir().join(format!("gomlx-{name}-dense-out-{parent}"));
+    if as_rank().is_some() {
+        return Ok(dir);
+    }
+    let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/models").join(name);
+    gomlx::mlx::stream::set_thread_stream(gomlx::mlx::Stream::new(gomlx::mlx::DeviceKind::Cpu)?);
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(src.join("config.json")).unwrap()).unwrap();
+    let (group, bits) = (config["quantization"]["group_size"].as_i64().unwrap() as i32, config["quantization"]["bits"].as_i64().unwrap() as i32);
+    let mut tensors = gomlx::mlx::io::load_safetensors(&src.join("model.safetensors"))?.tensors;
+    let outs: Vec<String> =
+        tensors.keys().filter_map(|k| k.strip_suffix(".linear_attn.out_proj.scales")).map(|p| format!("{p}.linear_attn.out_proj")).collect();
+    assert!(!outs.is_empty(), "{}: no quantised linear_attn.out_proj", src.display());
+    for p in &outs {
+        let (w, s, b) =
+            (tensors.remove(&format!("{p}.weight")).unwrap(), tensors.remove(&format!("{p}.scales")).unwrap(), tensors.remove(&format!("{p}.biases")).unwrap());
+        tensors.insert(format!("{p}.weight"), gomlx::mlx::dequantize(&w, &s, &b, group, bits, Some(Dtype::F32))?);
+        for key in ["quantization", "quantization_config"] {
+            config[key][p.as_str()] = serde_json::Value::Bool(false);
+        }
+    }
+    gomlx::mlx::io::save_safetensors(&dir.join("model.safetensors"), &tensors, &Default::default())?;
+    std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+    Ok(dir)
+}
+
 /// Runs `test` as `ranks` ranks splitting `fixture` and checks every rank
 /// against the whole model: the same greedy tokens, and logits within
 /// `LOGIT_TOLERANCE` (float32 sums taken in another order: per rank, then across ranks).
@@ -433,6 +466,53 @@ fn quantized_wide_qwen3_moe_by_columns_over_2_ranks() {
 }
 
 #[test]
+fn qwen3_5_gated_delta_and_gated_attention_over_2_ranks() {
+    // 2 key heads with 2 value heads each, 4 query heads with their gates, 2 kv heads: one of each per rank.
+    check_split("qwen3_5_gated_delta_and_gated_attention_over_2_ranks", "qwen3_5", 2, None);
+}
+
+#[test]
+fn qwen3_5_moe_shared_expert_over_2_ranks() {
+    // transformers' fused experts [E, 2I, H]: each rank reads its rows of both halves.
+    // By columns the float32 logits move by up to 4.3e-5 on this fixture (by experts
+    // 1.5e-5; gather_mm has no float64 to tell rounding apart): bounded like Gemma 4's.
+    let case = Case { tolerance: GEMMA4_TOLERANCE, moe_chosen: Some("columns"), ..Case::fixture("qwen3_5_moe", None) };
+    check_split_of("qwen3_5_moe_shared_expert_over_2_ranks", &case, 2);
+}
+
+#[test]
+fn qwen3_5_moe_per_expert_checkpoint_over_2_ranks() {
+    // transformers 5's layout: experts stored one by one, read by the rank that holds them.
+    let case = Case { moe: Some(MoeSplit::Experts), moe_chosen: Some("experts"), ..Case::fixture("qwen3_5_moe_tf5", None) };
+    check_split_of("qwen3_5_moe_per_expert_checkpoint_over_2_ranks", &case, 2);
+}
+
+#[test]
+fn quantized_qwen3_5_moe_q4_over_2_ranks() {
+    // Packed in_proj_qkv read as 3 row ranges, q_proj with its gates, experts and the
+    // shared expert split; out_proj expanded, as its one quantisation group cannot be.
+    let test = "quantized_qwen3_5_moe_q4_over_2_ranks";
+    let path = dense_linear_out("qwen3_5_moe_q4").unwrap();
+    // 16 expert columns per rank would cut the groups of 32: whole experts.
+    let case = Case { path: path.clone(), moe_chosen: Some("experts"), ..Case::fixture("qwen3_5_moe_q4", Some(false)) };
+    check_split_of(test, &case, 2);
+    if as_rank().is_none() {
+        let _ = std::fs::remove_dir_all(&path);
+    }
+}
+
+#[test]
+fn phi3_fused_qkv_and_gate_up_over_2_ranks() {
+    // qkv_proj read as 3 row ranges (q, k, v heads), gate_up_proj as 2.
+    check_split("phi3_fused_qkv_and_gate_up_over_2_ranks", "phi3_fused", 2, None);
+}
+
+#[test]
+fn quantized_phi3_fused_q4_over_2_ranks() {
+    check_split("quantized_phi3_fused_q4_over_2_ranks", "phi3_fused_q4", 2, Some(false));
+}
+
+#[test]
 fn gemma3_over_2_ranks() {
     check_split("gemma3_over_2_ranks", "gemma3_text", 2, None);
 }
@@ -519,11 +599,29 @@ fn heads_that_do_not_divide_are_refused() {
 }
 
 #[test]
+fn linear_attention_key_heads_that_do_not_divide_are_refused() {
+    // qwen3_5's 4 query and 2 kv heads would split over 4 ranks; its 2 gated delta key heads do not.
+    let Some(errors) = split_error("linear_attention_key_heads_that_do_not_divide_are_refused", "qwen3_5", 4) else { return };
+    for e in errors {
+        assert!(e.contains("2 linear-attention key heads (linear_num_key_heads) do not divide by 4"), "{e}");
+    }
+}
+
+#[test]
 fn a_split_through_a_quantisation_group_is_refused() {
     // o_proj's 64 inputs in groups of 32: 4 ranks would get half a group each.
     let Some(errors) = split_error("a_split_through_a_quantisation_group_is_refused", "llama_tied_q4", 4) else { return };
     for e in errors {
         assert!(e.contains("o_proj") && e.contains("quantisation group"), "{e}");
+    }
+}
+
+#[test]
+fn a_gated_delta_out_proj_in_one_quantisation_group_is_refused() {
+    // qwen3_5_q4's linear-attention out_proj has 32 inputs in one group of 32.
+    let Some(errors) = split_error("a_gated_delta_out_proj_in_one_quantisation_group_is_refused", "qwen3_5_q4", 2) else { return };
+    for e in errors {
+        assert!(e.contains("linear_attn.out_proj") && e.contains("quantisation group"), "{e}");
     }
 }
 

@@ -198,7 +198,10 @@ fn a_rank_of_a_split_model_reads_only_its_bytes() {
             vocab: c.vocab_size,
             experts: 0,
             moe: gomlx::models::shard::MoeSplit::Experts,
+            experts_in_out: false,
             gemma4: None,
+            linear: None,
+            intermediate: c.intermediate_size,
         };
         let split = split_weights(&g, c.clone(), &shard).unwrap();
         let (mut read, mut whole) = (0u64, 0u64);

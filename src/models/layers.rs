@@ -37,7 +37,7 @@ impl Collective {
     /// The collective of the projection at `path` under `cfg`'s shard, if any.
     fn of(cfg: &ModelConfig, path: &str) -> Option<Collective> {
         let s = cfg.build.shard.as_ref()?;
-        if path.ends_with("self_attn.o_proj") || path.ends_with("mlp.down_proj") {
+        if path.ends_with("self_attn.o_proj") || path.ends_with("mlp.down_proj") || path.ends_with("linear_attn.out_proj") {
             Some(Collective::Sum(s.group.clone()))
         } else if path == "lm_head" {
             Some(Collective::GatherVocab(s.group.clone(), s.vocab as i32))

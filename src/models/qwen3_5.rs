@@ -134,6 +134,8 @@ struct SharedMoe {
     routed: MoeBlock,
     shared: Mlp,
     shared_gate: Linear,
+    /// Split over ranks: the group summing both partial outputs at once.
+    sum: Option<std::sync::Arc<crate::mlx::distributed::Group>>,
 }
 
 #[allow(clippy::large_enum_variant)]
@@ -146,9 +148,16 @@ impl FeedForward {
     fn forward(&self, x: &Array) -> Result<Array> {
         match self {
             FeedForward::Dense(m) => m.forward(x),
+            // Split over ranks, the shared expert's output is a partial sum too (its
+            // down_proj reads this rank's columns) and σ(gate), whole, scales every
+            // part alike: one sum over ranks covers both.
             FeedForward::Sparse(m) => {
                 let shared = m.shared.forward(x)?.multiply(&m.shared_gate.forward(x)?.sigmoid()?)?;
-                m.routed.forward(x)?.add(&shared)
+                let y = m.routed.forward(x)?.add(&shared)?;
+                match &m.sum {
+                    Some(g) => g.all_sum(&y),
+                    None => Ok(y),
+                }
             }
         }
     }
@@ -194,10 +203,14 @@ impl Qwen35Net {
                     mlp: match &cfg.moe {
                         Some(moe) if moe.layers[i] => {
                             let size = cfg.shared_expert_size.ok_or_else(|| Error::Model("config.json: missing 'shared_expert_intermediate_size'".into()))?;
+                            let mut routed = MoeBlock::load(w, cfg, i)?;
+                            // The shared expert's down_proj has no all_sum of its own (`shard`).
+                            let sum = routed.defer_sum();
                             FeedForward::Sparse(SharedMoe {
-                                routed: MoeBlock::load(w, cfg, i)?,
+                                routed,
                                 shared: Mlp::load_at(w, cfg, &format!("{p}.mlp.shared_expert"), size, false)?,
                                 shared_gate: Linear::load(w, cfg, &format!("{p}.mlp.shared_expert_gate"), h, 1, false)?,
+                                sum,
                             })
                         }
                         _ => FeedForward::Dense(Mlp::load(w, cfg, i, false)?),

@@ -12,8 +12,12 @@
 //! logits). Norms, routers and biases after a sum are whole on every rank.
 //! Gemma 4 splits each layer by its own head size and kv heads, and its
 //! per-layer input embeddings by vocabulary rows like the embedding.
+//! Qwen 3.5's gated delta layers split by key heads with their value heads,
+//! its shared expert like a dense MLP; fused checkpoint projections (`qkv_proj`,
+//! `gate_up_proj`) are read as several row ranges (`Part::Rows`).
 
 use super::config::{Gemma4Layout, ModelConfig};
+use super::linear_attention::LinearDims;
 use crate::mlx::distributed::Group;
 use crate::{Error, Result};
 use std::sync::Arc;
@@ -31,7 +35,14 @@ pub struct Shard {
     pub experts: usize,
     /// How the sparse blocks are split (`moe_split`).
     pub moe: MoeSplit,
+    /// transformers' gpt-oss layout: fused experts stored `[E, in, out]`, gate
+    /// and up interleaved along out (others: `[E, 2I, H]`, gate rows then up).
+    pub experts_in_out: bool,
     pub gemma4: Option<Gemma4Shard>,
+    /// The whole model's linear-attention sizes (Qwen 3.5's gated delta layers).
+    pub linear: Option<LinearDims>,
+    /// The whole MLP width, for fused `gate_up_proj` rows.
+    pub intermediate: usize,
 }
 
 /// What a Gemma 4 split needs beyond the common sizes.
@@ -98,6 +109,9 @@ pub enum Part {
     /// `axis` holds `blocks` equal runs (Gemma 4's gate rows, then up rows):
     /// `len` entries of each from `start`, joined.
     Blocks { axis: usize, blocks: u64, start: u64, len: u64 },
+    /// Several `(start, len)` row ranges of axis 0, concatenated in order: a
+    /// fused projection's parts (`qkv_proj`: q, k, v) or Qwen 3.5's `in_proj_qkv`.
+    Rows(Vec<(u64, u64)>),
 }
 
 /// Joins the group `backend` names (`ring`, `nccl`, `mpi`, `jaccl`, `any`):
@@ -119,11 +133,14 @@ impl Shard {
     pub fn new_with(group: Arc<Group>, cfg: &ModelConfig, want: MoeSplit) -> Result<Shard> {
         let (rank, size) = (group.rank(), group.size());
         let refuse = |why: String| Err(Error::InvalidArgument(format!("cannot split {} over {size} ranks: {why}", cfg.model_type)));
-        if cfg.linear_attention.is_some() {
-            return refuse("linear-attention layers are not sharded".into());
+        // Each rank keeps whole key heads with the value heads that read them.
+        if let Some(d) = cfg.linear_attention.as_ref().map(|l| l.dims) {
+            if !d.k_heads.is_multiple_of(size) {
+                return refuse(format!("{} linear-attention key heads (linear_num_key_heads) do not divide by {size}", d.k_heads));
+            }
         }
-        if cfg.attn_output_gate || cfg.shared_expert_size.is_some() {
-            return refuse("gated attention outputs and shared experts are not sharded".into());
+        if let Some(n) = cfg.shared_expert_size.filter(|n| !n.is_multiple_of(size)) {
+            return refuse(format!("the shared expert width {n} does not divide by {size}"));
         }
         if !cfg.num_heads.is_multiple_of(size) {
             return refuse(format!("{} attention heads do not divide by {size}", cfg.num_heads));
@@ -161,7 +178,22 @@ impl Shard {
             (MoeSplit::Columns, Some(why)) => return refuse(format!("{experts} experts do not divide by {size} and {why}")),
             (MoeSplit::Experts, _) => return refuse(format!("{experts} experts do not divide by {size}")),
         };
-        Ok(Shard { group, rank, size, heads: nh, kv_heads: nkv, vocab: cfg.vocab_size, experts, moe, gemma4 })
+        let linear = cfg.linear_attention.as_ref().map(|l| l.dims);
+        let experts_in_out = cfg.model_type == "gpt_oss";
+        Ok(Shard {
+            group,
+            rank,
+            size,
+            heads: nh,
+            kv_heads: nkv,
+            vocab: cfg.vocab_size,
+            experts,
+            moe,
+            experts_in_out,
+            gemma4,
+            linear,
+            intermediate: cfg.intermediate_size,
+        })
     }
 
     /// The config this rank builds: its heads, MLP columns and experts.
@@ -179,6 +211,13 @@ impl Shard {
             for k in &mut g.kv_heads {
                 *k = (*k / self.size).max(1);
             }
+        }
+        if let Some(l) = cfg.linear_attention.as_mut() {
+            l.dims.k_heads /= self.size;
+            l.dims.v_heads /= self.size;
+        }
+        if let Some(n) = cfg.shared_expert_size.as_mut() {
+            *n /= self.size;
         }
         cfg.build.shard = Some(self.clone());
     }
@@ -270,10 +309,8 @@ impl Shard {
             Ok(Part::Slice { axis, start: self.rank as u64 * n / r, len: n / r, pad_to: n / r })
         };
         let is_bias = name.ends_with(".bias");
-        if name.contains("qkv_proj.") || name.contains("mlp.gate_up_proj.") {
-            return Err(Error::InvalidArgument(format!(
-                "'{name}': projections fused in the checkpoint are not sharded; convert the model to separate q/k/v and gate/up first"
-            )));
+        if let Some(part) = self.fused_part(name, dim0)? {
+            return Ok(part);
         }
         if let Some(p) = self.gemma4_part(name) {
             return Ok(p);
@@ -320,6 +357,24 @@ impl Shard {
         if (proj(".self_attn.o_proj.") || proj(".mlp.down_proj.")) && !is_bias {
             return last_cols();
         }
+        // Qwen 3.5 MoE's shared expert: a dense MLP (its σ gate is whole).
+        if proj(".mlp.shared_expert.gate_proj.") || proj(".mlp.shared_expert.up_proj.") {
+            return even_rows();
+        }
+        if proj(".mlp.shared_expert.down_proj.") && !is_bias {
+            return last_cols();
+        }
+        // Gated delta layers: z, b, a and the decay are per value head; the norm
+        // (per head dimension) is whole; out_proj reads this rank's heads.
+        if proj(".linear_attn.in_proj_z.") || proj(".linear_attn.in_proj_b.") || proj(".linear_attn.in_proj_a.") {
+            return even_rows();
+        }
+        if name.ends_with(".linear_attn.A_log") || name.ends_with(".linear_attn.dt_bias") {
+            return even_rows();
+        }
+        if proj(".linear_attn.out_proj.") && !is_bias {
+            return last_cols();
+        }
         Ok(Part::Whole)
     }
 
@@ -353,8 +408,9 @@ impl Shard {
             // gpt-oss: gate and up interleaved row by row (or, dense, column by column):
             // a contiguous run holds this rank's pairs.
             "gate_up_proj_blocks" | "gate_up_proj_scales" | "gate_up_proj_bias" => slice(1),
-            "gate_up_proj" if self.gemma4.is_some() => {
-                // Gemma 4: [E, 2I, H], gate rows then up rows.
+            "gate_up_proj" if self.experts_in_out => slice(2),
+            "gate_up_proj" => {
+                // Gemma 4, Qwen 3.5: [E, 2I, H], gate rows then up rows.
                 let n = shape.get(1).copied().unwrap_or(0);
                 if !n.is_multiple_of(2 * r) {
                     return Err(Error::InvalidArgument(format!(
@@ -365,18 +421,53 @@ impl Shard {
                 let per = n / 2 / r;
                 Ok(Part::Blocks { axis: 1, blocks: 2, start: rank * per, len: per })
             }
-            "gate_up_proj" => slice(2),
             // The sum over the expert width: its columns. Biases after the sum are whole
             // (added on one rank: `MoeBlock`).
             "down_proj_bias" => Ok(Part::Whole),
             "w2" | "down_proj" if name.ends_with(".bias") => Ok(Part::Whole),
             // transformers' gpt-oss: [E, I, H].
-            "down_proj" if tail == "down_proj" && self.gemma4.is_none() => slice(1),
+            "down_proj" if tail == "down_proj" && self.experts_in_out => slice(1),
             // MXFP4 blocks [E, H, I/32, 16]: whole groups of 32.
             "down_proj_blocks" => slice(2),
             "w2" | "down_proj" | "down_proj_scales" => slice(shape.len().saturating_sub(1)),
             _ => Ok(Part::Whole),
         }
+    }
+
+    /// The row ranges of a tensor holding several projections' rows in a row:
+    /// Qwen 3.5's `in_proj_qkv` and conv taps (`[q | k | v]` by key and value
+    /// heads), Phi-3's `qkv_proj` (`[q | k | v]`) and `gate_up_proj`.
+    fn fused_part(&self, name: &str, dim0: u64) -> Result<Option<Part>> {
+        let (rank, r) = (self.rank as u64, self.size as u64);
+        let mismatch = |expected: u64| Error::InvalidArgument(format!("cannot split tensor '{name}': {dim0} rows, expected {expected}"));
+        if name.contains(".linear_attn.in_proj_qkv.") || name.ends_with(".linear_attn.conv1d.weight") {
+            let d = self.linear.ok_or_else(|| Error::InvalidArgument(format!("cannot split tensor '{name}': the config has no linear-attention sizes")))?;
+            let (kd, vd) = ((d.k_heads * d.k_dim) as u64, (d.v_heads * d.v_dim) as u64);
+            if dim0 != 2 * kd + vd {
+                return Err(mismatch(2 * kd + vd));
+            }
+            let (kp, vp) = (kd / r, vd / r);
+            return Ok(Some(Part::Rows(vec![(rank * kp, kp), (kd + rank * kp, kp), (2 * kd + rank * vp, vp)])));
+        }
+        if name.contains(".self_attn.qkv_proj.") {
+            let (nh, nkv) = (self.heads as u64, self.kv_heads as u64);
+            if !dim0.is_multiple_of(nh + 2 * nkv) {
+                return Err(Error::InvalidArgument(format!("cannot split tensor '{name}': {dim0} rows are not {nh} query and 2 × {nkv} key/value heads")));
+            }
+            let hd = dim0 / (nh + 2 * nkv);
+            let (q, kv) = (nh / r * hd, (self.kv_heads / self.size).max(1) as u64 * hd);
+            let kv_at = self.kv_start(self.kv_heads) as u64 * hd;
+            return Ok(Some(Part::Rows(vec![(rank * q, q), (nh * hd + kv_at, kv), ((nh + nkv) * hd + kv_at, kv)])));
+        }
+        if name.contains(".mlp.gate_up_proj.") {
+            let i = self.intermediate as u64;
+            if dim0 != 2 * i {
+                return Err(mismatch(2 * i));
+            }
+            let per = i / r;
+            return Ok(Some(Part::Rows(vec![(rank * per, per), (i + rank * per, per)])));
+        }
+        Ok(None)
     }
 }
 

@@ -86,8 +86,8 @@ impl Weights {
     }
 
     /// This rank's part of a directory's tensors (`shard::Shard::part`): sliced
-    /// tensors are read from the file's bytes (only their rows, or only their
-    /// columns of each row, are read), other experts' tensors not at all, and
+    /// tensors are read from the file's bytes (only their rows or row ranges, or
+    /// only their columns of each row, are read), other experts' tensors not at all, and
     /// whole tensors lazily through MLX as in `load`.
     pub fn load_sharded(dir: &Path, shard: &super::shard::Shard) -> Result<Weights> {
         use super::shard::Part;
@@ -115,6 +115,11 @@ impl Weights {
                         let mut shape: Vec<i32> = t.shape.iter().map(|&d| d as i32).collect();
                         shape[axis] = (blocks * len) as i32;
                         tensors.insert(name, a.reshape(&shape)?);
+                        continue;
+                    }
+                    Part::Rows(ranges) => {
+                        let parts = ranges.iter().map(|&(start, len)| read_slice(&f, &file, data_start, t, 0, start, len, len)).collect::<Result<Vec<_>>>()?;
+                        tensors.insert(name, crate::mlx::concatenate(&parts.iter().collect::<Vec<_>>(), 0)?);
                         continue;
                     }
                     Part::Whole => name,

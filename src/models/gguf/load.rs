@@ -185,6 +185,11 @@ pub fn split_weights(g: &GgufModel, mut config: ModelConfig, shard: &Shard) -> R
             }
             Part::Whole => (name.clone(), g.load(info)?, info.size as usize),
             Part::Rename(to) => (to, g.load(info)?, info.size as usize),
+            // Several projections' rows in one tensor (Phi-3's qkv_proj, Qwen 3.5's
+            // in_proj_qkv): no GGUF architecture read here names its tensors so.
+            Part::Rows(_) => {
+                return Err(Error::InvalidArgument(format!("cannot split tensor '{name}' of a GGUF file: its rows hold several projections")));
+            }
             Part::Slice { axis, start, len, pad_to } => {
                 let block = info.ty.block().0 as u64;
                 if axis + 1 == shape.len() && !(start.is_multiple_of(block) && len.is_multiple_of(block)) {

@@ -4,6 +4,7 @@
 
 use gomlx::mlx::distributed::Group;
 use gomlx::mlx::{Array, Dtype};
+use gomlx::models::shard::MoeSplit;
 use std::ffi::c_char;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -193,13 +194,17 @@ struct Case<'a> {
     dequantize: Option<bool>,
     /// The largest |split - whole| / (1 + |whole|) allowed per logit.
     tolerance: f64,
+    /// The mixture-of-experts split asked for (None: the default) and the one
+    /// each rank's load must report choosing (`ModelInfo::moe_split`).
+    moe: Option<MoeSplit>,
+    moe_chosen: Option<&'a str>,
 }
 
 impl Case<'_> {
     /// A fixture of tests/fixtures/models: `PROMPT`, float32, `LOGIT_TOLERANCE`.
     fn fixture(name: &str, dequantize: Option<bool>) -> Case<'static> {
         let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/models").join(name);
-        Case { path, prompt: &PROMPT, greedy: GREEDY, dtype: Dtype::F32, dequantize, tolerance: LOGIT_TOLERANCE }
+        Case { path, prompt: &PROMPT, greedy: GREEDY, dtype: Dtype::F32, dequantize, tolerance: LOGIT_TOLERANCE, moe: None, moe_chosen: None }
     }
 }
 
@@ -208,12 +213,16 @@ impl Case<'_> {
 fn run_model(case: &Case, distributed: bool) -> gomlx::Result<(Vec<f64>, Vec<u32>)> {
     use gomlx::models::{LoadOptions, Logits, Model};
     gomlx::mlx::stream::set_thread_stream(gomlx::mlx::Stream::new(gomlx::mlx::DeviceKind::Cpu)?);
-    let opts = LoadOptions { dtype: Some(case.dtype), dequantize: case.dequantize, distributed: distributed.then(|| "ring".to_string()), ..Default::default() };
+    let backend = distributed.then(|| "ring".to_string());
+    let opts = LoadOptions { dtype: Some(case.dtype), dequantize: case.dequantize, distributed: backend, moe_split: case.moe, ..Default::default() };
     let model = Model::load(&case.path, &opts)?;
     if distributed {
         // Really split: this rank holds part of the weights.
         let info = model.info();
         assert!(info.ranks > 1 && info.rank == as_rank().unwrap(), "rank {} of {}", info.rank, info.ranks);
+        if let Some(chosen) = case.moe_chosen {
+            assert_eq!(info.moe_split.as_deref(), Some(chosen), "mixture-of-experts split of {}", case.path.display());
+        }
     }
     let mut caches = model.new_caches();
     let tokens = Array::from_slice(case.prompt, &[1, case.prompt.len() as i32])?;
@@ -295,6 +304,8 @@ fn check_split_of(test: &str, case: &Case, ranks: usize) {
         let _ = std::fs::remove_file(&file);
         let got: Vec<f64> = bytes.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap())).collect();
         assert_eq!(got.len(), whole.len(), "{what} rank {rank}: logits count");
+        // A NaN would slip through the largest-difference fold below.
+        assert!(got.iter().chain(&whole).all(|v| v.is_finite()), "{what} rank {rank}: logits not finite");
         let worst = got.iter().zip(&whole).map(|(a, b)| (a - b).abs() / (1.0 + b.abs())).fold(0f64, f64::max);
         eprintln!("{what} over {ranks} ranks in {}, rank {rank}: largest logit difference {worst:e} (relative to 1 + |logit|)", case.dtype.name());
         assert!(worst <= case.tolerance, "{what} over {ranks} ranks, rank {rank}: logits differ by {worst:e} (bound {:e})", case.tolerance);
@@ -335,30 +346,123 @@ fn gqa_qwen3_over_4_ranks() {
     check_split("gqa_qwen3_over_4_ranks", "qwen3_qknorm", 4, None);
 }
 
+/// A mixture-of-experts fixture split the default way, which must choose `expect`.
+fn check_moe(test: &str, fixture: &str, ranks: usize, dequantize: Option<bool>, expect: &str) {
+    check_split_of(test, &Case { moe_chosen: Some(expect), ..Case::fixture(fixture, dequantize) }, ranks);
+}
+
 #[test]
 fn moe_mixtral_over_2_ranks() {
-    check_split("moe_mixtral_over_2_ranks", "mixtral", 2, None);
+    // Per-expert w1/w3 rows and w2 columns of every expert.
+    check_moe("moe_mixtral_over_2_ranks", "mixtral", 2, None, "columns");
 }
 
 #[test]
 fn moe_qwen3_moe_over_4_ranks() {
-    check_split("moe_qwen3_moe_over_4_ranks", "qwen3_moe", 4, None);
+    check_moe("moe_qwen3_moe_over_4_ranks", "qwen3_moe", 4, None, "columns");
+}
+
+#[test]
+fn moe_qwen3_moe_by_experts_over_4_ranks() {
+    // Expert parallel on request: 2 whole experts per rank.
+    let test = "moe_qwen3_moe_by_experts_over_4_ranks";
+    check_split_of(test, &Case { moe: Some(MoeSplit::Experts), moe_chosen: Some("experts"), ..Case::fixture("qwen3_moe", None) }, 4);
 }
 
 #[test]
 fn gpt_oss_sinks_and_biased_experts_over_2_ranks() {
-    check_split("gpt_oss_sinks_and_biased_experts_over_2_ranks", "gpt_oss", 2, None);
+    // The experts' down_proj bias is added once (rank 0), gate/up biases split with their rows.
+    check_moe("gpt_oss_sinks_and_biased_experts_over_2_ranks", "gpt_oss", 2, None, "columns");
 }
 
 #[test]
 fn gpt_oss_mxfp4_experts_over_2_ranks() {
-    check_split("gpt_oss_mxfp4_experts_over_2_ranks", "gpt_oss_mxfp4", 2, None);
+    // 32-wide experts over 2 ranks would cut MXFP4's groups of 32: whole experts instead.
+    check_moe("gpt_oss_mxfp4_experts_over_2_ranks", "gpt_oss_mxfp4", 2, None, "experts");
+}
+
+#[test]
+fn gpt_oss_mxfp4_wide_experts_by_columns_over_2_ranks() {
+    // gpt_oss_mxfp4 with each expert twice as wide (OpenAI's blocks, scales and biases
+    // repeated along the width: gate/up stay interleaved pairs): each rank's 32 down_proj
+    // columns are one MXFP4 group, its gate/up rows one contiguous run of the fused tensor.
+    let parent = if as_rank().is_some() { std::os::unix::process::parent_id() } else { std::process::id() };
+    let dir = std::env::temp_dir().join(format!("gomlx-gpt-oss-wide-{parent}"));
+    if as_rank().is_none() {
+        gomlx::mlx::stream::set_thread_stream(gomlx::mlx::Stream::new(gomlx::mlx::DeviceKind::Cpu).unwrap());
+        let from = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/models/gpt_oss_mxfp4");
+        let mut tensors = gomlx::mlx::io::load_safetensors(&from.join("model.safetensors")).unwrap().tensors;
+        let mut config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(from.join("config.json")).unwrap()).unwrap();
+        for l in 0..config["num_hidden_layers"].as_u64().unwrap() {
+            let p = format!("model.layers.{l}.mlp.experts");
+            for (n, axis) in
+                [("gate_up_proj_blocks", 1), ("gate_up_proj_scales", 1), ("gate_up_proj_bias", 1), ("down_proj_blocks", 2), ("down_proj_scales", 2)]
+            {
+                let name = format!("{p}.{n}");
+                let w = tensors.remove(&name).unwrap();
+                tensors.insert(name, gomlx::mlx::concatenate(&[&w, &w], axis).unwrap());
+            }
+        }
+        std::fs::create_dir_all(&dir).unwrap();
+        gomlx::mlx::io::save_safetensors(&dir.join("model.safetensors"), &tensors, &Default::default()).unwrap();
+        config["intermediate_size"] = serde_json::json!(2 * config["intermediate_size"].as_u64().unwrap());
+        std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+    }
+    check_moe("gpt_oss_mxfp4_wide_experts_by_columns_over_2_ranks", dir.to_str().unwrap(), 2, None, "columns");
+    if as_rank().is_none() {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
 
 #[test]
 fn quantized_qwen3_moe_q4_over_2_ranks() {
-    // Kept quantised (not expanded at load): packed weights, scales and biases are split.
-    check_split("quantized_qwen3_moe_q4_over_2_ranks", "qwen3_moe_q4", 2, Some(false));
+    // Kept quantised (not expanded at load): 16 columns per rank would cut the groups
+    // of 32, so the experts split whole (packed weights, scales and biases by expert).
+    check_moe("quantized_qwen3_moe_q4_over_2_ranks", "qwen3_moe_q4", 2, Some(false), "experts");
+}
+
+#[test]
+fn quantized_wide_qwen3_moe_by_columns_over_2_ranks() {
+    // qwen3_moe with each expert twice as wide (its rows twice, down_proj halved, twice),
+    // stacked and quantised 4-bit in groups of 32: each rank's 32 down_proj columns are one group.
+    let parent = if as_rank().is_some() { std::os::unix::process::parent_id() } else { std::process::id() };
+    let dir = std::env::temp_dir().join(format!("gomlx-qwen3-moe-wide-{parent}"));
+    if as_rank().is_none() {
+        gomlx::mlx::stream::set_thread_stream(gomlx::mlx::Stream::new(gomlx::mlx::DeviceKind::Cpu).unwrap());
+        let from = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/models/qwen3_moe");
+        let mut tensors = gomlx::mlx::io::load_safetensors(&from.join("model.safetensors")).unwrap().tensors;
+        let mut config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(from.join("config.json")).unwrap()).unwrap();
+        let experts = config["num_experts"].as_u64().unwrap();
+        for l in 0..config["num_hidden_layers"].as_u64().unwrap() {
+            let p = format!("model.layers.{l}.mlp");
+            if !tensors.contains_key(&format!("{p}.experts.0.down_proj.weight")) {
+                continue;
+            }
+            for n in ["gate_proj", "up_proj", "down_proj"] {
+                let parts: Vec<Array> = (0..experts).map(|e| tensors.remove(&format!("{p}.experts.{e}.{n}.weight")).unwrap()).collect();
+                let w = gomlx::mlx::stack(&parts.iter().collect::<Vec<_>>(), 0).unwrap();
+                let wide = match n {
+                    "down_proj" => {
+                        let half = w.mul_scalar(0.5).unwrap();
+                        gomlx::mlx::concatenate(&[&half, &half], 2).unwrap()
+                    }
+                    _ => gomlx::mlx::concatenate(&[&w, &w], 1).unwrap(),
+                };
+                let (q, scales, biases) = gomlx::mlx::quantize(&wide, 32, 4).unwrap();
+                let name = format!("{p}.switch_mlp.{n}");
+                tensors.extend([(format!("{name}.weight"), q), (format!("{name}.scales"), scales), (format!("{name}.biases"), biases)]);
+            }
+        }
+        std::fs::create_dir_all(&dir).unwrap();
+        gomlx::mlx::io::save_safetensors(&dir.join("model.safetensors"), &tensors, &Default::default()).unwrap();
+        config["moe_intermediate_size"] = serde_json::json!(64);
+        config["quantization"] = serde_json::json!({"group_size": 32, "bits": 4});
+        std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+    }
+    check_moe("quantized_wide_qwen3_moe_by_columns_over_2_ranks", dir.to_str().unwrap(), 2, Some(false), "columns");
+    if as_rank().is_none() {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
 
 #[test]
@@ -369,13 +473,18 @@ fn qwen3_5_gated_delta_and_gated_attention_over_2_ranks() {
 
 #[test]
 fn qwen3_5_moe_shared_expert_over_2_ranks() {
-    check_split("qwen3_5_moe_shared_expert_over_2_ranks", "qwen3_5_moe", 2, None);
+    // transformers' fused experts [E, 2I, H]: each rank reads its rows of both halves.
+    // By columns the float32 logits move by up to 4.3e-5 on this fixture (by experts
+    // 1.5e-5; gather_mm has no float64 to tell rounding apart): bounded like Gemma 4's.
+    let case = Case { tolerance: GEMMA4_TOLERANCE, moe_chosen: Some("columns"), ..Case::fixture("qwen3_5_moe", None) };
+    check_split_of("qwen3_5_moe_shared_expert_over_2_ranks", &case, 2);
 }
 
 #[test]
 fn qwen3_5_moe_per_expert_checkpoint_over_2_ranks() {
     // transformers 5's layout: experts stored one by one, read by the rank that holds them.
-    check_split("qwen3_5_moe_per_expert_checkpoint_over_2_ranks", "qwen3_5_moe_tf5", 2, None);
+    let case = Case { moe: Some(MoeSplit::Experts), moe_chosen: Some("experts"), ..Case::fixture("qwen3_5_moe_tf5", None) };
+    check_split_of("qwen3_5_moe_per_expert_checkpoint_over_2_ranks", &case, 2);
 }
 
 #[test]
@@ -384,7 +493,9 @@ fn quantized_qwen3_5_moe_q4_over_2_ranks() {
     // shared expert split; out_proj expanded, as its one quantisation group cannot be.
     let test = "quantized_qwen3_5_moe_q4_over_2_ranks";
     let path = dense_linear_out("qwen3_5_moe_q4").unwrap();
-    check_split_of(test, &Case { path: path.clone(), ..Case::fixture("qwen3_5_moe_q4", Some(false)) }, 2);
+    // 16 expert columns per rank would cut the groups of 32: whole experts.
+    let case = Case { path: path.clone(), moe_chosen: Some("experts"), ..Case::fixture("qwen3_5_moe_q4", Some(false)) };
+    check_split_of(test, &case, 2);
     if as_rank().is_none() {
         let _ = std::fs::remove_dir_all(&path);
     }
@@ -421,8 +532,10 @@ fn gemma4_over_4_ranks() {
 
 #[test]
 fn gemma4_moe_over_2_ranks() {
-    // Global layers have 1 kv head (values are the keys): both ranks hold it.
-    check_split_within("gemma4_moe_over_2_ranks", "gemma4_moe", 2, None, GEMMA4_TOLERANCE);
+    // Global layers have 1 kv head (values are the keys): both ranks hold it. The
+    // fused gate_up_proj [E, 2I, H] gives each rank its rows of both halves.
+    let case = Case { tolerance: GEMMA4_TOLERANCE, moe_chosen: Some("columns"), ..Case::fixture("gemma4_moe", None) };
+    check_split_of("gemma4_moe_over_2_ranks", &case, 2);
 }
 
 #[test]
@@ -528,7 +641,8 @@ fn gguf(name: &str) -> PathBuf {
 fn gguf_smollm2_q4_1_over_3_ranks() {
     // 9 heads, 3 kv heads: q/k rows unpermuted per head on each rank; the whole
     // model loads through MLX's reader, the ranks through gomlx's decoders.
-    let case = Case { path: smollm2(), prompt: &GGUF_PROMPT, greedy: 4, dtype: Dtype::F32, dequantize: None, tolerance: LOGIT_TOLERANCE };
+    let case =
+        Case { path: smollm2(), prompt: &GGUF_PROMPT, greedy: 4, dtype: Dtype::F32, dequantize: None, tolerance: LOGIT_TOLERANCE, moe: None, moe_chosen: None };
     check_split_of("gguf_smollm2_q4_1_over_3_ranks", &case, 3);
 }
 
@@ -537,7 +651,16 @@ fn gguf_gemma3_q4_k_m_over_2_ranks() {
     // 4 heads, 1 kv head (whole on both ranks); o/down columns in whole Q4_K/Q6_K
     // blocks of 256. In float64: Gemma's large residual values put float32's
     // reordered sums 9.5e-5 apart (docs/distributed.md), float64's agree to 1e-12.
-    let case = Case { path: gguf("gemma-3-270m-q4_k_m.gguf"), prompt: &GGUF_PROMPT, greedy: 4, dtype: Dtype::F64, dequantize: None, tolerance: 1e-12 };
+    let case = Case {
+        path: gguf("gemma-3-270m-q4_k_m.gguf"),
+        prompt: &GGUF_PROMPT,
+        greedy: 4,
+        dtype: Dtype::F64,
+        dequantize: None,
+        tolerance: 1e-12,
+        moe: None,
+        moe_chosen: None,
+    };
     check_split_of("gguf_gemma3_q4_k_m_over_2_ranks", &case, 2);
 }
 

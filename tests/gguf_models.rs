@@ -197,6 +197,8 @@ fn a_rank_of_a_split_model_reads_only_its_bytes() {
             kv_heads: c.num_kv_heads,
             vocab: c.vocab_size,
             experts: 0,
+            moe: gomlx::models::shard::MoeSplit::Experts,
+            experts_in_out: false,
             gemma4: None,
             linear: None,
             intermediate: c.intermediate_size,

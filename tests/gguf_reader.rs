@@ -638,7 +638,20 @@ mod split {
     fn shard(rank: usize, size: usize, heads: usize, kv_heads: usize, vocab: usize) -> Shard {
         // A one-process group: `split_weights` reads the shard's numbers only.
         let group = Arc::new(Group::init("any", false).unwrap());
-        Shard { group, rank, size, heads, kv_heads, vocab, experts: 0, gemma4: None, linear: None, intermediate: 0 }
+        Shard {
+            group,
+            rank,
+            size,
+            heads,
+            kv_heads,
+            vocab,
+            experts: 0,
+            moe: gomlx::models::shard::MoeSplit::Experts,
+            experts_in_out: false,
+            gemma4: None,
+            linear: None,
+            intermediate: 0,
+        }
     }
 
     #[test]

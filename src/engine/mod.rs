@@ -62,6 +62,9 @@ pub struct EngineOptions {
     /// Split the model over the MLX distributed group of this backend (ring,
     /// nccl, mpi, jaccl, any; `LoadOptions::distributed`, docs/distributed.md).
     pub distributed: Option<String>,
+    /// Mixture-of-experts blocks split by `columns` or whole `experts`
+    /// (`LoadOptions::moe_split`).
+    pub moe_split: Option<crate::models::shard::MoeSplit>,
     /// Most generations decoding in one batch; more wait for a row. None: 64
     /// on a GPU, 32 on the CPU (`DEFAULT_MAX_BATCH`).
     pub max_batch: Option<usize>,
@@ -84,7 +87,8 @@ impl EngineOptions {
     /// Sets a device-strategy knob by its field name from text (`gomlx --tune
     /// name=value`): `widen`, `dequantize`, `fuse_projections`, `compile`
     /// (true/false), `memory_budget` (bytes, K/M/G suffixes), `cpu_dense_qmm_rows`,
-    /// `gpu_dense_qmm_rows`, `cpu_split_out` (counts; 0 = never).
+    /// `gpu_dense_qmm_rows`, `cpu_split_out` (counts; 0 = never), `distributed`
+    /// (a backend), `moe_split` (`columns` or `experts`).
     pub fn set_knob(&mut self, name: &str, value: &str) -> Result<()> {
         let bad = |what: &str| Error::InvalidArgument(format!("knob {name}: '{value}' is not {what}"));
         let flag = || crate::models::tuning::parse_flag(value).ok_or_else(|| bad("true or false"));
@@ -99,9 +103,10 @@ impl EngineOptions {
             "gpu_dense_qmm_rows" => self.gpu_dense_qmm_rows = Some(count()?),
             "cpu_split_out" => self.cpu_split_out = Some(count()?),
             "distributed" => self.distributed = Some(value.trim().to_string()),
+            "moe_split" => self.moe_split = Some(crate::models::shard::MoeSplit::parse(value).ok_or_else(|| bad("columns or experts"))?),
             _ => {
                 return Err(Error::InvalidArgument(format!(
-                    "unknown knob '{name}' (known: widen, dequantize, memory_budget, fuse_projections, compile, cpu_dense_qmm_rows, gpu_dense_qmm_rows, cpu_split_out, distributed)"
+                    "unknown knob '{name}' (known: widen, dequantize, memory_budget, fuse_projections, compile, cpu_dense_qmm_rows, gpu_dense_qmm_rows, cpu_split_out, distributed, moe_split)"
                 )))
             }
         }
@@ -122,6 +127,7 @@ impl EngineOptions {
             cpu_split_out: self.cpu_split_out,
             adapter: self.adapter.clone(),
             distributed: self.distributed.clone(),
+            moe_split: self.moe_split,
         }
     }
 }

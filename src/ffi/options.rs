@@ -177,6 +177,8 @@ pub(crate) fn load_settings(ptr: *const gm_load_options) -> Result<LoadSettings>
         gpu_dense_qmm_rows: rows(o.gpu_dense_qmm_rows),
         cpu_split_out: rows(o.cpu_split_out),
         distributed: opt_c_str(o.distributed, "gm_load_options.distributed")?.map(distributed_backend).transpose()?,
+        // Not a C field yet: GOMLX_MOE_SPLIT applies (docs/tuning.md).
+        moe_split: None,
         max_batch: (o.max_batch != 0).then_some(o.max_batch),
         prefix_cache_bytes: (o.prefix_cache_bytes != 0).then_some(o.prefix_cache_bytes),
         replicas: (o.replicas != 0).then_some(o.replicas),

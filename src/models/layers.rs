@@ -1054,12 +1054,14 @@ pub struct MoeBlock {
     top_k: i32,
     norm_topk_prob: bool,
     act: ExpertAct,
-    /// Expert parallelism (`shard`): this rank holds experts `first..first + count`.
+    /// Split over ranks (`shard`): by whole experts or by columns of each.
     split: Option<ExpertSplit>,
 }
 
 struct ExpertSplit {
     group: std::sync::Arc<mlx::distributed::Group>,
+    /// Whole experts `first..first + count` (else every expert's columns: routing unchanged).
+    by_experts: bool,
     first: i32,
     count: i32,
     /// The block ends with the all_sum (else its caller sums: `defer_sum`).
@@ -1101,15 +1103,27 @@ impl MoeBlock {
     pub fn load_at(w: &mut Weights, cfg: &ModelConfig, router: &str, x: &str) -> Result<MoeBlock> {
         let moe = cfg.moe.as_ref().ok_or_else(|| Error::Model("a sparse MLP without a mixture-of-experts config".into()))?;
         let (h, i, e, b) = (cfg.hidden_size, moe.intermediate_size, moe.experts, moe.bias);
-        // Split: the router scores every expert; `e` are this rank's.
-        let split = cfg.build.shard.as_ref().map(|s| ExpertSplit { group: s.group.clone(), first: s.expert_start() as i32, count: e as i32, sum: true });
+        // Split: the router scores every expert; by experts `e` are this rank's,
+        // by columns `i` is this rank's part of every expert's width.
+        let split = cfg.build.shard.as_ref().map(|s| ExpertSplit {
+            group: s.group.clone(),
+            by_experts: s.moe == super::shard::MoeSplit::Experts,
+            first: s.expert_start() as i32,
+            count: e as i32,
+            sum: true,
+        });
         let all = cfg.build.shard.as_ref().map_or(e, |s| s.experts);
+        let mut down_proj = SwitchLinear::load(w, cfg, &format!("{x}.down_proj"), e, i, h, b)?;
+        // By columns each rank's output is a partial sum: the bias is added on rank 0 only.
+        if cfg.build.shard.as_ref().is_some_and(|s| s.moe == super::shard::MoeSplit::Columns && s.rank != 0) {
+            down_proj.bias = None;
+        }
         Ok(MoeBlock {
             split,
             router: Linear::load(w, cfg, router, h, all, b)?,
             gate_proj: SwitchLinear::load(w, cfg, &format!("{x}.gate_proj"), e, h, i, b)?,
             up_proj: SwitchLinear::load(w, cfg, &format!("{x}.up_proj"), e, h, i, b)?,
-            down_proj: SwitchLinear::load(w, cfg, &format!("{x}.down_proj"), e, i, h, b)?,
+            down_proj,
             top_k: moe.top_k as i32,
             norm_topk_prob: moe.norm_topk_prob,
             act: match moe.act {
@@ -1135,15 +1149,15 @@ impl MoeBlock {
     /// The experts `idx` (`[B, L, k]`) of each token of `x`, summed with weights `scores`.
     pub fn forward_routed(&self, x: &Array, idx: &Array, scores: &Array) -> Result<Array> {
         let (b, l, h, k) = (x.dim(0), x.dim(1), x.dim(2), idx.dim(2));
-        // Split: other ranks' experts weigh 0 here (and run as local expert 0).
+        // Split by experts: other ranks' experts weigh 0 here (and run as local expert 0).
         let (idx, scores) = match &self.split {
-            Some(s) => {
+            Some(s) if s.by_experts => {
                 let local = idx.astype(mlx::Dtype::I32)?.subtract(&Array::scalar(s.first))?;
                 let mine = local.greater_equal(&Array::scalar(0i32))?.logical_and(&local.less(&Array::scalar(s.count))?)?;
                 let scores = scores.multiply(&mine.astype(scores.dtype())?)?;
                 (mlx::where_(&mine, &local, &Array::scalar(0i32))?.astype(mlx::Dtype::U32)?, scores)
             }
-            None => (idx.clone(), scores.clone()),
+            _ => (idx.clone(), scores.clone()),
         };
         let (idx, scores) = (&idx, &scores);
         let n = b * l * k;

@@ -83,7 +83,8 @@ fn load_gguf(path: &Path, opts: &LoadOptions, want_tokenizer: bool, group: Optio
         // Split: each tensor decoded from this rank's bytes only (docs/distributed.md).
         let model = match group {
             Some(group) => gguf::config(&g).and_then(|config| {
-                let shard = Shard::new(group, &config)?;
+                // By whole experts: a column split is not checked against GGUF's blocks yet.
+                let shard = Shard::new_with(group, &config, super::shard::MoeSplit::Experts)?;
                 let split = gguf::split_weights(&g, config, &shard)?;
                 Model::build(split.config, split.weights, &opts, Some(shard))
             }),

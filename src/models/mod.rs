@@ -95,6 +95,10 @@ pub struct LoadOptions {
     /// loading only its part. None: `GOMLX_DISTRIBUTED`, else off
     /// (`tuning::distributed`, docs/distributed.md).
     pub distributed: Option<String>,
+    /// Split mixture-of-experts blocks by columns of every expert or by whole
+    /// experts. None: `GOMLX_MOE_SPLIT`, else columns where they divide
+    /// (`tuning::moe_split`, docs/distributed.md).
+    pub moe_split: Option<shard::MoeSplit>,
 }
 
 /// What a loaded model is.
@@ -125,6 +129,9 @@ pub struct ModelInfo {
     /// over ranks (tensor parallel, docs/distributed.md); 0 and 1 otherwise.
     pub rank: usize,
     pub ranks: usize,
+    /// How this rank's mixture-of-experts blocks are split (`columns` or
+    /// `experts`) when the model has them and is split; None otherwise.
+    pub moe_split: Option<String>,
 }
 
 pub struct Model {
@@ -159,7 +166,7 @@ impl Model {
         let config = ModelConfig::from_json_str(&text).map_err(|e| Error::Model(format!("{}: {e}", dir.display())))?;
         match group {
             Some(g) => {
-                let shard = shard::Shard::new(g, &config)?;
+                let shard = shard::Shard::new_with(g, &config, tuning::moe_split(opts))?;
                 let weights = Weights::load_sharded(dir, &shard)?;
                 Model::build(config, weights, opts, Some(shard))
             }
@@ -222,6 +229,7 @@ impl Model {
         info.dequantized = plan.dequantize;
         if let Some(s) = &config.build.shard {
             (info.rank, info.ranks) = (s.rank, s.size);
+            info.moe_split = config.moe.is_some().then(|| s.moe.name().to_string());
         }
         let mut model = Model { info, config, net, path };
         // Read every weight now, once, so requests never pay for loading.
@@ -364,5 +372,6 @@ fn info_of(c: &ModelConfig, norms_per_block: u64) -> ModelInfo {
         weight_bytes: 0,
         rank: 0,
         ranks: 1,
+        moe_split: None,
     }
 }

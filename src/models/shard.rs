@@ -5,7 +5,8 @@
 //! Attention heads are split (q/k/v by rows, o_proj by columns then one
 //! all_sum; with fewer kv heads than ranks each rank keeps the kv head its
 //! query heads read), the dense MLP likewise (gate/up rows, down columns,
-//! all_sum), the experts of a mixture-of-experts block by whole experts (each
+//! all_sum), the experts of a mixture-of-experts block by columns inside every
+//! expert like the dense MLP (`MoeSplit::Columns`) or by whole experts (each
 //! rank sums its experts' share, then all_sum), and the vocabulary of the
 //! embedding (masked lookup, all_sum) and of the output head (all_gather of the
 //! logits). Norms, routers and biases after a sum are whole on every rank.
@@ -32,6 +33,11 @@ pub struct Shard {
     pub vocab: usize,
     /// Experts of each sparse block (0 without).
     pub experts: usize,
+    /// How the sparse blocks are split (`moe_split`).
+    pub moe: MoeSplit,
+    /// transformers' gpt-oss layout: fused experts stored `[E, in, out]`, gate
+    /// and up interleaved along out (others: `[E, 2I, H]`, gate rows then up).
+    pub experts_in_out: bool,
     pub gemma4: Option<Gemma4Shard>,
     /// The whole model's linear-attention sizes (Qwen 3.5's gated delta layers).
     pub linear: Option<LinearDims>,
@@ -61,6 +67,34 @@ impl std::fmt::Debug for Shard {
     }
 }
 
+/// How a mixture-of-experts block is split over ranks (`tuning::moe_split`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MoeSplit {
+    /// Every rank holds all experts, 1/R of each one's width (gate/up rows,
+    /// down columns): compute and memory both divide by R whatever the routing.
+    Columns,
+    /// Each rank holds E/R whole experts and runs every token's k choices, the
+    /// others' as its expert 0 with weight 0: memory divides, compute does not.
+    Experts,
+}
+
+impl MoeSplit {
+    pub fn name(self) -> &'static str {
+        match self {
+            MoeSplit::Columns => "columns",
+            MoeSplit::Experts => "experts",
+        }
+    }
+
+    pub fn parse(v: &str) -> Option<MoeSplit> {
+        match v.trim() {
+            "columns" => Some(MoeSplit::Columns),
+            "experts" => Some(MoeSplit::Experts),
+            _ => None,
+        }
+    }
+}
+
 /// What a rank does with one checkpoint tensor.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Part {
@@ -72,6 +106,9 @@ pub enum Part {
     Skip,
     /// This rank's expert, renamed to its local index (the tensor whole).
     Rename(String),
+    /// `axis` holds `blocks` equal runs (Gemma 4's gate rows, then up rows):
+    /// `len` entries of each from `start`, joined.
+    Blocks { axis: usize, blocks: u64, start: u64, len: u64 },
     /// Several `(start, len)` row ranges of axis 0, concatenated in order: a
     /// fused projection's parts (`qkv_proj`: q, k, v) or Qwen 3.5's `in_proj_qkv`.
     Rows(Vec<(u64, u64)>),
@@ -87,6 +124,13 @@ pub fn join(backend: &str) -> Result<Option<Arc<Group>>> {
 impl Shard {
     /// This rank's shard of `cfg`, refused with the reason when the model does not split.
     pub fn new(group: Arc<Group>, cfg: &ModelConfig) -> Result<Shard> {
+        Shard::new_with(group, cfg, MoeSplit::Columns)
+    }
+
+    /// `new`, splitting mixture-of-experts blocks as `want` asks; columns that do
+    /// not divide (or would cut the down projection's quantisation groups) fall
+    /// back to whole experts.
+    pub fn new_with(group: Arc<Group>, cfg: &ModelConfig, want: MoeSplit) -> Result<Shard> {
         let (rank, size) = (group.rank(), group.size());
         let refuse = |why: String| Err(Error::InvalidArgument(format!("cannot split {} over {size} ranks: {why}", cfg.model_type)));
         // Each rank keeps whole key heads with the value heads that read them.
@@ -127,11 +171,29 @@ impl Shard {
             return refuse(format!("the MLP width {} does not divide by {size}", cfg.intermediate_size));
         }
         let experts = cfg.moe.as_ref().map_or(0, |m| m.experts);
-        if !experts.is_multiple_of(size) {
-            return refuse(format!("{experts} experts do not divide by {size}"));
-        }
+        let columns_fail = columns_refusal(cfg, size);
+        let moe = match (want, &columns_fail) {
+            (MoeSplit::Columns, None) => MoeSplit::Columns,
+            _ if experts.is_multiple_of(size) => MoeSplit::Experts,
+            (MoeSplit::Columns, Some(why)) => return refuse(format!("{experts} experts do not divide by {size} and {why}")),
+            (MoeSplit::Experts, _) => return refuse(format!("{experts} experts do not divide by {size}")),
+        };
         let linear = cfg.linear_attention.as_ref().map(|l| l.dims);
-        Ok(Shard { group, rank, size, heads: nh, kv_heads: nkv, vocab: cfg.vocab_size, experts, gemma4, linear, intermediate: cfg.intermediate_size })
+        let experts_in_out = cfg.model_type == "gpt_oss";
+        Ok(Shard {
+            group,
+            rank,
+            size,
+            heads: nh,
+            kv_heads: nkv,
+            vocab: cfg.vocab_size,
+            experts,
+            moe,
+            experts_in_out,
+            gemma4,
+            linear,
+            intermediate: cfg.intermediate_size,
+        })
     }
 
     /// The config this rank builds: its heads, MLP columns and experts.
@@ -140,7 +202,10 @@ impl Shard {
         cfg.num_kv_heads = (self.kv_heads / self.size).max(1);
         cfg.intermediate_size /= self.size;
         if let Some(m) = cfg.moe.as_mut() {
-            m.experts = self.experts / self.size;
+            match self.moe {
+                MoeSplit::Columns => m.intermediate_size /= self.size,
+                MoeSplit::Experts => m.experts = self.experts / self.size,
+            }
         }
         if let Some(g) = cfg.gemma4.as_mut() {
             for k in &mut g.kv_heads {
@@ -255,6 +320,9 @@ impl Shard {
             let start = (self.vocab_start() as u64).min(dim0);
             return Ok(Part::Slice { axis: 0, start, len: (start + per).min(dim0) - start, pad_to: per });
         }
+        if self.moe == MoeSplit::Columns && (name.contains(".experts.") || name.contains(".switch_mlp.")) {
+            return self.expert_columns(name, shape);
+        }
         // Per-expert tensors (`...experts.{e}.name.suffix`): this rank's experts, renumbered.
         if let Some(at) = name.find(".experts.") {
             let rest = &name[at + ".experts.".len()..];
@@ -310,6 +378,62 @@ impl Shard {
         Ok(Part::Whole)
     }
 
+    /// An expert tensor split by columns (`MoeSplit::Columns`): 1/R of the
+    /// expert width of each expert, stacked (`[E, ...]`) or not (`experts.{e}.`).
+    fn expert_columns(&self, name: &str, shape: &[u64]) -> Result<Part> {
+        let (r, rank) = (self.size as u64, self.rank as u64);
+        let after = |pat: &str| name.rsplit_once(pat).map(|(_, t)| t);
+        let tail = after(".switch_mlp.").or_else(|| after(".experts.")).unwrap_or(name);
+        // `experts.{e}.` names one expert; without an index the experts are stacked.
+        let (tail, stacked) = match tail.split_once('.') {
+            Some((n, t)) if n.parse::<u64>().is_ok() => (t, false),
+            _ => (tail, true),
+        };
+        let tail = tail.strip_prefix("switch_glu.").unwrap_or(tail);
+        let e0 = usize::from(stacked);
+        let slice = |axis: usize| -> Result<Part> {
+            let n = shape.get(axis).copied().unwrap_or(0);
+            if n == 0 || !n.is_multiple_of(r) {
+                return Err(Error::InvalidArgument(format!(
+                    "cannot split expert tensor '{name}' of shape {shape:?} by columns over {} ranks: axis {axis} has {n} entries",
+                    self.size
+                )));
+            }
+            Ok(Part::Slice { axis, start: rank * n / r, len: n / r, pad_to: n / r })
+        };
+        let (role, _) = tail.split_once('.').unwrap_or((tail, ""));
+        match role {
+            // Rows of the expert width (quantisation groups run along the input).
+            "w1" | "w3" | "gate_proj" | "up_proj" => slice(e0),
+            // gpt-oss: gate and up interleaved row by row (or, dense, column by column):
+            // a contiguous run holds this rank's pairs.
+            "gate_up_proj_blocks" | "gate_up_proj_scales" | "gate_up_proj_bias" => slice(1),
+            "gate_up_proj" if self.experts_in_out => slice(2),
+            "gate_up_proj" => {
+                // Gemma 4, Qwen 3.5: [E, 2I, H], gate rows then up rows.
+                let n = shape.get(1).copied().unwrap_or(0);
+                if !n.is_multiple_of(2 * r) {
+                    return Err(Error::InvalidArgument(format!(
+                        "cannot split '{name}' of shape {shape:?}: {n} rows are not gate and up halves over {} ranks",
+                        self.size
+                    )));
+                }
+                let per = n / 2 / r;
+                Ok(Part::Blocks { axis: 1, blocks: 2, start: rank * per, len: per })
+            }
+            // The sum over the expert width: its columns. Biases after the sum are whole
+            // (added on one rank: `MoeBlock`).
+            "down_proj_bias" => Ok(Part::Whole),
+            "w2" | "down_proj" if name.ends_with(".bias") => Ok(Part::Whole),
+            // transformers' gpt-oss: [E, I, H].
+            "down_proj" if tail == "down_proj" && self.experts_in_out => slice(1),
+            // MXFP4 blocks [E, H, I/32, 16]: whole groups of 32.
+            "down_proj_blocks" => slice(2),
+            "w2" | "down_proj" | "down_proj_scales" => slice(shape.len().saturating_sub(1)),
+            _ => Ok(Part::Whole),
+        }
+    }
+
     /// The row ranges of a tensor holding several projections' rows in a row:
     /// Qwen 3.5's `in_proj_qkv` and conv taps (`[q | k | v]` by key and value
     /// heads), Phi-3's `qkv_proj` (`[q | k | v]`) and `gate_up_proj`.
@@ -345,6 +469,22 @@ impl Shard {
         }
         Ok(None)
     }
+}
+
+/// Why the experts of `cfg` cannot split by columns over `size` ranks, if so:
+/// the expert width must divide, and quantised, each rank's down_proj columns
+/// must be whole quantisation groups.
+fn columns_refusal(cfg: &ModelConfig, size: usize) -> Option<String> {
+    let m = cfg.moe.as_ref()?;
+    let i = m.intermediate_size;
+    if !i.is_multiple_of(size) {
+        return Some(format!("the expert width {i} does not divide by {size}"));
+    }
+    let q = &cfg.quantization;
+    let downs = q.overrides.iter().filter(|(k, _)| k.ends_with("down_proj") && (k.contains("expert") || k.contains("switch"))).filter_map(|(_, q)| q.as_ref());
+    let cols = i / size;
+    let cut = q.default.iter().chain(downs).find(|q| !cols.is_multiple_of(q.group_size as usize))?;
+    Some(format!("the expert width {i} over {size} ranks ({cols} columns each) would cut its quantisation groups of {}", cut.group_size))
 }
 
 /// The layer index of `model.layers.{i}.…`.

@@ -3,6 +3,7 @@
 //! unset takes the `GOMLX_*` environment variable named beside it, else the
 //! default. docs/tuning.md has the table.
 
+use super::shard::MoeSplit;
 use super::strategy::Products;
 use super::LoadOptions;
 use crate::mlx::DeviceKind;
@@ -82,6 +83,14 @@ pub fn distributed(o: &LoadOptions) -> Option<String> {
     let v = o.distributed.clone().or_else(|| std::env::var("GOMLX_DISTRIBUTED").ok())?;
     let v = v.trim();
     (!matches!(v, "" | "off" | "none" | "0")).then(|| v.to_string())
+}
+
+/// `moe_split`, `GOMLX_MOE_SPLIT=columns|experts`: how a split model's
+/// mixture-of-experts blocks divide over ranks (docs/distributed.md); default
+/// columns, which fall back to whole experts where the expert width does not
+/// divide (`shard::Shard::new_with`).
+pub fn moe_split(o: &LoadOptions) -> MoeSplit {
+    o.moe_split.or_else(|| MoeSplit::parse(&std::env::var("GOMLX_MOE_SPLIT").ok()?)).unwrap_or(MoeSplit::Columns)
 }
 
 /// `cpu_dense_qmm_rows`, `GOMLX_CPU_DENSE_QMM_ROWS`; `gpu_dense_qmm_rows`,

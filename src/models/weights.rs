@@ -106,6 +106,17 @@ impl Weights {
                         tensors.insert(name, a);
                         continue;
                     }
+                    Part::Blocks { axis, blocks, start, len } => {
+                        // Read as [.., blocks, dim / blocks, ..], a slice of the inner axis.
+                        let mut view = t.clone();
+                        view.shape[axis] /= blocks;
+                        view.shape.insert(axis, blocks);
+                        let a = read_slice(&f, &file, data_start, &view, axis + 1, start, len, len)?;
+                        let mut shape: Vec<i32> = t.shape.iter().map(|&d| d as i32).collect();
+                        shape[axis] = (blocks * len) as i32;
+                        tensors.insert(name, a.reshape(&shape)?);
+                        continue;
+                    }
                     Part::Rows(ranges) => {
                         let parts = ranges.iter().map(|&(start, len)| read_slice(&f, &file, data_start, t, 0, start, len, len)).collect::<Result<Vec<_>>>()?;
                         tensors.insert(name, crate::mlx::concatenate(&parts.iter().collect::<Vec<_>>(), 0)?);
@@ -303,8 +314,8 @@ fn read_slice(
     use std::os::unix::fs::FileExt;
     let dtype = dtype_of(&t.dtype).ok_or_else(|| Error::Model(format!("{}: tensor '{}' of dtype {} cannot be sharded", path.display(), t.name, t.dtype)))?;
     let elem = dtype.size() as u64;
-    let dim = t.shape[axis];
-    if start + len > dim || (axis != 0 && axis + 1 != t.shape.len()) {
+    let dim = t.shape.get(axis).copied().unwrap_or(0);
+    if axis >= t.shape.len() || start + len > dim {
         return Err(Error::Model(format!(
             "{}: tensor '{}' of shape {:?} has no part {start}..{} on axis {axis}",
             path.display(),

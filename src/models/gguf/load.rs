@@ -204,6 +204,8 @@ pub fn split_weights(g: &GgufModel, mut config: ModelConfig, shard: &Shard) -> R
                 let (data, bytes) = g.load_slice(info, axis, start as usize, len as usize, pad_to as usize)?;
                 (name.clone(), data, bytes)
             }
+            // Experts split by columns (Gemma 4's fused halves): GGUF files split by whole experts.
+            Part::Blocks { .. } => return Err(Error::InvalidArgument(format!("'{name}': a GGUF tensor is not split in blocks"))),
         };
         let quant = to_arrays(&to, data, &mut tensors)?;
         if let Some(module) = to.strip_suffix(".weight") {

@@ -314,6 +314,10 @@ typedef struct gm_load_options {
   // "any"; "off" = not split; NULL = `GOMLX_DISTRIBUTED` (set by `gomlx
   // launch`). On a rank other than 0 load with `gm_follow` instead.
   const char *distributed;
+  // How a split model's mixture-of-experts blocks are split: "columns" (of
+  // every expert: compute and memory divide) or "experts" (whole experts per
+  // rank); NULL = `GOMLX_MOE_SPLIT`, else columns where they divide.
+  const char *moe_split;
 } gm_load_options;
 
 // One chat message. Both strings are read during the call only.

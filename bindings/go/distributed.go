@@ -13,6 +13,13 @@ func WithDistributed(backend string) LoadOption {
 	return func(c *loadConfig) { c.distributed = backend }
 }
 
+// WithMoESplit says how a split model's mixture-of-experts blocks are split:
+// "columns" of every expert (compute and memory divide by the ranks) or whole
+// "experts" per rank. Unset = GOMLX_MOE_SPLIT, else columns where they divide.
+func WithMoESplit(how string) LoadOption {
+	return func(c *loadConfig) { c.moeSplit = how }
+}
+
 // DistributedRank says which part this process plays when the options (or
 // GOMLX_DISTRIBUTED) split the model: 0 leads (LoadModel, then serve every
 // request), above 0 follows (call Follow), -1 = not split. Loads nothing.

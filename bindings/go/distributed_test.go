@@ -21,6 +21,12 @@ func TestDistributedRank(t *testing.T) {
 	if _, err := DistributedRank(WithDistributed("tcp")); err == nil || !strings.Contains(err.Error(), "gm_load_options.distributed is 'tcp'") {
 		t.Fatalf("bad backend: %v", err)
 	}
+	if r, err := DistributedRank(WithDistributed("ring"), WithMoESplit("experts")); err != nil || r != 2 {
+		t.Fatalf("with a MoE split: rank %d, %v", r, err)
+	}
+	if _, err := DistributedRank(WithDistributed("ring"), WithMoESplit("rows")); err == nil || !strings.Contains(err.Error(), "gm_load_options.moe_split is 'rows' (expected columns or experts)") {
+		t.Fatalf("bad MoE split: %v", err)
+	}
 	t.Setenv("MLX_RANK", "0")
 	if _, err := Follow(chatModelPath, WithDistributed("ring")); err == nil || !strings.Contains(err.Error(), "not a follower rank") {
 		t.Fatalf("rank 0 cannot follow: %v", err)

@@ -33,6 +33,7 @@ type loadConfig struct {
 	prefixCache   uint64
 	replicas      int
 	distributed   string
+	moeSplit      string
 }
 
 // WithMaxBatch bounds how many generations decode in one batch (continuous
@@ -144,6 +145,11 @@ func (c *loadConfig) toC(m *cmem) (*C.gm_load_options, error) {
 	var err error
 	if c.distributed != "" {
 		if o.distributed, err = m.str("distributed backend", c.distributed); err != nil {
+			return nil, err
+		}
+	}
+	if c.moeSplit != "" {
+		if o.moe_split, err = m.str("MoE split", c.moeSplit); err != nil {
 			return nil, err
 		}
 	}

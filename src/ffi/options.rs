@@ -7,6 +7,7 @@
 use super::{c_slice, c_str, c_strs, invalid, opt_c_str, read_opts, SizedStruct};
 use crate::engine::{ClassifyOptions, EngineOptions, GenerateOptions};
 use crate::mlx::{DeviceKind, Dtype};
+use crate::models::shard::MoeSplit;
 use crate::sample::{Constraint, SamplerConfig};
 use crate::text::ToolChoice;
 use crate::Result;
@@ -87,6 +88,10 @@ pub struct gm_load_options {
     /// "any"; "off" = not split; NULL = `GOMLX_DISTRIBUTED` (set by `gomlx
     /// launch`). On a rank other than 0 load with `gm_follow` instead.
     pub distributed: *const c_char,
+    /// How a split model's mixture-of-experts blocks are split: "columns" (of
+    /// every expert: compute and memory divide) or "experts" (whole experts per
+    /// rank); NULL = `GOMLX_MOE_SPLIT`, else columns where they divide.
+    pub moe_split: *const c_char,
 }
 
 /// A knob of `gm_load_options` switched on.
@@ -177,8 +182,9 @@ pub(crate) fn load_settings(ptr: *const gm_load_options) -> Result<LoadSettings>
         gpu_dense_qmm_rows: rows(o.gpu_dense_qmm_rows),
         cpu_split_out: rows(o.cpu_split_out),
         distributed: opt_c_str(o.distributed, "gm_load_options.distributed")?.map(distributed_backend).transpose()?,
-        // Not a C field yet: GOMLX_MOE_SPLIT applies (docs/tuning.md).
-        moe_split: None,
+        moe_split: opt_c_str(o.moe_split, "gm_load_options.moe_split")?
+            .map(|v| MoeSplit::parse(v).ok_or_else(|| invalid(format!("gm_load_options.moe_split is '{v}' (expected columns or experts)"))))
+            .transpose()?,
         max_batch: (o.max_batch != 0).then_some(o.max_batch),
         prefix_cache_bytes: (o.prefix_cache_bytes != 0).then_some(o.prefix_cache_bytes),
         replicas: (o.replicas != 0).then_some(o.replicas),

@@ -65,11 +65,15 @@ public struct LoadOptions: Sendable, Hashable {
     /// split; nil = `GOMLX_DISTRIBUTED` (set by `gomlx launch`). A rank above 0
     /// calls ``Model/follow(path:options:)`` instead of loading.
     public var distributed: String?
+    /// How a split model's mixture-of-experts blocks are split: "columns" of every
+    /// expert (compute and memory divide) or whole "experts" per rank; nil =
+    /// `GOMLX_MOE_SPLIT`, else columns where they divide.
+    public var moeSplit: String?
 
     public init(device: Device = .automatic, dtype: DType? = nil, contextLength: Int? = nil,
                 memoryLimit: Int? = nil, cacheLimit: Int? = nil, adapterPath: String? = nil,
                 tuning: Tuning = Tuning(), maxBatch: Int? = nil, prefixCacheBytes: Int? = nil,
-                replicas: Int? = nil, distributed: String? = nil) {
+                replicas: Int? = nil, distributed: String? = nil, moeSplit: String? = nil) {
         self.device = device
         self.dtype = dtype
         self.contextLength = contextLength
@@ -81,6 +85,7 @@ public struct LoadOptions: Sendable, Hashable {
         self.prefixCacheBytes = prefixCacheBytes
         self.replicas = replicas
         self.distributed = distributed
+        self.moeSplit = moeSplit
     }
 
     func withC<R>(_ body: (UnsafePointer<gm_load_options>) throws -> R) throws -> R {
@@ -98,6 +103,7 @@ public struct LoadOptions: Sendable, Hashable {
         o.prefix_cache_bytes = try size(prefixCacheBytes, "prefixCacheBytes")
         o.replicas = try size(replicas, "replicas")
         o.distributed = try arena.optionalString(distributed, "distributed")
+        o.moe_split = try arena.optionalString(moeSplit, "moeSplit")
         return try withExtendedLifetime(arena) { try withUnsafePointer(to: &o) { try body($0) } }
     }
 }

@@ -29,6 +29,9 @@ struct DistributedTests {
             #expect(try Model.distributedRank() == nil)
             let bad = try #require(thrownNow { try Model.distributedRank(options: LoadOptions(distributed: "tcp")) })
             #expect(libraryMessage(bad).contains("gm_load_options.distributed is 'tcp'"))
+            #expect(try Model.distributedRank(options: LoadOptions(distributed: "ring", moeSplit: "experts")) == 2)
+            let split = try #require(thrownNow { try Model.distributedRank(options: LoadOptions(distributed: "ring", moeSplit: "rows")) })
+            #expect(libraryMessage(split).contains("gm_load_options.moe_split is 'rows'"))
         }
         try withEnvironment(["GOMLX_DISTRIBUTED": "ring", "MLX_RANK": "1"]) { () throws -> Void in
             #expect(try Model.distributedRank() == 1)

@@ -14,7 +14,7 @@
 //! per-layer input embeddings by vocabulary rows like the embedding.
 //! Qwen 3.5's gated delta layers split by key heads with their value heads,
 //! its shared expert like a dense MLP; fused checkpoint projections (`qkv_proj`,
-//! `gate_up_proj`) are read as several row ranges (`Part::Rows`).
+//! `gate_up_proj`) are read as several row ranges (`Part::Ranges`).
 
 use super::config::{Gemma4Layout, ModelConfig};
 use super::linear_attention::LinearDims;
@@ -106,12 +106,10 @@ pub enum Part {
     Skip,
     /// This rank's expert, renamed to its local index (the tensor whole).
     Rename(String),
-    /// `axis` holds `blocks` equal runs (Gemma 4's gate rows, then up rows):
-    /// `len` entries of each from `start`, joined.
-    Blocks { axis: usize, blocks: u64, start: u64, len: u64 },
-    /// Several `(start, len)` row ranges of axis 0, concatenated in order: a
-    /// fused projection's parts (`qkv_proj`: q, k, v) or Qwen 3.5's `in_proj_qkv`.
-    Rows(Vec<(u64, u64)>),
+    /// Several `(start, len)` ranges of `axis`, concatenated in order: a fused
+    /// projection's parts (`qkv_proj`: q, k, v; Qwen 3.5's `in_proj_qkv`), or
+    /// each half of fused experts' gate then up rows (Gemma 4, Qwen 3.5).
+    Ranges { axis: usize, ranges: Vec<(u64, u64)> },
 }
 
 /// Joins the group `backend` names (`ring`, `nccl`, `mpi`, `jaccl`, `any`):
@@ -419,7 +417,7 @@ impl Shard {
                     )));
                 }
                 let per = n / 2 / r;
-                Ok(Part::Blocks { axis: 1, blocks: 2, start: rank * per, len: per })
+                Ok(Part::Ranges { axis: 1, ranges: vec![(rank * per, per), (n / 2 + rank * per, per)] })
             }
             // The sum over the expert width: its columns. Biases after the sum are whole
             // (added on one rank: `MoeBlock`).
@@ -447,7 +445,7 @@ impl Shard {
                 return Err(mismatch(2 * kd + vd));
             }
             let (kp, vp) = (kd / r, vd / r);
-            return Ok(Some(Part::Rows(vec![(rank * kp, kp), (kd + rank * kp, kp), (2 * kd + rank * vp, vp)])));
+            return Ok(Some(Part::Ranges { axis: 0, ranges: vec![(rank * kp, kp), (kd + rank * kp, kp), (2 * kd + rank * vp, vp)] }));
         }
         if name.contains(".self_attn.qkv_proj.") {
             let (nh, nkv) = (self.heads as u64, self.kv_heads as u64);
@@ -457,7 +455,7 @@ impl Shard {
             let hd = dim0 / (nh + 2 * nkv);
             let (q, kv) = (nh / r * hd, (self.kv_heads / self.size).max(1) as u64 * hd);
             let kv_at = self.kv_start(self.kv_heads) as u64 * hd;
-            return Ok(Some(Part::Rows(vec![(rank * q, q), (nh * hd + kv_at, kv), ((nh + nkv) * hd + kv_at, kv)])));
+            return Ok(Some(Part::Ranges { axis: 0, ranges: vec![(rank * q, q), (nh * hd + kv_at, kv), ((nh + nkv) * hd + kv_at, kv)] }));
         }
         if name.contains(".mlp.gate_up_proj.") {
             let i = self.intermediate as u64;
@@ -465,7 +463,7 @@ impl Shard {
                 return Err(mismatch(2 * i));
             }
             let per = i / r;
-            return Ok(Some(Part::Rows(vec![(rank * per, per), (i + rank * per, per)])));
+            return Ok(Some(Part::Ranges { axis: 0, ranges: vec![(rank * per, per), (i + rank * per, per)] }));
         }
         Ok(None)
     }

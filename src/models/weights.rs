@@ -106,20 +106,10 @@ impl Weights {
                         tensors.insert(name, a);
                         continue;
                     }
-                    Part::Blocks { axis, blocks, start, len } => {
-                        // Read as [.., blocks, dim / blocks, ..], a slice of the inner axis.
-                        let mut view = t.clone();
-                        view.shape[axis] /= blocks;
-                        view.shape.insert(axis, blocks);
-                        let a = read_slice(&f, &file, data_start, &view, axis + 1, start, len, len)?;
-                        let mut shape: Vec<i32> = t.shape.iter().map(|&d| d as i32).collect();
-                        shape[axis] = (blocks * len) as i32;
-                        tensors.insert(name, a.reshape(&shape)?);
-                        continue;
-                    }
-                    Part::Rows(ranges) => {
-                        let parts = ranges.iter().map(|&(start, len)| read_slice(&f, &file, data_start, t, 0, start, len, len)).collect::<Result<Vec<_>>>()?;
-                        tensors.insert(name, crate::mlx::concatenate(&parts.iter().collect::<Vec<_>>(), 0)?);
+                    Part::Ranges { axis, ranges } => {
+                        let parts =
+                            ranges.iter().map(|&(start, len)| read_slice(&f, &file, data_start, t, axis, start, len, len)).collect::<Result<Vec<_>>>()?;
+                        tensors.insert(name, crate::mlx::concatenate(&parts.iter().collect::<Vec<_>>(), axis as i32)?);
                         continue;
                     }
                     Part::Whole => name,

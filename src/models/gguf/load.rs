@@ -186,9 +186,9 @@ pub fn split_weights(g: &GgufModel, mut config: ModelConfig, shard: &Shard) -> R
             Part::Whole => (name.clone(), g.load(info)?, info.size as usize),
             Part::Rename(to) => (to, g.load(info)?, info.size as usize),
             // Several projections' rows in one tensor (Phi-3's qkv_proj, Qwen 3.5's
-            // in_proj_qkv): no GGUF architecture read here names its tensors so.
-            Part::Rows(_) => {
-                return Err(Error::InvalidArgument(format!("cannot split tensor '{name}' of a GGUF file: its rows hold several projections")));
+            // in_proj_qkv), fused experts by columns: no GGUF architecture read here stores them so.
+            Part::Ranges { .. } => {
+                return Err(Error::InvalidArgument(format!("cannot split tensor '{name}' of a GGUF file: it holds several projections")));
             }
             Part::Slice { axis, start, len, pad_to } => {
                 let block = info.ty.block().0 as u64;
@@ -204,8 +204,6 @@ pub fn split_weights(g: &GgufModel, mut config: ModelConfig, shard: &Shard) -> R
                 let (data, bytes) = g.load_slice(info, axis, start as usize, len as usize, pad_to as usize)?;
                 (name.clone(), data, bytes)
             }
-            // Experts split by columns (Gemma 4's fused halves): GGUF files split by whole experts.
-            Part::Blocks { .. } => return Err(Error::InvalidArgument(format!("'{name}': a GGUF tensor is not split in blocks"))),
         };
         let quant = to_arrays(&to, data, &mut tensors)?;
         if let Some(module) = to.strip_suffix(".weight") {
